@@ -1,3 +1,194 @@
+"""`zooscope ae ...`: train and inspect weight-space autoencoders.
+
+zooscope ae train --zoo /tmp/zoo-digits --out /tmp/ae-digits            # the CPU recipe
+zooscope ae train --zoo Z --out A --beta 1                               # structure-only baseline
+zooscope ae train --zoo Z --out A --resume                               # continue a stopped run
+zooscope ae show /tmp/ae-digits
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+from typing import Any
+
 import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from zooscope.errors import ZooscopeError
 
 app = typer.Typer(no_args_is_help=True)
+console = Console()
+
+
+def _fail(error: Exception) -> None:
+    console.print(f"[red]error:[/red] {error}")
+    raise typer.Exit(code=1)
+
+
+@app.command("train")
+def train(
+    zoo: Path = typer.Option(..., "--zoo", help="Zoo directory (zooscope zoo build / import)."),
+    out: Path = typer.Option(..., "--out", help="Artefact directory to write."),
+    preset: str = typer.Option("cpu", "--preset", help="Model size and recipe: cpu | paper | tiny."),
+    gamma: float | None = typer.Option(None, "--gamma", help="Weight of the contrastive loss."),
+    beta: float | None = typer.Option(None, "--beta", help="Weight of STRUCTURE (1 = structure-only)."),
+    lr: float | None = typer.Option(None, "--lr", help="Learning rate."),
+    epochs: int | None = typer.Option(None, "--epochs", help="Passes over the training checkpoints."),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="Checkpoints per step."),
+    queries: int | None = typer.Option(None, "--queries", help="Query inputs per step for the behaviour."),
+    query_source: str | None = typer.Option(None, "--query-source", help="train | noise | dataset:<name>."),
+    warmup_epochs: int | None = typer.Option(
+        None, "--warmup-epochs", help="Structure-first warm-up: epochs over which beta goes from 1 to --beta."
+    ),
+    lr_schedule: str | None = typer.Option(None, "--lr-schedule", help="none | cosine."),
+    behavioural_loss: str | None = typer.Option(None, "--behavioural-loss", help="mse | kl."),
+    device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N."),
+    seed: int | None = typer.Option(None, "--seed", help="Seed of initialisation, batches, views, queries."),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue from the last training checkpoint in --out."
+    ),
+) -> None:
+    """Train an autoencoder on a zoo with the composite loss (contrast + structure + behaviour)."""
+    from zooscope.autoencoder.config import AutoencoderConfig, TrainingConfig
+    from zooscope.autoencoder.training import train_autoencoder
+    from zooscope.zoo.store import Zoo
+
+    overrides: dict[str, Any] = {
+        "gamma": gamma,
+        "beta": beta,
+        "lr": lr,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "n_queries": queries,
+        "query_source": query_source,
+        "beta_warmup_epochs": warmup_epochs,
+        "lr_schedule": lr_schedule,
+        "behavioural_loss": behavioural_loss,
+        "device": device,
+        "seed": seed,
+    }
+    try:
+        ae_config = AutoencoderConfig.preset(preset)
+        training_config = dataclasses.replace(
+            TrainingConfig.preset(preset), **{k: v for k, v in overrides.items() if v is not None}
+        )
+        source = Zoo.open(zoo)
+    except (ZooscopeError, ValueError) as error:
+        _fail(error)
+        return
+    console.print(f"[bold]autoencoder[/bold] {preset}: {ae_config}")
+    console.print(f"[bold]training[/bold]: {training_config}")
+    columns = (
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as bar:
+        task = bar.add_task("training", total=1.0)
+
+        def on_progress(fraction: float, message: str) -> None:
+            bar.update(task, completed=fraction, description=message or "training")
+
+        try:
+            trained = train_autoencoder(
+                source,
+                ae_config,
+                training_config,
+                out,
+                progress=on_progress,
+                resume=resume,
+                log=lambda line: bar.console.print(line),
+            )
+        except (ZooscopeError, ValueError) as error:
+            _fail(error)
+            return
+    console.print(f"wrote {out} ({trained.model.n_parameters:,} parameters)")
+    _print_summary(trained.training_log)
+
+
+@app.command("show")
+def show(
+    directory: Path = typer.Argument(..., help="Autoencoder artefact directory."),
+    every: int = typer.Option(0, "--every", help="Show every Nth epoch (0: about 15 rows)."),
+) -> None:
+    """Print an autoencoder's configuration and a summary of its training curves."""
+    from zooscope.autoencoder.artefact import TrainedAutoencoder
+
+    try:
+        ae = TrainedAutoencoder.load(directory)
+    except ZooscopeError as error:
+        _fail(error)
+        return
+    meta = ae.describe()
+    console.print(f"[bold]{directory}[/bold]: {ae.architecture.name}, {meta['n_parameters']:,} parameters")
+    console.print(f"tokens {ae.token_layout.n_tokens} x {ae.token_layout.width}, code {meta['code_version']}")
+    console.print(f"autoencoder: {ae.config}")
+    if ae.training_config is not None:
+        console.print(f"training: {ae.training_config}")
+    if ae.zoo:
+        console.print(f"zoo: {ae.zoo}")
+    _print_summary(ae.training_log, every)
+    if ae.evaluation:
+        aggregate = ae.evaluation.get("aggregate", ae.evaluation)
+        console.print(f"evaluation: {aggregate}")
+
+
+def _cell(value: Any, spec: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return format(value, spec)
+
+
+def _print_summary(log: list[dict[str, Any]], every: int = 0) -> None:
+    if not log:
+        console.print("no training log")
+        return
+    step = every or max(1, len(log) // 15)
+    rows = [e for i, e in enumerate(log) if i % step == 0 or i == len(log) - 1]
+    table = Table(title="training curves")
+    for name in (
+        "epoch",
+        "beta",
+        "loss",
+        "C",
+        "S",
+        "B",
+        "val agree",
+        "val recon acc",
+        "val orig acc",
+        "s/epoch",
+    ):
+        table.add_column(name, justify="right")
+    for e in rows:
+        table.add_row(
+            str(e["epoch"]),
+            _cell(e.get("beta"), ".3f"),
+            _cell(e.get("loss"), ".4f"),
+            _cell(e.get("contrastive"), ".4f"),
+            _cell(e.get("structural"), ".3g"),
+            _cell(e.get("behavioural"), ".3g"),
+            _cell(e.get("val_agreement"), ".1%"),
+            _cell(e.get("val_reconstructed_accuracy"), ".1%"),
+            _cell(e.get("val_original_accuracy"), ".1%"),
+            _cell(e.get("seconds"), ".1f"),
+        )
+    console.print(table)
+    collapsed = [e["epoch"] for e in log if e.get("collapse")]
+    if collapsed:
+        console.print(f"[bold red]COLLAPSE[/bold red] flagged at epochs {collapsed}")
+
+
+def _register_evaluate() -> None:
+    # `ae evaluate` lives in its own module (evaluation's owner); imported here so the group has it.
+    from zooscope.cli import ae_evaluate
+
+    ae_evaluate.register(app)
+
+
+_register_evaluate()

@@ -1,0 +1,1 @@
+"""The HTTP API (prefix /api/v1): routes, schemas, dependencies and problem+json errors."""

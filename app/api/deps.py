@@ -1,0 +1,58 @@
+"""Request dependencies: settings, a database session per request, the caller, storage, queue."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
+
+from app.auth import Principal, authenticate
+from app.queue import JobQueue
+from app.settings import Settings
+from app.storage import BlobStore
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    session = request.app.state.sessionmaker()
+    try:
+        yield session
+    finally:
+        session.close()
+
+
+def get_store(request: Request) -> BlobStore:
+    return request.app.state.store
+
+
+def get_queue(request: Request) -> JobQueue:
+    return request.app.state.queue
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+SessionDep = Annotated[Session, Depends(get_session)]
+StoreDep = Annotated[BlobStore, Depends(get_store)]
+QueueDep = Annotated[JobQueue, Depends(get_queue)]
+
+
+# Declares the scheme in OpenAPI (the Authorize button in /docs); the checking is ours, so a
+# malformed header gets a 401 problem that says what is wrong rather than FastAPI's 403.
+_bearer = HTTPBearer(auto_error=False, description="an API key from `zooscope keys create`")
+
+
+def get_principal(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)] = None,
+) -> Principal:
+    return authenticate(session, request.headers.get("authorization"), settings.auth_required)
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]

@@ -1,0 +1,208 @@
+"""Checkpoints: upload (streamed, validated, deduplicated), list, get, download, delete."""
+
+from __future__ import annotations
+
+import io
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, StreamingResponse
+from sqlalchemy import func, select
+
+from app.api.deps import PrincipalDep, SessionDep, SettingsDep, StoreDep
+from app.api.problems import Problem, not_found
+from app.api.schemas import CheckpointOut, Page
+from app.db.checkpoints import delete_checkpoint, find_by_sha256
+from app.db.models import Checkpoint, Zoo
+from app.db.visibility import visible_to
+from app.ingest import store_checkpoint, validate_checkpoint
+from app.uploads import display_name, receive_upload
+
+router = APIRouter(prefix="/checkpoints", tags=["checkpoints"])
+
+UPLOAD_OPENAPI = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": ".safetensors or torch .pt/.pth",
+                        },
+                        "name": {"type": "string", "description": "display name (default: the file name)"},
+                        "activation": {
+                            "type": "string",
+                            "description": "relu (default), tanh, gelu, sigmoid",
+                        },
+                        "zoo_id": {"type": "string"},
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+def get_visible(session: SessionDep, principal: PrincipalDep, checkpoint_id: str) -> Checkpoint:
+    row = session.scalars(
+        select(Checkpoint).where(Checkpoint.id == checkpoint_id, visible_to(Checkpoint, principal.owner_id))
+    ).first()
+    if row is None:
+        raise not_found("checkpoint", checkpoint_id)
+    return row
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=CheckpointOut,
+    openapi_extra=UPLOAD_OPENAPI,
+    responses={200: {"model": CheckpointOut, "description": "the same bytes were uploaded before"}},
+)
+async def upload_checkpoint(
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    principal: PrincipalDep,
+    settings: SettingsDep,
+    store: StoreDep,
+) -> Checkpoint:
+    """Upload a .safetensors or torch state_dict. Same bytes again: 200 with the existing record."""
+    upload = await receive_upload(
+        request, max_bytes=settings.max_upload_bytes, tmp_dir=settings.upload_tmp_dir
+    )
+    try:
+        existing = find_by_sha256(session, principal.owner_id, upload.sha256)
+        if existing is not None:
+            response.status_code = 200
+            return existing
+        zoo_id = upload.fields.get("zoo_id") or None
+        if (
+            zoo_id is not None
+            and session.scalars(
+                select(Zoo.id).where(Zoo.id == zoo_id, visible_to(Zoo, principal.owner_id))
+            ).first()
+            is None
+        ):
+            raise Problem(422, f"zoo_id {zoo_id!r}: no such zoo", type_="unknown-reference")
+        activation = (upload.fields.get("activation") or "relu").strip().lower()
+        # torch.load and architecture detection are CPU work: keep them off the event loop.
+        checkpoint = await run_in_threadpool(
+            validate_checkpoint, upload.path, max_bytes=settings.max_upload_bytes, activation=activation
+        )
+        name = display_name(upload.fields.get("name") or upload.filename)
+        row, created = await run_in_threadpool(
+            store_checkpoint,
+            session,
+            store,
+            checkpoint,
+            tmp_dir=settings.upload_tmp_dir,
+            kind="uploaded",
+            name=name,
+            owner_id=principal.owner_id,
+            upload_sha256=upload.sha256,
+            zoo_id=zoo_id,
+        )
+        if not created:
+            response.status_code = 200
+        return row
+    finally:
+        upload.discard()
+
+
+@router.get("", response_model=Page[CheckpointOut])
+def list_checkpoints(
+    session: SessionDep,
+    principal: PrincipalDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    architecture: str | None = None,
+    zoo_id: str | None = None,
+    kind: Literal["uploaded", "reconstructed", "generated", "zoo"] | None = None,
+) -> dict:
+    """Newest first. `architecture` is a name such as cnn_s-1x28x28."""
+    where = [visible_to(Checkpoint, principal.owner_id)]
+    if architecture:
+        where.append(Checkpoint.architecture_name == architecture)
+    if zoo_id:
+        where.append(Checkpoint.zoo_id == zoo_id)
+    if kind:
+        where.append(Checkpoint.kind == kind)
+    total = session.scalar(select(func.count()).select_from(Checkpoint).where(*where)) or 0
+    items = session.scalars(
+        select(Checkpoint)
+        .where(*where)
+        .order_by(Checkpoint.created_at.desc(), Checkpoint.id)
+        .limit(limit)
+        .offset(offset)
+    ).all()
+    return {"items": items, "total": total, "limit": limit, "offset": offset}
+
+
+@router.get("/{checkpoint_id}", response_model=CheckpointOut)
+def get_checkpoint(checkpoint_id: str, session: SessionDep, principal: PrincipalDep) -> Checkpoint:
+    return get_visible(session, principal, checkpoint_id)
+
+
+@router.get(
+    "/{checkpoint_id}/download",
+    response_class=Response,
+    responses={200: {"content": {"application/octet-stream": {}}}},
+)
+def download_checkpoint(
+    checkpoint_id: str,
+    session: SessionDep,
+    principal: PrincipalDep,
+    store: StoreDep,
+    settings: SettingsDep,
+    format: Literal["safetensors", "pt"] = "safetensors",
+) -> Response:
+    """The stored safetensors file, or the same weights as a torch.save zip (format=pt)."""
+    row = get_visible(session, principal, checkpoint_id)
+    try:
+        path = store.open_path(row.blob_key)
+    except FileNotFoundError as exc:
+        raise Problem(
+            500, f"the file of checkpoint {checkpoint_id} is missing from blob storage", type_="blob-missing"
+        ) from exc
+    stem = display_name(row.name.removesuffix(".safetensors").removesuffix(".pt").removesuffix(".pth"))
+    if format == "safetensors":
+        return FileResponse(path, media_type="application/octet-stream", filename=f"{stem}.safetensors")
+    from zooscope.checkpoints import checkpoint_to_torch_bytes, load_checkpoint
+
+    # Converted on the fly: zoo checkpoints are small, and storing one format keeps one truth.
+    data = checkpoint_to_torch_bytes(
+        load_checkpoint(path, max_bytes=max(settings.max_upload_bytes, row.size_bytes))
+    )
+    return StreamingResponse(
+        io.BytesIO(data),
+        media_type="application/octet-stream",
+        headers={
+            "Content-Disposition": f'attachment; filename="{stem}.pt"',
+            "Content-Length": str(len(data)),
+        },
+    )
+
+
+@router.delete("/{checkpoint_id}", status_code=204, response_class=Response)
+def remove_checkpoint(
+    checkpoint_id: str, session: SessionDep, principal: PrincipalDep, store: StoreDep
+) -> Response:
+    """Delete a checkpoint; its file goes when no other record (another owner's) uses it."""
+    row = get_visible(session, principal, checkpoint_id)
+    if row.owner_id != principal.owner_id:
+        raise Problem(
+            403,
+            "this checkpoint is shared; only a request without a key (the embedded mode) may delete it",
+            type_="forbidden",
+        )
+    blob_key = row.blob_key
+    if delete_checkpoint(session, row):
+        store.delete(blob_key)
+    return Response(status_code=204)

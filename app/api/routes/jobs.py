@@ -1,0 +1,243 @@
+"""Jobs: submit (202 + Location, idempotent with Idempotency-Key), read, list, cancel, report."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Header, Query, Response
+from pydantic import ValidationError
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, undefer
+
+from app.api.deps import PrincipalDep, QueueDep, SessionDep
+from app.api.job_params import PARAMS_BY_KIND
+from app.api.problems import Problem, not_found
+from app.api.schemas import JobIn, JobOut, Page
+from app.auth import Principal
+from app.db import jobs as job_repo
+from app.db.artefacts import get_default_autoencoder
+from app.db.models import TERMINAL_JOB_STATES, Autoencoder, Checkpoint, Job, Zoo
+from app.db.visibility import visible_to
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/jobs", tags=["jobs"])
+API_PREFIX = "/api/v1"
+MAX_IDEMPOTENCY_KEY = 200
+
+
+def job_location(job_id: str) -> str:
+    return f"{API_PREFIX}/jobs/{job_id}"
+
+
+def get_visible(session: Session, principal: Principal, job_id: str, *, with_report: bool = False) -> Job:
+    query = select(Job).where(Job.id == job_id, visible_to(Job, principal.owner_id))
+    if with_report:
+        query = query.options(undefer(Job.report))
+    row = session.scalars(query).first()
+    if row is None:
+        raise not_found("job", job_id)
+    return row
+
+
+def _validate_params(kind: str, params: dict[str, Any]) -> dict[str, Any]:
+    try:
+        model = PARAMS_BY_KIND[kind].model_validate(params)
+    except ValidationError as exc:
+        errors = [
+            {"loc": ["params", *e["loc"]], "msg": e["msg"], "type": e["type"]}
+            for e in exc.errors(include_url=False)
+        ]
+        detail = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors)
+        raise Problem(
+            422, f"invalid params for a {kind} job: {detail}", type_="validation-error", errors=errors
+        ) from exc
+    return model.model_dump(mode="json")
+
+
+def _resolve_references(
+    session: Session, principal: Principal, kind: str, params: dict[str, Any]
+) -> dict[str, Any]:
+    """Check every id in params exists and is visible; fill the default autoencoder in."""
+    owner = principal.owner_id
+    if "autoencoder_id" in params:
+        if params["autoencoder_id"] is None:
+            default = get_default_autoencoder(session)
+            if default is None or not (default.owner_id is None or default.owner_id == owner):
+                raise Problem(
+                    422,
+                    f"a {kind} job needs an autoencoder and there is no default one: "
+                    "pass params.autoencoder_id, "
+                    "or train one first (a train_autoencoder job) and make it the default",
+                    type_="no-default-autoencoder",
+                )
+            params["autoencoder_id"] = default.id
+        elif (
+            session.scalars(
+                select(Autoencoder.id).where(
+                    Autoencoder.id == params["autoencoder_id"], visible_to(Autoencoder, owner)
+                )
+            ).first()
+            is None
+        ):
+            raise Problem(
+                404,
+                f"params.autoencoder_id: no autoencoder with id {params['autoencoder_id']!r}",
+                type_="not-found",
+            )
+    ids = params.get("checkpoint_ids")
+    if ids:
+        found = set(
+            session.scalars(
+                select(Checkpoint.id).where(Checkpoint.id.in_(ids), visible_to(Checkpoint, owner))
+            ).all()
+        )
+        missing = [i for i in ids if i not in found]
+        if missing:
+            shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+            raise Problem(
+                404,
+                f"params.checkpoint_ids: no checkpoint with id {shown}",
+                type_="not-found",
+                missing=missing,
+            )
+    if (
+        params.get("zoo_id") is not None
+        and session.scalars(select(Zoo.id).where(Zoo.id == params["zoo_id"], visible_to(Zoo, owner))).first()
+        is None
+    ):
+        raise Problem(404, f"params.zoo_id: no zoo with id {params['zoo_id']!r}", type_="not-found")
+    return params
+
+
+def _replay(job: Job, fingerprint: str, response: Response) -> Job:
+    if job.request_fingerprint and job.request_fingerprint != fingerprint:
+        raise Problem(
+            422,
+            "this Idempotency-Key was used for a different request; use a new key for a new job",
+            type_="idempotency-key-reused",
+        )
+    response.status_code = 200
+    response.headers["Location"] = job_location(job.id)
+    return job
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=JobOut,
+    responses={200: {"model": JobOut, "description": "a retry with the same Idempotency-Key: the same job"}},
+)
+def submit_job(
+    body: JobIn,
+    response: Response,
+    session: SessionDep,
+    principal: PrincipalDep,
+    queue: QueueDep,
+    idempotency_key: Annotated[str | None, Header(max_length=MAX_IDEMPOTENCY_KEY)] = None,
+) -> Job:
+    """Queue a job. The body is {kind, params}; see the *Params schemas for each kind's params."""
+    params = _validate_params(body.kind, body.params)
+    # Compared on what the client sent, before defaults are filled in, so a retry matches.
+    fingerprint = job_repo.request_fingerprint(body.kind, params)
+    if idempotency_key:
+        existing = job_repo.find_by_idempotency_key(session, principal.owner_id, idempotency_key)
+        if existing is not None:
+            return _replay(existing, fingerprint, response)
+    params = _resolve_references(session, principal, body.kind, params)
+    job, created = job_repo.create_job(
+        session,
+        kind=body.kind,
+        params=params,
+        owner_id=principal.owner_id,
+        idempotency_key=idempotency_key or None,
+        fingerprint=fingerprint,
+    )
+    if not created:  # a concurrent retry won the race
+        return _replay(job, fingerprint, response)
+    try:
+        task_id = queue.send(job.kind, job.id)
+    except Exception as exc:
+        log.exception("job %s: could not send its task", job.id)
+        job_repo.fail_job(session, job.id, f"the task could not be queued: {exc}")
+        raise Problem(
+            503,
+            "the job queue (broker) is unreachable; the job was not queued, try again later",
+            type_="broker-unavailable",
+        ) from exc
+    job_repo.set_task_id(session, job.id, task_id)
+    session.refresh(job)
+    response.headers["Location"] = job_location(job.id)
+    return job
+
+
+@router.get("", response_model=Page[JobOut])
+def list_jobs(
+    session: SessionDep,
+    principal: PrincipalDep,
+    state: Literal["queued", "running", "succeeded", "failed", "cancelled"] | None = None,
+    kind: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> dict:
+    """Newest first."""
+    where = [visible_to(Job, principal.owner_id)]
+    if state:
+        where.append(Job.state == state)
+    if kind:
+        where.append(Job.kind == kind)
+    total = session.scalar(select(func.count()).select_from(Job).where(*where)) or 0
+    items = session.scalars(
+        select(Job).where(*where).order_by(Job.created_at.desc(), Job.id.desc()).limit(limit).offset(offset)
+    ).all()
+    return {"items": items, "total": total, "limit": limit, "offset": offset}
+
+
+@router.get("/{job_id}", response_model=JobOut)
+def get_job(job_id: str, session: SessionDep, principal: PrincipalDep) -> Job:
+    return get_visible(session, principal, job_id)
+
+
+@router.post("/{job_id}/cancel", response_model=JobOut)
+def cancel_job(job_id: str, session: SessionDep, principal: PrincipalDep, queue: QueueDep) -> Job:
+    """queued or running -> cancelled; a running worker stops at its next progress report."""
+    job = get_visible(session, principal, job_id)
+    if job.owner_id != principal.owner_id:
+        raise Problem(
+            403, "this job is shared; only a request without a key may cancel it", type_="forbidden"
+        )
+    if job.state in TERMINAL_JOB_STATES:
+        raise Problem(
+            409,
+            f"job {job_id} already ended ({job.state}); nothing to cancel",
+            type_="job-ended",
+            state=job.state,
+        )
+    if not job_repo.cancel_job(session, job.id):
+        session.refresh(job)
+        raise Problem(
+            409,
+            f"job {job_id} ended ({job.state}) before it could be cancelled",
+            type_="job-ended",
+            state=job.state,
+        )
+    if job.celery_task_id:
+        queue.revoke(job.celery_task_id)
+    session.refresh(job)
+    return job
+
+
+@router.get("/{job_id}/report")
+def get_report(job_id: str, session: SessionDep, principal: PrincipalDep) -> dict[str, Any]:
+    """The stored report of a succeeded job (409 while it is queued or running, or if it did not succeed)."""
+    job = get_visible(session, principal, job_id, with_report=True)
+    if job.state != "succeeded" or job.report is None:
+        lines = (job.error or "").strip().splitlines()
+        hint = {
+            "queued": "it is waiting for a worker; poll GET /jobs/{id}",
+            "running": f"it is running ({job.progress:.0%}); poll GET /jobs/{{id}}",
+            "failed": f"it failed: {lines[-1] if lines else 'no reason recorded'}",
+            "cancelled": "it was cancelled",
+        }.get(job.state, job.state)
+        raise Problem(409, f"job {job_id} has no report: {hint}", type_="report-not-ready", state=job.state)
+    return job.report

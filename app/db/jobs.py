@@ -1,0 +1,225 @@
+"""Job state transitions, shared by the API (create, cancel) and the worker (claim, progress, finish).
+
+Every transition is one conditional UPDATE (`... WHERE state = ...`), so two workers, or a
+worker and a cancel request, never both win; each function commits, so the change is visible to
+the other process at once. The states:
+
+    queued -> running -> succeeded | failed
+    queued | running -> cancelled            (cancel: the worker sees it in update_progress)
+    running -> queued                        (sweep: the worker died, attempts left)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app.db.models import Job
+from app.db.types import utcnow
+
+MAX_ERROR_CHARS = 10_000  # a traceback tail is enough to act on; the worker log has the rest
+
+
+def request_fingerprint(kind: str, params: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps([kind, params], sort_keys=True, default=str).encode()).hexdigest()
+
+
+def find_by_idempotency_key(session: Session, owner_id: str | None, key: str) -> Job | None:
+    owner = Job.owner_id.is_(None) if owner_id is None else Job.owner_id == owner_id
+    return session.scalars(select(Job).where(owner, Job.idempotency_key == key)).first()
+
+
+def create_job(
+    session: Session,
+    *,
+    kind: str,
+    params: dict[str, Any],
+    owner_id: str | None = None,
+    idempotency_key: str | None = None,
+    fingerprint: str | None = None,
+) -> tuple[Job, bool]:
+    """A queued job, or the existing one for (owner, idempotency_key). Returns (job, created).
+
+    A concurrent request with the same key loses on the unique index and gets the winner's job.
+    `fingerprint` identifies the request (default: of kind and params) for comparing retries.
+    """
+    fingerprint = fingerprint or request_fingerprint(kind, params)
+    if idempotency_key is not None:
+        existing = find_by_idempotency_key(session, owner_id, idempotency_key)
+        if existing is not None:
+            return existing, False
+    job = Job(
+        kind=kind,
+        params=params,
+        owner_id=owner_id,
+        idempotency_key=idempotency_key,
+        request_fingerprint=fingerprint,
+        state="queued",
+        progress=0.0,
+        message="queued",
+    )
+    session.add(job)
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        if idempotency_key is None:
+            raise
+        existing = find_by_idempotency_key(session, owner_id, idempotency_key)
+        if existing is None:
+            raise
+        return existing, False
+    return job, True
+
+
+def set_task_id(session: Session, job_id: str, task_id: str) -> None:
+    session.execute(update(Job).where(Job.id == job_id).values(celery_task_id=task_id))
+    session.commit()
+
+
+def claim_job(
+    session: Session, job_id: str, worker_id: str, heartbeat_timeout: float | None = None
+) -> Job | None:
+    """Atomically move a job to running for `worker_id`; None if another worker has it or it ended.
+
+    A running job whose heartbeat is older than `heartbeat_timeout` seconds is re-claimed (its
+    worker died mid-task and Celery redelivered the message, acks_late).
+    """
+    now = utcnow()
+    claimable = Job.state == "queued"
+    if heartbeat_timeout is not None:
+        stale = now - timedelta(seconds=heartbeat_timeout)
+        claimable = or_(claimable, and_(Job.state == "running", Job.heartbeat_at < stale))
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, claimable, Job.cancel_requested.is_(False))
+        .values(
+            state="running",
+            worker_id=worker_id,
+            heartbeat_at=now,
+            started_at=now,
+            attempts=Job.attempts + 1,
+            message="running",
+        )
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+    if result.rowcount != 1:
+        return None
+    return session.get(Job, job_id, populate_existing=True)
+
+
+def update_progress(session: Session, job_id: str, fraction: float, message: str = "") -> bool:
+    """Record progress and a heartbeat. Returns True when the job should stop (cancelled or gone)."""
+    fraction = min(max(float(fraction), 0.0), 1.0)
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.state == "running", Job.cancel_requested.is_(False))
+        .values(progress=fraction, message=message[:1000], heartbeat_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+    return result.rowcount != 1
+
+
+def heartbeat(session: Session, job_id: str) -> bool:
+    """Only the heartbeat (for long steps without progress). Returns True when the job should stop."""
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.state == "running", Job.cancel_requested.is_(False))
+        .values(heartbeat_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+    return result.rowcount != 1
+
+
+def finish_job(session: Session, job_id: str, report: dict[str, Any], message: str = "done") -> bool:
+    """running -> succeeded with its report. Idempotent: the report is written once; later calls
+    (a redelivered task) and calls on a cancelled job change nothing and return False."""
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.state == "running", Job.report.is_(None))
+        .values(state="succeeded", report=report, progress=1.0, message=message, finished_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+    return result.rowcount == 1
+
+
+def fail_job(session: Session, job_id: str, error: str) -> bool:
+    """queued | running -> failed with a reason. False if the job had already ended."""
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.state.in_(("queued", "running")))
+        .values(state="failed", error=error[-MAX_ERROR_CHARS:], message="failed", finished_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+    return result.rowcount == 1
+
+
+def cancel_job(session: Session, job_id: str) -> bool:
+    """queued | running -> cancelled at once; a running worker stops at its next progress call.
+    False if the job had already ended."""
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.state.in_(("queued", "running")))
+        .values(state="cancelled", cancel_requested=True, message="cancelled", finished_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+    return result.rowcount == 1
+
+
+@dataclass(frozen=True)
+class SweptJob:
+    job_id: str
+    kind: str
+    requeued: bool  # True: send its task again; False: it was failed (no attempts left)
+
+
+def sweep_stale_jobs(session: Session, heartbeat_timeout: float, max_attempts: int = 3) -> list[SweptJob]:
+    """Running jobs whose worker stopped reporting: re-queue them while attempts < max_attempts,
+    else fail them with the reason. The caller re-sends the task of each re-queued job."""
+    stale = utcnow() - timedelta(seconds=heartbeat_timeout)
+    candidates = session.scalars(
+        select(Job).where(
+            Job.state == "running",
+            or_(Job.heartbeat_at < stale, and_(Job.heartbeat_at.is_(None), Job.started_at < stale)),
+        )
+    ).all()
+    swept: list[SweptJob] = []
+    for job in candidates:
+        condition = (Job.id == job.id, Job.state == "running", Job.worker_id == job.worker_id)
+        if job.attempts < max_attempts:
+            values: dict[str, Any] = {
+                "state": "queued",
+                "worker_id": None,
+                "message": f"re-queued: worker {job.worker_id} stopped reporting",
+            }
+        else:
+            values = {
+                "state": "failed",
+                "finished_at": utcnow(),
+                "message": "failed",
+                "error": (
+                    f"the worker ({job.worker_id}) stopped reporting for over {heartbeat_timeout:g} s "
+                    f"on attempt {job.attempts} of {max_attempts}; giving up"
+                ),
+            }
+        # Conditional on the same worker still holding it: a heartbeat that raced the sweep wins.
+        result = session.execute(
+            update(Job).where(*condition).values(**values).execution_options(synchronize_session=False)
+        )
+        if result.rowcount == 1:
+            swept.append(SweptJob(job.id, job.kind, requeued=values["state"] == "queued"))
+    session.commit()
+    return swept

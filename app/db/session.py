@@ -1,0 +1,72 @@
+"""Engines and sessions. The API opens one session per request; the worker uses session_scope().
+
+SQLite is shared by the API process and the embedded worker process, so every SQLite connection
+gets WAL journaling (readers never block the writer) and a busy timeout (a writer waits for the
+other instead of failing with "database is locked").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import lru_cache
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import Session, sessionmaker
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def make_engine(url: str, **kwargs: Any) -> Engine:
+    """An engine for `url`, with the SQLite pragmas above where it applies."""
+    if url.startswith("sqlite"):
+        kwargs.setdefault("connect_args", {"check_same_thread": False})
+        engine = create_engine(url, **kwargs)
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    kwargs.setdefault("pool_pre_ping", True)  # survive a PostgreSQL restart between requests
+    return create_engine(url, **kwargs)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    if ":memory:" not in str(dbapi_connection):
+        cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.close()
+
+
+def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
+    # expire_on_commit=False: objects stay readable after the repository functions commit.
+    return sessionmaker(bind=engine, expire_on_commit=False)
+
+
+@lru_cache
+def engine_for(url: str) -> Engine:
+    """One engine per URL per process (engines own connection pools: make them once)."""
+    return make_engine(url)
+
+
+@contextmanager
+def session_scope(engine: Engine | str | None = None) -> Iterator[Session]:
+    """A session that commits on success and rolls back on error.
+
+    `engine` may be an Engine, a URL, or None for the URL in the process settings.
+    """
+    if engine is None:
+        from app.settings import get_settings
+
+        engine = get_settings().database_url
+    if isinstance(engine, str):
+        engine = engine_for(engine)
+    session = make_sessionmaker(engine)()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()

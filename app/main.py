@@ -1,0 +1,96 @@
+"""The FastAPI application factory.
+
+    uvicorn app.main:create_app --factory      (or `zooscope serve`)
+
+On start (lifespan) the database is migrated to the newest revision, so a fresh data directory
+just works; the dashboard in app/static is served at / when it is there.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+
+import zooscope
+from app.api.problems import install_problem_handlers
+from app.api.routes import autoencoders, checkpoints, health, jobs, zoos
+from app.db.migrate import upgrade_to_head
+from app.db.session import make_engine, make_sessionmaker
+from app.queue import CeleryJobQueue, JobQueue
+from app.settings import Settings, get_settings
+from app.storage import BlobStore, LocalBlobStore
+
+log = logging.getLogger(__name__)
+API_PREFIX = "/api/v1"
+STATIC_DIR = Path(__file__).parent / "static"
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    queue: JobQueue | None = None,
+    store: BlobStore | None = None,
+    migrate: bool = True,
+) -> FastAPI:
+    """The API. `queue` and `store` replace the Celery client and the local blob folder (tests)."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        if migrate:
+            await run_in_threadpool(upgrade_to_head, settings.database_url)
+        engine = make_engine(settings.database_url)
+        app.state.settings = settings
+        app.state.engine = engine
+        app.state.sessionmaker = make_sessionmaker(engine)
+        app.state.store = store or LocalBlobStore.from_settings(settings)
+        app.state.queue = queue or CeleryJobQueue(settings)
+        try:
+            yield
+        finally:
+            engine.dispose()
+
+    app = FastAPI(
+        title="zooscope",
+        version=zooscope.__version__,
+        description="Model-zoo analysis: upload checkpoints, encode, reconstruct, generate, and read "
+        "fidelity reports. Errors are application/problem+json (RFC 9457).",
+        lifespan=lifespan,
+    )
+    install_problem_handlers(app)
+    for module in (checkpoints, zoos, autoencoders, jobs):
+        app.include_router(module.router, prefix=API_PREFIX)
+    app.include_router(health.router)
+    app.include_router(
+        health.router, prefix=API_PREFIX, include_in_schema=False
+    )  # the client's /api/v1/healthz
+    _mount_dashboard(app)
+    return app
+
+
+def _mount_dashboard(app: FastAPI) -> None:
+    index = STATIC_DIR / "index.html"
+    if not STATIC_DIR.is_dir():
+        return
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    if index.is_file():
+
+        @app.get("/", include_in_schema=False)
+        def dashboard() -> FileResponse:
+            return FileResponse(index, media_type="text/html")
+
+
+def __getattr__(name: str) -> FastAPI:
+    # `app.main:app` for tools that want a module attribute: built on first access, so importing
+    # this module (tests, the worker) reads no settings and touches no database.
+    if name == "app":
+        return create_app()
+    raise AttributeError(name)

@@ -1,0 +1,73 @@
+"""One Settings object for the service (API and worker), read from ZOOSCOPE_* environment variables.
+
+Defaults describe the embedded run mode: everything under one data directory, a SQLite database
+and a SQLite-backed Celery broker, so one machine runs the service with nothing else installed.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MODEL_JOB_KINDS = ("train_autoencoder", "reconstruct", "evaluate", "generate", "encode")
+ZOO_JOB_KINDS = ("build_zoo", "import_zoo")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ZOOSCOPE_", extra="ignore")
+
+    data_dir: Path = Path(".zooscope")
+    # None means "derive from data_dir" (filled in by _fill_defaults, so readers always see a value).
+    database_url: str = ""
+    broker_url: str = ""
+    auth_required: bool = False  # production sets true; the embedded mode has no keys
+    max_upload_bytes: int = Field(
+        default=64 * 1024 * 1024, gt=0
+    )  # the zoo CNNs are < 1 MB; 64 MB is generous
+    # Kinds that run a model go to the (GPU-capable) model queue; zoo building/importing is CPU/IO work.
+    model_queue: str = "models"
+    zoo_queue: str = "zoos"
+    # A running job whose worker has not reported for this long is presumed dead (progress ticks
+    # at least every few seconds, so two minutes leaves room for a slow epoch).
+    job_heartbeat_timeout_s: float = Field(default=120.0, gt=0)
+    job_max_attempts: int = Field(default=3, ge=1)  # a job re-queued after a worker death, at most
+    readiness_timeout_s: float = Field(default=2.0, gt=0)  # broker and worker ping in /readyz
+    default_zoo_dir: Path | None = None
+    default_autoencoder_dir: Path | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+    @model_validator(mode="after")
+    def _fill_defaults(self) -> Settings:
+        data = self.data_dir
+        if not self.database_url:
+            self.database_url = f"sqlite:///{(data / 'zooscope.sqlite').resolve()}"
+        if not self.broker_url:
+            self.broker_url = f"sqla+sqlite:///{(data / 'broker.sqlite').resolve()}"
+        if self.default_zoo_dir is None:
+            self.default_zoo_dir = data / "zoos" / "default"
+        if self.default_autoencoder_dir is None:
+            self.default_autoencoder_dir = data / "autoencoders" / "default"
+        return self
+
+    @property
+    def blob_dir(self) -> Path:
+        return self.data_dir / "blobs"
+
+    @property
+    def upload_tmp_dir(self) -> Path:
+        # Beside the blobs, so moving a validated upload into storage is a rename, not a copy.
+        return self.data_dir / "tmp"
+
+    def queue_for(self, kind: str) -> str:
+        """The Celery queue a job kind is routed to."""
+        return self.zoo_queue if kind in ZOO_JOB_KINDS else self.model_queue
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings (tests build their own Settings and pass them explicitly)."""
+    return Settings()

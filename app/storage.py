@@ -1,0 +1,99 @@
+"""Blob storage for checkpoint files, content-addressed by sha256.
+
+`BlobStore` is the interface the API and worker use; `LocalBlobStore` keeps blobs in a folder
+under the data directory. An S3 store would implement the same four methods (keys are hex
+sha256 digests, never user input, so they are safe as object names and paths).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Protocol
+
+from app.settings import Settings
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+CHUNK = 1024 * 1024
+
+
+class BlobStore(Protocol):
+    def put_file(self, src: Path, key: str) -> None:
+        """Store the file at `src` under `key` (its sha256); `src` is consumed (moved or deleted)."""
+
+    def exists(self, key: str) -> bool: ...
+
+    def open_path(self, key: str) -> Path:
+        """A local path to read the blob from (an S3 store would download to a cache)."""
+
+    def delete(self, key: str) -> None: ...
+
+
+def sha256_of_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_key(key: str) -> str:
+    if not _SHA256.match(key):
+        raise ValueError(f"blob keys are lowercase hex sha256 digests, got {key!r}")
+    return key
+
+
+class LocalBlobStore:
+    """<root>/<ab>/<abcdef...>: two-level fan-out keeps directories small."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LocalBlobStore:
+        return cls(settings.blob_dir)
+
+    def path_for(self, key: str) -> Path:
+        check_key(key)
+        return self.root / key[:2] / key
+
+    def put_file(self, src: Path, key: str) -> None:
+        dest = self.path_for(key)
+        if dest.exists():  # same content already stored
+            Path(src).unlink(missing_ok=True)
+            return
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        # Write beside the destination, then rename: a reader never sees a half-written blob,
+        # and a rename on one filesystem is atomic even if two writers race on the same key.
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".incoming-")
+        os.close(fd)
+        try:
+            try:
+                os.replace(src, tmp)
+            except OSError:  # another filesystem: copy
+                shutil.copyfile(src, tmp)
+                Path(src).unlink(missing_ok=True)
+            os.replace(tmp, dest)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+
+    def exists(self, key: str) -> bool:
+        return self.path_for(key).is_file()
+
+    def open_path(self, key: str) -> Path:
+        path = self.path_for(key)
+        if not path.is_file():
+            raise FileNotFoundError(f"blob {key} is missing from {self.root}")
+        return path
+
+    def delete(self, key: str) -> None:
+        self.path_for(key).unlink(missing_ok=True)
+
+    def count(self) -> int:
+        """How many blobs are stored (tests check that rejected uploads leave none)."""
+        return sum(1 for p in self.root.glob("*/*") if p.is_file() and not p.name.startswith("."))

@@ -1,0 +1,333 @@
+"""Service benchmarks: what the API + queue + database cost on top of the library, and how fast
+job status is served. Prints markdown tables (docs/benchmarks.md, "Service").
+
+    .venv/bin/python benchmarks/service_benchmarks.py                       # embedded: SQLite + SQLite broker
+    .venv/bin/python benchmarks/service_benchmarks.py --postgres --redis    # production shape
+
+1. 100 reconstructions of distinct checkpoints with a CPU-preset-sized autoencoder, (a) as one
+   job of 100 and (b) as 100 jobs of 1 (submitted at once, polled to the end), against the same
+   library call(s) in this process: `reconstruct_and_evaluate`. The service side includes the HTTP
+   requests, the queue, the claim/progress/finish writes, storing 100 reconstructions as blobs and
+   rows, and polling. Uploads are not timed (the library side reads no files either).
+2. GET /api/v1/jobs/{id} latency under 50 concurrent pollers on loopback (httpx async), a bounded
+   number of requests.
+The API (uvicorn, one process) and the worker (Celery, one pool process) are real subprocesses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+N_RECONSTRUCTIONS = 100
+POLLERS = 50
+REQUESTS_PER_POLLER = 40
+SINGLE_POLLER_REQUESTS = 400
+POLL_BUDGET_S = 60.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def build_artefacts(root: Path) -> tuple[Path, Path]:
+    """A tiny digits zoo and an autoencoder of the CPU preset's size (one short epoch: its speed,
+    not its quality, is what is measured)."""
+    from dataclasses import replace
+
+    from worker.presets import training_configs, zoo_config
+    from zooscope.autoencoder.config import AutoencoderConfig
+    from zooscope.autoencoder.training import train_autoencoder
+    from zooscope.zoo.store import Zoo, build_zoo
+
+    zoo_dir, ae_dir = root / "zoo", root / "autoencoder"
+    zoo = Zoo.open(zoo_dir) if zoo_dir.exists() else build_zoo(zoo_config("tiny"), zoo_dir)
+    if not ae_dir.exists():
+        _, training = training_configs("tiny")
+        train_autoencoder(zoo, AutoencoderConfig.cpu(), replace(training, epochs=1), ae_dir)
+    return zoo_dir, ae_dir
+
+
+def distinct_checkpoints(zoo_dir: Path, n: int) -> list[dict[str, torch.Tensor]]:
+    """n different checkpoints: zoo checkpoints with a little seeded noise (uploads are deduplicated)."""
+    from zooscope.zoo.store import Zoo
+
+    zoo = Zoo.open(zoo_dir)
+    records = zoo.checkpoints()
+    population = zoo.load_population(records)
+    generator = torch.Generator().manual_seed(0)
+    out = []
+    for i in range(n):
+        k = i % len(records)
+        sd = {key: value[k].clone() for key, value in population.params.items()}
+        for value in sd.values():
+            if value.is_floating_point():
+                value.add_(1e-3 * torch.randn(value.shape, generator=generator))
+        out.append(sd)
+    return out
+
+
+class Library:
+    """The same work in this process: `reconstruct_and_evaluate`, model and data loaded once."""
+
+    def __init__(self, ae_dir: Path, zoo_dir: Path) -> None:
+        from zooscope.autoencoder.artefact import TrainedAutoencoder
+        from zooscope.zoo.store import Zoo
+
+        self.ae = TrainedAutoencoder.load(ae_dir, "cpu")
+        self.dataset = Zoo.open(zoo_dir).dataset()
+
+    def seconds(self, checkpoints: list[dict[str, torch.Tensor]], one_call: bool) -> float:
+        from zooscope.evaluation import reconstruct_and_evaluate
+
+        ids = [str(i) for i in range(len(checkpoints))]
+        start = time.perf_counter()
+        if one_call:
+            reconstruct_and_evaluate(self.ae, checkpoints, self.dataset, ids=ids)
+        else:
+            for i, sd in zip(ids, checkpoints, strict=True):
+                reconstruct_and_evaluate(self.ae, [sd], self.dataset, ids=[i])
+        return time.perf_counter() - start
+
+
+class Service:
+    """uvicorn + a Celery worker, configured by ZOOSCOPE_* variables."""
+
+    def __init__(self, env: dict[str, str], queues: str, log: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        out = log.open("w")
+        from worker.embedded import _die_with_parent
+
+        common = {
+            "env": env, "cwd": ROOT, "stdout": out, "stderr": subprocess.STDOUT, "process_group": 0,
+            "preexec_fn": _die_with_parent,
+        }  # fmt: skip
+        self.worker = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "-Q", queues,
+             "--concurrency", "1", "--loglevel", "WARNING", "--without-gossip", "--without-mingle",
+             "--without-heartbeat"],
+            **common,
+        )  # fmt: skip
+        self.api = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory", "--port", str(self.port),
+             "--log-level", "warning"],
+            **common,
+        )  # fmt: skip
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=5).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        raise RuntimeError(f"the service did not become ready; see {log}")
+
+    def stop(self) -> None:
+        for proc in (self.api, self.worker):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in (self.api, self.worker):
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+
+
+def succeeded_count(client: httpx.Client) -> int:
+    response = client.get("/api/v1/jobs", params={"state": "succeeded", "limit": 1})
+    response.raise_for_status()
+    return response.json()["total"]
+
+
+def wait_all(client: httpx.Client, job_ids: list[str], before: int, timeout: float = 1800) -> None:
+    """Until `before + len(job_ids)` jobs have succeeded: one light request per poll, so the
+    benchmark's own polling does not take CPU from the worker it measures."""
+    deadline = time.monotonic() + timeout
+    while succeeded_count(client) < before + len(job_ids):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{len(job_ids)} jobs did not finish in {timeout} s")
+        failed = client.get("/api/v1/jobs", params={"state": "failed", "limit": 1}).json()["total"]
+        if failed:
+            raise RuntimeError(f"{failed} job(s) failed")
+        time.sleep(0.05)
+
+
+def service_seconds(client: httpx.Client, ids: list[str], one_job: bool) -> float:
+    """Wall seconds from the first POST to the last 'succeeded'."""
+
+    def post(batch: list[str]) -> str:
+        body = {"kind": "reconstruct", "params": {"checkpoint_ids": batch}}
+        return client.post("/api/v1/jobs", json=body).json()["id"]
+
+    before = succeeded_count(client)
+    start = time.perf_counter()
+    wait_all(client, [post(ids)] if one_job else [post([i]) for i in ids], before)
+    return time.perf_counter() - start
+
+
+async def poll_latencies(url: str, job_ids: list[str], pollers: int, each: int) -> tuple[list[float], float]:
+    """Each poller GETs job statuses back to back; all latencies (s) and the wall time."""
+    latencies: list[float] = []
+    deadline = time.monotonic() + POLL_BUDGET_S
+    limits = httpx.Limits(max_connections=pollers)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
+
+        async def poller(k: int) -> None:
+            for i in range(each):
+                if time.monotonic() > deadline:
+                    return
+                start = time.perf_counter()
+                response = await client.get(f"/api/v1/jobs/{job_ids[(k + i) % len(job_ids)]}")
+                latencies.append(time.perf_counter() - start)
+                response.raise_for_status()
+
+        start = time.perf_counter()
+        await asyncio.gather(*(poller(k) for k in range(pollers)))
+        return latencies, time.perf_counter() - start
+
+
+def percentile(values: list[float], q: float) -> float:
+    if q >= 100:
+        return max(values)
+    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
+
+
+def postgres_database() -> tuple[str, Any]:
+    from sqlalchemy import create_engine, text
+
+    admin = create_engine(
+        "postgresql+psycopg://postgres@127.0.0.1:5432/postgres", isolation_level="AUTOCOMMIT"
+    )
+    name = f"zooscope_bench_{uuid.uuid4().hex[:8]}"
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+
+    def drop() -> None:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+    return f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}", drop
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--postgres", action="store_true", help="PostgreSQL on 127.0.0.1:5432 (else SQLite)")
+    parser.add_argument(
+        "--redis", action="store_true", help="Redis db 15 on 127.0.0.1:6379 (else the SQLite broker)"
+    )
+    parser.add_argument("--artefacts", type=Path, default=ROOT / ".zooscope" / "bench-artefacts")
+    parser.add_argument("--rounds", type=int, default=3, help="library/service measurements, interleaved")
+    args = parser.parse_args()
+
+    from app.db.migrate import upgrade_to_head
+    from app.db.session import session_scope
+
+    zoo_dir, ae_dir = build_artefacts(args.artefacts)
+    # Distinct checkpoints for every measurement: a repeated one would be deduplicated by the service.
+    sets = distinct_checkpoints(zoo_dir, 2 * args.rounds * N_RECONSTRUCTIONS + 2)
+    library = Library(ae_dir, zoo_dir)
+    library.seconds(sets[-2:], one_call=True)  # warm-up
+
+    data_dir = Path(tempfile.mkdtemp(prefix="zooscope-bench-"))
+    drop = None
+    database_url = f"sqlite:///{data_dir / 'zooscope.sqlite'}"
+    if args.postgres:
+        database_url, drop = postgres_database()
+    tag = uuid.uuid4().hex[:6]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ZOOSCOPE_")}
+    env.update(ZOOSCOPE_DATA_DIR=str(data_dir), ZOOSCOPE_DATABASE_URL=database_url,
+               ZOOSCOPE_MODEL_QUEUE=f"models-{tag}", ZOOSCOPE_ZOO_QUEUE=f"zoos-{tag}")  # fmt: skip
+    if args.redis:
+        env["ZOOSCOPE_BROKER_URL"] = "redis://127.0.0.1:6379/15"
+    upgrade_to_head(database_url)
+    from app.db import artefacts
+    from zooscope.zoo.store import Zoo
+
+    with session_scope(database_url) as session:
+        zoo = Zoo.open(zoo_dir)
+        zoo_row = artefacts.add_zoo(
+            session, name="bench", path=str(zoo_dir), architecture=zoo.architecture.to_dict()
+        )
+        artefacts.add_autoencoder(
+            session, name="bench", path=str(ae_dir), zoo_id=zoo_row.id, make_default=True
+        )
+
+    service = Service(env, f"models-{tag},zoos-{tag}", data_dir / "service.log")
+    try:
+        from zooscope.checkpoints import checkpoint_bytes
+
+        with httpx.Client(base_url=service.url, timeout=60) as client:
+            ids = [
+                client.post(
+                    "/api/v1/checkpoints", files={"file": (f"c{i}.safetensors", checkpoint_bytes(sd))}
+                ).json()["id"]
+                for i, sd in enumerate(sets)
+            ]
+            assert len(set(ids)) == len(sets)
+            service_seconds(client, ids[-2:], one_job=True)  # warm-up: the worker loads model and data once
+            # Interleaved rounds, so a change in the machine's load hits both sides alike.
+            times: dict[tuple[str, bool], list[float]] = {}
+            for r in range(args.rounds):
+                for k, one in enumerate((True, False)):
+                    chunk = slice((2 * r + k) * N_RECONSTRUCTIONS, (2 * r + k + 1) * N_RECONSTRUCTIONS)
+                    times.setdefault(("library", one), []).append(library.seconds(sets[chunk], one))
+                    times.setdefault(("service", one), []).append(service_seconds(client, ids[chunk], one))
+            job_ids = [j["id"] for j in client.get("/api/v1/jobs", params={"limit": 100}).json()["items"]]
+        # One poller first: the cost of one request without queueing, then the contended case.
+        polls = {
+            1: asyncio.run(poll_latencies(service.url, job_ids, 1, SINGLE_POLLER_REQUESTS)),
+            POLLERS: asyncio.run(poll_latencies(service.url, job_ids, POLLERS, REQUESTS_PER_POLLER)),
+        }
+    finally:
+        service.stop()
+        if drop is not None:
+            drop()
+
+    shape = f"{'PostgreSQL' if args.postgres else 'SQLite'} + {'Redis' if args.redis else 'SQLite broker'}"
+    print(f"### {N_RECONSTRUCTIONS} reconstructions: service ({shape}) vs library, CPU-preset autoencoder\n")
+    print(
+        f"Median of {args.rounds} interleaved rounds; overhead = service / library - 1 (per-round range).\n"
+    )
+    print("| how | library (s) | service (s) | overhead | per round |")
+    print("|---|---|---|---|---|")
+    for name, one in (("1 job of 100", True), ("100 jobs of 1", False)):
+        lib, svc = times[("library", one)], times[("service", one)]
+        rounds = [100 * (b / a - 1) for a, b in zip(lib, svc, strict=True)]
+        overhead = 100 * (statistics.median(svc) / statistics.median(lib) - 1)
+        print(
+            f"| {name} | {statistics.median(lib):.2f} | {statistics.median(svc):.2f} | {overhead:+.0f}% "
+            f"| {min(rounds):+.0f}% .. {max(rounds):+.0f}% |"
+        )
+    print(f"\n### GET /api/v1/jobs/{{id}} on loopback ({shape}, one uvicorn process)\n")
+    print("| concurrent pollers | requests | p50 (ms) | p99 (ms) | max (ms) | requests/s |")
+    print("|---|---|---|---|---|---|")
+    for n, (latencies, wall) in polls.items():
+        p50, p99, worst = (1000 * percentile(latencies, q) for q in (50, 99, 100))
+        print(
+            f"| {n} | {len(latencies)} | {p50:.1f} | {p99:.1f} | {worst:.1f} | {len(latencies) / wall:.0f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()

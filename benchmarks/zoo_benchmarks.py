@@ -1,0 +1,163 @@
+"""Model-zoo benchmarks, printed as a markdown table (docs/benchmarks.md, "Model zoos").
+
+    .venv/bin/python benchmarks/zoo_benchmarks.py [--skip-build] [--device cpu]
+
+1. population forward of 128 models vs a loop of nn.Module forwards (same weights, same inputs);
+2. zoo training throughput in model-epochs per second, population vs one model at a time;
+3. wall time of building the default digits zoo, with its accuracy spread.
+Timings are the best of a few repeats; the load average is printed because a shared machine
+makes every number noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from zooscope.architectures import Architecture, initialise
+from zooscope.datasets import load_dataset
+from zooscope.parameters import stack_state_dicts
+from zooscope.population import population_forward
+from zooscope.zoo.grid import ZooConfig
+from zooscope.zoo.store import build_zoo
+from zooscope.zoo.training import train_one_at_a_time, train_population
+
+FORWARD_MODELS = 128
+FORWARD_INPUTS = (1000, 32)
+REPEATS = 3
+
+
+def best_of(fn: Callable[[], object], repeats: int = REPEATS) -> float:
+    fn()  # warm-up: first calls pay for allocation and dispatch caches
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return min(times)
+
+
+def forward_rows(device: torch.device) -> list[list[str]]:
+    rows = []
+    for arch in (Architecture("cnn_s", 1, 28), Architecture("cnn_digits", 1, 8)):
+        generator = torch.Generator().manual_seed(0)
+        modules = []
+        for _ in range(FORWARD_MODELS):
+            module = arch.build()
+            initialise(module, "kaiming_uniform", generator)
+            modules.append(module.eval().to(device))
+        params = {
+            k: v.to(device) for k, v in stack_state_dicts(arch, [m.state_dict() for m in modules]).items()
+        }
+        for n in FORWARD_INPUTS:
+            x = torch.randn(n, *arch.input_shape, generator=generator).to(device)
+
+            t_pop = best_of(lambda a=arch, p=params, x=x: _population_forward(a, p, x, device))
+            t_loop = best_of(lambda m=modules, x=x: _loop_forward(m, x, device))
+            rows.append(
+                [
+                    f"forward {FORWARD_MODELS} x {arch.name}, {n} inputs",
+                    f"{t_pop * 1e3:.0f} ms",
+                    f"{t_loop * 1e3:.0f} ms",
+                    f"{t_loop / t_pop:.2f}x",
+                ]
+            )
+    return rows
+
+
+def training_rows(device: torch.device) -> list[list[str]]:
+    dataset = load_dataset("digits")
+    config = ZooConfig.default_digits(n_seeds=1, epochs=2, checkpoint_epochs=(2,))  # 60 models
+    together = train_population(config, dataset, device=device)
+    together_rate = together.n_models * config.epochs / together.wall_seconds
+    # one at a time is slow: time a slice of the grid with every init, rate per model-epoch
+    specs = config.model_specs()[:: max(1, config.n_models // 8)]
+    alone = train_one_at_a_time(config, dataset, specs=specs)
+    alone_rate = len(specs) * config.epochs / alone.wall_seconds
+    return [
+        [
+            f"zoo training, cnn_digits, batch {config.batch_size} (model-epochs/s, incl. evaluation)",
+            f"{together_rate:.1f} /s ({together.n_models} models)",
+            f"{alone_rate:.1f} /s ({len(specs)} models)",
+            f"{together_rate / alone_rate:.2f}x",
+        ]
+    ]
+
+
+def build_rows(device: str) -> tuple[list[list[str]], str]:
+    config = ZooConfig.default_digits()
+    with tempfile.TemporaryDirectory() as tmp:
+        started = time.perf_counter()
+        zoo = build_zoo(config, Path(tmp) / "zoo", device=device)
+        wall = time.perf_counter() - started
+        last = max(config.checkpoint_epochs)
+        accs = [r.properties["test_acc"] for r in zoo.checkpoints(epochs=[last])]
+        diverged = sum(m.diverged for m in zoo.models)
+    spread = (
+        f"test accuracy at epoch {last} over {len(accs)} models: mean {statistics.mean(accs):.3f}, "
+        f"median {statistics.median(accs):.3f}, max {max(accs):.3f}, min {min(accs):.3f}; {diverged} diverged"
+    )
+    row = [
+        f"build default digits zoo ({config.n_models} models, {config.epochs} epochs, write included)",
+        f"{wall:.0f} s",
+        "-",
+        "target <= 300 s",
+    ]
+    return [row], spread
+
+
+def _population_forward(arch: Architecture, params: dict, x: torch.Tensor, device: torch.device) -> None:
+    with torch.inference_mode():
+        population_forward(arch, params, x)
+    _sync(device)
+
+
+def _loop_forward(modules: list[torch.nn.Module], x: torch.Tensor, device: torch.device) -> None:
+    with torch.inference_mode():
+        for module in modules:
+            module(x)
+    _sync(device)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--skip-build", action="store_true", help="skip the (minutes long) default zoo build")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    print(
+        f"machine: {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} cores, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}"
+    )
+    print(f"load average (1 min) at start: {os.getloadavg()[0]:.1f}\n")
+    print("| measurement | population | one at a time | speed-up |")
+    print("|---|---|---|---|", flush=True)
+    sections = [forward_rows, training_rows]
+    spread = ""
+    for section in sections:
+        for row in section(device):
+            print("| " + " | ".join(row) + " |", flush=True)
+    if not args.skip_build:
+        rows, spread = build_rows(args.device)
+        for row in rows:
+            print("| " + " | ".join(row) + " |", flush=True)
+    print(f"\nload average (1 min) at end: {os.getloadavg()[0]:.1f}")
+    if spread:
+        print(spread)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,148 @@
+"""Submitting, reading, listing and cancelling jobs; reports; idempotency."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from service_fixtures import Api
+
+from app.db import jobs as job_repo
+from app.db.artefacts import add_autoencoder, add_zoo
+from app.db.session import session_scope
+
+URL = "/api/v1/jobs"
+
+
+def _upload(api: Api, data: bytes) -> str:
+    response = api.client.post("/api/v1/checkpoints", files={"file": ("m.safetensors", data)})
+    assert response.status_code in (200, 201), response.text
+    return response.json()["id"]
+
+
+def _autoencoder(api: Api, name: str = "ae", make_default: bool = True) -> str:
+    with session_scope(api.settings.database_url) as session:
+        zoo = add_zoo(session, name="digits", path="/zoos/digits", summary={"models": 3})
+        return add_autoencoder(session, name=name, path="/ae", zoo_id=zoo.id, make_default=make_default).id
+
+
+def test_reconstruct_job_is_queued_and_reported(api: Api, state_dict_bytes: Callable[..., bytes]) -> None:
+    ae_id = _autoencoder(api)
+    ids = [_upload(api, state_dict_bytes(seed)) for seed in range(2)]
+    response = api.client.post(URL, json={"kind": "reconstruct", "params": {"checkpoint_ids": ids}})
+    assert response.status_code == 202, response.text
+    job = response.json()
+    assert response.headers["location"] == f"/api/v1/jobs/{job['id']}"
+    assert job["state"] == "queued" and job["progress"] == 0 and job["kind"] == "reconstruct"
+    assert job["params"] == {"checkpoint_ids": ids, "autoencoder_id": ae_id}  # the default, filled in
+    assert api.queue.sent == [("reconstruct", job["id"])]
+
+    report = api.client.get(f"{URL}/{job['id']}/report")
+    assert report.status_code == 409 and "waiting" in report.json()["detail"]
+
+    # What the worker does, through the same repository functions.
+    with session_scope(api.settings.database_url) as session:
+        assert job_repo.claim_job(session, job["id"], "w1") is not None
+        job_repo.update_progress(session, job["id"], 0.5, "reconstructing")
+    running = api.client.get(f"{URL}/{job['id']}").json()
+    assert running["state"] == "running" and running["progress"] == 0.5 and running["started_at"]
+    items = [{"checkpoint_id": i, "agreement": 0.9} for i in ids]
+    with session_scope(api.settings.database_url) as session:
+        job_repo.finish_job(session, job["id"], {"items": items, "aggregate": {"agreement": {"mean": 0.9}}})
+    done = api.client.get(f"{URL}/{job['id']}").json()
+    assert (
+        done["state"] == "succeeded" and done["progress"] == 1 and done["finished_at"] and done["has_report"]
+    )
+    body = api.client.get(f"{URL}/{job['id']}/report").json()
+    assert [i["checkpoint_id"] for i in body["items"]] == ids and "aggregate" in body
+
+
+def test_idempotency_key_returns_the_same_job(api: Api) -> None:
+    request = {"kind": "build_zoo", "params": {"dataset": "digits", "seeds": 2}}
+    first = api.client.post(URL, json=request, headers={"Idempotency-Key": "abc"})
+    again = api.client.post(URL, json=request, headers={"Idempotency-Key": "abc"})
+    assert first.status_code == 202 and again.status_code == 200
+    assert again.json()["id"] == first.json()["id"] and again.headers["location"] == first.headers["location"]
+    assert len(api.queue.sent) == 1 and api.queue.sent[0][0] == "build_zoo"
+    other = api.client.post(URL, json={**request, "params": {"seeds": 3}}, headers={"Idempotency-Key": "abc"})
+    assert other.status_code == 422 and "different request" in other.json()["detail"]
+    fresh = api.client.post(URL, json=request, headers={"Idempotency-Key": "def"})
+    assert fresh.status_code == 202 and fresh.json()["id"] != first.json()["id"]
+
+
+def test_params_are_validated_per_kind(api: Api, state_dict_bytes: Callable[..., bytes]) -> None:
+    cases = [
+        ({"kind": "explode", "params": {}}, 422, "kind"),
+        ({"kind": "reconstruct", "params": {}}, 422, "checkpoint_ids"),
+        ({"kind": "generate", "params": {"n_samples": 0}}, 422, "n_samples"),
+        ({"kind": "generate", "params": {"bandwidth": -1}}, 422, "bandwidth"),
+        ({"kind": "build_zoo", "params": {"dataset": "imagenet"}}, 422, "unknown data set"),
+        ({"kind": "train_autoencoder", "params": {"gama": 0.1}}, 422, "gama"),  # typo: refused
+        ({"kind": "import_zoo", "params": {}}, 422, "path"),
+        ({"kind": "encode", "params": {"checkpoint_ids": ["x"]}}, 422, "no default one"),  # no autoencoder
+    ]
+    for body, status, words in cases:
+        response = api.client.post(URL, json=body)
+        assert response.status_code == status, (body, response.text)
+        assert response.headers["content-type"] == "application/problem+json"
+        assert words in response.json()["detail"], (body, response.json())
+    assert api.queue.sent == [] and api.rows("jobs") == 0
+
+    _autoencoder(api)
+    real = _upload(api, state_dict_bytes())
+    missing = api.client.post(URL, json={"kind": "encode", "params": {"checkpoint_ids": [real, "ghost"]}})
+    assert (
+        missing.status_code == 404
+        and "ghost" in missing.json()["detail"]
+        and real not in missing.json()["detail"]
+    )
+    bad_ae = api.client.post(URL, json={"kind": "generate", "params": {"autoencoder_id": "ghost-ae"}})
+    assert bad_ae.status_code == 404 and "ghost-ae" in bad_ae.json()["detail"]
+    bad_zoo = api.client.post(URL, json={"kind": "train_autoencoder", "params": {"zoo_id": "ghost-zoo"}})
+    assert bad_zoo.status_code == 404 and "ghost-zoo" in bad_zoo.json()["detail"]
+    assert api.queue.sent == [] and api.rows("jobs") == 0
+
+
+def test_list_filters_newest_first_and_paginates(api: Api) -> None:
+    ids = [
+        api.client.post(URL, json={"kind": "build_zoo", "params": {"seeds": s}}).json()["id"]
+        for s in (1, 2, 3)
+    ]
+    api.client.post(URL, json={"kind": "import_zoo", "params": {"path": "/zoos/x"}})
+    listing = api.client.get(URL, params={"kind": "build_zoo"}).json()
+    assert listing["total"] == 3 and [j["id"] for j in listing["items"]] == ids[::-1]
+    assert len(api.client.get(URL, params={"limit": 1, "offset": 1}).json()["items"]) == 1
+    assert api.client.get(URL, params={"state": "queued"}).json()["total"] == 4
+    assert api.client.get(URL, params={"state": "running"}).json()["total"] == 0
+    assert api.client.get(URL, params={"state": "sleeping"}).status_code == 422
+    assert [q for q, _ in api.queue.sent] == ["build_zoo"] * 3 + ["import_zoo"]
+
+
+def test_cancel_queued_job(api: Api) -> None:
+    job = api.client.post(URL, json={"kind": "build_zoo", "params": {}}).json()
+    cancelled = api.client.post(f"{URL}/{job['id']}/cancel")
+    assert cancelled.status_code == 200 and cancelled.json()["state"] == "cancelled"
+    assert cancelled.json()["cancel_requested"] and api.queue.revoked == [f"task-{job['id']}"]
+    again = api.client.post(f"{URL}/{job['id']}/cancel")
+    assert again.status_code == 409 and "already ended" in again.json()["detail"]
+    report = api.client.get(f"{URL}/{job['id']}/report")
+    assert report.status_code == 409 and "cancelled" in report.json()["detail"]
+    with session_scope(api.settings.database_url) as session:  # a late worker cannot claim it
+        assert job_repo.claim_job(session, job["id"], "w1") is None
+
+
+def test_broker_down_is_503_and_the_job_is_not_left_queued(api: Api) -> None:
+    api.queue.fail_send = True
+    response = api.client.post(URL, json={"kind": "build_zoo", "params": {}})
+    assert response.status_code == 503 and "broker" in response.json()["detail"]
+    listing = api.client.get(URL).json()["items"]
+    assert len(listing) == 1 and listing[0]["state"] == "failed"
+
+
+def test_unknown_job_is_a_problem_404(api: Api) -> None:
+    for method, path in [
+        ("GET", f"{URL}/nope"),
+        ("GET", f"{URL}/nope/report"),
+        ("POST", f"{URL}/nope/cancel"),
+    ]:
+        response = api.client.request(method, path)
+        assert response.status_code == 404 and response.headers["content-type"] == "application/problem+json"

@@ -1,0 +1,106 @@
+"""The dashboard against the in-memory API double (tests/client/contract_api.py): fast checks of
+the page's own behaviour that do not need a worker — the API key, polling that starts and stops,
+live row updates, and the report's scatter. test_dashboard.py runs the real service end to end."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+
+from tests.browser.test_dashboard import CHROMIUM, CHROMIUM_ARGS
+from tests.client.contract_api import create_app
+from tests.client.servers import serve_in_thread
+from zooscope.client import ZooscopeClient
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        not CHROMIUM.exists(),
+        reason="needs Debian's chromium at /usr/bin/chromium (scripts/ensure-browser installs it)",
+    ),
+]
+STATIC = Path(__file__).resolve().parents[2] / "app" / "static"
+KEY = "dashboard-key"
+
+
+@pytest.fixture(scope="module")
+def double():
+    app = create_app(api_key=KEY)
+    # Served as app/main.py serves it: files under /static, index.html at /.
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.add_api_route("/", lambda: FileResponse(STATIC / "index.html"), include_in_schema=False)
+    return app
+
+
+@pytest.fixture(scope="module")
+def url(double) -> Iterator[str]:
+    with serve_in_thread(double) as url:
+        yield url
+
+
+@pytest.fixture
+def page(url: str) -> Iterator:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        yield page
+        assert errors == []
+        browser.close()
+
+
+def test_key_polling_live_rows_and_report(url: str, double, page) -> None:
+    with ZooscopeClient(url, key=KEY) as client:
+        ids = [
+            str(client.upload(bytes([83, 65, 70, 69, i]), name=f"m{i}.safetensors")["id"]) for i in range(3)
+        ]
+
+        page.goto(f"{url}/#/jobs")
+        page.wait_for_selector("#flash:not([hidden])")
+        assert "API key" in page.inner_text("#flash")  # 401 until the key is set
+
+        page.fill("#api-key", KEY)
+        page.dispatch_event("#api-key", "change")
+        page.wait_for_selector("#job-form input[name=checkpoint]")
+        assert page.evaluate("localStorage.getItem('zooscope.apiKey')") == KEY
+        page.wait_for_function("document.body.dataset.polling === 'false'")  # no jobs: no polling
+
+        for cid in ids:
+            page.check(f"#job-form input[name=checkpoint][value='{cid}']")
+        page.click("#job-form button[type=submit]")
+        row = page.wait_for_selector("tr[data-job-id][data-state=queued]")
+        job_id = row.get_attribute("data-job-id")
+        posted = [h for h in double.state.seen_headers if "idempotency-key" in h]
+        assert posted and posted[-1]["authorization"] == f"Bearer {KEY}"
+        assert page.evaluate("document.body.dataset.polling") == "true"
+
+        page.evaluate("window.__notReloaded = true")
+        while client.get_job(job_id)["state"] != "succeeded":  # the double moves a step per GET
+            pass
+    page.wait_for_selector(f"tr[data-job-id='{job_id}'][data-state=succeeded]", timeout=5_000)
+    page.wait_for_function("document.body.dataset.polling === 'false'", timeout=5_000)
+    assert page.evaluate("window.__notReloaded") is True
+
+    page.click(f"tr[data-job-id='{job_id}'] a.report-link")
+    page.wait_for_selector("#report-items tbody tr")
+    assert page.evaluate("window.__zooscopeCharts['scatter-plot'].data.datasets[0].data.length") == len(ids)
+    assert page.inner_text("#fig-agreement .value") == "0.850"
+
+
+def test_leaving_the_jobs_page_stops_polling(url: str, page) -> None:
+    with ZooscopeClient(url, key=KEY) as client:
+        client.submit("reconstruct", {"checkpoint_ids": ["1"], "outcome": "never"})
+    page.goto(f"{url}/#/jobs")
+    page.evaluate(f"localStorage.setItem('zooscope.apiKey', '{KEY}')")
+    page.reload()
+    page.wait_for_function("document.body.dataset.polling === 'true'")
+    page.click("nav a[data-page=checkpoints]")
+    page.wait_for_selector("#checkpoints-table")
+    assert page.evaluate("document.body.dataset.polling") == "false"

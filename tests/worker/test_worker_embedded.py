@@ -1,0 +1,157 @@
+"""The embedded run mode: `zooscope serve` (API + a real Celery worker, SQLite + the SQLite broker).
+
+One test walks the user's path and the restart promise: a job submitted while the worker cannot
+take it survives stopping everything and completes after the restart.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from worker_fixtures import ROOT, TEST_TIMING, register_artefacts, wait_for
+from worker_roundtrip import reconstruct_and_verify, submit, upload_zoo_checkpoints, wait_for_job
+
+from app.db.migrate import upgrade_to_head
+from app.db.models import Job
+from app.db.session import session_scope
+
+STARTUP_TIMEOUT_S = 120
+JOB_TIMEOUT_S = 180
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Serve:
+    def __init__(self, data_dir: Path, port: int, log: Path) -> None:
+        self.url = f"http://127.0.0.1:{port}"
+        self.log = log
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ZOOSCOPE_")}
+        env.update({f"ZOOSCOPE_{k.upper()}": str(v) for k, v in TEST_TIMING.items()})
+        command = [
+            sys.executable,
+            "-m",
+            "zooscope",
+            "serve",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(data_dir),
+        ]
+        command += ["--no-bootstrap-models", "--shutdown-timeout", "2"]
+        with log.open("a") as out:
+            self.proc = subprocess.Popen(
+                command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        wait_for(self.ready, STARTUP_TIMEOUT_S, "zooscope serve to be ready", self.tail)
+
+    def ready(self) -> bool:
+        if self.proc.poll() is not None:
+            pytest.fail(f"zooscope serve exited with {self.proc.returncode}:\n{self.tail()}")
+        try:
+            return httpx.get(f"{self.url}/readyz", timeout=5).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def tail(self, n: int = 60) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
+
+    def worker_pid(self) -> int:
+        """The Celery worker child (its own process group, which its pool process shares)."""
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                    cmdline = (entry / "cmdline").read_bytes()
+                except OSError:
+                    continue
+                if int(stat[1]) == self.proc.pid and b"celery" in cmdline:
+                    return int(entry.name)
+        pytest.fail(f"no Celery worker child of serve:\n{self.tail()}")
+
+    def interrupt(self) -> int:
+        """Ctrl-C, and wait for a clean exit."""
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            return self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"serve did not stop on SIGINT:\n{self.tail()}")
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+def live_processes_in_group(pgid: int) -> list[int]:
+    """Processes of a process group that still run (zombies waiting for a reaper do not count)."""
+    live = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                live.append(int(entry.name))
+    return live
+
+
+@pytest.fixture
+def services() -> Iterator[list[Serve]]:
+    started: list[Serve] = []
+    yield started
+    for serve in started:
+        serve.kill()
+
+
+def test_embedded_round_trip_and_a_queued_job_survives_a_restart(
+    tmp_path: Path, tiny_artefacts: dict[str, Path], services: list[Serve]
+) -> None:
+    data_dir = tmp_path / "data"
+    database_url = f"sqlite:///{data_dir / 'zooscope.sqlite'}"
+    data_dir.mkdir()
+    upgrade_to_head(database_url)
+    register_artefacts(database_url, tiny_artefacts)  # instead of the first-start build (slow here)
+    port = free_port()
+    log = tmp_path / "serve.log"
+
+    serve = Serve(data_dir, port, log)
+    services.append(serve)
+    client = httpx.Client(base_url=serve.url, timeout=30)
+    ids = upload_zoo_checkpoints(client, tiny_artefacts["zoo"], 3)
+    reconstruct_and_verify(client, ids[:2], tiny_artefacts["zoo"], JOB_TIMEOUT_S)
+
+    # Freeze the worker so it cannot take the next job, submit one, then stop everything.
+    worker = serve.worker_pid()
+    os.killpg(worker, signal.SIGSTOP)
+    job_id = submit(client, "reconstruct", {"checkpoint_ids": ids[2:]})
+    time.sleep(1.5)  # past the SQLite broker's polling interval: a live worker would have taken it
+    assert serve.interrupt() == 0
+    assert "stopped" in serve.tail()
+    assert live_processes_in_group(worker) == []  # the frozen worker was killed, pool included
+    with session_scope(database_url) as session:  # nothing ran it before the restart
+        stored = session.get(Job, job_id)
+        assert (stored.state, stored.attempts) == ("queued", 0)
+
+    restarted = Serve(data_dir, port, log)
+    services.append(restarted)
+    client = httpx.Client(base_url=restarted.url, timeout=30)
+    final = wait_for_job(client, job_id, JOB_TIMEOUT_S, restarted.tail)
+    assert final["state"] == "succeeded", final
+    assert [i["checkpoint_id"] for i in client.get(f"/api/v1/jobs/{job_id}/report").json()["items"]] == ids[
+        2:
+    ]
+    assert restarted.interrupt() == 0

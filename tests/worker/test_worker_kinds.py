@@ -1,0 +1,94 @@
+"""Each task body against the real library, in-process on SQLite (run_job without Celery): the
+inputs are read from the database and blob store, the outputs land there, the report says so."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from worker_fixtures import register_artefacts
+
+from app.db import checkpoints as checkpoint_repo
+from app.db import jobs
+from app.db.models import Checkpoint, Job, Zoo
+from app.db.session import session_scope
+from app.storage import LocalBlobStore
+from worker.runner import run_job
+from worker.settings import WorkerSettings
+from worker.tasks import BODIES
+from zooscope.checkpoints import load_checkpoint
+from zooscope.zoo.store import Zoo as ZooStore
+
+
+@pytest.fixture
+def seeded(sqlite_settings: WorkerSettings, tiny_artefacts: dict[str, Path]) -> dict[str, object]:
+    """The tiny zoo and autoencoder registered, and two of the zoo's checkpoints uploaded."""
+    zoo_id, ae_id = register_artefacts(sqlite_settings.database_url, tiny_artefacts)
+    store = LocalBlobStore.from_settings(sqlite_settings)
+    zoo = ZooStore.open(tiny_artefacts["zoo"])
+    ids = []
+    for record in zoo.checkpoints(split="test")[:2]:
+        from app.storage import sha256_of_file
+
+        sha = sha256_of_file(record.path)
+        tmp = sqlite_settings.data_dir / f"{sha}.tmp"
+        tmp.write_bytes(record.path.read_bytes())
+        store.put_file(tmp, sha)
+        with session_scope(sqlite_settings.database_url) as session:
+            row, _ = checkpoint_repo.add_checkpoint(
+                session, sha256=sha, kind="uploaded", architecture=zoo.architecture.to_dict(),
+                architecture_name=zoo.architecture.name, n_parameters=1, n_tokens=1, name=record.path.name,
+                size_bytes=record.path.stat().st_size,
+            )  # fmt: skip
+            ids.append(row.id)
+    return {"zoo_id": zoo_id, "autoencoder_id": ae_id, "checkpoint_ids": ids}
+
+
+def run(settings: WorkerSettings, kind: str, params: dict) -> tuple[str, dict | None, str | None]:
+    with session_scope(settings.database_url) as session:
+        job, _ = jobs.create_job(session, kind=kind, params=params)
+    outcome = run_job(job.id, BODIES[kind], settings)
+    with session_scope(settings.database_url) as session:
+        row = session.get(Job, job.id)
+        return outcome, row.report, row.error
+
+
+def test_encode_gives_one_embedding_per_checkpoint(sqlite_settings: WorkerSettings, seeded: dict) -> None:
+    outcome, report, error = run(sqlite_settings, "encode", {"checkpoint_ids": seeded["checkpoint_ids"]})
+    assert outcome == "succeeded", error
+    assert [i["checkpoint_id"] for i in report["items"]] == seeded["checkpoint_ids"]
+    assert all(len(i["embedding"]) == report["dim"] > 0 for i in report["items"])
+
+
+def test_evaluate_and_generate_store_what_they_report(sqlite_settings: WorkerSettings, seeded: dict) -> None:
+    outcome, report, error = run(sqlite_settings, "evaluate", {})
+    assert outcome == "succeeded", error
+    assert report["items"] and "agreement" in report["aggregate"]
+
+    outcome, report, error = run(sqlite_settings, "generate", {"n_samples": 3, "threshold": 0.0, "seed": 1})
+    assert outcome == "succeeded", error
+    assert len(report["generated_ids"]) == 3 == len(report["accuracies"])
+    store = LocalBlobStore.from_settings(sqlite_settings)
+    with session_scope(sqlite_settings.database_url) as session:
+        rows = [session.get(Checkpoint, i) for i in report["generated_ids"]]
+        assert {r.kind for r in rows} == {"generated"}
+        assert [r.accuracy for r in rows] == pytest.approx(report["accuracies"])
+        assert all(load_checkpoint(store.open_path(r.blob_key)) for r in rows)
+
+
+def test_a_missing_checkpoint_fails_the_job_with_a_message(
+    sqlite_settings: WorkerSettings, seeded: dict
+) -> None:
+    outcome, report, error = run(sqlite_settings, "reconstruct", {"checkpoint_ids": ["no-such-id"]})
+    assert (outcome, report) == ("failed", None)
+    assert "no-such-id" in error
+
+
+def test_build_zoo_registers_the_zoo_once(sqlite_settings: WorkerSettings) -> None:
+    params = {"preset": "tiny", "seeds": 1, "epochs": 1, "name": "smallest"}
+    outcome, report, error = run(sqlite_settings, "build_zoo", params)
+    assert outcome == "succeeded", error
+    with session_scope(sqlite_settings.database_url) as session:
+        zoo = session.get(Zoo, report["zoo_id"])
+        assert (zoo.name, zoo.n_models, zoo.dataset) == ("smallest", 4, "digits")
+        assert ZooStore.open(zoo.path).checkpoints()

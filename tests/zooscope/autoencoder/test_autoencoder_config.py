@@ -1,0 +1,38 @@
+"""Config round trips and the structure-first warm-up schedule."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from zooscope.autoencoder.config import AutoencoderConfig, TrainingConfig
+
+
+@pytest.mark.parametrize("name", ["cpu", "paper", "tiny"])
+def test_presets_round_trip_through_json(name: str) -> None:
+    ae = AutoencoderConfig.preset(name)
+    assert AutoencoderConfig.from_dict(json.loads(json.dumps(ae.to_dict()))) == ae
+    tc = TrainingConfig.preset(name)
+    assert TrainingConfig.from_dict(json.loads(json.dumps(tc.to_dict()))) == tc
+
+
+def test_unknown_keys_are_ignored_and_bad_values_refused() -> None:
+    assert TrainingConfig.from_dict({"gamma": 0.2, "future_option": 1}).gamma == 0.2
+    with pytest.raises(ValueError):
+        TrainingConfig(beta=1.5)
+    with pytest.raises(ValueError):
+        TrainingConfig(behavioural_loss="cross_entropy")  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        AutoencoderConfig(d_model=30, n_heads=4)
+    with pytest.raises(ValueError):
+        AutoencoderConfig.preset("huge")
+
+
+def test_beta_warms_up_linearly_from_one_to_the_target() -> None:
+    tc = TrainingConfig(beta=0.1, beta_warmup_epochs=10)
+    assert tc.beta_at(0) == 1.0
+    assert tc.beta_at(5) == pytest.approx(0.55)
+    assert tc.beta_at(10) == pytest.approx(0.1)
+    assert tc.beta_at(50) == pytest.approx(0.1)
+    assert TrainingConfig(beta=0.3, beta_warmup_epochs=0).beta_at(0) == 0.3

@@ -1,0 +1,86 @@
+"""Shapes of the autoencoder, and attention across one model's tokens (never across the batch)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from zooscope.autoencoder.config import AutoencoderConfig
+from zooscope.autoencoder.model import WeightAutoencoder
+
+CONFIG = AutoencoderConfig.tiny()
+T, W = 7, 5
+
+
+def _positions() -> torch.Tensor:
+    # Two layers of 4 and 3 channels: (global, layer, channel).
+    return torch.tensor([[i, 0 if i < 4 else 1, i if i < 4 else i - 4] for i in range(T)])
+
+
+def _model() -> WeightAutoencoder:
+    torch.manual_seed(0)
+    return WeightAutoencoder(CONFIG, token_width=W, n_tokens=T).eval()
+
+
+def test_shapes_of_every_output() -> None:
+    model = _model()
+    tokens = torch.randn(3, T, W)
+    reconstruction, latents, projection = model(tokens, _positions())
+    assert reconstruction.shape == (3, T, W)
+    assert latents.shape == (3, T, CONFIG.latent_dim)
+    assert projection.shape == (3, CONFIG.projection_dim)
+    assert model.encode(tokens, _positions()).shape == (3, T, CONFIG.latent_dim)
+    assert model.decode(latents, _positions()).shape == (3, T, W)
+    embedding = model.embed(tokens, _positions())
+    assert torch.allclose(embedding, latents.mean(dim=1), atol=1e-6)
+
+
+def test_a_model_output_ignores_the_other_models_of_the_batch() -> None:
+    # The public code's transformer attends across the batch; ours must not.
+    model = _model()
+    tokens = torch.randn(4, T, W)
+    changed = tokens.clone()
+    changed[1:] = torch.randn(3, T, W) * 10
+    out, latents, _ = model(tokens, _positions())
+    out_changed, latents_changed, _ = model(changed, _positions())
+    assert torch.allclose(out[0], out_changed[0], atol=1e-5)
+    assert torch.allclose(latents[0], latents_changed[0], atol=1e-5)
+    assert not torch.allclose(out[1], out_changed[1], atol=1e-3)
+    # Alone in its batch, model 0 gets the same output too.
+    alone = model(tokens[:1], _positions())[0]
+    assert torch.allclose(out[0], alone[0], atol=1e-5)
+
+
+def test_attention_runs_across_tokens_of_one_model() -> None:
+    # Changing one token of a model changes the latents of its OTHER tokens: information flows
+    # between the tokens of one model (a per-token MLP would not do that).
+    model = _model()
+    tokens = torch.randn(1, T, W)
+    changed = tokens.clone()
+    changed[0, 0] += 5.0
+    latents = model.encode(tokens, _positions())
+    latents_changed = model.encode(changed, _positions())
+    assert not torch.allclose(latents[0, 1:], latents_changed[0, 1:], atol=1e-4)
+
+
+def test_positions_change_the_encoding() -> None:
+    model = _model()
+    tokens = torch.randn(2, T, W)
+    shuffled = _positions().clone()
+    shuffled[:, 2] = shuffled[:, 2].flip(0)
+    assert not torch.allclose(model.encode(tokens, _positions()), model.encode(tokens, shuffled))
+
+
+def test_positions_outside_the_tables_are_refused() -> None:
+    model = _model()
+    too_far = _positions().clone()
+    too_far[0, 1] = CONFIG.max_positions[1]
+    with pytest.raises(ValueError, match="position tables"):
+        model.check_positions(too_far)
+    model.check_positions(_positions())
+
+
+def test_paper_preset_has_the_paper_size_at_cnn3_width() -> None:
+    # method.md §3: about 21.5 M parameters at CNN3 (93 tokens x 289).
+    model = WeightAutoencoder(AutoencoderConfig.paper(), token_width=289, n_tokens=93)
+    assert 20.5e6 < model.n_parameters < 22.5e6

@@ -1,0 +1,148 @@
+"""A few training steps on a tiny population: the loss goes down, the log is written, resume continues
+exactly where a run stopped, and the collapse guard reports constant-class reconstructions."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from zooscope.autoencoder.artefact import TRAINING_LOG, TRAINING_STATE, TrainedAutoencoder
+from zooscope.autoencoder.config import AutoencoderConfig, TrainingConfig
+from zooscope.autoencoder.training import _collapse_warning, _Run, train_on_populations
+from zooscope.errors import ArtefactError
+
+AE = AutoencoderConfig.tiny()
+# Tiny but real: contrast, structure and behaviour all active; a high learning rate so that a
+# handful of steps visibly lowers the loss.
+TC = dataclasses.replace(
+    TrainingConfig.tiny(), lr=3e-3, beta=0.5, gamma=0.05, n_queries=16, batch_size=8, checkpoint_every=2
+)
+
+
+def _weights(ae: TrainedAutoencoder) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in ae.model.state_dict().items()}
+
+
+def test_training_lowers_the_loss_and_writes_the_log(tmp_path: Path, populations, digits) -> None:
+    train, val = populations
+    messages: list[str] = []
+    progress: list[float] = []
+    tc = dataclasses.replace(TC, epochs=6)
+    ae = train_on_populations(
+        train, val, digits, AE, tc, tmp_path, log=messages.append, progress=lambda f, m: progress.append(f)
+    )
+    log = [json.loads(line) for line in (tmp_path / TRAINING_LOG).read_text().splitlines()]
+    assert [e["epoch"] for e in log] == list(range(1, 7))
+    assert log[-1]["loss"] < log[0]["loss"]
+    assert log[-1]["structural"] < log[0]["structural"]
+    for key in (
+        "contrastive",
+        "behavioural",
+        "val_agreement",
+        "val_structural",
+        "seconds",
+        "seconds_per_step",
+    ):
+        assert log[-1][key] is not None, key
+    assert 0.0 <= log[-1]["val_agreement"] <= 1.0
+    assert set(log[0]["normalisers"]) == {"contrastive", "structural", "behavioural"}
+    assert progress[-1] == 1.0 and progress == sorted(progress)
+    assert any(m.startswith("epoch 6/6") for m in messages)
+    assert ae.training_log == log
+    assert (tmp_path / TRAINING_STATE).exists()
+
+
+def test_structure_only_skips_the_behavioural_loss(tmp_path: Path, populations, digits) -> None:
+    train, val = populations
+    tc = dataclasses.replace(TC, beta=1.0, epochs=1)
+    train_on_populations(train, val, digits, AE, tc, tmp_path)
+    entry = json.loads((tmp_path / TRAINING_LOG).read_text().splitlines()[0])
+    assert entry["behavioural"] is None
+    assert entry["normalisers"]["behavioural"] is None
+
+
+def test_warm_up_starts_structure_only_then_adds_behaviour(tmp_path: Path, populations, digits) -> None:
+    train, val = populations
+    tc = dataclasses.replace(TC, beta=0.1, beta_warmup_epochs=2, epochs=3)
+    ae = train_on_populations(train, val, digits, AE, tc, tmp_path)
+    betas = [e["beta"] for e in ae.training_log]
+    assert betas[0] < 1.0 and betas[0] > betas[1] > betas[2] == pytest.approx(0.1)
+
+
+def test_resume_continues_exactly_where_the_run_stopped(tmp_path: Path, populations, digits) -> None:
+    train, val = populations
+    straight = train_on_populations(train, val, digits, AE, dataclasses.replace(TC, epochs=4), tmp_path / "a")
+
+    train_on_populations(train, val, digits, AE, dataclasses.replace(TC, epochs=2), tmp_path / "b")
+    resumed = train_on_populations(
+        train, val, digits, AE, dataclasses.replace(TC, epochs=4), tmp_path / "b", resume=True
+    )
+    a, b = _weights(straight), _weights(resumed)
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    assert [e["epoch"] for e in resumed.training_log] == [1, 2, 3, 4]
+    assert resumed.training_log[3]["loss"] == pytest.approx(straight.training_log[3]["loss"], rel=1e-5)
+
+
+def test_resume_refuses_a_different_model_size(tmp_path: Path, populations, digits) -> None:
+    train, val = populations
+    train_on_populations(train, val, digits, AE, dataclasses.replace(TC, epochs=1), tmp_path)
+    bigger = dataclasses.replace(AE, d_model=32)
+    with pytest.raises(ArtefactError, match="different autoencoder config"):
+        train_on_populations(train, val, digits, bigger, TC, tmp_path, resume=True)
+
+
+def _zero_decoder(run: _Run) -> None:
+    # A decoder that outputs zeros rebuilds every network with zero weights: logits all 0, so every
+    # reconstruction predicts class 0 on every input, the collapse of method.md §9.
+    with torch.no_grad():
+        run.model.token_out.weight.zero_()
+        run.model.token_out.bias.zero_()
+
+
+def test_collapse_guard_flags_constant_reconstructions_loudly(populations, digits) -> None:
+    train, val = populations
+    run = _Run(train, val, digits, AE, TC)
+    _zero_decoder(run)
+    collapsed = run.validation()
+    assert collapsed["val_constant_fraction"] == 1.0
+    assert collapsed["val_original_constant_fraction"] < 1.0
+    assert collapsed["collapse"]
+    assert "COLLAPSE" in _collapse_warning({"epoch": 3, **collapsed})
+
+
+def test_collapse_guard_ignores_originals_that_are_constant_themselves(populations, digits) -> None:
+    # Failed originals that predict one class are rebuilt as such: that is fidelity, not collapse.
+    train, val = populations
+    dead = dataclasses.replace(val, params={k: torch.zeros_like(v) for k, v in val.params.items()})
+    run = _Run(train, dead, digits, AE, TC)
+    _zero_decoder(run)
+    result = run.validation()
+    assert result["val_constant_fraction"] == result["val_original_constant_fraction"] == 1.0
+    assert result["val_agreement"] == 1.0
+    assert not result["collapse"]
+
+
+def test_decoding_both_views_trains_with_behaviour_on_both(tmp_path: Path, populations, digits) -> None:
+    train, val = populations
+    tc = dataclasses.replace(TC, epochs=1, decode_both_views=True)
+    entry = train_on_populations(train, val, digits, AE, tc, tmp_path).training_log[0]
+    assert entry["behavioural"] is not None and entry["contrastive"] is not None
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_mixed_precision_run_matches_the_cpu_losses_roughly(tmp_path: Path, populations, digits) -> None:
+    train, val = populations
+    tc = dataclasses.replace(TC, epochs=2, device="cuda", amp=True)
+    gpu = train_on_populations(train, val, digits, AE, tc, tmp_path / "gpu")
+    cpu = train_on_populations(
+        train, val, digits, AE, dataclasses.replace(tc, device="cpu"), tmp_path / "cpu"
+    )
+    assert gpu.device.type == "cuda"
+    # Same seed, same batches and views: bf16 autocast moves the losses a little, not a lot.
+    assert gpu.training_log[0]["loss"] == pytest.approx(cpu.training_log[0]["loss"], rel=0.1)
+    loaded = TrainedAutoencoder.load(tmp_path / "gpu", device="cuda")
+    assert loaded.latents(val.params).device.type == "cuda"

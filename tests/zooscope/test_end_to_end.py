@@ -1,0 +1,148 @@
+"""The CI version of the reproduction: tiny zoo -> tiny autoencoder -> evaluate -> generate -> probe.
+
+Every artefact and report is written to disk and read back. Sizes are the smallest that still
+give every split at least two checkpoints; the numbers are not meant to be good, only real.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from zooscope.autoencoder.artefact import TrainedAutoencoder
+from zooscope.autoencoder.config import AutoencoderConfig, TrainingConfig
+from zooscope.autoencoder.training import train_autoencoder
+from zooscope.checkpoints import load_checkpoint, save_checkpoint
+from zooscope.cli import app
+from zooscope.evaluation import ReconstructionReport, evaluate_autoencoder
+from zooscope.experiment import run_ablation
+from zooscope.generation import GenerationReport, diversity_curve, generate
+from zooscope.probing import predict_properties, properties_to_dict
+from zooscope.zoo.grid import ZooConfig
+from zooscope.zoo.store import Zoo, build_zoo
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory: pytest.TempPathFactory) -> Zoo:
+    config = ZooConfig.default_digits(
+        inits=("kaiming_uniform",),
+        learning_rates=(3e-3, 3e-2),
+        weight_decays=(0.0,),
+        n_seeds=5,  # 10 models: 6 / 2 / 2 by model, two checkpoints each
+        epochs=2,
+        batch_size=128,
+        checkpoint_epochs=(1, 2),
+        split_fractions=(0.6, 0.2, 0.2),
+    )
+    path = tmp_path_factory.mktemp("zoo")
+    build_zoo(config, path)
+    return Zoo.open(path)  # what was written is what the rest reads
+
+
+@pytest.fixture(scope="module")
+def ae_dir(zoo: Zoo, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("ae")
+    train_autoencoder(
+        zoo, AutoencoderConfig.tiny(), replace(TrainingConfig.tiny(), epochs=1, device="cpu"), out
+    )
+    return out
+
+
+def test_library_pipeline_writes_loadable_reports(zoo: Zoo, ae_dir: Path) -> None:
+    ae = TrainedAutoencoder.load(ae_dir)
+    test_records = zoo.checkpoints(split="test")
+
+    evaluation = evaluate_autoencoder(ae, zoo)
+    assert len(evaluation.items) == len(test_records)
+    assert evaluation.metadata["n_test_inputs"] == len(zoo.dataset().test)
+    for item in evaluation.items:
+        assert 0.0 <= item.agreement <= 1.0 and item.structural_distance >= item.structural_distance_real > 0
+    # The report's original accuracies are the zoo's own test accuracies (same data, same weights).
+    zoo_acc = zoo.load_population(test_records).properties["test_acc"]
+    assert torch.allclose(
+        torch.tensor([i.original_accuracy for i in evaluation.items]), zoo_acc.float(), atol=1e-4
+    )
+    ae.save_evaluation(evaluation.to_dict())
+    reread = ReconstructionReport.from_dict(json.loads((ae_dir / "evaluation.json").read_text()))
+    assert reread.items == evaluation.items
+
+    generation = generate(ae, zoo, n_samples=4, accuracy_threshold=0.0, seed=1)
+    assert len(generation.accuracies) == 4 and generation.params is not None
+    assert next(iter(generation.params.values())).shape[0] == 4
+    again = generate(ae, zoo, n_samples=4, accuracy_threshold=0.0, seed=1)
+    assert again.accuracies == generation.accuracies  # seeded
+    text = json.dumps(generation.to_dict())
+    assert GenerationReport.from_dict(json.loads(text)).accuracies == generation.accuracies
+
+    curve = diversity_curve(ae, zoo, settings=(0.0, 1.0, 4.0, 16.0), n_samples=4, accuracy_threshold=0.0)
+    assert [row["setting"] for row in curve] == [0.0, 1.0, 4.0, 16.0]
+    # More bandwidth, more spread in weight space: the knob does what it says.
+    assert curve[-1]["weight_l2"] > curve[0]["weight_l2"]
+
+    probes = predict_properties(ae, zoo)
+    assert set(probes) == {"test_acc", "gen_gap", "epoch"}
+    assert set(probes["test_acc"]) == {"embedding", "weight_statistics"}
+    json.dumps(properties_to_dict(probes))
+
+
+def test_cli_commands_write_checkpoints_and_reports(zoo: Zoo, ae_dir: Path, tmp_path: Path) -> None:
+    population = zoo.load_population(zoo.checkpoints(split="test")[:2])
+    files = []
+    for i in range(2):
+        path = tmp_path / f"ckpt{i}.safetensors"
+        save_checkpoint({k: v[i] for k, v in population.params.items()}, path)
+        files.append(str(path))
+    runner = CliRunner()
+
+    result = runner.invoke(app, ["encode", "--ae", str(ae_dir), *files, "--out", str(tmp_path / "emb.json")])
+    assert result.exit_code == 0, result.output
+    embeddings = json.loads((tmp_path / "emb.json").read_text())["embeddings"]
+    assert (
+        len(embeddings) == 2 and len(next(iter(embeddings.values()))) == AutoencoderConfig.tiny().latent_dim
+    )
+
+    result = runner.invoke(app, ["reconstruct", "--ae", str(ae_dir), *files, "--out", str(tmp_path / "rec")])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "rec" / "report.json").read_text())
+    assert [item["checkpoint_id"] for item in report["items"]] == ["ckpt0", "ckpt1"]
+    rebuilt = load_checkpoint(tmp_path / "rec" / "ckpt0.reconstructed.safetensors")
+    assert set(rebuilt) >= set(population.params)
+
+    result = runner.invoke(
+        app, ["generate", "--ae", str(ae_dir), "--n", "3", "--out", str(tmp_path / "gen"), "--threshold", "0"]
+    )
+    assert result.exit_code == 0, result.output
+    assert len(list((tmp_path / "gen").glob("generated_*.safetensors"))) == 3
+    assert len(json.loads((tmp_path / "gen" / "report.json").read_text())["accuracies"]) == 3
+
+    result = runner.invoke(app, ["ae", "evaluate", str(ae_dir)])
+    assert result.exit_code == 0, result.output
+    assert (ae_dir / "evaluation.json").exists()
+
+    result = runner.invoke(
+        app, ["reconstruct", "--ae", str(ae_dir), str(tmp_path / "emb.json"), "--out", "x"]
+    )
+    assert result.exit_code == 1  # not a checkpoint: a message, not a traceback
+    assert "error" in result.output
+
+
+def test_ablation_writes_results_page(zoo: Zoo, tmp_path: Path) -> None:
+    results = run_ablation(
+        zoo, tmp_path / "runs", preset="tiny", epochs=1, configs=("structure", "csb"), device="cpu",
+        n_generate=3, results_path=tmp_path / "docs" / "results.md", command="pytest",
+    )  # fmt: skip
+    page = (tmp_path / "docs" / "results.md").read_text()
+    assert "| metric | structure-only (C+S) | C+S+B | paper C+S | paper C+S+B |" in page
+    assert "mean agreement with original" in page and "torch" in page
+    saved = json.loads((tmp_path / "docs" / "results.json").read_text())
+    assert set(saved["configs"]) == {"structure", "csb"}
+    assert saved["behavioural_step_cost_ratio"] == pytest.approx(results["behavioural_step_cost_ratio"])
+    assert saved["configs"]["structure"]["training_config"]["beta"] == 1.0
+    assert [c[0]["knob"] for c in saved["configs"]["csb"]["diversity_curves"]] == ["bandwidth", "spread"]
+    assert "## Accuracy vs diversity, spread (C+S+B)" in page
+    assert (tmp_path / "runs" / "csb" / "evaluation.json").exists()

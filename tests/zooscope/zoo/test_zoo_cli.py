@@ -1,0 +1,66 @@
+"""`zooscope zoo build/show/import` on tiny inputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from public_zoo_layout import write_public_zoo
+from typer.testing import CliRunner
+
+from zooscope.architectures import Architecture
+from zooscope.cli.zoo import app
+from zooscope.zoo.store import Zoo
+
+runner = CliRunner()
+
+
+def test_build_then_show(tmp_path: Path) -> None:
+    out = tmp_path / "zoo"
+    built = runner.invoke(
+        app,
+        [
+            "build",
+            "--dataset",
+            "digits",
+            "--out",
+            str(out),
+            "--seeds",
+            "1",
+            "--epochs",
+            "1",
+            "--inits",
+            "kaiming_uniform,normal",
+            "--lrs",
+            "0.01",
+            "--wds",
+            "0,0.001",
+            "--seed",
+            "3",
+        ],
+    )
+    assert built.exit_code == 0, built.output
+    zoo = Zoo.open(out)
+    assert len(zoo.models) == 4 and zoo.manifest["config"]["seed"] == 3
+    assert zoo.manifest["checkpoint_epochs"] == [1]
+
+    shown = runner.invoke(app, ["show", str(out)])
+    assert shown.exit_code == 0, shown.output
+    assert "test accuracy by epoch" in shown.output and "kaiming_uniform" in shown.output
+
+
+def test_errors_are_messages_with_exit_code_1(tmp_path: Path) -> None:
+    missing = runner.invoke(app, ["show", str(tmp_path / "nowhere")])
+    assert missing.exit_code == 1 and "error" in missing.output and "not a folder" in missing.output
+    bad_init = runner.invoke(
+        app, ["build", "--out", str(tmp_path / "z"), "--inits", "xavier", "--epochs", "1"]
+    )
+    assert bad_init.exit_code == 1 and "inits must be" in bad_init.output
+    assert not (tmp_path / "z").exists()
+
+
+def test_import_lists_skipped_models(tmp_path: Path) -> None:
+    write_public_zoo(tmp_path / "public", Architecture("cnn_s", 1, 28))
+    result = runner.invoke(app, ["import", str(tmp_path / "public"), "--out", str(tmp_path / "zoo")])
+    assert result.exit_code == 0, result.output
+    assert "imported 3 models" in result.output
+    assert "skipped 4 models" in result.output and "model_corrupt" in result.output

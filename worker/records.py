@@ -1,0 +1,226 @@
+"""Reading a job's inputs from, and writing its outputs to, the database and blob store.
+
+Everything a re-run of the same job writes twice is deduplicated: checkpoints by the sha256 of
+their bytes (a re-run reconstructs the same bytes), zoos and autoencoders by the job that made
+them. So a job that a dead worker left half-recorded is completed, not doubled, by its re-run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from app.db import artefacts, checkpoints
+from app.db.models import Autoencoder, Checkpoint, Zoo
+from app.db.session import session_scope
+from app.storage import LocalBlobStore
+from worker.autoencoders import AutoencoderCache
+from worker.runner import JobContext
+from worker.settings import get_worker_settings
+from zooscope.errors import ZooscopeError
+
+_autoencoders: AutoencoderCache | None = None
+_zoos: OrderedDict[str, Any] = OrderedDict()  # opened zoos by path
+_datasets: dict[str, Any] = {}  # a zoo's data set by zoo path, alive as long as the zoo is cached
+ZOO_CACHE_SIZE = 2  # a zoo holds its data set in memory; workers usually serve one or two
+
+
+class NotFoundError(ZooscopeError):
+    """A job refers to a row that does not exist (deleted after the job was submitted)."""
+
+
+def autoencoder_cache() -> AutoencoderCache:
+    global _autoencoders
+    if _autoencoders is None:
+        _autoencoders = AutoencoderCache(get_worker_settings().autoencoder_cache_size)
+    return _autoencoders
+
+
+def blob_store(ctx: JobContext) -> LocalBlobStore:
+    return LocalBlobStore.from_settings(ctx.settings)
+
+
+# ---- inputs ------------------------------------------------------------------------------------
+def autoencoder_row(ctx: JobContext) -> Autoencoder:
+    """The job's autoencoder (params.autoencoder_id), or the service's default one."""
+    wanted = ctx.params.get("autoencoder_id")
+    with session_scope(ctx.settings.database_url) as session:
+        row = session.get(Autoencoder, wanted) if wanted else artefacts.get_default_autoencoder(session)
+        if row is None:
+            raise NotFoundError(
+                f"autoencoder {wanted} not found"
+                if wanted
+                else "no default autoencoder is set yet; "
+                "train one (POST /jobs kind=train_autoencoder) or wait for the first-start build"
+            )
+        session.expunge(row)
+        return row
+
+
+def load_autoencoder(ctx: JobContext) -> tuple[Autoencoder, Any]:
+    row = autoencoder_row(ctx)
+    return row, autoencoder_cache().get(row.id, row.path)
+
+
+def zoo_row(ctx: JobContext, zoo_id: str | None) -> Zoo:
+    with session_scope(ctx.settings.database_url) as session:
+        row = session.get(Zoo, zoo_id) if zoo_id else None
+        if row is None:
+            raise NotFoundError(f"zoo {zoo_id} not found")
+        session.expunge(row)
+        return row
+
+
+def default_zoo_row(ctx: JobContext) -> Zoo:
+    """The zoo in the service's default folder (built on first start)."""
+    path = str(Path(ctx.settings.default_zoo_dir or "").resolve())
+    with session_scope(ctx.settings.database_url) as session:
+        row = artefacts.find_zoo_by_path(session, path)
+        if row is None:
+            raise NotFoundError("no default zoo yet; build one (kind build_zoo) or pass params.zoo_id")
+        session.expunge(row)
+        return row
+
+
+def open_zoo(path: str) -> Any:
+    """Zoo.open, kept per process: opening reads the manifest and the data set."""
+    from zooscope.zoo.store import Zoo as ZooStore
+
+    if path in _zoos:
+        _zoos.move_to_end(path)
+        return _zoos[path]
+    zoo = ZooStore.open(path)
+    _zoos[path] = zoo
+    while len(_zoos) > ZOO_CACHE_SIZE:
+        evicted, _ = _zoos.popitem(last=False)
+        _datasets.pop(evicted, None)
+    return zoo
+
+
+def zoo_dataset(zoo: Any) -> Any:
+    """`zoo.dataset()`, loaded once per process: reloading it per job costs more than a small
+    reconstruction (a data set is read, split and normalised on every call)."""
+    key = str(zoo.path)
+    if key not in _datasets:
+        _datasets[key] = zoo.dataset()
+    return _datasets[key]
+
+
+def load_checkpoints(ctx: JobContext, ids: list[str]) -> list[dict[str, Any]]:
+    """The state_dicts of the job's checkpoints, in the order of `ids`."""
+    from zooscope.checkpoints import load_checkpoint
+
+    if not ids:
+        raise ValueError("the job names no checkpoints (params.checkpoint_ids is empty)")
+    store = blob_store(ctx)
+    with session_scope(ctx.settings.database_url) as session:
+        rows = {row.id: row for row in session.scalars(select(Checkpoint).where(Checkpoint.id.in_(ids)))}
+        missing = [i for i in ids if i not in rows]
+        if missing:
+            raise NotFoundError(f"checkpoints not found: {', '.join(missing)}")
+        paths = [store.open_path(rows[i].blob_key) for i in ids]
+    return [load_checkpoint(path) for path in paths]
+
+
+# ---- outputs -----------------------------------------------------------------------------------
+def store_checkpoint(
+    ctx: JobContext,
+    state_dict: dict[str, Any],
+    *,
+    kind: str,
+    name: str,
+    architecture: Any,
+    n_tokens: int,
+    accuracy: float | None = None,
+    extra: dict[str, Any] | None = None,
+) -> str:
+    """Save a made checkpoint (reconstructed, generated) as a safetensors blob and a row; its id."""
+    from zooscope.checkpoints import checkpoint_bytes
+
+    # The header records where it came from; no timestamp, so a re-run writes the same bytes.
+    data = checkpoint_bytes(state_dict, metadata={"zooscope_kind": kind, "zooscope_job": ctx.job_id})
+    sha256 = hashlib.sha256(data).hexdigest()
+    store = blob_store(ctx)
+    if not store.exists(sha256):
+        tmp_dir = ctx.settings.upload_tmp_dir
+        tmp_dir.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=tmp_dir, suffix=".safetensors")
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        store.put_file(Path(tmp), sha256)
+    with session_scope(ctx.settings.database_url) as session:
+        row, _ = checkpoints.add_checkpoint(
+            session,
+            sha256=sha256,
+            kind=kind,
+            architecture=architecture.to_dict(),
+            architecture_name=architecture.name,
+            n_parameters=sum(int(t.numel()) for t in state_dict.values()),
+            n_tokens=n_tokens,
+            name=name,
+            size_bytes=len(data),
+            owner_id=ctx.owner_id,
+            source_job_id=ctx.job_id,
+            accuracy=accuracy,
+            extra=extra or {},
+        )
+        return row.id
+
+
+def existing_zoo(ctx: JobContext) -> Zoo | None:
+    with session_scope(ctx.settings.database_url) as session:
+        row = session.scalars(select(Zoo).where(Zoo.source_job_id == ctx.job_id)).first()
+        if row is not None:
+            session.expunge(row)
+        return row
+
+
+def record_zoo(ctx: JobContext, zoo: Any, name: str) -> str:
+    """The zoo row of a build/import job (the existing one when a re-run gets here again)."""
+    done = existing_zoo(ctx)
+    if done is not None:
+        return done.id
+    manifest = dict(zoo.manifest)
+    dataset = manifest.get("dataset")
+    with session_scope(ctx.settings.database_url) as session:
+        row = artefacts.add_zoo(
+            session,
+            name=name,
+            path=str(Path(zoo.path).resolve()),
+            manifest=manifest,
+            summary=zoo.summary(),
+            dataset=dataset.get("name") if isinstance(dataset, dict) else dataset,
+            architecture=zoo.architecture.to_dict(),
+            n_models=len(zoo.models),
+            owner_id=ctx.owner_id,
+            source_job_id=ctx.job_id,
+        )
+        return row.id
+
+
+def record_autoencoder(
+    ctx: JobContext, trained: Any, *, name: str, zoo_id: str, evaluation: dict[str, Any], make_default: bool
+) -> str:
+    with session_scope(ctx.settings.database_url) as session:
+        row = session.scalars(select(Autoencoder).where(Autoencoder.source_job_id == ctx.job_id)).first()
+        if row is not None:
+            return row.id
+        row = artefacts.add_autoencoder(
+            session,
+            name=name,
+            path=str(Path(trained.directory).resolve()),
+            zoo_id=zoo_id,
+            config=trained.describe(),
+            training_log={"epochs": trained.training_log},
+            evaluation=evaluation,
+            owner_id=ctx.owner_id,
+            source_job_id=ctx.job_id,
+            make_default=make_default,
+        )
+        return row.id

@@ -1,0 +1,182 @@
+"""The life of one job inside a worker: claim, run with progress and heartbeat, record the outcome.
+
+Every state change goes through app.db.jobs (one conditional UPDATE each), so whatever Celery
+does (redeliver after a lost worker, a sweep's re-send racing a late message) a job is claimed by
+one worker at a time and its report is written once.
+
+Errors:
+- `Cancelled` (from the progress callback): the job was cancelled or handed to another worker;
+  stop and write nothing.
+- transient database errors while claiming: re-raised, so Celery retries the task (nothing was
+  claimed yet). While running or recording: the job is left `running` with a heartbeat that
+  stops; the sweep re-queues it within about 1.5 heartbeat timeouts (the attempt counts).
+- invalid input (`ZooscopeError`, `ValueError`, `KeyError`, ...): the job fails with the message;
+  never retried, a second run would fail the same way.
+- the soft time limit: the job fails with that reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from celery.exceptions import SoftTimeLimitExceeded
+from kombu.exceptions import OperationalError as BrokerError
+from sqlalchemy.exc import OperationalError
+
+from app.db import jobs
+from app.db.session import session_scope
+from worker.heartbeat import Heartbeat
+from worker.settings import WorkerSettings
+from zooscope.errors import ZooscopeError
+from zooscope.progress import Cancelled
+
+log = logging.getLogger(__name__)
+
+# Errors worth a retry: the database or the broker was unreachable for a moment.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (OperationalError, BrokerError, ConnectionError)
+# Errors that say the request itself is wrong: retrying would fail the same way.
+INPUT_ERRORS: tuple[type[BaseException], ...] = (ZooscopeError, ValueError, KeyError, TypeError, LookupError)
+
+
+def worker_identity() -> str:
+    """Who holds a claim: host and pool process, so a sweep can tell a dead holder from a new one."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass
+class JobContext:
+    """What a task body gets: the job's row values and its progress callback."""
+
+    job_id: str
+    kind: str
+    params: dict[str, Any]
+    owner_id: str | None
+    attempt: int
+    settings: WorkerSettings
+    progress: Callable[[float, str], None]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class JobProgress:
+    """The progress callback handed to the library: throttled writes, heartbeat, cancellation.
+
+    A write that reports the job should stop (cancelled, or no longer ours) raises `Cancelled`;
+    so does the next call after the background heartbeat saw the same.
+    """
+
+    def __init__(self, job_id: str, settings: WorkerSettings) -> None:
+        self.job_id = job_id
+        self.settings = settings
+        self._stop = threading.Event()
+        self._last_write = float("-inf")
+        self.writes = 0
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop.is_set()
+
+    def __call__(self, fraction: float, message: str = "") -> None:
+        if self._stop.is_set():
+            raise Cancelled(f"job {self.job_id} was cancelled")
+        now = time.monotonic()
+        if now - self._last_write < self.settings.progress_interval_s and fraction < 1.0:
+            return
+        self._last_write = now
+        try:
+            with session_scope(self.settings.database_url) as session:
+                stop = jobs.update_progress(session, self.job_id, fraction, message)
+            self.writes += 1
+        except TRANSIENT_ERRORS:  # a lost progress write is harmless; the next one retries
+            log.warning("job %s: progress write failed", self.job_id, exc_info=True)
+            return
+        if stop:
+            self._stop.set()
+            raise Cancelled(f"job {self.job_id} was cancelled")
+
+    def beat(self) -> None:
+        """The heartbeat thread's touch; it cannot interrupt the library, so it only sets the flag."""
+        with session_scope(self.settings.database_url) as session:
+            if jobs.heartbeat(session, self.job_id):
+                self._stop.set()
+
+
+Handler = Callable[[JobContext], dict[str, Any]]
+
+
+def run_job(job_id: str, handler: Handler, settings: WorkerSettings, worker_id: str | None = None) -> str:
+    """Run one job end to end. Returns the outcome: succeeded, failed, cancelled, skipped or lost."""
+    worker_id = worker_id or worker_identity()
+    # Transient errors here propagate: the task is retried by Celery, nothing was claimed.
+    with session_scope(settings.database_url) as session:
+        job = jobs.claim_job(session, job_id, worker_id, heartbeat_timeout=settings.job_heartbeat_timeout_s)
+        if job is None:
+            log.info("job %s: not claimable (finished, cancelled or held by a live worker); skipped", job_id)
+            return "skipped"
+        progress = JobProgress(job.id, settings)
+        ctx = JobContext(
+            job_id=job.id,
+            kind=job.kind,
+            params=dict(job.params or {}),
+            owner_id=job.owner_id,
+            attempt=job.attempts,
+            settings=settings,
+            progress=progress,
+        )
+    log.info("job %s (%s): attempt %d on %s", job_id, ctx.kind, ctx.attempt, worker_id)
+    try:
+        with Heartbeat(progress.beat, settings.heartbeat_every_s):
+            report = handler(ctx)
+    except Cancelled:
+        log.info("job %s: stopped (cancelled or handed over)", job_id)
+        return "cancelled"
+    except SoftTimeLimitExceeded:
+        soft, _ = settings.time_limits(ctx.kind)
+        return _fail(job_id, f"the job exceeded its time limit of {soft:g} s", settings)
+    except TRANSIENT_ERRORS:
+        # Leave the claim: the heartbeat has stopped, so the sweep re-queues the job shortly.
+        log.error("job %s: transient error; the sweep will re-queue it", job_id, exc_info=True)
+        return "lost"
+    except INPUT_ERRORS as exc:
+        return _fail(job_id, f"{type(exc).__name__}: {exc}", settings)
+    except Exception:
+        return _fail(job_id, traceback.format_exc(), settings)
+    written = _write_with_retries(
+        settings, lambda s: jobs.finish_job(s, job_id, report, message="succeeded"), f"job {job_id}: finish"
+    )
+    if written is None:
+        return "lost"
+    if not written:
+        log.info("job %s: finished, but it was cancelled or already reported; result not recorded", job_id)
+        return "cancelled"
+    return "succeeded"
+
+
+def _fail(job_id: str, error: str, settings: WorkerSettings) -> str:
+    log.warning("job %s failed: %s", job_id, error.strip().splitlines()[-1] if error.strip() else error)
+    written = _write_with_retries(settings, lambda s: jobs.fail_job(s, job_id, error), f"job {job_id}: fail")
+    return "failed" if written is not None else "lost"
+
+
+def _write_with_retries(settings: WorkerSettings, write: Callable[[Any], bool], what: str) -> bool | None:
+    """Run a final write, retrying transient errors with backoff: the result is in memory and
+    losing it would cost a whole re-run. None: still failing; the sweep re-runs the job."""
+    delay = 0.5
+    for attempt in range(1, settings.db_write_retries + 1):
+        try:
+            with session_scope(settings.database_url) as session:
+                return write(session)
+        except TRANSIENT_ERRORS:
+            if attempt == settings.db_write_retries:
+                log.error("%s: gave up after %d tries", what, attempt, exc_info=True)
+                return None
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)
+    return None

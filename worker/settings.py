@@ -1,0 +1,54 @@
+"""Worker-only knobs, on top of the service's one Settings object (same ZOOSCOPE_* variables).
+
+They extend app.settings.Settings instead of living beside it, so the worker reads one object:
+the database, broker, queues, heartbeat timeout and attempts come from the service settings.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field
+
+from app.settings import Settings
+
+# Kinds that can take hours (a zoo of hundreds of models, a training run); the others handle a
+# batch of checkpoints in seconds to minutes.
+LONG_JOB_KINDS = ("train_autoencoder", "build_zoo", "import_zoo")
+
+
+class WorkerSettings(Settings):
+    # Soft limit: the task gets SoftTimeLimitExceeded and fails its job with that reason.
+    short_job_time_limit_s: float = Field(default=30 * 60, gt=0)
+    long_job_time_limit_s: float = Field(default=24 * 3600, gt=0)
+    # Hard limit = soft + grace: the pool process is killed if the soft limit did not stop it.
+    time_limit_grace_s: float = Field(default=60, gt=0)
+    # Loaded autoencoders kept per worker process (a CPU-default model is ~10-100 MB).
+    autoencoder_cache_size: int = Field(default=4, ge=1)
+    # Progress writes per job are at most one per this interval (a tight training loop would
+    # otherwise write the jobs table hundreds of times a second); cancel is seen at each write.
+    progress_interval_s: float = Field(default=0.5, ge=0)
+    # 0 = derive from job_heartbeat_timeout_s: beat 4x and sweep 2x per timeout, so a live job
+    # never looks stale and a dead one is found within 1.5 timeouts.
+    heartbeat_interval_s: float = Field(default=0, ge=0)
+    sweep_interval_s: float = Field(default=0, ge=0)
+    # Transient database errors while a task writes its result: tries before giving up to the sweep.
+    db_write_retries: int = Field(default=5, ge=1)
+
+    @property
+    def heartbeat_every_s(self) -> float:
+        return self.heartbeat_interval_s or self.job_heartbeat_timeout_s / 4
+
+    @property
+    def sweep_every_s(self) -> float:
+        return self.sweep_interval_s or self.job_heartbeat_timeout_s / 2
+
+    def time_limits(self, kind: str) -> tuple[float, float]:
+        """(soft, hard) seconds for a job kind."""
+        soft = self.long_job_time_limit_s if kind in LONG_JOB_KINDS else self.short_job_time_limit_s
+        return soft, soft + self.time_limit_grace_s
+
+
+@lru_cache
+def get_worker_settings() -> WorkerSettings:
+    return WorkerSettings()

@@ -1,0 +1,95 @@
+"""The sweep: no job stays `running` after its worker died.
+
+Every running job's heartbeat is refreshed by its progress reports and by a background beat
+(worker/heartbeat.py). A job whose heartbeat is older than ZOOSCOPE_JOB_HEARTBEAT_TIMEOUT_S is
+re-queued and its task sent again while attempts < ZOOSCOPE_JOB_MAX_ATTEMPTS, else failed with
+the reason (app.db.jobs.sweep_stale_jobs does the conditional updates).
+
+Where it runs: in every worker's main process, once when the worker is ready and then on a
+timer thread (worker/celery_app.py), so there is no extra service to deploy: as long as one worker
+lives, dead workers' jobs are recovered, and a restarted worker recovers its own. Several workers
+sweeping at once is safe: each transition is conditional, so one of them wins per job. The
+embedded mode also sweeps every running job before it starts its only worker (they are orphans by
+construction) and re-sends every queued job (its message may have died with the old worker).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from functools import lru_cache
+
+from sqlalchemy import Engine, select
+from sqlalchemy.pool import NullPool
+
+from app.db import jobs
+from app.db.models import Job
+from app.db.session import make_engine, session_scope
+from app.queue import JobQueue
+from worker.settings import WorkerSettings
+
+log = logging.getLogger(__name__)
+
+
+@lru_cache
+def _sweep_engine(url: str) -> Engine:
+    # No pooled connections: the Celery main process forks pool children while this engine
+    # exists, and a child must never inherit (and later close) a connection the parent uses.
+    return make_engine(url, poolclass=NullPool)
+
+
+def sweep_once(
+    settings: WorkerSettings, queue: JobQueue, heartbeat_timeout: float | None = None
+) -> list[jobs.SweptJob]:
+    """Re-queue (and re-send) or fail every stale running job; returns what it did."""
+    timeout = settings.job_heartbeat_timeout_s if heartbeat_timeout is None else heartbeat_timeout
+    with session_scope(_sweep_engine(settings.database_url)) as session:
+        swept = jobs.sweep_stale_jobs(session, timeout, settings.job_max_attempts)
+    for job in swept:
+        if job.requeued:
+            log.warning("sweep: job %s (%s) lost its worker; re-queued", job.job_id, job.kind)
+            resend(queue, job.kind, job.job_id)
+        else:
+            log.warning("sweep: job %s (%s) lost its worker too often; failed", job.job_id, job.kind)
+    return swept
+
+
+def resend_queued(settings: WorkerSettings, queue: JobQueue) -> int:
+    """Send the task of every queued job again (embedded start: the broker may have lost it).
+    Duplicates are harmless: only one claim per job wins."""
+    with session_scope(_sweep_engine(settings.database_url)) as session:
+        queued = session.execute(select(Job.id, Job.kind).where(Job.state == "queued")).all()
+    for job_id, kind in queued:
+        resend(queue, kind, job_id)
+    return len(queued)
+
+
+def resend(queue: JobQueue, kind: str, job_id: str) -> None:
+    try:
+        queue.send(kind, job_id)
+    except Exception:  # the broker is down: the job stays queued; a restart's resend picks it up
+        log.error("sweep: could not re-send job %s", job_id, exc_info=True)
+
+
+class SweepTimer:
+    """Runs sweep_once every `interval_s` seconds on a daemon thread."""
+
+    def __init__(self, settings: WorkerSettings, queue: JobQueue, interval_s: float) -> None:
+        self.settings = settings
+        self.queue = queue
+        self.interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="job-sweep", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                sweep_once(self.settings, self.queue)
+            except Exception:  # the database is down: try again next round
+                log.warning("sweep failed", exc_info=True)

@@ -1,0 +1,194 @@
+"""Configuration of the weight-space autoencoder (its size) and of its training (the recipe).
+
+Both are frozen dataclasses with `to_dict()` / `from_dict()` so every artefact can record them.
+Numbers without a source comment are our own choices; the paper's settings are in method.md §3, §6.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Literal
+
+
+def _from_dict(cls: type, data: dict[str, Any]) -> Any:
+    """Build a dataclass from a dict, ignoring unknown keys (older or newer artefacts) and turning
+    JSON lists back into the tuples the dataclass declares."""
+    known = {f.name for f in fields(cls)}
+    values = {}
+    for key, value in data.items():
+        if key in known:
+            values[key] = tuple(value) if isinstance(value, list) else value
+    return cls(**values)
+
+
+@dataclass(frozen=True)
+class AutoencoderConfig:
+    """Size of the SANE-style transformer autoencoder (method.md §3)."""
+
+    d_model: int = 128
+    n_heads: int = 4
+    n_encoder_layers: int = 4
+    n_decoder_layers: int = 4
+    d_ff: int = 256  # defaults = the cpu preset
+    latent_dim: int = 32  # per token; a checkpoint is T x latent_dim numbers
+    dropout: float = 0.0  # the zoos are small and the views already augment; 0 keeps runs reproducible
+    projection_dim: int = 30  # output of the contrastive projection head (method.md §3)
+    # Sizes of the learned position tables: global token index, layer index, channel index (paper).
+    max_positions: tuple[int, int, int] = (500, 50, 100)
+
+    def __post_init__(self) -> None:
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
+        if self.d_model % 2:
+            raise ValueError("d_model must be even: the position embedding uses two halves of it")
+        if len(self.max_positions) != 3:
+            raise ValueError("max_positions needs three sizes: global, layer, channel")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AutoencoderConfig:
+        return _from_dict(cls, data)
+
+    # ---- presets --------------------------------------------------------------------------------
+    @classmethod
+    def paper(cls) -> AutoencoderConfig:
+        """The paper's GPU size: about 21.5 M parameters at CNN3's token width (289)."""
+        return cls(d_model=256, n_heads=8, n_encoder_layers=8, n_decoder_layers=8, d_ff=2048, latent_dim=64)
+
+    @classmethod
+    def cpu(cls) -> AutoencoderConfig:
+        """The CPU default: trains the default digits zoo (C+S+B) on a 2-core machine in minutes.
+
+        d_ff is 2 x d_model rather than the usual 4x: on a CPU the feed-forward matmuls are most of
+        the step, and halving them costs little reconstruction quality at this token count (~42).
+        """
+        return cls(d_model=128, n_heads=4, n_encoder_layers=4, n_decoder_layers=4, d_ff=256, latent_dim=32)
+
+    @classmethod
+    def tiny(cls) -> AutoencoderConfig:
+        """For tests: a few thousand parameters, a step takes milliseconds."""
+        return cls(d_model=16, n_heads=2, n_encoder_layers=1, n_decoder_layers=1, d_ff=32, latent_dim=4)
+
+    @classmethod
+    def preset(cls, name: str) -> AutoencoderConfig:
+        if name not in PRESETS:
+            raise ValueError(f"unknown autoencoder preset {name!r}; known: {', '.join(PRESETS)}")
+        return getattr(cls, name)()
+
+
+PRESETS = ("cpu", "paper", "tiny")
+
+BehaviouralKind = Literal["mse", "kl"]
+LRSchedule = Literal["none", "cosine"]
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """The training recipe: L = gamma*L_C + (1-gamma)*(beta*L_S + (1-beta)*L_B) (method.md §4, §6)."""
+
+    # ---- loss weights ----
+    gamma: float = 0.05  # weight of the contrastive term (paper)
+    beta: float = 0.1  # weight of STRUCTURE in the rest: 1 = structure-only baseline, 0 = behaviour-only
+    # Structure-first warm-up: beta moves linearly from 1 to `beta` over this many epochs. Short CPU
+    # runs otherwise fall into the one-constant-class solution (method.md §11). 0 disables it.
+    beta_warmup_epochs: int = 20
+    behavioural_loss: BehaviouralKind = "mse"  # MSE between softmaxes: the stable variant (paper)
+    kl_temperature: float = 2.0  # distillation temperature of the "kl" variant (paper)
+    contrastive_temperature: float = 0.1  # NT-Xent temperature (paper)
+    # Query images per step, shared by all models of the batch. Paper: 256. 128 keeps a behavioural
+    # step at about 1.2x a structure-only step on a 2-core CPU (1.36x at 256); drawn fresh every
+    # step, 128 still covers the digits train split twice an epoch.
+    n_queries: int = 128
+    query_source: str = "train"  # "train" | "noise" | "dataset:<name>"; the zoo's own data is right
+    # Decode both contrastive views (True) or the first only (structural and behavioural losses on
+    # it). Both views are always encoded for L_C; one random view per step augments as much, and
+    # skipping the second decoder pass saves about a quarter of a step.
+    decode_both_views: bool = False
+
+    # ---- optimisation ----
+    lr: float = 1e-4  # paper: 1e-5 with L_B on a GPU for 500 epochs; 1e-4 for short runs (method.md §11)
+    weight_decay: float = 3e-9  # paper
+    batch_size: int = 64  # checkpoints per step (paper)
+    epochs: int = 60
+    lr_schedule: LRSchedule = "none"  # paper: no scheduler
+    min_lr_ratio: float = 0.1  # cosine decays to lr * this
+    grad_clip: float | None = None  # paper: no clipping
+
+    # ---- data ----
+    token_width: int | None = None  # None: the longest row of the architecture
+    include_batchnorm: bool = True  # tokenize BatchNorm parameters and statistics as their own layers
+    zoo_epochs: tuple[int, ...] | None = None  # checkpoint epochs to train on; None: all the zoo stores
+
+    # ---- validation and the collapse guard ----
+    validate_every: int = 1  # epochs between validations (the last epoch is always validated)
+    val_inputs: int = 2000  # validation images per model for the agreement (the whole split if fewer)
+    # A model is "constant" when one class takes at least this fraction of its predictions.
+    constant_class_fraction: float = 0.95
+    # Warn loudly when at least this fraction of validation reconstructions are constant while
+    # fewer originals are: the collapse of method.md §9 and §11.
+    collapse_threshold: float = 0.5
+
+    # ---- bookkeeping ----
+    seed: int = 0
+    device: str = "auto"  # "auto" (cuda when available), "cpu", "cuda", "cuda:1", ...
+    amp: bool = True  # mixed precision; CUDA only, ignored on the CPU
+    checkpoint_every: int = 5  # epochs between resumable training checkpoints (0: only at the end)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.gamma <= 1.0 or not 0.0 <= self.beta <= 1.0:
+            raise ValueError("gamma and beta must lie in [0, 1]")
+        if self.behavioural_loss not in ("mse", "kl"):
+            raise ValueError(f"behavioural_loss must be 'mse' or 'kl', not {self.behavioural_loss!r}")
+        if self.lr_schedule not in ("none", "cosine"):
+            raise ValueError(f"lr_schedule must be 'none' or 'cosine', not {self.lr_schedule!r}")
+        if self.batch_size < 2 and self.gamma > 0:
+            raise ValueError("the contrastive loss needs at least 2 checkpoints per batch")
+        if self.epochs < 1 or self.validate_every < 1:
+            raise ValueError("epochs and validate_every must be at least 1")
+
+    @property
+    def uses_behaviour(self) -> bool:
+        return self.beta < 1.0
+
+    def beta_at(self, epoch_progress: float) -> float:
+        """beta after `epoch_progress` epochs (fractional): the structure-first warm-up schedule."""
+        if self.beta_warmup_epochs <= 0 or epoch_progress >= self.beta_warmup_epochs:
+            return self.beta
+        t = max(epoch_progress, 0.0) / self.beta_warmup_epochs
+        return 1.0 + (self.beta - 1.0) * t
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainingConfig:
+        return _from_dict(cls, data)
+
+    # ---- presets --------------------------------------------------------------------------------
+    @classmethod
+    def paper(cls) -> TrainingConfig:
+        """The paper's GPU recipe (method.md §6): lr 1e-5, 500 epochs, no warm-up."""
+        return cls(
+            lr=1e-5, epochs=500, n_queries=256, beta_warmup_epochs=0, validate_every=10, checkpoint_every=25
+        )
+
+    @classmethod
+    def cpu(cls) -> TrainingConfig:
+        """The CPU recipe for the default digits zoo: the defaults above (method.md §11's warm-up run,
+        with cheaper steps: 128 queries, one decoded view)."""
+        return cls()
+
+    @classmethod
+    def tiny(cls) -> TrainingConfig:
+        """For tests: a couple of epochs on a handful of checkpoints."""
+        return cls(
+            epochs=2, batch_size=8, n_queries=16, beta_warmup_epochs=0, val_inputs=64, checkpoint_every=1
+        )
+
+    @classmethod
+    def preset(cls, name: str) -> TrainingConfig:
+        if name not in PRESETS:
+            raise ValueError(f"unknown training preset {name!r}; known: {', '.join(PRESETS)}")
+        return getattr(cls, name)()

@@ -1,0 +1,204 @@
+"""The three training losses and their weighted, normalised sum (method.md §4).
+
+L = gamma * L_C + (1 - gamma) * (beta * L_S + (1 - beta) * L_B), each term divided by its own
+value on the first batch where it was computed, so all three start near 1 and gamma and beta mean
+what they say. beta weighs STRUCTURE: beta = 1 is the structure-only baseline.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from zooscope.architectures import Architecture
+from zooscope.parameters import StackedParams
+from zooscope.population import population_forward
+from zooscope.tokens import TokenLayout
+
+
+class StructuralLoss(nn.Module):
+    """L_S: mean squared error over the real values of the tokens (padding masked out)."""
+
+    def __init__(self, mask: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("mask", mask.to(torch.bool), persistent=False)
+
+    def per_model(self, reconstruction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """[K]: each model's mean squared error over its real token values."""
+        mask = self.mask.to(reconstruction.dtype)
+        squared = (reconstruction - target).pow(2) * mask
+        return squared.sum(dim=(1, 2)) / mask.sum()
+
+    def forward(self, reconstruction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.per_model(reconstruction.float(), target.float()).mean()
+
+
+class BehaviouralLoss(nn.Module):
+    """L_B: how differently the reconstructed and the original networks answer the same queries.
+
+    The reconstruction tokens are detokenized into runnable parameters (differentiably) and every
+    model of the batch runs in ONE `population_forward` call on the same queries. The original's
+    outputs are targets without gradient; compute them once per step with `targets()` and reuse
+    them for every view (a permuted view computes the same function as its original).
+
+    kind "mse": mean squared difference of the softmax outputs (the paper's stable choice).
+    kind "kl": distillation, T^2 * KL(original || reconstruction) at temperature T.
+    Models whose loss is not finite are dropped from the mean (and from the gradient).
+    """
+
+    def __init__(
+        self,
+        arch: Architecture,
+        layout: TokenLayout,
+        kind: str = "mse",
+        temperature: float = 2.0,
+        chunk_size: int | None = None,
+    ) -> None:
+        super().__init__()
+        if kind not in ("mse", "kl"):
+            raise ValueError(f"behavioural loss kind must be 'mse' or 'kl', not {kind!r}")
+        self.arch = arch
+        self.layout = layout
+        self.kind = kind
+        self.temperature = temperature
+        self.chunk_size = chunk_size  # models per vmap chunk: bounds memory on big batches
+
+    @torch.no_grad()
+    def targets(self, params: StackedParams, queries: torch.Tensor) -> torch.Tensor:
+        """Logits of the original networks on the queries, [K, N, classes], no gradient."""
+        return population_forward(self.arch, params, queries, chunk_size=self.chunk_size).float()
+
+    def per_model(
+        self,
+        reconstruction: torch.Tensor,
+        target_logits: torch.Tensor,
+        queries: torch.Tensor,
+        reference: StackedParams | None = None,
+    ) -> torch.Tensor:
+        """[K] loss per reconstructed model; non-finite values are left in (see `forward`)."""
+        params = self.layout.detokenize(reconstruction.float(), reference=reference)
+        logits = population_forward(self.arch, params, queries, chunk_size=self.chunk_size).float()
+        return self._compare(logits, target_logits)
+
+    def _compare(self, logits: torch.Tensor, target_logits: torch.Tensor) -> torch.Tensor:
+        if self.kind == "mse":
+            return (logits.softmax(-1) - target_logits.softmax(-1)).pow(2).mean(dim=(1, 2))
+        t = self.temperature
+        target_log_p = F.log_softmax(target_logits / t, dim=-1)
+        log_p = F.log_softmax(logits / t, dim=-1)
+        kl = (target_log_p.exp() * (target_log_p - log_p)).sum(-1)  # [K, N]
+        return kl.mean(dim=1) * t * t  # T^2 keeps gradient scale independent of T (Hinton et al.)
+
+    def forward(
+        self,
+        reconstruction: torch.Tensor,
+        target_logits: torch.Tensor,
+        queries: torch.Tensor,
+        reference: StackedParams | None = None,
+    ) -> torch.Tensor:
+        """Mean over the models with a finite loss. `reconstruction` may hold several views of the
+        batch ([V*K, T, W] against K targets): the targets are repeated to match.
+
+        A NaN anywhere in a model's forward would put NaN into the shared gradient even when its
+        loss is masked out (0 * NaN = NaN in the chain rule), so when some models are not finite the
+        finite ones are run again on their own and only that graph carries gradient. The rare path
+        costs a second forward; the common path costs nothing extra.
+        """
+        views = reconstruction.shape[0] // target_logits.shape[0]
+        if views > 1:
+            target_logits = target_logits.repeat(views, 1, 1)
+            if reference is not None:
+                reference = {k: v.repeat(views, *([1] * (v.dim() - 1))) for k, v in reference.items()}
+        losses = self.per_model(reconstruction, target_logits, queries, reference)
+        finite = torch.isfinite(losses)
+        if bool(finite.all()):
+            return losses.mean()
+        if not bool(finite.any()):
+            return losses.new_zeros(())  # nothing to learn from this batch's behaviour
+        keep = finite.nonzero().squeeze(1)
+        kept_reference = None if reference is None else {k: v[keep] for k, v in reference.items()}
+        return self.per_model(reconstruction[keep], target_logits[keep], queries, kept_reference).mean()
+
+
+class ContrastiveLoss(nn.Module):
+    """L_C: NT-Xent (SimCLR) between the projections of two views of each checkpoint.
+
+    For 2K projections, each one's positive is the other view of the same checkpoint and its
+    negatives are the other 2K-2; similarity is cosine divided by the temperature.
+    """
+
+    def __init__(self, temperature: float = 0.1) -> None:
+        super().__init__()
+        self.temperature = temperature
+
+    def forward(self, z_a: torch.Tensor, z_b: torch.Tensor) -> torch.Tensor:
+        k = z_a.shape[0]
+        z = F.normalize(torch.cat([z_a, z_b]).float(), dim=1)
+        similarity = z @ z.T / self.temperature
+        # A projection is not its own negative.
+        similarity = similarity.masked_fill(torch.eye(2 * k, dtype=torch.bool, device=z.device), -math.inf)
+        positives = torch.cat([torch.arange(k, 2 * k), torch.arange(0, k)]).to(z.device)
+        return F.cross_entropy(similarity, positives)
+
+
+TERMS = ("contrastive", "structural", "behavioural")
+
+
+class CompositeLoss(nn.Module):
+    """gamma * L_C/n_C + (1-gamma) * (beta * L_S/n_S + (1-beta) * L_B/n_B).
+
+    n_X is the value of term X on the first batch where it was computed (kept as buffers, so they
+    travel with `state_dict()` into training checkpoints and a resumed run divides by the same
+    numbers). A term whose weight is zero may be passed as None and is then not needed at all:
+    beta = 1 skips L_B, gamma = 0 skips L_C.
+    """
+
+    def __init__(self, gamma: float, beta: float, eps: float = 1e-12) -> None:
+        super().__init__()
+        self.gamma = gamma
+        self.beta = beta
+        self.eps = eps  # floor of a normaliser: a first value of exactly 0 must not divide by 0
+        for name in TERMS:
+            self.register_buffer(f"normaliser_{name}", torch.tensor(math.nan))
+
+    def normaliser(self, name: str) -> float:
+        return float(getattr(self, f"normaliser_{name}"))
+
+    def normalisers(self) -> dict[str, float | None]:
+        return {name: (None if math.isnan(v) else v) for name in TERMS for v in [self.normaliser(name)]}
+
+    def weights(self, beta: float | None = None) -> dict[str, float]:
+        beta = self.beta if beta is None else beta
+        return {
+            "contrastive": self.gamma,
+            "structural": (1 - self.gamma) * beta,
+            "behavioural": (1 - self.gamma) * (1 - beta),
+        }
+
+    def forward(
+        self,
+        contrastive: torch.Tensor | None,
+        structural: torch.Tensor | None,
+        behavioural: torch.Tensor | None,
+        beta: float | None = None,
+    ) -> torch.Tensor:
+        """The total loss; `beta` overrides the configured one (the warm-up schedule moves it)."""
+        values = {"contrastive": contrastive, "structural": structural, "behavioural": behavioural}
+        total: torch.Tensor | None = None
+        for name, weight in self.weights(beta).items():
+            value = values[name]
+            if weight == 0:
+                continue
+            if value is None:
+                raise ValueError(f"the {name} loss has weight {weight:g} but was not computed")
+            buffer = getattr(self, f"normaliser_{name}")
+            if torch.isnan(buffer) and torch.isfinite(value):
+                buffer.copy_(value.detach().float().clamp_min(self.eps))
+            term = weight * value / buffer
+            total = term if total is None else total + term
+        if total is None:
+            raise ValueError("every loss weight is zero")
+        return total

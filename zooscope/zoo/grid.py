@@ -1,0 +1,175 @@
+"""What a zoo is made of: the data set, the architecture and the hyperparameter grid.
+
+A zoo is the Cartesian product inits x learning rates x weight decays x seeds, every model
+trained the same number of epochs with the same batch size; a few epochs are kept as
+checkpoints. The config is a frozen dataclass recorded in every zoo's manifest.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import numpy as np
+
+from zooscope.architectures import INIT_TYPES, Architecture
+from zooscope.errors import ZooscopeError
+
+# A healthy small CNN keeps every weight well under this; normal init starts near |w| = 4-5.
+# A model whose largest weight passes it has run away (it is flagged, never dropped).
+DEFAULT_DIVERGENCE_THRESHOLD = 100.0
+# The paper splits BY MODEL 80/5/15 (method.md §6).
+DEFAULT_SPLIT_FRACTIONS = (0.8, 0.05, 0.15)
+SPLITS = ("train", "val", "test")
+
+
+class ZooConfigError(ZooscopeError, ValueError):
+    """A zoo config that cannot be built (bad grid values, epochs out of range, ...)."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One cell of the grid: the hyperparameters of one model and the seed that made it."""
+
+    index: int
+    init: str
+    lr: float
+    wd: float
+    replicate: int  # which of the n_seeds copies of this grid cell
+    seed: int  # seeds this model's init and data order; derived from (config seed, index)
+
+    @property
+    def model_id(self) -> str:
+        return f"m{self.index:05d}"
+
+
+@dataclass(frozen=True)
+class ZooConfig:
+    dataset: str
+    architecture: Architecture
+    # None: the architecture's own activation; otherwise it replaces it.
+    activation: str | None = None
+    resize: int | None = None
+    inits: tuple[str, ...] = INIT_TYPES
+    learning_rates: tuple[float, ...] = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
+    weight_decays: tuple[float, ...] = (0.0, 1e-4, 1e-3)
+    n_seeds: int = 6
+    epochs: int = 40
+    batch_size: int = 32
+    # Epochs whose weights are kept; 0 is the untrained model.
+    checkpoint_epochs: tuple[int, ...] = (10, 20, 30, 40)
+    split_fractions: tuple[float, float, float] = DEFAULT_SPLIT_FRACTIONS
+    seed: int = 0
+    divergence_threshold: float = DEFAULT_DIVERGENCE_THRESHOLD
+    # Inputs per evaluation batch: bounds the memory of evaluating every model on a whole split.
+    eval_batch_size: int = 512
+
+    def __post_init__(self) -> None:
+        arch = self.architecture
+        if isinstance(arch, dict):
+            arch = Architecture.from_dict(arch)
+        if not isinstance(arch, Architecture):
+            raise ZooConfigError(
+                f"architecture must be an Architecture or its dict, got {type(arch).__name__}"
+            )
+        if self.activation is not None and self.activation != arch.activation:
+            arch = arch.with_activation(self.activation)
+        object.__setattr__(self, "architecture", arch)
+        object.__setattr__(self, "activation", arch.activation)
+        for name in ("inits", "learning_rates", "weight_decays", "checkpoint_epochs", "split_fractions"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        self._validate()
+
+    def _validate(self) -> None:
+        unknown = [i for i in self.inits if i not in INIT_TYPES]
+        if unknown or not self.inits:
+            raise ZooConfigError(
+                f"inits must be a non-empty subset of {', '.join(INIT_TYPES)}; got {self.inits}"
+            )
+        if not self.learning_rates or any(lr <= 0 for lr in self.learning_rates):
+            raise ZooConfigError(f"learning rates must be positive; got {self.learning_rates}")
+        if not self.weight_decays or any(wd < 0 for wd in self.weight_decays):
+            raise ZooConfigError(f"weight decays must be >= 0; got {self.weight_decays}")
+        if self.n_seeds < 1 or self.epochs < 1 or self.batch_size < 1 or self.eval_batch_size < 1:
+            raise ZooConfigError("n_seeds, epochs, batch_size and eval_batch_size must be >= 1")
+        bad = [e for e in self.checkpoint_epochs if not 0 <= e <= self.epochs]
+        if (
+            bad
+            or not self.checkpoint_epochs
+            or list(self.checkpoint_epochs) != sorted(set(self.checkpoint_epochs))
+        ):
+            raise ZooConfigError(
+                f"checkpoint epochs must be distinct, increasing and within 0..{self.epochs}; "
+                f"got {self.checkpoint_epochs}"
+            )
+        fractions = self.split_fractions
+        if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1.0) > 1e-6:
+            raise ZooConfigError(
+                f"split fractions must be three non-negative numbers summing to 1; got {fractions}"
+            )
+        if self.divergence_threshold <= 0:
+            raise ZooConfigError("divergence_threshold must be positive")
+
+    # ---- the grid -------------------------------------------------------------------------------
+    @property
+    def n_models(self) -> int:
+        return len(self.inits) * len(self.learning_rates) * len(self.weight_decays) * self.n_seeds
+
+    def model_specs(self) -> list[ModelSpec]:
+        """Every model of the grid, in a fixed order: init, then lr, then wd, then replicate."""
+        cells = itertools.product(self.inits, self.learning_rates, self.weight_decays, range(self.n_seeds))
+        return [
+            ModelSpec(index, init, float(lr), float(wd), replicate, model_seed(self.seed, index))
+            for index, (init, lr, wd, replicate) in enumerate(cells)
+        ]
+
+    # ---- serialisation --------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["architecture"] = self.architecture.to_dict()
+        for name in ("inits", "learning_rates", "weight_decays", "checkpoint_epochs", "split_fractions"):
+            data[name] = list(data[name])
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ZooConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    # ---- presets --------------------------------------------------------------------------------
+    @classmethod
+    def default_digits(cls, **overrides: Any) -> ZooConfig:
+        """The zoo the service builds on first start: the paper's grid shape, small enough for a CPU.
+
+        4 inits x 5 learning rates x 3 weight decays x 6 seeds = 360 models of cnn_digits on 8x8
+        digits, 40 epochs. Uniform and normal inits give poor models on purpose: the zoo needs
+        a spread of accuracies for property prediction and for the behavioural loss to matter.
+        """
+        base = cls(dataset="digits", architecture=Architecture("cnn_digits", 1, 8))
+        return base.replace(**overrides) if overrides else base
+
+    @classmethod
+    def paper(cls, dataset: str = "svhn", **overrides: Any) -> ZooConfig:
+        """The paper's zoo shape: 4 x 5 x 3 x 20 seeds = 1,200 CNN3 models, 50 epochs (a GPU job)."""
+        base = cls(
+            dataset=dataset,
+            architecture=Architecture("cnn3", 3, 32),
+            n_seeds=20,
+            epochs=50,
+            batch_size=32,
+            checkpoint_epochs=(20, 30, 40, 50),
+        )
+        return base.replace(**overrides) if overrides else base
+
+    def replace(self, **changes: Any) -> ZooConfig:
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data.update(changes)
+        if "architecture" in changes and "activation" not in changes:
+            data["activation"] = None  # take the new architecture's activation
+        return ZooConfig(**data)
+
+
+def model_seed(zoo_seed: int, model_index: int) -> int:
+    """A model's own seed: independent of the rest of the grid, so any model can be rebuilt alone."""
+    return int(np.random.SeedSequence([zoo_seed, model_index]).generate_state(1)[0])
