@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from app.db import artefacts, checkpoints
 from app.db.models import Autoencoder, Checkpoint, Zoo
@@ -129,48 +130,74 @@ def load_checkpoints(ctx: JobContext, ids: list[str]) -> list[dict[str, Any]]:
 
 
 # ---- outputs -----------------------------------------------------------------------------------
-def store_checkpoint(
+def store_checkpoints(
     ctx: JobContext,
-    state_dict: dict[str, Any],
+    state_dicts: list[dict[str, Any]],
     *,
     kind: str,
-    name: str,
+    names: list[str],
     architecture: Any,
     n_tokens: int,
-    accuracy: float | None = None,
-    extra: dict[str, Any] | None = None,
-) -> str:
-    """Save a made checkpoint (reconstructed, generated) as a safetensors blob and a row; its id."""
+    accuracies: list[float | None],
+    extras: list[dict[str, Any]],
+) -> list[str]:
+    """Save made checkpoints (reconstructed, generated) as safetensors blobs and rows; their ids.
+
+    The rows go in with one commit (a commit per row cost more than a small reconstruction on
+    SQLite); if another writer raced us on the unique index, each row falls back to add_checkpoint.
+    """
     from zooscope.checkpoints import checkpoint_bytes
 
-    # The header records where it came from; no timestamp, so a re-run writes the same bytes.
-    data = checkpoint_bytes(state_dict, metadata={"zooscope_kind": kind, "zooscope_job": ctx.job_id})
-    sha256 = hashlib.sha256(data).hexdigest()
     store = blob_store(ctx)
-    if not store.exists(sha256):
-        tmp_dir = ctx.settings.upload_tmp_dir
-        tmp_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=tmp_dir, suffix=".safetensors")
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        store.put_file(Path(tmp), sha256)
-    with session_scope(ctx.settings.database_url) as session:
-        row, _ = checkpoints.add_checkpoint(
-            session,
-            sha256=sha256,
-            kind=kind,
-            architecture=architecture.to_dict(),
-            architecture_name=architecture.name,
-            n_parameters=sum(int(t.numel()) for t in state_dict.values()),
-            n_tokens=n_tokens,
-            name=name,
-            size_bytes=len(data),
-            owner_id=ctx.owner_id,
-            source_job_id=ctx.job_id,
-            accuracy=accuracy,
-            extra=extra or {},
+    tmp_dir = ctx.settings.upload_tmp_dir
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, Any]] = []
+    for state_dict, name, accuracy, extra in zip(state_dicts, names, accuracies, extras, strict=True):
+        # The header records where it came from; no timestamp, so a re-run writes the same bytes.
+        data = checkpoint_bytes(state_dict, metadata={"zooscope_kind": kind, "zooscope_job": ctx.job_id})
+        sha256 = hashlib.sha256(data).hexdigest()
+        if not store.exists(sha256):
+            fd, tmp = tempfile.mkstemp(dir=tmp_dir, suffix=".safetensors")
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            store.put_file(Path(tmp), sha256)
+        rows.append(
+            {
+                "sha256": sha256,
+                "kind": kind,
+                "architecture": architecture.to_dict(),
+                "architecture_name": architecture.name,
+                "n_parameters": sum(int(t.numel()) for t in state_dict.values()),
+                "n_tokens": n_tokens,
+                "name": name,
+                "size_bytes": len(data),
+                "owner_id": ctx.owner_id,
+                "source_job_id": ctx.job_id,
+                "accuracy": accuracy,
+                "extra": extra,
+            }
         )
-        return row.id
+    with session_scope(ctx.settings.database_url) as session:
+        owner = Checkpoint.owner_id.is_(None) if ctx.owner_id is None else Checkpoint.owner_id == ctx.owner_id
+        shas = [row["sha256"] for row in rows]
+        existing = {
+            c.sha256: c.id
+            for c in session.scalars(select(Checkpoint).where(owner, Checkpoint.sha256.in_(shas)))
+        }
+        new = {
+            row["sha256"]: Checkpoint(**row, blob_key=row["sha256"])
+            for row in rows
+            if row["sha256"] not in existing
+        }
+        session.add_all(new.values())
+        try:
+            session.commit()
+            existing.update({sha: c.id for sha, c in new.items()})
+        except IntegrityError:
+            session.rollback()
+            for row in rows:
+                existing[row["sha256"]] = checkpoints.add_checkpoint(session, **row)[0].id
+    return [existing[sha] for sha in shas]
 
 
 def existing_zoo(ctx: JobContext) -> Zoo | None:

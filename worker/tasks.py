@@ -100,17 +100,19 @@ def reconstruct(ctx: JobContext) -> dict[str, Any]:
         progress=scaled(ctx.progress, 0.0, 0.9),
     )
     report = result.to_dict()
-    for item, state_dict in zip(report["items"], unstack(result.reconstructed), strict=True):
-        item["reconstruction_id"] = records.store_checkpoint(
-            ctx,
-            state_dict,
-            kind="reconstructed",
-            name=f"reconstruction of {item['checkpoint_id']}",
-            architecture=ae.architecture,
-            n_tokens=ae.token_layout.n_tokens,
-            accuracy=item["reconstructed_accuracy"],
-            extra={"original_id": item["checkpoint_id"], "autoencoder_id": ae_row.id},
-        )
+    items = report["items"]
+    made = records.store_checkpoints(
+        ctx,
+        unstack(result.reconstructed),
+        kind="reconstructed",
+        names=[f"reconstruction of {item['checkpoint_id']}" for item in items],
+        architecture=ae.architecture,
+        n_tokens=ae.token_layout.n_tokens,
+        accuracies=[item["reconstructed_accuracy"] for item in items],
+        extras=[{"original_id": item["checkpoint_id"], "autoencoder_id": ae_row.id} for item in items],
+    )
+    for item, reconstruction_id in zip(items, made, strict=True):
+        item["reconstruction_id"] = reconstruction_id
     report["autoencoder_id"] = ae_row.id
     return report
 
@@ -137,20 +139,17 @@ def generate(ctx: JobContext) -> dict[str, Any]:
         progress=scaled(ctx.progress, 0.0, 0.9),
     )
     report = result.to_dict()
-    generated = zip(unstack(result.params), result.accuracies, strict=True)
-    report["generated_ids"] = [
-        records.store_checkpoint(
-            ctx,
-            state_dict,
-            kind="generated",
-            name=f"generated #{index} (seed {seed})",
-            architecture=ae.architecture,
-            n_tokens=ae.token_layout.n_tokens,
-            accuracy=accuracy,
-            extra={"index": index, "seed": seed, "autoencoder_id": ae_row.id},
-        )
-        for index, (state_dict, accuracy) in enumerate(generated)
-    ]
+    n = len(result.accuracies)
+    report["generated_ids"] = records.store_checkpoints(
+        ctx,
+        unstack(result.params),
+        kind="generated",
+        names=[f"generated #{index} (seed {seed})" for index in range(n)],
+        architecture=ae.architecture,
+        n_tokens=ae.token_layout.n_tokens,
+        accuracies=list(result.accuracies),
+        extras=[{"index": index, "seed": seed, "autoencoder_id": ae_row.id} for index in range(n)],
+    )
     report["autoencoder_id"] = ae_row.id
     return report
 

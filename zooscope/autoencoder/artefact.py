@@ -25,6 +25,7 @@ from safetensors.torch import load_file, save_file
 from zooscope.architectures import Architecture, reference_state_dict
 from zooscope.autoencoder.config import AutoencoderConfig, TrainingConfig
 from zooscope.autoencoder.model import WeightAutoencoder
+from zooscope.autoencoder.normalisation import TokenNormaliser
 from zooscope.batching import concat, n_models, spans, take, to_device
 from zooscope.errors import ArchitectureMismatchError, ArtefactError
 from zooscope.parameters import StackedParams, check_state_dict, stack_state_dicts
@@ -60,6 +61,7 @@ class TrainedAutoencoder:
         device: torch.device | str = "cpu",
         code_version: str | None = None,
         directory: Path | None = None,
+        normaliser: TokenNormaliser | None = None,
     ) -> None:
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
@@ -73,6 +75,9 @@ class TrainedAutoencoder:
         self.code_version = code_version
         self.directory = directory
         self.positions = token_layout.positions.to(self.device)
+        # The model reads and writes standardised tokens; every call below takes and returns real
+        # ones. None (and artefacts saved before normalisation existed): the identity.
+        self.normaliser = normaliser or TokenNormaliser.identity(token_layout)
 
     @property
     def latent_dim(self) -> int:
@@ -91,6 +96,7 @@ class TrainedAutoencoder:
             "autoencoder": self.config.to_dict(),
             "training": None if self.training_config is None else self.training_config.to_dict(),
             "token_layout": self.token_layout.to_dict(),
+            "token_normaliser": self.normaliser.to_dict(),
             "architecture": self.architecture.to_dict(),
             "zoo": self.zoo,
             "seed": self.seed,
@@ -152,6 +158,7 @@ class TrainedAutoencoder:
                 arch, width=described.get("width"), include_batchnorm=described.get("include_batchnorm", True)
             )
             training = TrainingConfig.from_dict(meta["training"]) if meta.get("training") else None
+            normaliser = TokenNormaliser.from_dict(layout, meta.get("token_normaliser"))
         except (KeyError, TypeError, ValueError) as error:
             raise ArtefactError(f"{config_path} is incomplete or inconsistent: {error}") from error
         if described.get("n_tokens", layout.n_tokens) != layout.n_tokens:
@@ -178,6 +185,7 @@ class TrainedAutoencoder:
             device=device,
             code_version=meta.get("code_version"),
             directory=folder,
+            normaliser=normaliser,
         )
 
     # ---- stacked parameters ---------------------------------------------------------------------
@@ -187,10 +195,10 @@ class TrainedAutoencoder:
 
     @torch.no_grad()
     def encode_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
-        """tokens [K,T,W] -> latents [K,T,L]."""
+        """Real tokens [K,T,W] -> latents [K,T,L]."""
         return torch.cat(
             [
-                self.model.encode(tokens[s].to(self.device), self.positions)
+                self.model.encode(self.normaliser.normalise(tokens[s].to(self.device)), self.positions)
                 for s in spans(tokens.shape[0], BLOCK)
             ]
         )
@@ -209,11 +217,12 @@ class TrainedAutoencoder:
 
     @torch.no_grad()
     def decode_tokens(self, latents: torch.Tensor) -> torch.Tensor:
-        """latents [K,T,L] -> tokens [K,T,W] (the decoder's raw output, padding included)."""
+        """latents [K,T,L] -> real tokens [K,T,W] (the decoder's output de-standardised, padding
+        included as the decoder wrote it)."""
         self._check_latents(latents)
         return torch.cat(
             [
-                self.model.decode(latents[s].to(self.device), self.positions)
+                self.normaliser.denormalise(self.model.decode(latents[s].to(self.device), self.positions))
                 for s in spans(latents.shape[0], BLOCK)
             ]
         )

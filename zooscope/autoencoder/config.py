@@ -80,8 +80,10 @@ class AutoencoderConfig:
 
 PRESETS = ("cpu", "paper", "tiny")
 
-BehaviouralKind = Literal["mse", "kl"]
+BehaviouralKind = Literal["mse", "mse_scaled", "logits", "kl"]
+BEHAVIOURAL_KINDS = ("mse", "mse_scaled", "logits", "kl")
 LRSchedule = Literal["none", "cosine"]
+TokenNormalisation = Literal["none", "layer"]
 
 
 @dataclass(frozen=True)
@@ -94,7 +96,12 @@ class TrainingConfig:
     # Structure-first warm-up: beta moves linearly from 1 to `beta` over this many epochs. Short CPU
     # runs otherwise fall into the one-constant-class solution (method.md §11). 0 disables it.
     beta_warmup_epochs: int = 20
-    behavioural_loss: BehaviouralKind = "mse"  # MSE between softmaxes: the stable variant (paper)
+    # "mse": MSE between softmaxes, the paper's stable variant. A weak original's softmax is nearly
+    # flat, so under "mse" it costs almost nothing to rebuild it as a different, better model.
+    # "mse_scaled" divides each model's softmax MSE by the variance of its original's softmax;
+    # "logits" compares logits centred per query and divided by the original's logit spread (per
+    # model), so every original's decision structure weighs the same. "kl": distillation (paper).
+    behavioural_loss: BehaviouralKind = "mse"
     kl_temperature: float = 2.0  # distillation temperature of the "kl" variant (paper)
     contrastive_temperature: float = 0.1  # NT-Xent temperature (paper)
     # Query images per step, shared by all models of the batch. Paper: 256. 128 keeps a behavioural
@@ -106,6 +113,10 @@ class TrainingConfig:
     # it). Both views are always encoded for L_C; one random view per step augments as much, and
     # skipping the second decoder pass saves about a quarter of a step.
     decode_both_views: bool = False
+
+    # Per-layer standardisation of the tokens, fitted on the training split (normalisation.py):
+    # "none" reads raw weights (paper), "layer" as in the SANE code.
+    token_normalisation: TokenNormalisation = "none"
 
     # ---- optimisation ----
     lr: float = 1e-4  # paper: 1e-5 with L_B on a GPU for 500 epochs; 1e-4 for short runs (method.md §11)
@@ -139,8 +150,15 @@ class TrainingConfig:
     def __post_init__(self) -> None:
         if not 0.0 <= self.gamma <= 1.0 or not 0.0 <= self.beta <= 1.0:
             raise ValueError("gamma and beta must lie in [0, 1]")
-        if self.behavioural_loss not in ("mse", "kl"):
-            raise ValueError(f"behavioural_loss must be 'mse' or 'kl', not {self.behavioural_loss!r}")
+        if self.behavioural_loss not in BEHAVIOURAL_KINDS:
+            raise ValueError(
+                f"behavioural_loss must be one of {', '.join(BEHAVIOURAL_KINDS)}, "
+                f"not {self.behavioural_loss!r}"
+            )
+        if self.token_normalisation not in ("none", "layer"):
+            raise ValueError(
+                f"token_normalisation must be 'none' or 'layer', not {self.token_normalisation!r}"
+            )
         if self.lr_schedule not in ("none", "cosine"):
             raise ValueError(f"lr_schedule must be 'none' or 'cosine', not {self.lr_schedule!r}")
         if self.batch_size < 2 and self.gamma > 0:

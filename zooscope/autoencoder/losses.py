@@ -8,6 +8,7 @@ what they say. beta weighs STRUCTURE: beta = 1 is the structure-only baseline.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +18,14 @@ from zooscope.architectures import Architecture
 from zooscope.parameters import StackedParams
 from zooscope.population import population_forward
 from zooscope.tokens import TokenLayout
+
+KINDS = ("mse", "mse_scaled", "logits", "kl")
+# Smallest per-model scale the normalised behavioural kinds divide by.
+SCALE_FLOOR = 1e-6
+
+
+def _identity(tokens: torch.Tensor) -> torch.Tensor:
+    return tokens
 
 
 class StructuralLoss(nn.Module):
@@ -45,6 +54,11 @@ class BehaviouralLoss(nn.Module):
     them for every view (a permuted view computes the same function as its original).
 
     kind "mse": mean squared difference of the softmax outputs (the paper's stable choice).
+    kind "mse_scaled": "mse" divided, per model, by the variance of its original's softmax outputs,
+      so a weak original (nearly flat softmax) weighs as much as a confident one.
+    kind "logits": MSE between logits centred per query (softmax ignores a per-query shift) and
+      divided by the original's spread of centred logits (per model, no gradient): scale-free, and
+      it keeps the ranking of classes, hence the argmax, of weak and strong originals alike.
     kind "kl": distillation, T^2 * KL(original || reconstruction) at temperature T.
     Models whose loss is not finite are dropped from the mean (and from the gradient).
     """
@@ -56,15 +70,19 @@ class BehaviouralLoss(nn.Module):
         kind: str = "mse",
         temperature: float = 2.0,
         chunk_size: int | None = None,
+        to_real: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         super().__init__()
-        if kind not in ("mse", "kl"):
-            raise ValueError(f"behavioural loss kind must be 'mse' or 'kl', not {kind!r}")
+        if kind not in KINDS:
+            raise ValueError(f"behavioural loss kind must be one of {', '.join(KINDS)}, not {kind!r}")
         self.arch = arch
         self.layout = layout
         self.kind = kind
         self.temperature = temperature
         self.chunk_size = chunk_size  # models per vmap chunk: bounds memory on big batches
+        # Maps the decoder's output tokens to real tokens before they are run (the token
+        # normaliser's denormalise); identity when the autoencoder works on raw weights.
+        self.to_real = to_real or _identity
 
     @torch.no_grad()
     def targets(self, params: StackedParams, queries: torch.Tensor) -> torch.Tensor:
@@ -79,13 +97,23 @@ class BehaviouralLoss(nn.Module):
         reference: StackedParams | None = None,
     ) -> torch.Tensor:
         """[K] loss per reconstructed model; non-finite values are left in (see `forward`)."""
-        params = self.layout.detokenize(reconstruction.float(), reference=reference)
+        params = self.layout.detokenize(self.to_real(reconstruction.float()), reference=reference)
         logits = population_forward(self.arch, params, queries, chunk_size=self.chunk_size).float()
         return self._compare(logits, target_logits)
 
     def _compare(self, logits: torch.Tensor, target_logits: torch.Tensor) -> torch.Tensor:
-        if self.kind == "mse":
-            return (logits.softmax(-1) - target_logits.softmax(-1)).pow(2).mean(dim=(1, 2))
+        if self.kind in ("mse", "mse_scaled"):
+            target_p = target_logits.softmax(-1)
+            mse = (logits.softmax(-1) - target_p).pow(2).mean(dim=(1, 2))
+            if self.kind == "mse":
+                return mse
+            # The floor keeps a constant original (variance ~0) from taking an unbounded weight.
+            return mse / target_p.var(dim=(1, 2), unbiased=False).clamp_min(SCALE_FLOOR)
+        if self.kind == "logits":
+            centred_target = target_logits - target_logits.mean(-1, keepdim=True)
+            centred = logits - logits.mean(-1, keepdim=True)
+            spread = centred_target.pow(2).mean(dim=(1, 2), keepdim=True).sqrt().clamp_min(SCALE_FLOOR)
+            return ((centred - centred_target) / spread).pow(2).mean(dim=(1, 2))
         t = self.temperature
         target_log_p = F.log_softmax(target_logits / t, dim=-1)
         log_p = F.log_softmax(logits / t, dim=-1)

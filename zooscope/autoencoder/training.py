@@ -29,6 +29,7 @@ from zooscope.autoencoder.artefact import TRAINING_LOG, TRAINING_STATE, TrainedA
 from zooscope.autoencoder.config import AutoencoderConfig, TrainingConfig
 from zooscope.autoencoder.losses import BehaviouralLoss, CompositeLoss, ContrastiveLoss, StructuralLoss
 from zooscope.autoencoder.model import WeightAutoencoder
+from zooscope.autoencoder.normalisation import TokenNormaliser
 from zooscope.batching import spans, take
 from zooscope.datasets import ImageDataset, QuerySampler
 from zooscope.errors import ArtefactError, ZooscopeError
@@ -131,9 +132,19 @@ class _Run:
         self.model.check_positions(self.positions)
 
         self.train_flat = self.flat_layout.flatten(train.params).to(self.device, torch.float32)
+        # Fitted on the training split only (permutations do not change a layer's statistics).
+        self.normaliser = TokenNormaliser.fit(
+            self.layout, self.layout.tokenize(train.params), kind=tc.token_normalisation
+        )
         self.queries = QuerySampler(dataset, n=tc.n_queries, source=tc.query_source)
         self.structural = StructuralLoss(self.layout.mask).to(self.device)
-        self.behavioural = BehaviouralLoss(self.arch, self.layout, tc.behavioural_loss, tc.kl_temperature)
+        self.behavioural = BehaviouralLoss(
+            self.arch,
+            self.layout,
+            tc.behavioural_loss,
+            tc.kl_temperature,
+            to_real=self.normaliser.denormalise,
+        )
         self.contrastive = ContrastiveLoss(tc.contrastive_temperature)
         self.composite = CompositeLoss(tc.gamma, tc.beta).to(self.device)
         self.optimiser = torch.optim.AdamW(self.model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
@@ -181,10 +192,10 @@ class _Run:
             yield order[s].to(self.device)
 
     def view(self, flat: torch.Tensor) -> tuple[StackedParams, torch.Tensor]:
-        """A random neuron permutation of each checkpoint: (params, tokens)."""
+        """A random neuron permutation of each checkpoint: (params, standardised tokens)."""
         index = self.permutations.random(flat.shape[0], self.generator).to(self.device)
         params = self.flat_layout.unflatten(permute_flat(flat, index))
-        return params, self.layout.tokenize(params)
+        return params, self.normaliser.normalise(self.layout.tokenize(params))
 
     def train_step(self, batch: torch.Tensor) -> dict[str, float]:
         tc, model = self.tc, self.model
@@ -300,7 +311,7 @@ class _Validation:
         self.run = run
         tc = run.tc
         self.params = {k: v.to(run.device, torch.float32) for k, v in val.params.items()}
-        self.tokens = run.layout.tokenize(self.params)
+        self.tokens = run.normaliser.normalise(run.layout.tokenize(self.params))
         self.inputs = dataset.val.x[: tc.val_inputs].to(run.device)
         self.labels = dataset.val.y[: tc.val_inputs].to(run.device)
         with torch.no_grad():
@@ -326,7 +337,8 @@ class _Validation:
             with run.autocast():
                 reconstruction = run.model(tokens, run.positions)[0].float()
             structural.append(run.structural.per_model(reconstruction, tokens))
-            params = run.layout.detokenize(reconstruction, reference=take(self.params, s))
+            real = run.normaliser.denormalise(reconstruction)
+            params = run.layout.detokenize(real, reference=take(self.params, s))
             predictions.append(population_forward(run.arch, params, self.inputs).argmax(-1))
         run.model.train()
         recon = torch.cat(predictions)
@@ -412,6 +424,7 @@ def train_on_populations(
         zoo=zoo_info,
         training_log=history,
         device=run.device,
+        normaliser=run.normaliser,
     )
     trained.save(out)
     report(progress, 1.0, "trained")

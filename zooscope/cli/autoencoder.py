@@ -45,7 +45,12 @@ def train(
         None, "--warmup-epochs", help="Structure-first warm-up: epochs over which beta goes from 1 to --beta."
     ),
     lr_schedule: str | None = typer.Option(None, "--lr-schedule", help="none | cosine."),
-    behavioural_loss: str | None = typer.Option(None, "--behavioural-loss", help="mse | kl."),
+    behavioural_loss: str | None = typer.Option(
+        None, "--behavioural-loss", help="mse (paper) | mse_scaled | logits | kl."
+    ),
+    token_normalisation: str | None = typer.Option(
+        None, "--token-normalisation", help="none | layer (per-layer standardisation, fitted on train)."
+    ),
     device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N."),
     seed: int | None = typer.Option(None, "--seed", help="Seed of initialisation, batches, views, queries."),
     resume: bool = typer.Option(
@@ -68,6 +73,7 @@ def train(
         "beta_warmup_epochs": warmup_epochs,
         "lr_schedule": lr_schedule,
         "behavioural_loss": behavioural_loss,
+        "token_normalisation": token_normalisation,
         "device": device,
         "seed": seed,
     }

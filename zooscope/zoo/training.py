@@ -429,6 +429,13 @@ def _steps_per_epoch(n_train: int, batch_size: int) -> int:
 
 def _check_architecture(config: ZooConfig, dataset: ImageDataset) -> Architecture:
     arch = config.architecture
+    try:
+        arch.parameter_layers()
+    except RuntimeError as error:  # the convolutions shrink the image below one pixel
+        raise ArchitectureMismatchError(
+            f"{arch.name}: inputs of {arch.image_size} pixels are too small for the {arch.family} family; "
+            "use --resize or another family"
+        ) from error
     if tuple(dataset.input_shape) != arch.input_shape:
         raise ArchitectureMismatchError(
             f"{arch.name} takes inputs {list(arch.input_shape)} but data set {config.dataset!r} "

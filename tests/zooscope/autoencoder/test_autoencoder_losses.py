@@ -38,7 +38,7 @@ def test_structural_loss_counts_real_values_only() -> None:
 
 
 # ---- behavioural ------------------------------------------------------------------------------
-@pytest.mark.parametrize("kind", ["mse", "kl"])
+@pytest.mark.parametrize("kind", ["mse", "mse_scaled", "logits", "kl"])
 def test_behavioural_loss_is_zero_for_identical_networks(kind: str) -> None:
     layout = TokenLayout.of(ARCH)
     params = _population(3)
@@ -79,6 +79,48 @@ def test_behavioural_kl_is_the_temperature_scaled_distillation_loss() -> None:
         reduction="batchmean",
     )
     assert value == pytest.approx(4 * kl.item(), rel=1e-4)
+
+
+def test_behavioural_mse_scaled_divides_each_model_by_its_originals_softmax_variance() -> None:
+    layout = TokenLayout.of(ARCH)
+    loss = BehaviouralLoss(ARCH, layout, kind="mse_scaled")
+    plain = BehaviouralLoss(ARCH, layout, kind="mse")
+    target = torch.randn(2, 12, 10)
+    target[1] *= 0.05  # a weak original: nearly flat softmax, tiny variance
+    logits = torch.randn(2, 12, 10)
+    variance = target.softmax(-1).var(dim=(1, 2), unbiased=False)
+    expected = plain._compare(logits, target) / variance
+    assert torch.allclose(loss._compare(logits, target), expected, rtol=1e-5)
+    # Under "mse" the weak original's error counts for less; scaled, it is lifted by 1/variance.
+    assert variance[1] < variance[0]
+
+
+def test_behavioural_logits_ignores_a_per_query_shift_and_the_originals_scale() -> None:
+    layout = TokenLayout.of(ARCH)
+    loss = BehaviouralLoss(ARCH, layout, kind="logits")
+    target = torch.randn(3, 12, 10)
+    logits = torch.randn(3, 12, 10)
+    value = loss._compare(logits, target)
+    shifted = logits + torch.randn(3, 12, 1)  # softmax (and the argmax) ignore a per-query shift
+    assert torch.allclose(loss._compare(shifted, target), value, rtol=1e-5)
+    # Scaling original and reconstruction together leaves the loss unchanged: a weak original with
+    # small logits weighs as much as a confident one with large logits.
+    assert torch.allclose(loss._compare(0.01 * logits, 0.01 * target), value, rtol=1e-4)
+    # ... while the paper's softmax MSE shrinks for the small-logit (flat softmax) pair.
+    mse = BehaviouralLoss(ARCH, layout, kind="mse")
+    assert (mse._compare(0.01 * logits, 0.01 * target) < 0.01 * mse._compare(logits, target)).all()
+
+
+def test_behavioural_loss_runs_the_real_weights_behind_standardised_tokens() -> None:
+    layout = TokenLayout.of(ARCH)
+    originals = _population(2)
+    queries = _queries()
+    tokens = layout.tokenize(originals)
+    plain = BehaviouralLoss(ARCH, layout)
+    targets = plain.targets(originals, queries)
+    standardised = BehaviouralLoss(ARCH, layout, to_real=lambda t: t * 4.0)
+    assert standardised(tokens / 4.0, targets, queries).item() == pytest.approx(0.0, abs=1e-7)
+    assert plain(tokens / 4.0, targets, queries).item() > 1e-4
 
 
 def test_non_finite_models_are_dropped_from_the_loss_and_the_gradient() -> None:

@@ -1,0 +1,81 @@
+"""One shortened C+S+B training run on a zoo, evaluated on its test split (docs/tuning.md).
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/tune_autoencoder.py --zoo /tmp/abl-data/zoos/default \
+        --out /tmp/tune/runs/NAME --epochs 15 --set token_normalisation=layer --set beta_warmup_epochs=5
+
+`--set key=value` overrides a TrainingConfig field of the cpu preset, `--ae key=value` an
+AutoencoderConfig field. Prints one JSON line with the settings and the test-split numbers the
+issue's targets are about, and appends it to --record when given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import fields, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def _parse(cls: type, pairs: list[str]) -> dict[str, Any]:
+    types = {f.name: f.type for f in fields(cls)}
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, _, text = pair.partition("=")
+        if key not in types:
+            raise SystemExit(f"{cls.__name__} has no field {key!r}")
+        out[key] = json.loads(text) if text[:1] in "-0123456789[tfn" else text
+    return out
+
+
+def main() -> None:
+    from zooscope.autoencoder.config import AutoencoderConfig, TrainingConfig
+    from zooscope.autoencoder.training import train_autoencoder
+    from zooscope.evaluation import evaluate_autoencoder
+    from zooscope.zoo.store import Zoo
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--zoo", required=True)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--set", action="append", default=[], help="TrainingConfig field=value")
+    parser.add_argument("--ae", action="append", default=[], help="AutoencoderConfig field=value")
+    parser.add_argument("--record", default=None, help="JSON-lines file to append the result to")
+    args = parser.parse_args()
+
+    zoo = Zoo.open(args.zoo)
+    ae_config = replace(AutoencoderConfig.cpu(), **_parse(AutoencoderConfig, args.ae))
+    tc = replace(TrainingConfig.cpu(), epochs=args.epochs, device="cpu", **_parse(TrainingConfig, args.set))
+    started = time.perf_counter()
+    ae = train_autoencoder(zoo, ae_config, tc, args.out, log=print)
+    seconds = time.perf_counter() - started
+    agg = evaluate_autoencoder(ae, zoo, "test").aggregate
+    high = agg["agreement_high_accuracy"]
+    result = {
+        "out": args.out,
+        "epochs": args.epochs,
+        "training": args.set,
+        "autoencoder": args.ae,
+        "threads": torch.get_num_threads(),
+        "train_seconds": round(seconds, 1),
+        "agreement": round(100 * agg["agreement"]["mean"], 1),
+        "agreement_high": round(100 * high["mean"], 1),
+        "agreement_high_n": high["count"],
+        "original_accuracy_mean": round(100 * agg["original_accuracy"]["mean"], 1),
+        "reconstructed_accuracy_mean": round(100 * agg["reconstructed_accuracy"]["mean"], 1),
+        "best_gap": round(100 * (agg["reconstructed_accuracy"]["max"] - agg["original_accuracy"]["max"]), 1),
+        "structural_l2_real": round(agg["structural_distance_real"]["mean"], 2),
+        "behavioural_distance": round(agg["behavioural_distance"]["mean"], 3),
+    }
+    line = json.dumps(result)
+    print(line)
+    if args.record:
+        with Path(args.record).open("a") as handle:
+            handle.write(line + "\n")
+
+
+if __name__ == "__main__":
+    main()

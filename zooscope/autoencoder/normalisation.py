@@ -1,0 +1,128 @@
+"""Per-layer standardisation of weight tokens, fitted once on a zoo's training split.
+
+Why: the layers of a small CNN differ in scale by an order of magnitude (the first conv's weights
+vs the classifier's bias), and so do zoo members (uniform/normal inits train to weights about 3x
+larger than kaiming ones). In raw units the structural MSE is dominated by the largest layers
+and models; the SANE code standardises each layer over the population before the autoencoder sees
+it. We do the same: the autoencoder reads and writes standardised tokens, the structural loss is
+measured there, and everything that leaves the autoencoder (the behavioural loss's networks, every
+reconstruction a report shows) is de-standardised back to real weights first.
+
+The normaliser is a fixed function of the training split, stored with the artefact
+(config.json, "token_normaliser"); an artefact without one uses the identity.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+
+from zooscope.tokens import TokenLayout
+
+NormalisationKind = Literal["none", "layer"]
+KINDS = ("none", "layer")
+# A layer whose values barely vary over the population (a std below this) is only shifted, not
+# scaled: dividing by a tiny std would blow numerical noise up into the autoencoder's targets.
+MIN_STD = 1e-6
+
+
+class TokenNormaliser:
+    """tokens [K,T,W] <-> standardised tokens: per tokenized layer, (x - mean) / std on real values.
+
+    Padding passes through unchanged in both directions (shift 0, scale 1), so the decoder's
+    padding output is still visible to the paper's padding-included structural distance.
+    """
+
+    def __init__(
+        self, layout: TokenLayout, mean: torch.Tensor, std: torch.Tensor, kind: str = "layer"
+    ) -> None:
+        if kind not in KINDS:
+            raise ValueError(f"token normalisation must be one of {', '.join(KINDS)}, not {kind!r}")
+        mean = torch.as_tensor(mean, dtype=torch.float32).flatten()
+        std = torch.as_tensor(std, dtype=torch.float32).flatten()
+        if mean.shape != (layout.n_layers,) or std.shape != (layout.n_layers,):
+            raise ValueError(
+                f"a layer normaliser of {layout.arch.name} needs {layout.n_layers} means and stds, "
+                f"got {mean.numel()} and {std.numel()}"
+            )
+        if not bool(torch.isfinite(mean).all() and torch.isfinite(std).all() and (std > 0).all()):
+            raise ValueError("normaliser means must be finite and stds finite and positive")
+        self.layout = layout
+        self.kind = kind
+        self.mean = mean
+        self.std = std
+        layer_of_token = layout.positions[:, 1]
+        mask = layout.mask
+        # Per-slot shift and scale [T, W]: a layer's statistics on its real values, identity on padding.
+        self._shift = torch.where(mask, mean[layer_of_token].unsqueeze(1), torch.zeros(()))
+        self._scale = torch.where(mask, std[layer_of_token].unsqueeze(1), torch.ones(()))
+        self._cache: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    # ---- construction ---------------------------------------------------------------------------
+    @classmethod
+    def identity(cls, layout: TokenLayout) -> TokenNormaliser:
+        return cls(layout, torch.zeros(layout.n_layers), torch.ones(layout.n_layers), kind="none")
+
+    @classmethod
+    def fit(cls, layout: TokenLayout, tokens: torch.Tensor, kind: str = "layer") -> TokenNormaliser:
+        """Statistics of each layer's real values over the population `tokens` [K,T,W].
+
+        Pass the TRAINING split's tokens only: validation and test checkpoints must not leak into a
+        function the autoencoder is trained through.
+        """
+        if kind == "none":
+            return cls.identity(layout)
+        if kind not in KINDS:
+            raise ValueError(f"token normalisation must be one of {', '.join(KINDS)}, not {kind!r}")
+        values = tokens.detach().to("cpu", torch.float64)
+        mask = layout.mask
+        layer_of_token = layout.positions[:, 1]
+        mean = torch.zeros(layout.n_layers, dtype=torch.float64)
+        std = torch.ones(layout.n_layers, dtype=torch.float64)
+        for layer in range(layout.n_layers):
+            slots = mask & (layer_of_token == layer).unsqueeze(1)
+            real = values[:, slots]  # [K, n_real_of_layer]
+            mean[layer] = real.mean()
+            spread = real.std(unbiased=False)
+            std[layer] = spread if spread > MIN_STD else 1.0
+        return cls(layout, mean.float(), std.float(), kind=kind)
+
+    # ---- use ------------------------------------------------------------------------------------
+    def _on(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        key = (like.device, like.dtype)
+        if key not in self._cache:
+            self._cache[key] = (
+                self._shift.to(like.device, like.dtype),
+                self._scale.to(like.device, like.dtype),
+            )
+        return self._cache[key]
+
+    @property
+    def is_identity(self) -> bool:
+        return self.kind == "none"
+
+    def normalise(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Real tokens [..., T, W] -> standardised tokens (what the autoencoder reads and writes)."""
+        if self.is_identity:
+            return tokens
+        shift, scale = self._on(tokens)
+        return (tokens - shift) / scale
+
+    def denormalise(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Standardised tokens -> real tokens; differentiable (the behavioural loss runs through it)."""
+        if self.is_identity:
+            return tokens
+        shift, scale = self._on(tokens)
+        return tokens * scale + shift
+
+    # ---- files ----------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "mean": self.mean.tolist(), "std": self.std.tolist()}
+
+    @classmethod
+    def from_dict(cls, layout: TokenLayout, data: dict[str, Any] | None) -> TokenNormaliser:
+        """The stored normaliser; None (an artefact older than normalisation) is the identity."""
+        if not data or data.get("kind", "none") == "none":
+            return cls.identity(layout)
+        return cls(layout, torch.tensor(data["mean"]), torch.tensor(data["std"]), kind=data["kind"])
