@@ -84,7 +84,9 @@ def unstack(params: StackedParams) -> list[dict[str, torch.Tensor]]:
     return [{key: value[i].detach().clone().contiguous() for key, value in params.items()} for i in range(k)]
 
 
-def check_state_dict(arch: Architecture, state_dict: dict[str, torch.Tensor], label: str = "checkpoint") -> None:
+def check_state_dict(
+    arch: Architecture, state_dict: dict[str, torch.Tensor], label: str = "checkpoint"
+) -> None:
     """Raise ArchitectureMismatchError unless every float tensor of `arch` is there with its shape."""
     layout = FlatLayout.of(arch)
     for key, shape in zip(layout.keys, layout.shapes, strict=True):

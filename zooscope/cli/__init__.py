@@ -6,7 +6,9 @@ import typer
 
 from zooscope.cli import autoencoder, client, experiment, models, serve, zoo
 
-app = typer.Typer(help="zooscope: model zoos and a behaviour-aware weight-space autoencoder.", no_args_is_help=True)
+app = typer.Typer(
+    help="zooscope: model zoos and a behaviour-aware weight-space autoencoder.", no_args_is_help=True
+)
 app.add_typer(zoo.app, name="zoo", help="Build, import and inspect model zoos.")
 app.add_typer(autoencoder.app, name="ae", help="Train, inspect and evaluate weight-space autoencoders.")
 app.add_typer(experiment.app, name="experiment", help="Reproduction experiments (ablations).")
