@@ -1,6 +1,6 @@
 """Model-zoo benchmarks, printed as a markdown table (docs/benchmarks.md, "Model zoos").
 
-    .venv/bin/python benchmarks/zoo_benchmarks.py [--skip-build] [--device cpu]
+    .venv/bin/python benchmarks/zoo_benchmarks.py [--skip-build] [--device cpu] [--only forward]
 
 1. population forward of 128 models vs a loop of nn.Module forwards (same weights, same inputs);
 2. zoo training throughput in model-epochs per second, population vs one model at a time;
@@ -136,6 +136,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip-build", action="store_true", help="skip the (minutes long) default zoo build")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--only",
+        choices=("forward", "training", "build"),
+        help="run one section only (e.g. the population-forward rows while tuning population.py)",
+    )
     args = parser.parse_args()
     device = torch.device(args.device)
     print(
@@ -145,12 +150,14 @@ def main() -> None:
     print(f"load average (1 min) at start: {os.getloadavg()[0]:.1f}\n")
     print("| measurement | population | one at a time | speed-up |")
     print("|---|---|---|---|", flush=True)
-    sections = [forward_rows, training_rows]
+    sections = {"forward": forward_rows, "training": training_rows}
     spread = ""
-    for section in sections:
+    for name, section in sections.items():
+        if args.only not in (None, name):
+            continue
         for row in section(device):
             print("| " + " | ".join(row) + " |", flush=True)
-    if not args.skip_build:
+    if not args.skip_build and args.only in (None, "build"):
         rows, spread = build_rows(args.device)
         for row in rows:
             print("| " + " | ".join(row) + " |", flush=True)
