@@ -27,7 +27,10 @@ def _parse(cls: type, pairs: list[str]) -> dict[str, Any]:
         key, _, text = pair.partition("=")
         if key not in types:
             raise SystemExit(f"{cls.__name__} has no field {key!r}")
-        out[key] = json.loads(text) if text[:1] in "-0123456789[tfn" else text
+        try:  # numbers, booleans, null and lists as JSON; anything else ("none", "layer") as text
+            out[key] = json.loads(text)
+        except json.JSONDecodeError:
+            out[key] = text
     return out
 
 

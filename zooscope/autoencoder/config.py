@@ -194,9 +194,17 @@ class TrainingConfig:
 
     @classmethod
     def cpu(cls) -> TrainingConfig:
-        """The CPU recipe for the default digits zoo: the defaults above (method.md §11's warm-up run,
-        with cheaper steps: 128 queries, one decoded view)."""
-        return cls()
+        """The CPU recipe for the default digits zoo (docs/tuning.md): method.md §11's warm-up run with
+        cheaper steps (128 queries, one decoded view), plus per-layer token standardisation and
+        many more, larger optimiser steps. At the defaults (batch 64, lr 1e-4) a 60-epoch run is
+        about 1,100 steps, too few for the decoder to learn structure: it rebuilds every checkpoint
+        as the same generic good model (structural L2 on real values ~20, like the zoo's spread).
+        Batch 16 costs about the same per epoch on a CPU and gives 4x the steps; lr 1e-3 with a
+        cosine decay halved the structural L2 in 12-epoch runs without collapsing, and 30 epochs
+        reached 75 % mean test agreement (old recipe on an H200, 60 epochs: 56 %). The field
+        defaults keep the earlier recipe: a config recorded before a field existed reads back as
+        what it ran with."""
+        return cls(token_normalisation="layer", batch_size=16, lr=1e-3, lr_schedule="cosine")
 
     @classmethod
     def tiny(cls) -> TrainingConfig:

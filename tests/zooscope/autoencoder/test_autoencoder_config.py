@@ -36,3 +36,21 @@ def test_beta_warms_up_linearly_from_one_to_the_target() -> None:
     assert tc.beta_at(10) == pytest.approx(0.1)
     assert tc.beta_at(50) == pytest.approx(0.1)
     assert TrainingConfig(beta=0.3, beta_warmup_epochs=0).beta_at(0) == 0.3
+
+
+def test_cpu_recipe_standardises_tokens_and_paper_recipe_stays_the_papers() -> None:
+    cpu, paper = TrainingConfig.cpu(), TrainingConfig.paper()
+    assert (cpu.token_normalisation, cpu.batch_size, cpu.lr_schedule) == ("layer", 16, "cosine")
+    assert cpu.behavioural_loss == "mse" and cpu.beta_warmup_epochs > 0
+    # The paper's recipe: raw weights, batch 64, lr 1e-5, no scheduler, softmax MSE.
+    assert (paper.token_normalisation, paper.batch_size, paper.lr, paper.lr_schedule) == (
+        "none",
+        64,
+        1e-5,
+        "none",
+    )
+    assert paper.behavioural_loss == "mse"
+    with pytest.raises(ValueError, match="token_normalisation"):
+        TrainingConfig(token_normalisation="model")
+    with pytest.raises(ValueError, match="behavioural_loss"):
+        TrainingConfig(behavioural_loss="huber")
