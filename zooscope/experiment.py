@@ -150,8 +150,12 @@ def run_config(
     curve: bool,
     progress: ProgressFn | None = None,
     log: LogFn | None = None,
+    resume: bool = False,
 ) -> dict[str, Any]:
-    """Train one configuration and measure everything the results table reports."""
+    """Train one configuration and measure everything the results table reports.
+
+    With `resume`, training continues from the configuration's last training checkpoint in
+    `out_dir` (a finished one is loaded as it is), so an interrupted ablation loses little."""
     from zooscope.autoencoder.config import AutoencoderConfig, TrainingConfig
     from zooscope.autoencoder.training import train_autoencoder
     from zooscope.evaluation import evaluate_autoencoder
@@ -168,7 +172,9 @@ def run_config(
         f"{tc.epochs} epochs"
     )
     started = time.perf_counter()
-    ae = train_autoencoder(zoo, ae_config, tc, out_dir / config.name, scaled(progress, 0.0, 0.7), log=say)
+    ae = train_autoencoder(
+        zoo, ae_config, tc, out_dir / config.name, scaled(progress, 0.0, 0.7), resume=resume, log=say
+    )
     train_seconds = time.perf_counter() - started
 
     say(f"[{config.name}] evaluating reconstructions of the test split")
@@ -246,6 +252,7 @@ def run_ablation(
     command: str | None = None,
     progress: ProgressFn | None = None,
     log: LogFn | None = None,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Run the configurations on `zoo`; write results.json (in out_dir and beside results_path) and
     results_path (markdown). Returns the results dict."""
@@ -272,7 +279,7 @@ def run_ablation(
         sub = scaled(progress, i / len(names), (i + 1) / len(names))
         results["configs"][name] = run_config(
             zoo, ABLATIONS[name], out, preset=preset, epochs=epochs, seed=seed, device=resolved,
-            n_generate=n_generate, curve=name == "csb", progress=sub, log=log,
+            n_generate=n_generate, curve=name == "csb", progress=sub, log=log, resume=resume,
         )  # fmt: skip
     results["behavioural_step_cost_ratio"] = step_cost_ratio(results["configs"])
     text = json.dumps(_json_safe(results), indent=2) + "\n"

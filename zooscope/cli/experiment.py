@@ -49,6 +49,9 @@ def ablation(
     ),
     seed: int = typer.Option(0, help="Seed of every configuration."),
     n_generate: int = typer.Option(100, min=2, help="Models generated per configuration."),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue each configuration from its last training checkpoint under --out."
+    ),
 ) -> None:
     """Train structure-only, behaviour-only and C+S+B on the same budget and compare them."""
     from zooscope.experiment import open_or_build_zoo, run_ablation
@@ -72,7 +75,7 @@ def ablation(
             results = run_ablation(
                 zoo_obj, out, preset=preset, epochs=epochs, configs=names, query_ablation=query_ablation,
                 device=device, seed=seed, n_generate=n_generate, results_path=results_path, command=command,
-                progress=progress, log=bar.console.print,
+                progress=progress, log=bar.console.print, resume=resume,
             )  # fmt: skip
         except (ZooscopeError, ValueError) as error:
             err.print(f"[red]error:[/red] {error}", highlight=False)
