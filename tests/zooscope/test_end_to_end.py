@@ -146,3 +146,21 @@ def test_ablation_writes_results_page(zoo: Zoo, tmp_path: Path) -> None:
     assert [c[0]["knob"] for c in saved["configs"]["csb"]["diversity_curves"]] == ["bandwidth", "spread"]
     assert "## Accuracy vs diversity, spread (C+S+B)" in page
     assert (tmp_path / "runs" / "csb" / "evaluation.json").exists()
+
+
+def test_ablation_resume_reuses_finished_training(zoo: Zoo, tmp_path: Path) -> None:
+    def run(resume: bool) -> dict:
+        return run_ablation(
+            zoo, tmp_path / "runs", preset="tiny", epochs=1, configs=("structure",), device="cpu",
+            n_generate=3, results_path=None, command="pytest", resume=resume,
+        )  # fmt: skip
+
+    run(resume=False)
+    log_path = tmp_path / "runs" / "structure" / "training_log.jsonl"
+    first_log = log_path.read_text()
+    again = run(resume=True)
+    # A finished configuration is loaded, not trained again: its log (with the measured seconds of
+    # the first run, which a second training would not reproduce) is kept as it was.
+    assert log_path.read_text() == first_log
+    assert [json.loads(line)["epoch"] for line in first_log.splitlines()] == [1]
+    assert again["configs"]["structure"]["timings"]
