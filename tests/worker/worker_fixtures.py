@@ -22,8 +22,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from app.db.migrate import upgrade_to_head
-from app.db.models import Base
-from app.db.session import make_engine
+from tests.app.service_fixtures import empty_database  # one way to empty the tables
 from worker.settings import WorkerSettings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,16 +38,6 @@ TEST_TIMING = {
     "sweep_interval_s": 1.0,
     "progress_interval_s": 0.1,
 }
-
-
-def empty_database(url: str) -> None:
-    engine = make_engine(url)
-    try:
-        with engine.begin() as connection:
-            for table in reversed(Base.metadata.sorted_tables):
-                connection.execute(table.delete())
-    finally:
-        engine.dispose()
 
 
 @pytest.fixture(scope="session")
