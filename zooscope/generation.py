@@ -226,6 +226,8 @@ class Anchors:
             "threshold": self.threshold,
             "relaxed": self.relaxed,
             "accuracy": accuracy_summary(self.accuracies),
+            # Per anchor, so a report can draw the anchors' histogram beside the generated models'.
+            "accuracies": [float(a) for a in self.accuracies],
         }
 
 

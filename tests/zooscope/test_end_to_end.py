@@ -78,6 +78,10 @@ def test_library_pipeline_writes_loadable_reports(zoo: Zoo, ae_dir: Path) -> Non
     assert again.accuracies == generation.accuracies  # seeded
     text = json.dumps(generation.to_dict())
     assert GenerationReport.from_dict(json.loads(text)).accuracies == generation.accuracies
+    # Every anchor's accuracy travels with the report (the dashboard draws their histogram).
+    anchors = generation.anchors
+    assert len(anchors["accuracies"]) == anchors["count"] > 0
+    assert max(anchors["accuracies"]) == pytest.approx(anchors["accuracy"]["max"])
 
     curve = diversity_curve(ae, zoo, settings=(0.0, 1.0, 4.0, 16.0), n_samples=4, accuracy_threshold=0.0)
     assert [row["setting"] for row in curve] == [0.0, 1.0, 4.0, 16.0]
