@@ -23,6 +23,7 @@ from app.api.problems import install_problem_handlers
 from app.api.routes import autoencoders, checkpoints, health, jobs, zoos
 from app.db.migrate import upgrade_to_head
 from app.db.session import make_engine, make_sessionmaker
+from app.job_events import JobEndListener
 from app.queue import CeleryJobQueue, JobQueue
 from app.settings import Settings, get_settings
 from app.storage import BlobStore, LocalBlobStore
@@ -53,9 +54,12 @@ def create_app(
         app.state.sessionmaker = make_sessionmaker(engine)
         app.state.store = store or LocalBlobStore.from_settings(settings)
         app.state.queue = queue or CeleryJobQueue(settings)
+        app.state.job_events = JobEndListener(settings.database_url)
+        await app.state.job_events.start()
         try:
             yield
         finally:
+            await app.state.job_events.stop()
             engine.dispose()
 
     app = FastAPI(

@@ -1,7 +1,7 @@
 """Blob storage for checkpoint files, content-addressed by sha256.
 
 `BlobStore` is the interface the API and worker use; `LocalBlobStore` keeps blobs in a folder
-under the data directory. An S3 store would implement the same four methods (keys are hex
+under the data directory. An S3 store would implement the same five methods (keys are hex
 sha256 digests, never user input, so they are safe as object names and paths).
 """
 
@@ -24,6 +24,9 @@ CHUNK = 1024 * 1024
 class BlobStore(Protocol):
     def put_file(self, src: Path, key: str) -> None:
         """Store the file at `src` under `key` (its sha256); `src` is consumed (moved or deleted)."""
+
+    def put_bytes(self, data: bytes, key: str) -> None:
+        """Store `data` under `key` (its sha256), for blobs made in memory (worker outputs)."""
 
     def exists(self, key: str) -> bool: ...
 
@@ -78,6 +81,20 @@ class LocalBlobStore:
             except OSError:  # another filesystem: copy
                 shutil.copyfile(src, tmp)
                 Path(src).unlink(missing_ok=True)
+            os.replace(tmp, dest)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+
+    def put_bytes(self, data: bytes, key: str) -> None:
+        dest = self.path_for(key)
+        if dest.exists():
+            return
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        # One temp file beside the destination, then the same atomic rename as put_file.
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".incoming-")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
             os.replace(tmp, dest)
         finally:
             Path(tmp).unlink(missing_ok=True)

@@ -5,10 +5,13 @@ job status is served. Prints markdown tables (docs/benchmarks.md, "Service").
     .venv/bin/python benchmarks/service_benchmarks.py --postgres --redis    # production shape
 
 1. 100 reconstructions of distinct checkpoints with a CPU-preset-sized autoencoder, (a) as one
-   job of 100 and (b) as 100 jobs of 1 (submitted at once, polled to the end), against the same
-   library call(s) in this process: `reconstruct_and_evaluate`. The service side includes the HTTP
-   requests, the queue, the claim/progress/finish writes, storing 100 reconstructions as blobs and
-   rows, and polling. Uploads are not timed (the library side reads no files either).
+   job of 100 and (b) as 100 jobs of 1 (submitted at once, waited for with long polls), against
+   the same library call(s) in this process: `reconstruct_and_evaluate` on state_dicts in memory,
+   and the same as a library user runs it on files (read the checkpoints, write the
+   reconstructions). The service side includes the HTTP requests, the queue, the claim, progress
+   and finish writes, reading the uploaded checkpoints, storing 100 reconstructions as blobs and
+   rows, and the long poll that answers when the job ends. Uploads are not timed (the library's
+   files are written before its clock starts too).
 2. GET /api/v1/jobs/{id} latency under 50 concurrent pollers on loopback (httpx async), a bounded
    number of requests.
 The API (uvicorn, one process) and the worker (Celery, one pool process) are real subprocesses.
@@ -85,14 +88,22 @@ def distinct_checkpoints(zoo_dir: Path, n: int) -> list[dict[str, torch.Tensor]]
 
 
 class Library:
-    """The same work in this process: `reconstruct_and_evaluate`, model and data loaded once."""
+    """The same work in this process, model and data loaded once, two ways:
 
-    def __init__(self, ae_dir: Path, zoo_dir: Path) -> None:
+    - in memory: `reconstruct_and_evaluate` on state_dicts already in memory (the compute alone);
+    - files: what a library user without the service runs (`zooscope reconstruct`): read the
+      checkpoint files with `load_checkpoint`, `reconstruct_and_evaluate`, write every
+      reconstruction with `save_checkpoint`. The service does this same file work for its users
+      (uploads in, reconstructions out), so this is the like-for-like side.
+    """
+
+    def __init__(self, ae_dir: Path, zoo_dir: Path, files_dir: Path) -> None:
         from zooscope.autoencoder.artefact import TrainedAutoencoder
         from zooscope.zoo.store import Zoo
 
         self.ae = TrainedAutoencoder.load(ae_dir, "cpu")
         self.dataset = Zoo.open(zoo_dir).dataset()
+        self.files_dir = files_dir
 
     def seconds(self, checkpoints: list[dict[str, torch.Tensor]], one_call: bool) -> float:
         from zooscope.evaluation import reconstruct_and_evaluate
@@ -104,6 +115,23 @@ class Library:
         else:
             for i, sd in zip(ids, checkpoints, strict=True):
                 reconstruct_and_evaluate(self.ae, [sd], self.dataset, ids=[i])
+        return time.perf_counter() - start
+
+    def file_seconds(self, paths: list[Path], one_call: bool) -> float:
+        """Read the files, reconstruct and evaluate, write the reconstructions."""
+        from zooscope.checkpoints import load_checkpoint, save_checkpoint
+        from zooscope.evaluation import reconstruct_and_evaluate
+        from zooscope.parameters import unstack
+
+        out = self.files_dir / uuid.uuid4().hex[:8]
+        out.mkdir(parents=True)
+        start = time.perf_counter()
+        for batch in [paths] if one_call else [[p] for p in paths]:
+            state_dicts = [load_checkpoint(p) for p in batch]
+            ids = [p.stem for p in batch]
+            result = reconstruct_and_evaluate(self.ae, state_dicts, self.dataset, ids=ids)
+            for i, rebuilt in zip(ids, unstack(result.reconstructed), strict=True):
+                save_checkpoint(rebuilt, out / f"{i}.reconstructed.safetensors", {"source": i})
         return time.perf_counter() - start
 
 
@@ -152,36 +180,46 @@ class Service:
                 os.killpg(proc.pid, signal.SIGKILL)
 
 
-def succeeded_count(client: httpx.Client) -> int:
-    response = client.get("/api/v1/jobs", params={"state": "succeeded", "limit": 1})
-    response.raise_for_status()
-    return response.json()["total"]
-
-
-def wait_all(client: httpx.Client, job_ids: list[str], before: int, timeout: float = 1800) -> None:
-    """Until `before + len(job_ids)` jobs have succeeded: one light request per poll, so the
-    benchmark's own polling does not take CPU from the worker it measures."""
+def wait_all(client: httpx.Client, job_ids: list[str], timeout: float = 1800) -> None:
+    """Until every job has succeeded: one long poll per job (GET /jobs/{id}?wait=...), answered by
+    the server the moment the job ends, so the benchmark's own waiting neither adds polling
+    delay nor takes CPU from the worker it measures."""
     deadline = time.monotonic() + timeout
-    while succeeded_count(client) < before + len(job_ids):
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{len(job_ids)} jobs did not finish in {timeout} s")
-        failed = client.get("/api/v1/jobs", params={"state": "failed", "limit": 1}).json()["total"]
-        if failed:
-            raise RuntimeError(f"{failed} job(s) failed")
-        time.sleep(0.05)
+    for job_id in job_ids:
+        while True:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{len(job_ids)} jobs did not finish in {timeout} s")
+            job = client.get(f"/api/v1/jobs/{job_id}", params={"wait": 30}).json()
+            if job["state"] == "succeeded":
+                break
+            if job["state"] in ("failed", "cancelled"):
+                raise RuntimeError(f"job {job_id} {job['state']}: {job.get('error')}")
 
 
-def service_seconds(client: httpx.Client, ids: list[str], one_job: bool) -> float:
-    """Wall seconds from the first POST to the last 'succeeded'."""
+def service_seconds(client: httpx.Client, ids: list[str], one_job: bool) -> tuple[float, list[str]]:
+    """Wall seconds from the first POST to the last 'succeeded', and the job ids."""
 
     def post(batch: list[str]) -> str:
         body = {"kind": "reconstruct", "params": {"checkpoint_ids": batch}}
         return client.post("/api/v1/jobs", json=body).json()["id"]
 
-    before = succeeded_count(client)
     start = time.perf_counter()
-    wait_all(client, [post(ids)] if one_job else [post([i]) for i in ids], before)
-    return time.perf_counter() - start
+    job_ids = [post(ids)] if one_job else [post([i]) for i in ids]
+    wait_all(client, job_ids)
+    return time.perf_counter() - start, job_ids
+
+
+def timeline(client: httpx.Client, job_id: str, wall: float) -> dict[str, float]:
+    """Where a job's wall time went, from its row: queued (created -> started), in the worker
+    (started -> finished), and the rest (the POST, and the long poll's answer)."""
+    from datetime import datetime
+
+    job = client.get(f"/api/v1/jobs/{job_id}").json()
+    created, started, finished = (
+        datetime.fromisoformat(job[k]) for k in ("created_at", "started_at", "finished_at")
+    )
+    queued, worker = (started - created).total_seconds(), (finished - started).total_seconds()
+    return {"queued": queued, "worker": worker, "post and answer": wall - queued - worker}
 
 
 async def poll_latencies(url: str, job_ids: list[str], pollers: int, each: int) -> tuple[list[float], float]:
@@ -246,10 +284,18 @@ def main() -> None:
     zoo_dir, ae_dir = build_artefacts(args.artefacts)
     # Distinct checkpoints for every measurement: a repeated one would be deduplicated by the service.
     sets = distinct_checkpoints(zoo_dir, 2 * args.rounds * N_RECONSTRUCTIONS + 2)
-    library = Library(ae_dir, zoo_dir)
-    library.seconds(sets[-2:], one_call=True)  # warm-up
-
     data_dir = Path(tempfile.mkdtemp(prefix="zooscope-bench-"))
+    from zooscope.checkpoints import checkpoint_bytes
+
+    files = []  # the library user's checkpoint files: the bytes that are uploaded to the service
+    for i, sd in enumerate(sets):
+        files.append(data_dir / "library-in" / f"c{i}.safetensors")
+        files[-1].parent.mkdir(exist_ok=True)
+        files[-1].write_bytes(checkpoint_bytes(sd))
+    library = Library(ae_dir, zoo_dir, data_dir / "library-out")
+    library.seconds(sets[-2:], one_call=True)  # warm-up
+    library.file_seconds(files[-2:], one_call=True)
+
     drop = None
     database_url = f"sqlite:///{data_dir / 'zooscope.sqlite'}"
     if args.postgres:
@@ -275,24 +321,27 @@ def main() -> None:
 
     service = Service(env, f"models-{tag},zoos-{tag}", data_dir / "service.log")
     try:
-        from zooscope.checkpoints import checkpoint_bytes
-
         with httpx.Client(base_url=service.url, timeout=60) as client:
             ids = [
-                client.post(
-                    "/api/v1/checkpoints", files={"file": (f"c{i}.safetensors", checkpoint_bytes(sd))}
-                ).json()["id"]
-                for i, sd in enumerate(sets)
+                client.post("/api/v1/checkpoints", files={"file": (path.name, path.read_bytes())}).json()[
+                    "id"
+                ]
+                for path in files
             ]
             assert len(set(ids)) == len(sets)
             service_seconds(client, ids[-2:], one_job=True)  # warm-up: the worker loads model and data once
             # Interleaved rounds, so a change in the machine's load hits both sides alike.
             times: dict[tuple[str, bool], list[float]] = {}
+            timelines: list[dict[str, float]] = []
             for r in range(args.rounds):
                 for k, one in enumerate((True, False)):
                     chunk = slice((2 * r + k) * N_RECONSTRUCTIONS, (2 * r + k + 1) * N_RECONSTRUCTIONS)
                     times.setdefault(("library", one), []).append(library.seconds(sets[chunk], one))
-                    times.setdefault(("service", one), []).append(service_seconds(client, ids[chunk], one))
+                    times.setdefault(("files", one), []).append(library.file_seconds(files[chunk], one))
+                    wall, job_ids = service_seconds(client, ids[chunk], one)
+                    times.setdefault(("service", one), []).append(wall)
+                    if one:
+                        timelines.append(timeline(client, job_ids[0], wall))
             job_ids = [j["id"] for j in client.get("/api/v1/jobs", params={"limit": 100}).json()["items"]]
         # One poller first: the cost of one request without queueing, then the contended case.
         polls = {
@@ -309,16 +358,28 @@ def main() -> None:
     print(
         f"Median of {args.rounds} interleaved rounds; overhead = service / library - 1 (per-round range).\n"
     )
-    print("| how | library (s) | service (s) | overhead | per round |")
-    print("|---|---|---|---|---|")
+    print(
+        "Library in memory: the compute alone. Library with files: the same call as a library user "
+        "runs it, reading the checkpoint files and writing the reconstructions.\n"
+    )
+    print(
+        "| how | library, in memory (s) | library, files (s) | service (s) "
+        "| overhead vs files | per round | overhead vs in memory |"
+    )
+    print("|---|---|---|---|---|---|---|")
     for name, one in (("1 job of 100", True), ("100 jobs of 1", False)):
-        lib, svc = times[("library", one)], times[("service", one)]
-        rounds = [100 * (b / a - 1) for a, b in zip(lib, svc, strict=True)]
-        overhead = 100 * (statistics.median(svc) / statistics.median(lib) - 1)
+        lib, fil, svc = times[("library", one)], times[("files", one)], times[("service", one)]
+        rounds = [100 * (b / a - 1) for a, b in zip(fil, svc, strict=True)]
+        median = statistics.median
         print(
-            f"| {name} | {statistics.median(lib):.2f} | {statistics.median(svc):.2f} | {overhead:+.0f}% "
-            f"| {min(rounds):+.0f}% .. {max(rounds):+.0f}% |"
+            f"| {name} | {median(lib):.3f} | {median(fil):.3f} | {median(svc):.3f} "
+            f"| {100 * (median(svc) / median(fil) - 1):+.0f}% | {min(rounds):+.0f}% .. {max(rounds):+.0f}% "
+            f"| {100 * (median(svc) / median(lib) - 1):+.0f}% |"
         )
+    print("\nWhere the batch job's time went (median over rounds, seconds):\n")
+    print("| " + " | ".join(timelines[0]) + " |")
+    print("|" + "---|" * len(timelines[0]))
+    print("| " + " | ".join(f"{statistics.median(t[k] for t in timelines):.3f}" for k in timelines[0]) + " |")
     print(f"\n### GET /api/v1/jobs/{{id}} on loopback ({shape}, one uvicorn process)\n")
     print("| concurrent pollers | requests | p50 (ms) | p99 (ms) | max (ms) | requests/s |")
     print("|---|---|---|---|---|---|")

@@ -4,7 +4,10 @@
 
 1. population forward of 128 models vs a loop of nn.Module forwards (same weights, same inputs);
 2. zoo training throughput in model-epochs per second, population vs one model at a time;
-3. wall time of building the default digits zoo, with its accuracy spread.
+3. wall time of building the default digits zoo, with its accuracy spread;
+4. the roofline of (1): how many floating-point operations the forward is, how fast this machine
+   multiplies matrices, and so the largest speed-up over the loop that any implementation could
+   reach at the same arithmetic.
 Timings are the best of a few repeats; the load average is printed because a shared machine
 makes every number noisy.
 """
@@ -114,6 +117,58 @@ def build_rows(device: str) -> tuple[list[list[str]], str]:
     return [row], spread
 
 
+def roofline_rows(device: torch.device) -> list[list[str]]:
+    """The arithmetic bound of the 1000-input forward: its FLOPs over this machine's GEMM rate."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    n = FORWARD_INPUTS[0]
+    a, b = torch.randn(4096, 4096, device=device), torch.randn(4096, 4096, device=device)
+    peak = 2 * 4096**3 / best_of(lambda: (a @ b, _sync(device)))
+    rows = [
+        [
+            "matrix multiply 4096 x 4096 x 4096 (the machine's float32 peak)",
+            f"{peak / 1e9:.0f} GFLOP/s",
+            "",
+            "",
+        ]
+    ]
+    for arch in (Architecture("cnn_s", 1, 28), Architecture("cnn_digits", 1, 8)):
+        generator = torch.Generator().manual_seed(0)
+        modules = []
+        for _ in range(FORWARD_MODELS):
+            module = arch.build()
+            initialise(module, "kaiming_uniform", generator)
+            modules.append(module.eval().to(device))
+        params = {
+            k: v.to(device) for k, v in stack_state_dicts(arch, [m.state_dict() for m in modules]).items()
+        }
+        x = torch.randn(n, *arch.input_shape, generator=generator).to(device)
+        with FlopCounterMode(display=False) as counter, torch.inference_mode():
+            modules[0](x)
+        flops = counter.get_total_flops() * FORWARD_MODELS
+        # the first convolution as the GEMM it is: im2col rows x (kernel taps) x (K * channels)
+        first = next(m for m in modules[0].modules() if isinstance(m, torch.nn.Conv2d))
+        taps = first.in_channels * first.kernel_size[0] * first.kernel_size[1]
+        side = arch.input_shape[-1] - first.kernel_size[0] + 1
+        im2col = torch.randn(n * side * side, taps, device=device)
+        filters = torch.randn(taps, FORWARD_MODELS * first.out_channels, device=device)
+        seconds = best_of(lambda a=im2col, b=filters: (a @ b, _sync(device)))
+        conv_rate = 2 * im2col.shape[0] * taps * filters.shape[1] / seconds
+        t_pop = best_of(lambda a=arch, p=params, x=x: _population_forward(a, p, x, device))
+        t_loop = best_of(lambda m=modules, x=x: _loop_forward(m, x, device))
+        rows.append(
+            [
+                f"{arch.name}, {FORWARD_MODELS} models x {n} inputs: {flops / 1e9:.1f} GFLOP",
+                f"{flops / t_pop / 1e9:.1f} GFLOP/s",
+                f"{flops / t_loop / 1e9:.1f} GFLOP/s",
+                f"ceiling {t_loop / (flops / peak):.1f}x at peak, "
+                f"{t_loop / (flops / conv_rate):.1f}x at the first conv's GEMM rate "
+                f"({conv_rate / 1e9:.0f} GFLOP/s, {taps} taps)",
+            ]
+        )
+    return rows
+
+
 def _population_forward(arch: Architecture, params: dict, x: torch.Tensor, device: torch.device) -> None:
     with torch.inference_mode():
         population_forward(arch, params, x)
@@ -138,7 +193,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument(
         "--only",
-        choices=("forward", "training", "build"),
+        choices=("forward", "roofline", "training", "build"),
         help="run one section only (e.g. the population-forward rows while tuning population.py)",
     )
     args = parser.parse_args()
@@ -150,7 +205,7 @@ def main() -> None:
     print(f"load average (1 min) at start: {os.getloadavg()[0]:.1f}\n")
     print("| measurement | population | one at a time | speed-up |")
     print("|---|---|---|---|", flush=True)
-    sections = {"forward": forward_rows, "training": training_rows}
+    sections = {"forward": forward_rows, "roofline": roofline_rows, "training": training_rows}
     spread = ""
     for name, section in sections.items():
         if args.only not in (None, name):

@@ -8,8 +8,6 @@ them. So a job that a dead worker left half-recorded is completed, not doubled, 
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -149,18 +147,12 @@ def store_checkpoints(
     from zooscope.checkpoints import checkpoint_bytes
 
     store = blob_store(ctx)
-    tmp_dir = ctx.settings.upload_tmp_dir
-    tmp_dir.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
     for state_dict, name, accuracy, extra in zip(state_dicts, names, accuracies, extras, strict=True):
         # The header records where it came from; no timestamp, so a re-run writes the same bytes.
         data = checkpoint_bytes(state_dict, metadata={"zooscope_kind": kind, "zooscope_job": ctx.job_id})
         sha256 = hashlib.sha256(data).hexdigest()
-        if not store.exists(sha256):
-            fd, tmp = tempfile.mkstemp(dir=tmp_dir, suffix=".safetensors")
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            store.put_file(Path(tmp), sha256)
+        store.put_bytes(data, sha256)  # a no-op for bytes already stored
         rows.append(
             {
                 "sha256": sha256,

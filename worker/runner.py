@@ -23,7 +23,8 @@ import socket
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,6 +64,16 @@ class JobContext:
     settings: WorkerSettings
     progress: Callable[[float, str], None]
     extra: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)  # phase -> seconds, into the report
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        """Time a phase of the job body; the report's `timings_s` says where a job's time went."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - started, 4)
 
 
 class JobProgress:
@@ -148,6 +159,8 @@ def run_job(job_id: str, handler: Handler, settings: WorkerSettings, worker_id: 
         return _fail(job_id, f"{type(exc).__name__}: {exc}", settings)
     except Exception:
         return _fail(job_id, traceback.format_exc(), settings)
+    if ctx.timings:
+        report.setdefault("timings_s", ctx.timings)
     written = _write_with_retries(
         settings, lambda s: jobs.finish_job(s, job_id, report, message="succeeded"), f"job {job_id}: finish"
     )

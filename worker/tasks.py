@@ -89,28 +89,28 @@ def reconstruct(ctx: JobContext) -> dict[str, Any]:
     from zooscope.parameters import unstack
     from zooscope.progress import scaled
 
-    ae_row, ae = records.load_autoencoder(ctx)
-    ids = list(ctx.params["checkpoint_ids"])
-    state_dicts = records.load_checkpoints(ctx, ids)
-    result = reconstruct_and_evaluate(
-        ae,
-        state_dicts,
-        records.zoo_dataset(_zoo_of(ctx, ae_row)),
-        ids=ids,
-        progress=scaled(ctx.progress, 0.0, 0.9),
-    )
+    with ctx.phase("load"):
+        ae_row, ae = records.load_autoencoder(ctx)
+        ids = list(ctx.params["checkpoint_ids"])
+        state_dicts = records.load_checkpoints(ctx, ids)
+        dataset = records.zoo_dataset(_zoo_of(ctx, ae_row))
+    with ctx.phase("reconstruct_and_evaluate"):
+        result = reconstruct_and_evaluate(
+            ae, state_dicts, dataset, ids=ids, progress=scaled(ctx.progress, 0.0, 0.9)
+        )
     report = result.to_dict()
     items = report["items"]
-    made = records.store_checkpoints(
-        ctx,
-        unstack(result.reconstructed),
-        kind="reconstructed",
-        names=[f"reconstruction of {item['checkpoint_id']}" for item in items],
-        architecture=ae.architecture,
-        n_tokens=ae.token_layout.n_tokens,
-        accuracies=[item["reconstructed_accuracy"] for item in items],
-        extras=[{"original_id": item["checkpoint_id"], "autoencoder_id": ae_row.id} for item in items],
-    )
+    with ctx.phase("store"):
+        made = records.store_checkpoints(
+            ctx,
+            unstack(result.reconstructed),
+            kind="reconstructed",
+            names=[f"reconstruction of {item['checkpoint_id']}" for item in items],
+            architecture=ae.architecture,
+            n_tokens=ae.token_layout.n_tokens,
+            accuracies=[item["reconstructed_accuracy"] for item in items],
+            extras=[{"original_id": item["checkpoint_id"], "autoencoder_id": ae_row.id} for item in items],
+        )
     for item, reconstruction_id in zip(items, made, strict=True):
         item["reconstruction_id"] = reconstruction_id
     report["autoencoder_id"] = ae_row.id

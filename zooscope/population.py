@@ -41,12 +41,10 @@ from torch.func import functional_call, vmap
 from zooscope.architectures import Architecture
 from zooscope.parameters import StackedParams
 
-# Floats the widest activation of one input chunk may hold (n * K * C * H * W). About 64 MiB
-# of float32 (28 inputs for 128 CNN-s models): small enough to stay in the 260 MiB L3 between
-# layers. Measured on the 2-core development VM under load, K=128 CNN-s, N=1000: 2**19 floats
-# 68 s, 2**21 46 s, 2**23 17 s (smaller chunks pay for themselves in per-call overhead inside
-# mkldnn, which is far above Python's dispatch cost here).
-CHUNK_FLOATS = 2**24
+# Floats the widest activation of one input chunk may hold (n * K * C * H * W). The program is
+# bound by memory traffic, not arithmetic: a chunk whose activations stay in the per-core L2
+# cache between layers is fastest. See docs/benchmarks.md for the sweep that chose it.
+CHUNK_FLOATS = 2**19
 
 StepKind = Literal["conv", "batchnorm", "pool", "elementwise", "dropout", "flatten", "linear"]
 
@@ -92,7 +90,25 @@ def population_program(arch: Architecture) -> tuple[Step, ...]:
             raise TypeError(f"population program: unsupported layer {type(module).__name__} in {arch.name}")
     if {step.key for step in steps if step.key} != keyed:
         raise AssertionError(f"population program of {arch.name} disagrees with its parameter layers")
-    return tuple(steps)
+    return tuple(_pool_before_monotone_activation(steps))
+
+
+# max(f(a), f(b)) == f(max(a, b)) for a non-decreasing f, so such an activation directly before
+# a max-pool can run after it, on a quarter of the values (GELU dips below zero: not monotone).
+MONOTONE_ACTIVATIONS = (nn.ReLU, nn.Tanh, nn.Sigmoid)
+
+
+def _pool_before_monotone_activation(steps: list[Step]) -> list[Step]:
+    out = list(steps)
+    for i in range(len(out) - 1):
+        first, second = out[i], out[i + 1]
+        if (
+            first.kind == "elementwise"
+            and isinstance(first.module, MONOTONE_ACTIVATIONS)
+            and second.kind == "pool"
+        ):
+            out[i], out[i + 1] = second, first
+    return out
 
 
 def population_forward(

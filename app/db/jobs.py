@@ -7,6 +7,10 @@ the other process at once. The states:
     queued -> running -> succeeded | failed
     queued | running -> cancelled            (cancel: the worker sees it in update_progress)
     running -> queued                        (sweep: the worker died, attempts left)
+
+On PostgreSQL a transition to an end state also sends NOTIFY on JOB_ENDED_CHANNEL with the job
+id (delivered at commit), so the API's long polls answer at once instead of at their next look
+(app/job_events.py).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -25,6 +29,13 @@ from app.db.models import Job
 from app.db.types import utcnow
 
 MAX_ERROR_CHARS = 10_000  # a traceback tail is enough to act on; the worker log has the rest
+JOB_ENDED_CHANNEL = "zooscope_job_ended"
+
+
+def _announce_end(session: Session, job_id: str) -> None:
+    """NOTIFY listeners that `job_id` ended; sent by PostgreSQL when the transaction commits."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(func.pg_notify(JOB_ENDED_CHANNEL, job_id)))
 
 
 def request_fingerprint(kind: str, params: dict[str, Any]) -> str:
@@ -150,6 +161,8 @@ def finish_job(session: Session, job_id: str, report: dict[str, Any], message: s
         .values(state="succeeded", report=report, progress=1.0, message=message, finished_at=utcnow())
         .execution_options(synchronize_session=False)
     )
+    if result.rowcount == 1:
+        _announce_end(session, job_id)
     session.commit()
     return result.rowcount == 1
 
@@ -162,6 +175,8 @@ def fail_job(session: Session, job_id: str, error: str) -> bool:
         .values(state="failed", error=error[-MAX_ERROR_CHARS:], message="failed", finished_at=utcnow())
         .execution_options(synchronize_session=False)
     )
+    if result.rowcount == 1:
+        _announce_end(session, job_id)
     session.commit()
     return result.rowcount == 1
 
@@ -175,6 +190,8 @@ def cancel_job(session: Session, job_id: str) -> bool:
         .values(state="cancelled", cancel_requested=True, message="cancelled", finished_at=utcnow())
         .execution_options(synchronize_session=False)
     )
+    if result.rowcount == 1:
+        _announce_end(session, job_id)
     session.commit()
     return result.rowcount == 1
 
@@ -221,5 +238,7 @@ def sweep_stale_jobs(session: Session, heartbeat_timeout: float, max_attempts: i
         )
         if result.rowcount == 1:
             swept.append(SweptJob(job.id, job.kind, requeued=values["state"] == "queued"))
+            if values["state"] == "failed":
+                _announce_end(session, job.id)
     session.commit()
     return swept

@@ -146,3 +146,71 @@ def test_unknown_job_is_a_problem_404(api: Api) -> None:
     ]:
         response = api.client.request(method, path)
         assert response.status_code == 404 and response.headers["content-type"] == "application/problem+json"
+
+
+def test_long_poll_answers_when_the_job_ends(api: Api) -> None:
+    import threading
+    import time
+
+    job = api.client.post(URL, json={"kind": "build_zoo", "params": {"dataset": "digits"}}).json()
+
+    def worker_finishes_later() -> None:
+        time.sleep(0.3)
+        with session_scope(api.settings.database_url) as session:
+            job_repo.claim_job(session, job["id"], "w1")
+            job_repo.finish_job(session, job["id"], {"zoo_id": "z"})
+
+    thread = threading.Thread(target=worker_finishes_later)
+    started = time.monotonic()
+    thread.start()
+    done = api.client.get(f"{URL}/{job['id']}", params={"wait": 30})
+    elapsed = time.monotonic() - started
+    thread.join()
+    assert done.status_code == 200 and done.json()["state"] == "succeeded"
+    assert 0.25 <= elapsed < 20  # it waited for the end, not for the whole 30 s
+
+
+def test_long_poll_gives_the_current_state_when_the_wait_runs_out(api: Api) -> None:
+    import time
+
+    job = api.client.post(URL, json={"kind": "build_zoo", "params": {"dataset": "digits"}}).json()
+    started = time.monotonic()
+    still = api.client.get(f"{URL}/{job['id']}", params={"wait": 0.3})
+    assert still.status_code == 200 and still.json()["state"] == "queued"
+    assert time.monotonic() - started >= 0.3
+    too_long = api.client.get(f"{URL}/{job['id']}", params={"wait": 3600})
+    assert too_long.status_code == 422 and "wait" in too_long.text
+    assert api.client.get(f"{URL}/nope", params={"wait": 5}).status_code == 404
+
+
+def test_on_postgres_a_notification_wakes_the_long_poll(api: Api, monkeypatch) -> None:
+    """With the safety look pushed out to 30 s, only the NOTIFY from finish_job can answer early."""
+    import threading
+    import time
+
+    import app.job_events as job_events
+
+    if not api.settings.database_url.startswith("postgresql"):
+        assert not api.client.app.state.job_events.enabled  # SQLite: long polls look at the row
+        return
+    monkeypatch.setattr(job_events, "SAFETY_LOOK_S", 30.0)
+    listener = api.client.app.state.job_events
+    deadline = time.monotonic() + 10
+    while not listener.connected and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert listener.connected, "the LISTEN connection did not come up"
+    job = api.client.post(URL, json={"kind": "build_zoo", "params": {"dataset": "digits"}}).json()
+
+    def worker_finishes_later() -> None:
+        time.sleep(0.3)
+        with session_scope(api.settings.database_url) as session:
+            job_repo.claim_job(session, job["id"], "w1")
+            job_repo.fail_job(session, job["id"], "out of memory")
+
+    thread = threading.Thread(target=worker_finishes_later)
+    started = time.monotonic()
+    thread.start()
+    done = api.client.get(f"{URL}/{job['id']}", params={"wait": 60}).json()
+    thread.join()
+    assert done["state"] == "failed" and done["error"] == "out of memory"
+    assert time.monotonic() - started < 10  # woken by the notification, not by the 30 s look

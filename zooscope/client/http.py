@@ -16,6 +16,8 @@ from zooscope.client.problems import error_from_response
 API_PREFIX = "/api/v1"
 DEFAULT_URL = "http://127.0.0.1:8000"
 TERMINAL_STATES = frozenset({"succeeded", "failed", "cancelled"})
+LONG_POLL_S = 20.0  # one long poll of wait(); the server caps it at 60 s
+LONG_POLL_SLACK_S = 10.0  # read timeout beyond the wait, for a busy server
 
 Id = int | str
 JobProgressFn = Callable[[dict[str, Any]], None]
@@ -160,8 +162,13 @@ class ZooscopeClient:
             raise error_from_response(followed)
         return followed.json()
 
-    def get_job(self, job_id: Id) -> dict[str, Any]:
-        return self._json("GET", f"/jobs/{job_id}")
+    def get_job(self, job_id: Id, wait: float = 0.0) -> dict[str, Any]:
+        """A job's state; with `wait` > 0 the server holds the answer until the job ends or
+        `wait` seconds pass (a long poll, at most 60 s)."""
+        if wait <= 0:
+            return self._json("GET", f"/jobs/{job_id}")
+        read_timeout = httpx.Timeout(self._http.timeout.connect, read=wait + LONG_POLL_SLACK_S)
+        return self._json("GET", f"/jobs/{job_id}", params={"wait": wait}, timeout=read_timeout)
 
     def list_jobs(
         self, state: str | None = None, kind: str | None = None, limit: int = 50, offset: int = 0
@@ -185,12 +192,26 @@ class ZooscopeClient:
         poll_max: float = 2.0,
         backoff: float = 1.5,
     ) -> dict[str, Any]:
-        """Polls a job until it is succeeded, failed or cancelled, and returns its last state.
+        """Waits for a job to be succeeded, failed or cancelled, and returns its last state.
 
-        The interval grows from poll_initial to poll_max so a short job is seen finishing quickly
-        while a long one does not hammer the API. Raises ClientTimeoutError after `timeout` seconds.
+        Without a progress callback this is a chain of long polls (the server answers the moment
+        the job ends). With one, it polls, so progress can be shown: the interval grows from
+        poll_initial to poll_max so a short job is seen finishing quickly while a long one does
+        not hammer the API. Raises ClientTimeoutError after `timeout` seconds.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
+        if progress is None:
+            while True:
+                left = LONG_POLL_S if deadline is None else deadline - time.monotonic()
+                wait = max(0.0, min(LONG_POLL_S, left))
+                asked = time.monotonic()
+                job = self.get_job(job_id, wait=wait)
+                if job.get("state") in TERMINAL_STATES:
+                    return job
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise ClientTimeoutError(f"job {job_id} still {job.get('state')} after {timeout:g} s")
+                if time.monotonic() - asked < wait / 2:  # a server that does not hold: do not spin
+                    time.sleep(min(poll_initial, max(0.0, wait / 2)))
         interval = poll_initial
         while True:
             job = self.get_job(job_id)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import time
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, undefer
@@ -19,11 +23,13 @@ from app.db import jobs as job_repo
 from app.db.artefacts import get_default_autoencoder
 from app.db.models import TERMINAL_JOB_STATES, Autoencoder, Checkpoint, Job, Zoo
 from app.db.visibility import visible_to
+from app.job_events import JobEndListener
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 API_PREFIX = "/api/v1"
 MAX_IDEMPOTENCY_KEY = 200
+MAX_WAIT_S = 60.0  # the longest long poll: below common proxy idle timeouts
 
 
 def job_location(job_id: str) -> str:
@@ -194,7 +200,43 @@ def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobOut)
-def get_job(job_id: str, session: SessionDep, principal: PrincipalDep) -> Job:
+async def get_job(
+    job_id: str,
+    request: Request,
+    session: SessionDep,
+    principal: PrincipalDep,
+    wait: Annotated[
+        float,
+        Query(
+            ge=0,
+            le=MAX_WAIT_S,
+            description="hold the response until the job has ended (succeeded, failed or cancelled) "
+            f"or this many seconds have passed, at most {MAX_WAIT_S:g}; 0 answers at once",
+        ),
+    ] = 0.0,
+) -> Job:
+    """A job's state; with `wait`, a long poll: one request instead of many to see a job end."""
+    job = await run_in_threadpool(get_visible, session, principal, job_id)
+    if wait <= 0 or job.state in TERMINAL_JOB_STATES:
+        return job
+    listener: JobEndListener = request.app.state.job_events
+    deadline = time.monotonic() + wait
+    with listener.watch(job_id) as ended:
+        job = await run_in_threadpool(_read_again, session, principal, job_id)
+        while job.state not in TERMINAL_JOB_STATES and (left := deadline - time.monotonic()) > 0:
+            # Waiting holds no thread and no transaction; a notification (PostgreSQL) wakes it
+            # at once, otherwise it looks again after a short sleep (one primary-key read).
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(ended.wait(), timeout=min(listener.look_again_after(), left))
+            ended.clear()
+            job = await run_in_threadpool(_read_again, session, principal, job_id)
+    return job
+
+
+def _read_again(session: Session, principal: Principal, job_id: str) -> Job:
+    # End the read transaction first: under SQLite's WAL a transaction keeps its snapshot, and
+    # the worker's update would stay invisible to it.
+    session.rollback()
     return get_visible(session, principal, job_id)
 
 

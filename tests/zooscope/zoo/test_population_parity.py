@@ -17,6 +17,9 @@ FAMILIES = [
     Architecture("cnn3", 3, 32, dropout=0.1),
     Architecture("cnn_digits", 1, 8),
     Architecture("cnn_digits", 1, 8, activation="tanh"),
+    # the program moves monotone activations after max-pooling; GELU is not monotone and stays
+    Architecture("cnn_digits", 1, 8, activation="sigmoid"),
+    Architecture("cnn_digits", 1, 8, activation="gelu"),
 ]
 N_MODELS = 3
 N_INPUTS = 5
@@ -84,3 +87,15 @@ def test_dropout_is_active_and_independent_per_model_in_train_mode() -> None:
     assert not torch.allclose(logits[0], logits[1]), "identical models drew identical dropout masks"
     evaluated = population_forward(arch, params, x, train=False)
     torch.testing.assert_close(evaluated[0], evaluated[1])
+
+
+def test_program_pools_before_monotone_activations_only() -> None:
+    from zooscope.population import population_program
+
+    def order(activation: str) -> list[str]:
+        steps = population_program(Architecture("cnn_digits", 1, 8, activation=activation))
+        return [step.kind for step in steps]
+
+    # the module itself runs conv -> activation -> pool
+    assert order("relu")[:3] == order("sigmoid")[:3] == ["conv", "pool", "elementwise"]
+    assert order("gelu")[:3] == ["conv", "elementwise", "pool"]

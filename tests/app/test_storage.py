@@ -1,0 +1,33 @@
+"""The local blob store: content-addressed, atomic, idempotent."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from app.storage import LocalBlobStore
+
+
+def test_put_bytes_and_put_file_store_the_same_blob_once(tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path / "blobs")
+    data = b"weights" * 100
+    key = hashlib.sha256(data).hexdigest()
+
+    store.put_bytes(data, key)
+    store.put_bytes(data, key)  # same content again: nothing new
+    src = tmp_path / "upload.bin"
+    src.write_bytes(data)
+    store.put_file(src, key)
+
+    assert store.open_path(key).read_bytes() == data
+    assert store.count() == 1
+    assert not src.exists()  # put_file consumes its source even when the blob was already there
+    assert not list((tmp_path / "blobs").glob("*/.incoming-*"))  # no temp files left behind
+
+
+def test_keys_that_are_not_sha256_digests_are_refused(tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path / "blobs")
+    with pytest.raises(ValueError):
+        store.put_bytes(b"x", "../../etc/passwd")
