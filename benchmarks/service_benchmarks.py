@@ -211,7 +211,8 @@ def service_seconds(client: httpx.Client, ids: list[str], one_job: bool) -> tupl
 
 def timeline(client: httpx.Client, job_id: str, wall: float) -> dict[str, float]:
     """Where a job's wall time went, from its row: queued (created -> started), in the worker
-    (started -> finished), and the rest (the POST, and the long poll's answer)."""
+    (started -> finished, split by the report's timings_s), and the rest (the POST, and the long
+    poll's answer)."""
     from datetime import datetime
 
     job = client.get(f"/api/v1/jobs/{job_id}").json()
@@ -219,7 +220,15 @@ def timeline(client: httpx.Client, job_id: str, wall: float) -> dict[str, float]
         datetime.fromisoformat(job[k]) for k in ("created_at", "started_at", "finished_at")
     )
     queued, worker = (started - created).total_seconds(), (finished - started).total_seconds()
-    return {"queued": queued, "worker": worker, "post and answer": wall - queued - worker}
+    phases = client.get(f"/api/v1/jobs/{job_id}/report").json().get("timings_s", {})
+    inside = {f"worker: {name}": seconds for name, seconds in phases.items()}
+    rest = worker - sum(phases.values())
+    return {
+        "queued": queued,
+        **inside,
+        "worker: claim, rows, finish": rest,
+        "post and answer": wall - queued - worker,
+    }
 
 
 async def poll_latencies(url: str, job_ids: list[str], pollers: int, each: int) -> tuple[list[float], float]:
@@ -275,7 +284,9 @@ def main() -> None:
         "--redis", action="store_true", help="Redis db 15 on 127.0.0.1:6379 (else the SQLite broker)"
     )
     parser.add_argument("--artefacts", type=Path, default=ROOT / ".zooscope" / "bench-artefacts")
-    parser.add_argument("--rounds", type=int, default=3, help="library/service measurements, interleaved")
+    parser.add_argument(
+        "--rounds", type=int, default=9, help="library/service measurements, interleaved, order alternating"
+    )
     args = parser.parse_args()
 
     from app.db.migrate import upgrade_to_head
@@ -336,12 +347,20 @@ def main() -> None:
             for r in range(args.rounds):
                 for k, one in enumerate((True, False)):
                     chunk = slice((2 * r + k) * N_RECONSTRUCTIONS, (2 * r + k + 1) * N_RECONSTRUCTIONS)
-                    times.setdefault(("library", one), []).append(library.seconds(sets[chunk], one))
-                    times.setdefault(("files", one), []).append(library.file_seconds(files[chunk], one))
-                    wall, job_ids = service_seconds(client, ids[chunk], one)
-                    times.setdefault(("service", one), []).append(wall)
-                    if one:
-                        timelines.append(timeline(client, job_ids[0], wall))
+
+                    def on_library(chunk: slice = chunk, one: bool = one) -> None:
+                        times.setdefault(("library", one), []).append(library.seconds(sets[chunk], one))
+                        times.setdefault(("files", one), []).append(library.file_seconds(files[chunk], one))
+
+                    def on_service(chunk: slice = chunk, one: bool = one) -> None:
+                        wall, job_ids = service_seconds(client, ids[chunk], one)
+                        times.setdefault(("service", one), []).append(wall)
+                        if one:
+                            timelines.append(timeline(client, job_ids[0], wall))
+
+                    # Alternate which side goes first, so neither always follows the other's work.
+                    for side in (on_library, on_service) if r % 2 == 0 else (on_service, on_library):
+                        side()
             job_ids = [j["id"] for j in client.get("/api/v1/jobs", params={"limit": 100}).json()["items"]]
         # One poller first: the cost of one request without queueing, then the contended case.
         polls = {

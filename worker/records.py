@@ -12,12 +12,13 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 
 from app.db import artefacts, checkpoints
 from app.db.models import Autoencoder, Checkpoint, Zoo
 from app.db.session import session_scope
+from app.db.types import new_id, utcnow
 from app.storage import LocalBlobStore
 from worker.autoencoders import AutoencoderCache
 from worker.runner import JobContext
@@ -119,11 +120,13 @@ def load_checkpoints(ctx: JobContext, ids: list[str]) -> list[dict[str, Any]]:
         raise ValueError("the job names no checkpoints (params.checkpoint_ids is empty)")
     store = blob_store(ctx)
     with session_scope(ctx.settings.database_url) as session:
-        rows = {row.id: row for row in session.scalars(select(Checkpoint).where(Checkpoint.id.in_(ids)))}
-        missing = [i for i in ids if i not in rows]
+        # Two columns, not whole rows: a batch job reads up to 1,000, and their JSON is not needed.
+        query = select(Checkpoint.id, Checkpoint.blob_key).where(Checkpoint.id.in_(ids))
+        blob_keys = dict(session.execute(query).tuples().all())
+        missing = [i for i in ids if i not in blob_keys]
         if missing:
             raise NotFoundError(f"checkpoints not found: {', '.join(missing)}")
-        paths = [store.open_path(rows[i].blob_key) for i in ids]
+        paths = [store.open_path(blob_keys[i]) for i in ids]
     return [load_checkpoint(path) for path in paths]
 
 
@@ -141,8 +144,9 @@ def store_checkpoints(
 ) -> list[str]:
     """Save made checkpoints (reconstructed, generated) as safetensors blobs and rows; their ids.
 
-    The rows go in with one commit (a commit per row cost more than a small reconstruction on
-    SQLite); if another writer raced us on the unique index, each row falls back to add_checkpoint.
+    The rows go in with one INSERT and one commit (a commit per row cost more than a small
+    reconstruction on SQLite); if another writer raced us on the unique index, each row falls
+    back to add_checkpoint.
     """
     from zooscope.checkpoints import checkpoint_bytes
 
@@ -172,19 +176,19 @@ def store_checkpoints(
     with session_scope(ctx.settings.database_url) as session:
         owner = Checkpoint.owner_id.is_(None) if ctx.owner_id is None else Checkpoint.owner_id == ctx.owner_id
         shas = [row["sha256"] for row in rows]
-        existing = {
-            c.sha256: c.id
-            for c in session.scalars(select(Checkpoint).where(owner, Checkpoint.sha256.in_(shas)))
-        }
+        query = select(Checkpoint.sha256, Checkpoint.id).where(owner, Checkpoint.sha256.in_(shas))
+        existing = dict(session.execute(query).tuples().all())
+        created_at = utcnow()
         new = {
-            row["sha256"]: Checkpoint(**row, blob_key=row["sha256"])
+            row["sha256"]: {**row, "id": new_id(), "blob_key": row["sha256"], "created_at": created_at}
             for row in rows
             if row["sha256"] not in existing
         }
-        session.add_all(new.values())
         try:
+            if new:  # one multi-row INSERT: the ORM's unit of work cost more than the blobs here
+                session.execute(insert(Checkpoint), list(new.values()))
             session.commit()
-            existing.update({sha: c.id for sha, c in new.items()})
+            existing.update({sha: row["id"] for sha, row in new.items()})
         except IntegrityError:
             session.rollback()
             for row in rows:
