@@ -6,11 +6,13 @@ and a SQLite-backed Celery broker, so one machine runs the service with nothing 
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MODEL_JOB_KINDS = ("train_autoencoder", "reconstruct", "evaluate", "generate", "encode")
 ZOO_JOB_KINDS = ("build_zoo", "import_zoo")
@@ -39,6 +41,17 @@ class Settings(BaseSettings):
     default_autoencoder_dir: Path | None = None
     host: str = "127.0.0.1"
     port: int = 8000
+    # Folders import_zoo jobs may read (ZOOSCOPE_IMPORT_ROOTS, separated by ":"). Empty: any
+    # folder when the service runs without keys (the embedded mode: a person's own machine);
+    # with keys required, import_zoo is refused until roots are set (app/import_roots.py).
+    import_roots: Annotated[list[Path], NoDecode] = Field(default_factory=list)
+
+    @field_validator("import_roots", mode="before")
+    @classmethod
+    def _split_roots(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part for part in value.split(os.pathsep) if part.strip()]
+        return value
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> Settings:

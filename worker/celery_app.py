@@ -59,6 +59,32 @@ app.conf.include = ["worker.tasks"]
 celery = app  # `celery -A worker.celery_app` finds `app` or `celery`
 
 _sweeper: Any = None
+_presence: Any = None
+
+
+@worker_ready.connect
+def _start_reporting_presence(sender: Any = None, **_: Any) -> None:
+    """Brokers without broadcast (the embedded SQLite one) cannot ping workers: report by file."""
+    global _presence
+    if CeleryJobQueue(settings, client=app).supports_ping:
+        return
+    from app.worker_presence import PRESENCE_EVERY_S, touch_presence
+    from worker.heartbeat import Heartbeat
+
+    node = getattr(sender, "hostname", None) or "worker"
+    touch_presence(settings, node)
+    beat = Heartbeat(lambda: touch_presence(settings, node), PRESENCE_EVERY_S, name="worker-presence")
+    _presence = (beat.__enter__(), node)
+
+
+@worker_shutdown.connect
+def _stop_reporting_presence(**_: Any) -> None:
+    if _presence is not None:
+        from app.worker_presence import remove_presence
+
+        beat, node = _presence
+        beat.__exit__(None, None, None)
+        remove_presence(settings, node)
 
 
 @worker_ready.connect

@@ -18,11 +18,11 @@ log = logging.getLogger(__name__)
 class Heartbeat:
     """Calls `touch()` every `interval_s` seconds on a daemon thread while the context is open."""
 
-    def __init__(self, touch: Callable[[], None], interval_s: float) -> None:
+    def __init__(self, touch: Callable[[], None], interval_s: float, name: str = "job-heartbeat") -> None:
         self._touch = touch
         self._interval_s = interval_s
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="job-heartbeat", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval_s):

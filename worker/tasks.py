@@ -251,9 +251,10 @@ def build_zoo(ctx: JobContext) -> dict[str, Any]:
 @job_task("import_zoo")
 def import_zoo(ctx: JobContext) -> dict[str, Any]:
     """Convert a public Model Zoos folder into a zoo; report the models it had to skip."""
+    from app.import_roots import check_import_path
     from zooscope.zoo.import_public import import_public_zoo
 
-    source = Path(ctx.params["path"]).expanduser()
+    source = check_import_path(ctx.settings, ctx.params["path"])  # again: the folder may have changed
     if not source.is_dir():
         raise ValueError(f"import source {source} is not a folder on the worker's machine")
     out_dir = _artefact_dir(ctx, "zoos", None)

@@ -23,6 +23,7 @@ from worker_roundtrip import reconstruct_and_verify, submit, upload_zoo_checkpoi
 from app.db.migrate import upgrade_to_head
 from app.db.models import Job
 from app.db.session import session_scope
+from app.worker_presence import PRESENCE_STALE_S
 
 STARTUP_TIMEOUT_S = 120
 JOB_TIMEOUT_S = 180
@@ -131,6 +132,8 @@ def test_embedded_round_trip_and_a_queued_job_survives_a_restart(
     serve = Serve(data_dir, port, log)
     services.append(serve)
     client = httpx.Client(base_url=serve.url, timeout=30)
+    # The SQLite broker cannot broadcast a ping: readiness counts the workers' presence files.
+    assert client.get("/readyz").json()["checks"]["workers"][0].startswith("celery@")
     ids = upload_zoo_checkpoints(client, tiny_artefacts["zoo"], 3)
     reconstruct_and_verify(client, ids[:2], tiny_artefacts["zoo"], JOB_TIMEOUT_S)
 
@@ -139,6 +142,14 @@ def test_embedded_round_trip_and_a_queued_job_survives_a_restart(
     os.killpg(worker, signal.SIGSTOP)
     job_id = submit(client, "reconstruct", {"checkpoint_ids": ids[2:]})
     time.sleep(1.5)  # past the SQLite broker's polling interval: a live worker would have taken it
+    # A frozen worker stops reporting its presence, and readiness says so.
+    wait_for(
+        lambda: client.get("/readyz").status_code == 503,
+        3 * PRESENCE_STALE_S,
+        "readyz to see no worker",
+        serve.tail,
+    )
+    assert "no worker has reported" in client.get("/readyz").json()["checks"]["workers"]
     assert serve.interrupt() == 0
     assert "stopped" in serve.tail()
     assert live_processes_in_group(worker) == []  # the frozen worker was killed, pool included

@@ -92,3 +92,17 @@ def test_build_zoo_registers_the_zoo_once(sqlite_settings: WorkerSettings) -> No
         zoo = session.get(Zoo, report["zoo_id"])
         assert (zoo.name, zoo.n_models, zoo.dataset) == ("smallest", 4, "digits")
         assert ZooStore.open(zoo.path).checkpoints()
+
+
+def test_import_outside_the_roots_fails_in_the_worker_too(
+    sqlite_settings: WorkerSettings, tmp_path: Path
+) -> None:
+    """The API checked at submission; a job row that names another folder (or a folder swapped
+    for a symlink since) is refused again before anything is read."""
+    root = tmp_path / "imports"
+    root.mkdir()
+    (root / "zoo").symlink_to(tmp_path)  # now leads outside the root
+    settings = sqlite_settings.model_copy(update={"import_roots": [root]})
+    outcome, report, error = run(settings, "import_zoo", {"path": str(root / "zoo")})
+    assert outcome == "failed" and report is None
+    assert "outside the folders imports may read" in error

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from app.api.problems import PROBLEM_JSON
+from app.worker_presence import PRESENCE_STALE_S, present_workers
 
 router = APIRouter(tags=["health"])
 
@@ -30,7 +31,8 @@ def _check_database(request: Request) -> str | None:
 
 @router.get("/readyz", responses={503: {"description": "a dependency failed; the body says which"}})
 async def readyz(request: Request) -> JSONResponse:
-    """Database reachable, broker reachable, at least one worker answers a ping."""
+    """Database reachable, broker reachable, at least one worker answers a ping (or, with a
+    broker that cannot broadcast, has reported its presence recently)."""
     settings = request.app.state.settings
     queue = request.app.state.queue
     timeout = settings.readiness_timeout_s
@@ -45,8 +47,9 @@ async def readyz(request: Request) -> JSONResponse:
         checks["broker"] = f"broker unreachable: {type(exc).__name__}: {exc}"
     if checks["broker"] == "ok":
         if not getattr(queue, "supports_ping", True):
-            # The embedded SQLite broker has no broadcast, so workers cannot be pinged through it.
-            checks["workers"] = "not checked: this broker cannot broadcast a ping"
+            # The embedded SQLite broker has no broadcast: workers report through files instead.
+            workers = await run_in_threadpool(present_workers, settings)
+            checks["workers"] = workers or f"no worker has reported in the last {PRESENCE_STALE_S:g} s"
         else:
             try:
                 workers = await run_in_threadpool(queue.ping_workers, timeout)
@@ -56,11 +59,7 @@ async def readyz(request: Request) -> JSONResponse:
     else:
         checks["workers"] = "not checked: the broker is unreachable"
 
-    failed = [
-        name
-        for name, value in checks.items()
-        if isinstance(value, str) and value != "ok" and not value.startswith("not checked: this broker")
-    ]
+    failed = [name for name, value in checks.items() if isinstance(value, str) and value != "ok"]
     if not failed:
         return JSONResponse({"status": "ready", "checks": checks})
     body = {

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, undefer
 
-from app.api.deps import PrincipalDep, QueueDep, SessionDep
+from app.api.deps import PrincipalDep, QueueDep, SessionDep, SettingsDep
 from app.api.job_params import PARAMS_BY_KIND
 from app.api.problems import Problem, not_found
 from app.api.schemas import JobIn, JobOut, Page
@@ -23,7 +23,9 @@ from app.db import jobs as job_repo
 from app.db.artefacts import get_default_autoencoder
 from app.db.models import TERMINAL_JOB_STATES, Autoencoder, Checkpoint, Job, Zoo
 from app.db.visibility import visible_to
+from app.import_roots import ImportPathRefused, check_import_path
 from app.job_events import JobEndListener
+from app.settings import Settings
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -62,9 +64,10 @@ def _validate_params(kind: str, params: dict[str, Any]) -> dict[str, Any]:
 
 
 def _resolve_references(
-    session: Session, principal: Principal, kind: str, params: dict[str, Any]
+    session: Session, principal: Principal, settings: Settings, kind: str, params: dict[str, Any]
 ) -> dict[str, Any]:
-    """Check every id in params exists and is visible; fill the default autoencoder in."""
+    """Check every id in params exists and is visible, and an import's folder is allowed; fill
+    the default autoencoder in."""
     owner = principal.owner_id
     if "autoencoder_id" in params:
         if params["autoencoder_id"] is None:
@@ -107,6 +110,11 @@ def _resolve_references(
                 type_="not-found",
                 missing=missing,
             )
+    if kind == "import_zoo":
+        try:
+            check_import_path(settings, params["path"])
+        except ImportPathRefused as exc:
+            raise Problem(422, f"params.path: {exc}", type_="import-path-refused") from exc
     if (
         params.get("zoo_id") is not None
         and session.scalars(select(Zoo.id).where(Zoo.id == params["zoo_id"], visible_to(Zoo, owner))).first()
@@ -140,6 +148,7 @@ def submit_job(
     session: SessionDep,
     principal: PrincipalDep,
     queue: QueueDep,
+    settings: SettingsDep,
     idempotency_key: Annotated[str | None, Header(max_length=MAX_IDEMPOTENCY_KEY)] = None,
 ) -> Job:
     """Queue a job. The body is {kind, params}; see the *Params schemas for each kind's params."""
@@ -150,7 +159,7 @@ def submit_job(
         existing = job_repo.find_by_idempotency_key(session, principal.owner_id, idempotency_key)
         if existing is not None:
             return _replay(existing, fingerprint, response)
-    params = _resolve_references(session, principal, body.kind, params)
+    params = _resolve_references(session, principal, settings, body.kind, params)
     job, created = job_repo.create_job(
         session,
         kind=body.kind,
