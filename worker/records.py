@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -131,9 +132,34 @@ def load_checkpoints(ctx: JobContext, ids: list[str]) -> list[dict[str, Any]]:
 
 
 # ---- outputs -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class StoredBlob:
+    """A made checkpoint written to the blob store, waiting for its row."""
+
+    sha256: str
+    size_bytes: int
+    n_parameters: int
+
+
+def write_blobs(ctx: JobContext, state_dicts: list[dict[str, Any]], kind: str) -> list[StoredBlob]:
+    """Made checkpoints (reconstructed, generated) as safetensors blobs. Touches no database, so it
+    may run on a thread while the job goes on (the reconstruct task overlaps it with evaluation)."""
+    from zooscope.checkpoints import checkpoint_bytes
+
+    store = blob_store(ctx)
+    blobs = []
+    for state_dict in state_dicts:
+        # The header records where it came from; no timestamp, so a re-run writes the same bytes.
+        data = checkpoint_bytes(state_dict, metadata={"zooscope_kind": kind, "zooscope_job": ctx.job_id})
+        sha256 = hashlib.sha256(data).hexdigest()
+        store.put_bytes(data, sha256)  # a no-op for bytes already stored
+        blobs.append(StoredBlob(sha256, len(data), sum(int(t.numel()) for t in state_dict.values())))
+    return blobs
+
+
 def store_checkpoints(
     ctx: JobContext,
-    state_dicts: list[dict[str, Any]],
+    blobs: list[StoredBlob],
     *,
     kind: str,
     names: list[str],
@@ -142,37 +168,29 @@ def store_checkpoints(
     accuracies: list[float | None],
     extras: list[dict[str, Any]],
 ) -> list[str]:
-    """Save made checkpoints (reconstructed, generated) as safetensors blobs and rows; their ids.
+    """The rows of written blobs (`write_blobs`); their checkpoint ids, in order.
 
     The rows go in with one INSERT and one commit (a commit per row cost more than a small
     reconstruction on SQLite); if another writer raced us on the unique index, each row falls
     back to add_checkpoint.
     """
-    from zooscope.checkpoints import checkpoint_bytes
-
-    store = blob_store(ctx)
-    rows: list[dict[str, Any]] = []
-    for state_dict, name, accuracy, extra in zip(state_dicts, names, accuracies, extras, strict=True):
-        # The header records where it came from; no timestamp, so a re-run writes the same bytes.
-        data = checkpoint_bytes(state_dict, metadata={"zooscope_kind": kind, "zooscope_job": ctx.job_id})
-        sha256 = hashlib.sha256(data).hexdigest()
-        store.put_bytes(data, sha256)  # a no-op for bytes already stored
-        rows.append(
-            {
-                "sha256": sha256,
-                "kind": kind,
-                "architecture": architecture.to_dict(),
-                "architecture_name": architecture.name,
-                "n_parameters": sum(int(t.numel()) for t in state_dict.values()),
-                "n_tokens": n_tokens,
-                "name": name,
-                "size_bytes": len(data),
-                "owner_id": ctx.owner_id,
-                "source_job_id": ctx.job_id,
-                "accuracy": accuracy,
-                "extra": extra,
-            }
-        )
+    rows: list[dict[str, Any]] = [
+        {
+            "sha256": blob.sha256,
+            "kind": kind,
+            "architecture": architecture.to_dict(),
+            "architecture_name": architecture.name,
+            "n_parameters": blob.n_parameters,
+            "n_tokens": n_tokens,
+            "name": name,
+            "size_bytes": blob.size_bytes,
+            "owner_id": ctx.owner_id,
+            "source_job_id": ctx.job_id,
+            "accuracy": accuracy,
+            "extra": extra,
+        }
+        for blob, name, accuracy, extra in zip(blobs, names, accuracies, extras, strict=True)
+    ]
     with session_scope(ctx.settings.database_url) as session:
         owner = Checkpoint.owner_id.is_(None) if ctx.owner_id is None else Checkpoint.owner_id == ctx.owner_id
         shas = [row["sha256"] for row in rows]

@@ -100,10 +100,14 @@ def reconstruct(ctx: JobContext) -> dict[str, Any]:
         )
     report = result.to_dict()
     items = report["items"]
-    with ctx.phase("store"):
+    # Written after the evaluation, not on a thread beside it: on a 2-core machine a writer
+    # thread slowed the evaluation by more than it saved (docs/benchmarks.md).
+    with ctx.phase("store_blobs"):
+        blobs = records.write_blobs(ctx, unstack(result.reconstructed), "reconstructed")
+    with ctx.phase("store_rows"):
         made = records.store_checkpoints(
             ctx,
-            unstack(result.reconstructed),
+            blobs,
             kind="reconstructed",
             names=[f"reconstruction of {item['checkpoint_id']}" for item in items],
             architecture=ae.architecture,
@@ -142,7 +146,7 @@ def generate(ctx: JobContext) -> dict[str, Any]:
     n = len(result.accuracies)
     report["generated_ids"] = records.store_checkpoints(
         ctx,
-        unstack(result.params),
+        records.write_blobs(ctx, unstack(result.params), "generated"),
         kind="generated",
         names=[f"generated #{index} (seed {seed})" for index in range(n)],
         architecture=ae.architecture,

@@ -1,0 +1,103 @@
+"""Which representation of a trained autoencoder predicts test accuracy: R^2 on the zoo's test split.
+
+    .venv/bin/python benchmarks/probe_representations.py AUTOENCODER_DIR ZOO_DIR
+
+The issue's probe is ridge regression on the mean-pooled latent (zooscope/probing.py). This script
+puts other poolings of the same encoder beside it, and a kernel (RBF) ridge probe beside the
+linear one, with every regulariser (and kernel width) chosen on the validation split, so one can
+see whether the information is in the embedding at all or only not linearly readable. Prints a
+markdown table (docs/tuning.md, "Property prediction").
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.kernel_ridge import KernelRidge
+from sklearn.metrics import r2_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from zooscope.autoencoder.artefact import TrainedAutoencoder
+from zooscope.batching import spans
+from zooscope.probing import ridge_probe, weight_statistics_features
+from zooscope.zoo.store import Zoo
+
+KERNEL_ALPHAS = (1e-3, 1e-2, 1e-1, 1.0)
+KERNEL_GAMMAS = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
+BLOCK = 128
+
+
+@torch.no_grad()
+def representations(ae: TrainedAutoencoder, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Poolings of one block of checkpoints' encoder states."""
+    model = ae.model
+    tokens = ae.normaliser.normalise(ae.tokens(params))
+    hidden = model.encoder(model.token_in(tokens) + model.encoder_positions(ae.positions))
+    latents = model.to_latent(hidden)
+    layers = ae.positions[:, 1]
+    per_layer = torch.cat([latents[:, layers == layer].mean(1) for layer in layers.unique()], 1)
+    return {
+        "latent, mean over tokens (the embedding)": latents.mean(1),
+        "latent, mean and std over tokens": torch.cat([latents.mean(1), latents.std(1)], 1),
+        "latent, mean per layer": per_layer,
+        "latent, all tokens flattened": latents.flatten(1),
+        "encoder state before the latent map, mean": hidden.mean(1),
+        "contrastive projection head": model.project(latents),
+    }
+
+
+def kernel_probe(features: dict[str, np.ndarray], targets: dict[str, np.ndarray]) -> tuple[float, float]:
+    best: tuple[float, object] | None = None
+    for alpha in KERNEL_ALPHAS:
+        for gamma in KERNEL_GAMMAS:
+            probe = make_pipeline(StandardScaler(), KernelRidge(alpha=alpha, kernel="rbf", gamma=gamma))
+            probe.fit(features["train"], targets["train"])
+            score = r2_score(targets["val"], probe.predict(features["val"]))
+            if best is None or score > best[0]:
+                best = (score, probe)
+    assert best is not None
+    score, probe = best
+    return score, r2_score(targets["test"], probe.predict(features["test"]))  # type: ignore[union-attr]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("autoencoder", type=Path)
+    parser.add_argument("zoo", type=Path)
+    args = parser.parse_args()
+    ae, zoo = TrainedAutoencoder.load(args.autoencoder), Zoo.open(args.zoo)
+    features: dict[str, dict[str, np.ndarray]] = {}
+    targets: dict[str, np.ndarray] = {}
+    for split in ("train", "val", "test"):
+        population = zoo.load_population(zoo.checkpoints(split=split))
+        blocks: dict[str, list[torch.Tensor]] = {}
+        for span in spans(len(population.properties["test_acc"]), BLOCK):
+            part = {key: value[span] for key, value in population.params.items()}
+            for name, value in representations(ae, part).items():
+                blocks.setdefault(name, []).append(value)
+        blocks["weight statistics (the baseline)"] = [
+            weight_statistics_features(ae.architecture, population.params)
+        ]
+        for name, values in blocks.items():
+            features.setdefault(name, {})[split] = torch.cat(values).double().numpy()
+        targets[split] = np.asarray(population.properties["test_acc"], dtype=np.float64)
+    print(f"autoencoder {args.autoencoder}, zoo {args.zoo}: R^2 for test accuracy, chosen on validation\n")
+    print("| representation | dim | ridge: val / test R^2 | RBF kernel ridge: val / test R^2 |")
+    print("|---|---|---|---|")
+    for name, f in features.items():
+        linear = ridge_probe(
+            f["train"], targets["train"], f["val"], targets["val"], f["test"], targets["test"]
+        )
+        kernel_val, kernel_test = kernel_probe(f, targets)
+        print(
+            f"| {name} | {f['train'].shape[1]} | {linear.r2_val:.3f} / {linear.r2_test:.3f} "
+            f"| {kernel_val:.3f} / {kernel_test:.3f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
