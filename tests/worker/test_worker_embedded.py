@@ -133,7 +133,7 @@ def test_embedded_round_trip_and_a_queued_job_survives_a_restart(
     services.append(serve)
     client = httpx.Client(base_url=serve.url, timeout=30)
     # The SQLite broker cannot broadcast a ping: readiness counts the workers' presence files.
-    assert client.get("/readyz").json()["checks"]["workers"][0].startswith("celery@")
+    assert client.get("/readyz").json()["checks"]["workers"][0].startswith("embedded@")
     ids = upload_zoo_checkpoints(client, tiny_artefacts["zoo"], 3)
     reconstruct_and_verify(client, ids[:2], tiny_artefacts["zoo"], JOB_TIMEOUT_S)
 
