@@ -76,6 +76,9 @@ def reconstruct_and_verify(
     assert final["state"] == "succeeded", final
     report = client.get(f"/api/v1/jobs/{job_id}/report").json()
     assert [item["checkpoint_id"] for item in report["items"]] == ids
+    # where the job's time went, phase by phase (the service benchmark reads these)
+    assert set(report["timings_s"]) == {"load", "reconstruct_and_evaluate", "store_blobs", "store_rows"}
+    assert all(seconds >= 0 for seconds in report["timings_s"].values())
     zoo = Zoo.open(zoo_dir)
     for item in report["items"]:
         original = load_checkpoint(

@@ -168,3 +168,21 @@ def test_ablation_resume_reuses_finished_training(zoo: Zoo, tmp_path: Path) -> N
     assert log_path.read_text() == first_log
     assert [json.loads(line)["epoch"] for line in first_log.splitlines()] == [1]
     assert again["configs"]["structure"]["timings"]
+
+
+def test_cli_trains_with_a_smaller_latent(zoo: Zoo, tmp_path: Path) -> None:
+    runner = CliRunner()
+    out = tmp_path / "ae-latent2"
+    result = runner.invoke(
+        app,
+        ["ae", "train", "--zoo", str(zoo.path), "--out", str(out), "--preset", "tiny", "--epochs", "1",
+         "--latent-dim", "2", "--device", "cpu"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    trained = TrainedAutoencoder.load(out)
+    assert trained.config.latent_dim == 2
+    assert trained.latents(zoo.load_population(zoo.checkpoints(split="test")).params).shape[-1] == 2
+    refused = runner.invoke(
+        app, ["ae", "train", "--zoo", str(zoo.path), "--out", str(out), "--latent-dim", "0"]
+    )
+    assert refused.exit_code != 0

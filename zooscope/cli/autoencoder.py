@@ -34,6 +34,12 @@ def train(
     zoo: Path = typer.Option(..., "--zoo", help="Zoo directory (zooscope zoo build / import)."),
     out: Path = typer.Option(..., "--out", help="Artefact directory to write."),
     preset: str = typer.Option("cpu", "--preset", help="Model size and recipe: cpu | paper | tiny."),
+    latent_dim: int | None = typer.Option(
+        None,
+        "--latent-dim",
+        min=1,
+        help="Latent numbers per token (the preset's otherwise); small = a bottleneck.",
+    ),
     gamma: float | None = typer.Option(None, "--gamma", help="Weight of the contrastive loss."),
     beta: float | None = typer.Option(None, "--beta", help="Weight of STRUCTURE (1 = structure-only)."),
     lr: float | None = typer.Option(None, "--lr", help="Learning rate."),
@@ -79,6 +85,8 @@ def train(
     }
     try:
         ae_config = AutoencoderConfig.preset(preset)
+        if latent_dim is not None:
+            ae_config = dataclasses.replace(ae_config, latent_dim=latent_dim)
         training_config = dataclasses.replace(
             TrainingConfig.preset(preset), **{k: v for k, v in overrides.items() if v is not None}
         )
