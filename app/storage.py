@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -66,38 +67,35 @@ class LocalBlobStore:
         return self.root / key[:2] / key
 
     def put_file(self, src: Path, key: str) -> None:
-        dest = self.path_for(key)
-        if dest.exists():  # same content already stored
-            Path(src).unlink(missing_ok=True)
-            return
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        # Write beside the destination, then rename: a reader never sees a half-written blob,
-        # and a rename on one filesystem is atomic even if two writers race on the same key.
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".incoming-")
-        os.close(fd)
-        try:
+        def move_in(tmp: str) -> None:
             try:
                 os.replace(src, tmp)
             except OSError:  # another filesystem: copy
                 shutil.copyfile(src, tmp)
                 Path(src).unlink(missing_ok=True)
-            os.replace(tmp, dest)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+
+        if not self._place(key, move_in):  # same content already stored
+            Path(src).unlink(missing_ok=True)
 
     def put_bytes(self, data: bytes, key: str) -> None:
+        self._place(key, lambda tmp: Path(tmp).write_bytes(data))
+
+    def _place(self, key: str, fill: Callable[[str], None]) -> bool:
+        """Fill a temp file beside the blob's place, then rename it there; False if the blob was
+        already stored. A reader never sees a half-written blob, and a rename on one filesystem is
+        atomic even if two writers race on the same key."""
         dest = self.path_for(key)
         if dest.exists():
-            return
+            return False
         dest.parent.mkdir(parents=True, exist_ok=True)
-        # One temp file beside the destination, then the same atomic rename as put_file.
         fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".incoming-")
+        os.close(fd)
         try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
+            fill(tmp)
             os.replace(tmp, dest)
         finally:
             Path(tmp).unlink(missing_ok=True)
+        return True
 
     def exists(self, key: str) -> bool:
         return self.path_for(key).is_file()

@@ -48,18 +48,24 @@ def best_of(fn: Callable[[], object], repeats: int = REPEATS) -> float:
     return min(times)
 
 
+def _forward_population(
+    arch: Architecture, generator: torch.Generator, device: torch.device
+) -> tuple[list[torch.nn.Module], dict[str, torch.Tensor]]:
+    """FORWARD_MODELS freshly initialised modules and the same weights stacked, on `device`."""
+    modules = []
+    for _ in range(FORWARD_MODELS):
+        module = arch.build()
+        initialise(module, "kaiming_uniform", generator)
+        modules.append(module.eval().to(device))
+    stacked = stack_state_dicts(arch, [m.state_dict() for m in modules])
+    return modules, {key: value.to(device) for key, value in stacked.items()}
+
+
 def forward_rows(device: torch.device) -> list[list[str]]:
     rows = []
     for arch in (Architecture("cnn_s", 1, 28), Architecture("cnn_digits", 1, 8)):
         generator = torch.Generator().manual_seed(0)
-        modules = []
-        for _ in range(FORWARD_MODELS):
-            module = arch.build()
-            initialise(module, "kaiming_uniform", generator)
-            modules.append(module.eval().to(device))
-        params = {
-            k: v.to(device) for k, v in stack_state_dicts(arch, [m.state_dict() for m in modules]).items()
-        }
+        modules, params = _forward_population(arch, generator, device)
         for n in FORWARD_INPUTS:
             x = torch.randn(n, *arch.input_shape, generator=generator).to(device)
 
@@ -134,14 +140,7 @@ def roofline_rows(device: torch.device) -> list[list[str]]:
     ]
     for arch in (Architecture("cnn_s", 1, 28), Architecture("cnn_digits", 1, 8)):
         generator = torch.Generator().manual_seed(0)
-        modules = []
-        for _ in range(FORWARD_MODELS):
-            module = arch.build()
-            initialise(module, "kaiming_uniform", generator)
-            modules.append(module.eval().to(device))
-        params = {
-            k: v.to(device) for k, v in stack_state_dicts(arch, [m.state_dict() for m in modules]).items()
-        }
+        modules, params = _forward_population(arch, generator, device)
         x = torch.randn(n, *arch.input_shape, generator=generator).to(device)
         with FlopCounterMode(display=False) as counter, torch.inference_mode():
             modules[0](x)

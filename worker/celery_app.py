@@ -76,7 +76,7 @@ def _start_reporting_presence(sender: Any = None, **_: Any) -> None:
     node = getattr(sender, "hostname", None) or "worker"
     touch_presence(settings, node)
     beat = Heartbeat(lambda: touch_presence(settings, node), PRESENCE_EVERY_S, name="worker-presence")
-    _presence = (beat.__enter__(), node)
+    _presence = (beat.start(), node)
 
 
 @worker_shutdown.connect
@@ -85,7 +85,7 @@ def _stop_reporting_presence(**_: Any) -> None:
         from app.worker_presence import remove_presence
 
         beat, node = _presence
-        beat.__exit__(None, None, None)
+        beat.stop()
         remove_presence(settings, node)
 
 

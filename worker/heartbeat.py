@@ -31,12 +31,18 @@ class Heartbeat:
             except Exception:  # a missed beat is harmless; the next one or a progress report retries
                 log.warning("heartbeat update failed", exc_info=True)
 
-    def __enter__(self) -> Heartbeat:
+    def start(self) -> Heartbeat:
         self._thread.start()
         return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=self._interval_s + 5)
+
+    def __enter__(self) -> Heartbeat:
+        return self.start()
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self._stop.set()
-        self._thread.join(timeout=self._interval_s + 5)
+        self.stop()

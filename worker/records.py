@@ -142,8 +142,8 @@ class StoredBlob:
 
 
 def write_blobs(ctx: JobContext, state_dicts: list[dict[str, Any]], kind: str) -> list[StoredBlob]:
-    """Made checkpoints (reconstructed, generated) as safetensors blobs. Touches no database, so it
-    may run on a thread while the job goes on (the reconstruct task overlaps it with evaluation)."""
+    """Made checkpoints (reconstructed, generated) as safetensors blobs; their rows come after,
+    from `store_checkpoints`. Touches no database."""
     from zooscope.checkpoints import checkpoint_bytes
 
     store = blob_store(ctx)

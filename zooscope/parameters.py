@@ -36,13 +36,9 @@ class FlatLayout:
         return slice(self.offsets[i], self.offsets[i] + _numel(self.shapes[i]))
 
     @classmethod
+    @lru_cache(maxsize=64)  # every checkpoint check asks for it, and reading it off builds a module
     def of(cls, arch: Architecture) -> FlatLayout:
         """Parameters and float buffers (BatchNorm running stats), in state_dict order."""
-        # Cached: every checkpoint check asks for it, and reading it off builds a module.
-        return _flat_layout(arch)
-
-    @classmethod
-    def _read_off(cls, arch: Architecture) -> FlatLayout:
         keys, shapes, offsets, offset = [], [], [], 0
         for key, value in reference_state_dict(arch).items():
             if not value.is_floating_point():  # num_batches_tracked: bookkeeping, not a weight
@@ -65,11 +61,6 @@ class FlatLayout:
             key: flat[:, off : off + _numel(shape)].reshape(k, *shape)
             for key, shape, off in zip(self.keys, self.shapes, self.offsets, strict=True)
         }
-
-
-@lru_cache(maxsize=64)
-def _flat_layout(arch: Architecture) -> FlatLayout:
-    return FlatLayout._read_off(arch)
 
 
 def _numel(shape: Sequence[int]) -> int:

@@ -41,9 +41,10 @@ from torch.func import functional_call, vmap
 from zooscope.architectures import Architecture
 from zooscope.parameters import StackedParams
 
-# Floats the widest activation of one input chunk may hold (n * K * C * H * W). The program is
-# bound by memory traffic, not arithmetic: a chunk whose activations stay in the per-core L2
-# cache between layers is fastest. See docs/benchmarks.md for the sweep that chose it.
+# Floats the widest activation of one input chunk may hold (n * K * C * H * W): 2 MiB of float32,
+# the per-core L2 of the development VM. A sweep of 2**17..2**22 moved the 1000-input forward by
+# less than run-to-run noise (docs/benchmarks.md); what bounds it is the GEMM rate of the thin
+# first convolution, not the chunk size. Larger chunks only cost memory.
 CHUNK_FLOATS = 2**19
 
 StepKind = Literal["conv", "batchnorm", "pool", "elementwise", "dropout", "flatten", "linear"]
