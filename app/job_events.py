@@ -3,8 +3,14 @@
 On PostgreSQL the job repository sends `NOTIFY zooscope_job_ended, '<job id>'` when a job ends
 (app/db/jobs.py). One LISTEN connection per API process turns those notifications into asyncio
 events for the requests waiting on that job, so a finished job is answered within milliseconds
-and a waiting request costs nothing while it waits. Elsewhere (SQLite) there is nothing to listen
-to, and a long poll looks at the job row every POLL_S.
+and a waiting request costs nothing while it waits.
+
+SQLite has no notifications, but `PRAGMA data_version` on one connection changes whenever another
+connection (the worker's) commits. While requests wait, one watcher per API process reads it
+every WATCH_S (microseconds: no table is read) and, when it moved, looks up which of the awaited
+jobs have ended with one query, and wakes those. A job's end reaches its long poll within ~WATCH_S
+instead of half a row-polling interval, and the cost does not grow with the number of waiters.
+Without either (an in-memory database), a long poll looks at the job row every POLL_S.
 
 The job row stays the truth either way: a notification only says "look now". While the listener
 is connected a long poll still looks every SAFETY_LOOK_S, in case a notification was lost (the
@@ -16,25 +22,33 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 from collections.abc import Iterator
 
 from sqlalchemy.engine import make_url
 
 from app.db.jobs import JOB_ENDED_CHANNEL
+from app.db.models import TERMINAL_JOB_STATES
 
 log = logging.getLogger(__name__)
 
 POLL_S = 0.05  # how often a long poll looks at the row without notifications
+WATCH_S = 0.005  # how often the SQLite watcher reads data_version while requests wait
+SQLITE_MAX_IDS = 500  # ids per IN (...) query, under SQLite's bound-parameter limit
 SAFETY_LOOK_S = 1.0  # how often it looks anyway while notifications flow
 RECONNECT_MAX_S = 30.0
 
 
 class JobEndListener:
-    """LISTEN for ended jobs on PostgreSQL; a no-op (polling) on other databases."""
+    """LISTEN for ended jobs on PostgreSQL, watch data_version on a SQLite file; else a no-op
+    (long polls look at the row)."""
 
     def __init__(self, database_url: str) -> None:
         url = make_url(database_url)
-        self.enabled = url.get_backend_name() == "postgresql"
+        backend = url.get_backend_name()
+        on_file = backend == "sqlite" and url.database not in (None, "", ":memory:")
+        self._sqlite_path = url.database if on_file else None
+        self.enabled = backend == "postgresql" or self._sqlite_path is not None
         # psycopg takes a libpq URI: the same URL without SQLAlchemy's "+driver"
         self._conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
         self._waiters: dict[str, set[asyncio.Event]] = {}
@@ -43,7 +57,8 @@ class JobEndListener:
 
     async def start(self) -> None:
         if self.enabled and self._task is None:
-            self._task = asyncio.create_task(self._listen_forever(), name="zooscope-job-end-listener")
+            run = self._listen_forever() if self._sqlite_path is None else self._watch_sqlite_forever()
+            self._task = asyncio.create_task(run, name="zooscope-job-end-listener")
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -71,6 +86,47 @@ class JobEndListener:
                 if not waiting:
                     del self._waiters[job_id]
 
+    def _wake(self, job_id: str) -> None:
+        for event in self._waiters.get(job_id, ()):
+            event.set()
+
+    async def _watch_sqlite_forever(self) -> None:
+        delay = 0.5
+        while True:
+            try:
+                connection = sqlite3.connect(self._sqlite_path, timeout=0.05, isolation_level=None)
+                try:
+                    self.connected, delay = True, 0.5
+                    await self._watch(connection)
+                finally:
+                    connection.close()
+            except asyncio.CancelledError:
+                raise
+            except sqlite3.Error:
+                log.warning("job-end watcher lost the database; retrying in %.1f s", delay, exc_info=True)
+            finally:
+                self.connected = False
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RECONNECT_MAX_S)
+
+    async def _watch(self, connection: sqlite3.Connection) -> None:
+        # Run on the event loop: each read takes microseconds, less than a hop to a thread would.
+        seen = None
+        states = ", ".join(f"'{state}'" for state in TERMINAL_JOB_STATES)
+        while True:
+            if self._waiters:
+                version = connection.execute("PRAGMA data_version").fetchone()[0]
+                if version != seen:
+                    seen = version
+                    awaited = list(self._waiters)
+                    for start in range(0, len(awaited), SQLITE_MAX_IDS):
+                        ids = awaited[start : start + SQLITE_MAX_IDS]
+                        marks = ", ".join("?" * len(ids))
+                        query = f"SELECT id FROM jobs WHERE state IN ({states}) AND id IN ({marks})"  # noqa: S608 - constants and placeholders only
+                        for (job_id,) in connection.execute(query, ids):
+                            self._wake(job_id)
+            await asyncio.sleep(WATCH_S)
+
     async def _listen_forever(self) -> None:
         import psycopg
 
@@ -81,8 +137,7 @@ class JobEndListener:
                     await conn.execute(f"LISTEN {JOB_ENDED_CHANNEL}")
                     self.connected, delay = True, 0.5
                     async for note in conn.notifies():
-                        for event in self._waiters.get(note.payload, ()):
-                            event.set()
+                        self._wake(note.payload)
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - any failure: long polls fall back to looking often

@@ -22,8 +22,9 @@ def task_name(kind: str) -> str:
 
 
 class JobQueue(Protocol):
-    def send(self, kind: str, job_id: str) -> str:
-        """Enqueue the task of a job; returns the Celery task id."""
+    def send(self, kind: str, job_id: str) -> None:
+        """Enqueue the task of a job, with the job's id as the Celery task id (so the job row knows
+        its task before it is sent, and a cancel can revoke it)."""
 
     def revoke(self, task_id: str) -> None: ...
 
@@ -59,11 +60,10 @@ class CeleryJobQueue:
         self.settings = settings
         self.client = client or make_celery_client(settings)
 
-    def send(self, kind: str, job_id: str) -> str:
-        result = self.client.send_task(
+    def send(self, kind: str, job_id: str) -> None:
+        self.client.send_task(
             task_name(kind), args=[job_id], queue=self.settings.queue_for(kind), task_id=job_id
         )
-        return result.id
 
     def revoke(self, task_id: str) -> None:
         # Best effort: a queued message is dropped by the worker; the jobs table already says

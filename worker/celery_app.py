@@ -25,7 +25,6 @@ from app.queue import CeleryJobQueue, make_celery_client
 from worker.settings import get_worker_settings
 
 log = logging.getLogger(__name__)
-SQLITE_BROKER_POLL_S = 0.05  # a job waits half of this for pick-up, on average
 
 settings = get_worker_settings()
 app: Celery = make_celery_client(settings)
@@ -49,14 +48,11 @@ if settings.broker_url.startswith(("redis", "rediss")):
     # options to create_engine, so they are set for Redis only.)
     app.conf.broker_transport_options = {"visibility_timeout": 7 * 24 * 3600}
 elif settings.broker_url.startswith("sqla+"):
-    # Kombu's SQLAlchemy transport (the embedded broker) sleeps a second between polls of an empty
-    # queue and takes no option to change it (its transport options go to create_engine), so a
-    # job would wait up to a second for pick-up. A poll is one small SQLite read (well under 1 %
-    # of a core at 20 a second); at 0.2 s the pick-up alone was +40 % on a batch of 100 small
-    # reconstructions (docs/benchmarks.md).
-    from kombu.transport import sqlalchemy as sqla_transport
+    # The embedded broker: Kombu's SQLAlchemy transport sleeps a second between polls of an empty
+    # queue; worker/sqlite_broker.py polls every few ms and skips looks at an unchanged file.
+    from worker import sqlite_broker
 
-    sqla_transport.Transport.polling_interval = SQLITE_BROKER_POLL_S
+    sqlite_broker.install()
 app.conf.include = ["worker.tasks"]
 celery = app  # `celery -A worker.celery_app` finds `app` or `celery`
 

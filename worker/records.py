@@ -29,6 +29,7 @@ from zooscope.errors import ZooscopeError
 _autoencoders: AutoencoderCache | None = None
 _zoos: OrderedDict[str, Any] = OrderedDict()  # opened zoos by path
 _datasets: dict[str, Any] = {}  # a zoo's data set by zoo path, alive as long as the zoo is cached
+_blob_stores: dict[Path, LocalBlobStore] = {}
 ZOO_CACHE_SIZE = 2  # a zoo holds its data set in memory; workers usually serve one or two
 
 
@@ -44,7 +45,11 @@ def autoencoder_cache() -> AutoencoderCache:
 
 
 def blob_store(ctx: JobContext) -> LocalBlobStore:
-    return LocalBlobStore.from_settings(ctx.settings)
+    """The worker's blob store, one per blob folder per process (it remembers the folders it made)."""
+    root = ctx.settings.blob_dir
+    if root not in _blob_stores:
+        _blob_stores[root] = LocalBlobStore(root)
+    return _blob_stores[root]
 
 
 # ---- inputs ------------------------------------------------------------------------------------

@@ -131,11 +131,10 @@ class RecordingQueue:
     supports_ping: bool = True
     workers: list[str] = field(default_factory=lambda: ["celery@test"])
 
-    def send(self, kind: str, job_id: str) -> str:
+    def send(self, kind: str, job_id: str) -> None:
         if self.fail_send:
             raise ConnectionError("broker down (test)")
         self.sent.append((kind, job_id))
-        return f"task-{job_id}"
 
     def revoke(self, task_id: str) -> None:
         self.revoked.append(task_id)

@@ -31,3 +31,19 @@ def test_keys_that_are_not_sha256_digests_are_refused(tmp_path: Path) -> None:
     store = LocalBlobStore(tmp_path / "blobs")
     with pytest.raises(ValueError):
         store.put_bytes(b"x", "../../etc/passwd")
+
+
+def test_a_failed_write_leaves_no_blob_and_no_temp_file(tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path / "blobs")
+    key = hashlib.sha256(b"never").hexdigest()
+
+    def broken(tmp: str) -> None:
+        Path(tmp).write_bytes(b"half")
+        raise OSError("disk full (test)")
+
+    with pytest.raises(OSError, match="disk full"):
+        store._place(key, broken)
+    assert not store.exists(key)
+    assert not list((tmp_path / "blobs").glob("*/.incoming-*"))
+    store.put_bytes(b"never", key)  # the folder it made is reused, and the blob goes in
+    assert store.open_path(key).read_bytes() == b"never"

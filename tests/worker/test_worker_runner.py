@@ -28,9 +28,8 @@ class SentQueue:
     def __init__(self) -> None:
         self.sent: list[tuple[str, str]] = []
 
-    def send(self, kind: str, job_id: str) -> str:
+    def send(self, kind: str, job_id: str) -> None:
         self.sent.append((kind, job_id))
-        return job_id
 
 
 def new_job(settings: WorkerSettings, kind: str = "encode") -> str:

@@ -21,6 +21,9 @@ def _from_dict(cls: type, data: dict[str, Any]) -> Any:
     return cls(**values)
 
 
+CONTRAST_INPUTS = ("flatten", "mean")
+
+
 @dataclass(frozen=True)
 class AutoencoderConfig:
     """Size of the SANE-style transformer autoencoder (method.md §3)."""
@@ -33,6 +36,10 @@ class AutoencoderConfig:
     latent_dim: int = 32  # per token; a checkpoint is T x latent_dim numbers
     dropout: float = 0.0  # the zoos are small and the views already augment; 0 keeps runs reproducible
     projection_dim: int = 30  # output of the contrastive projection head (method.md §3)
+    # What the contrastive head reads: "flatten" = the whole latent sequence [T*L] (method.md §3);
+    # "mean" = the mean-pooled embedding [L], the vector property prediction reads, so the
+    # contrastive loss shapes that vector directly (docs/tuning.md, "Property prediction").
+    contrast_on: str = "flatten"
     # Sizes of the learned position tables: global token index, layer index, channel index (paper).
     max_positions: tuple[int, int, int] = (500, 50, 100)
 
@@ -41,6 +48,10 @@ class AutoencoderConfig:
             raise ValueError(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
         if self.d_model % 2:
             raise ValueError("d_model must be even: the position embedding uses two halves of it")
+        if self.contrast_on not in CONTRAST_INPUTS:
+            raise ValueError(
+                f"contrast_on must be one of {', '.join(CONTRAST_INPUTS)}, not {self.contrast_on!r}"
+            )
         if len(self.max_positions) != 3:
             raise ValueError("max_positions needs three sizes: global, layer, channel")
 

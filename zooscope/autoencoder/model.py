@@ -44,7 +44,8 @@ class PositionEmbedding(nn.Module):
 
 
 class ProjectionHead(nn.Module):
-    """Flattened latent sequence -> projection_dim, two Linear -> LayerNorm -> ReLU blocks."""
+    """Flattened latent sequence [K, n_tokens, L] -> projection_dim, two Linear -> LayerNorm -> ReLU
+    blocks (n_tokens = 1 for a head on the mean-pooled embedding)."""
 
     def __init__(self, n_tokens: int, latent_dim: int, projection_dim: int) -> None:
         super().__init__()
@@ -106,7 +107,8 @@ class WeightAutoencoder(nn.Module):
         self.decoder = _transformer(config, config.n_decoder_layers)
         self.token_out = nn.Linear(d, token_width)
         # contrastive head
-        self.projection = ProjectionHead(n_tokens, latent, config.projection_dim)
+        pooled = config.contrast_on == "mean"
+        self.projection = ProjectionHead(1 if pooled else n_tokens, latent, config.projection_dim)
 
     def check_positions(self, positions: torch.Tensor) -> None:
         """Raise ValueError when a token layout does not fit the position tables. Called once per
@@ -133,7 +135,10 @@ class WeightAutoencoder(nn.Module):
         return self.encode(tokens, positions).mean(dim=1)
 
     def project(self, latents: torch.Tensor) -> torch.Tensor:
-        """latents [K,T,L] -> [K, projection_dim] for the contrastive loss."""
+        """latents [K,T,L] -> [K, projection_dim] for the contrastive loss: of the flattened
+        sequence, or of the mean-pooled embedding (config.contrast_on)."""
+        if self.config.contrast_on == "mean":
+            latents = latents.mean(dim=1, keepdim=True)
         return self.projection(latents)
 
     def forward(

@@ -40,6 +40,12 @@ def train(
         min=1,
         help="Latent numbers per token (the preset's otherwise); small = a bottleneck.",
     ),
+    contrast_on: str | None = typer.Option(
+        None,
+        "--contrast-on",
+        help="What the contrastive head reads: flatten (the latent sequence, method.md) | mean "
+        "(the mean-pooled embedding that property prediction reads).",
+    ),
     gamma: float | None = typer.Option(None, "--gamma", help="Weight of the contrastive loss."),
     beta: float | None = typer.Option(None, "--beta", help="Weight of STRUCTURE (1 = structure-only)."),
     lr: float | None = typer.Option(None, "--lr", help="Learning rate."),
@@ -85,8 +91,8 @@ def train(
     }
     try:
         ae_config = AutoencoderConfig.preset(preset)
-        if latent_dim is not None:
-            ae_config = dataclasses.replace(ae_config, latent_dim=latent_dim)
+        ae_overrides = {"latent_dim": latent_dim, "contrast_on": contrast_on}
+        ae_config = dataclasses.replace(ae_config, **{k: v for k, v in ae_overrides.items() if v is not None})
         training_config = dataclasses.replace(
             TrainingConfig.preset(preset), **{k: v for k, v in overrides.items() if v is not None}
         )

@@ -171,7 +171,7 @@ def submit_job(
     if not created:  # a concurrent retry won the race
         return _replay(job, fingerprint, response)
     try:
-        task_id = queue.send(job.kind, job.id)
+        queue.send(job.kind, job.id)
     except Exception as exc:
         log.exception("job %s: could not send its task", job.id)
         job_repo.fail_job(session, job.id, f"the task could not be queued: {exc}")
@@ -180,8 +180,6 @@ def submit_job(
             "the job queue (broker) is unreachable; the job was not queued, try again later",
             type_="broker-unavailable",
         ) from exc
-    job_repo.set_task_id(session, job.id, task_id)
-    session.refresh(job)
     response.headers["Location"] = job_location(job.id)
     return job
 

@@ -84,3 +84,25 @@ def test_paper_preset_has_the_paper_size_at_cnn3_width() -> None:
     # method.md §3: about 21.5 M parameters at CNN3 (93 tokens x 289).
     model = WeightAutoencoder(AutoencoderConfig.paper(), token_width=289, n_tokens=93)
     assert 20.5e6 < model.n_parameters < 22.5e6
+
+
+def test_a_mean_contrast_head_reads_the_embedding_that_probes_read() -> None:
+    from dataclasses import replace
+
+    torch.manual_seed(0)
+    model = WeightAutoencoder(replace(CONFIG, contrast_on="mean"), token_width=W, n_tokens=T).eval()
+    tokens = torch.randn(3, T, W)
+    _, latents, projection = model(tokens, _positions())
+    assert model.projection.net[0].in_features == CONFIG.latent_dim  # not T * latent_dim
+    # The projection is a function of the mean-pooled embedding alone: tokens with the same
+    # embedding project the same, whatever the per-token latents.
+    embedding = model.embed(tokens, _positions())
+    assert torch.allclose(projection, model.projection(embedding.unsqueeze(1)), atol=1e-6)
+    shuffled = latents[:, torch.randperm(T)]
+    assert torch.allclose(model.project(shuffled), projection, atol=1e-6)
+    assert not torch.allclose(_model().project(shuffled), _model().project(latents), atol=1e-4)
+
+
+def test_an_unknown_contrast_input_is_refused() -> None:
+    with pytest.raises(ValueError, match="contrast_on"):
+        AutoencoderConfig(contrast_on="tokens")
