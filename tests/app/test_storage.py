@@ -47,3 +47,18 @@ def test_a_failed_write_leaves_no_blob_and_no_temp_file(tmp_path: Path) -> None:
     assert not list((tmp_path / "blobs").glob("*/.incoming-*"))
     store.put_bytes(b"never", key)  # the folder it made is reused, and the blob goes in
     assert store.open_path(key).read_bytes() == b"never"
+
+
+def test_read_verified_refuses_bytes_that_no_longer_match_their_key(tmp_path: Path) -> None:
+    from app.storage import CorruptBlobError
+
+    store = LocalBlobStore(tmp_path / "blobs")
+    data = b"weights" * 100
+    key = hashlib.sha256(data).hexdigest()
+    store.put_bytes(data, key)
+    assert store.read_verified(key) == data
+    store.path_for(key).write_bytes(data[:-1] + b"!")  # damaged on disk
+    with pytest.raises(CorruptBlobError, match=key):
+        store.read_verified(key)
+    with pytest.raises(FileNotFoundError):
+        store.read_verified(hashlib.sha256(b"absent").hexdigest())

@@ -84,6 +84,52 @@ def test_a_missing_checkpoint_fails_the_job_with_a_message(
     assert "no-such-id" in error
 
 
+def _stored_row(settings: WorkerSettings, data: bytes, sha: str | None = None) -> str:
+    """A checkpoint row for `data`, written into the blob store under `sha` (its hash unless given)."""
+    import hashlib
+
+    sha = sha or hashlib.sha256(data).hexdigest()
+    store = LocalBlobStore.from_settings(settings)
+    store.path_for(sha).parent.mkdir(parents=True, exist_ok=True)
+    store.path_for(sha).write_bytes(data)  # as if the disk had it so, bypassing put_bytes
+    with session_scope(settings.database_url) as session:
+        row, _ = checkpoint_repo.add_checkpoint(
+            session, sha256=sha, kind="reconstructed", architecture={}, architecture_name="cnn_digits-1x8x8",
+            n_parameters=1, n_tokens=1, name="made", size_bytes=len(data),
+        )  # fmt: skip
+        return row.id
+
+
+def test_a_blob_with_nan_or_damaged_bytes_fails_the_job_with_a_message(
+    sqlite_settings: WorkerSettings, seeded: dict
+) -> None:
+    """Blobs are read without the upload audit, so the batch's finiteness scan and the blob's hash
+    are what stand between a bad blob and a report."""
+    import hashlib
+
+    from zooscope.checkpoints import checkpoint_bytes
+
+    store = LocalBlobStore.from_settings(sqlite_settings)
+    with session_scope(sqlite_settings.database_url) as session:
+        good = session.get(Checkpoint, seeded["checkpoint_ids"][0])
+        state_dict = load_checkpoint(store.open_path(good.blob_key))
+    poisoned = {k: v.clone() for k, v in state_dict.items()}
+    next(iter(poisoned.values())).view(-1)[3] = float("nan")
+    nan_id = _stored_row(sqlite_settings, checkpoint_bytes(poisoned))
+    outcome, report, error = run(
+        sqlite_settings, "reconstruct", {"checkpoint_ids": [seeded["checkpoint_ids"][1], nan_id]}
+    )
+    assert (outcome, report) == ("failed", None)
+    assert nan_id in error and "NaN or infinite" in error
+
+    data = checkpoint_bytes(state_dict, metadata={"copy": "damaged"})
+    damaged = data[:-4] + b"\x00\x00\x80\x7f"  # the last weight's bytes flipped on disk
+    damaged_id = _stored_row(sqlite_settings, damaged, sha=hashlib.sha256(data).hexdigest())
+    outcome, report, error = run(sqlite_settings, "encode", {"checkpoint_ids": [damaged_id]})
+    assert (outcome, report) == ("failed", None)
+    assert "damaged" in error and "sha256" in error
+
+
 def test_build_zoo_registers_the_zoo_once(sqlite_settings: WorkerSettings) -> None:
     params = {"preset": "tiny", "seeds": 1, "epochs": 1, "name": "smallest"}
     outcome, report, error = run(sqlite_settings, "build_zoo", params)

@@ -302,3 +302,31 @@ def test_unrecognised_content_is_refused(data: bytes) -> None:
 def test_missing_file_is_an_invalid_checkpoint(tmp_path: Path) -> None:
     with pytest.raises(InvalidCheckpointError, match="cannot read"):
         load_checkpoint(tmp_path / "absent.safetensors")
+
+
+def test_own_checkpoints_load_without_the_audit_and_garbage_still_fails(state_dict) -> None:
+    from zooscope.checkpoints import load_own_checkpoint
+
+    loaded = load_own_checkpoint(checkpoint_bytes(state_dict, metadata={"kind": "reconstructed"}))
+    assert loaded.keys() == state_dict.keys()
+    assert all(torch.equal(loaded[k], state_dict[k]) for k in state_dict)
+    with pytest.raises(InvalidCheckpointError, match="safetensors"):
+        load_own_checkpoint(b"\x08\x00\x00\x00\x00\x00\x00\x00{bad json")
+
+
+def test_first_non_finite_finds_the_checkpoint_in_one_scan(state_dict) -> None:
+    from zooscope.checkpoints import first_non_finite
+
+    batch = [{k: v.clone() for k, v in state_dict.items()} for _ in range(4)]
+    assert first_non_finite(batch) is None
+    assert first_non_finite([]) is None
+    last_key = [k for k, v in state_dict.items() if v.is_floating_point()][-1]
+    batch[2][last_key].view(-1)[-1] = float("inf")  # the very last value of checkpoint 2
+    batch[3][last_key].view(-1)[0] = float("nan")
+    assert first_non_finite(batch) == 2
+    mixed = [
+        {"w": torch.ones(3, dtype=torch.float64)},
+        {"w": torch.tensor([1.0, float("nan")], dtype=torch.bfloat16)},
+    ]
+    assert first_non_finite(mixed) == 1
+    assert first_non_finite([{"steps": torch.tensor([7])}]) is None  # integers are never non-finite
