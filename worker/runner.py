@@ -87,7 +87,9 @@ class JobProgress:
         self.job_id = job_id
         self.settings = settings
         self._stop = threading.Event()
-        self._last_write = float("-inf")
+        # The claim has just written the row (running, progress 0): the first progress write can
+        # wait one interval like the others (a short job then writes none until it ends).
+        self._last_write = time.monotonic()
         self.writes = 0
 
     @property

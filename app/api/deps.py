@@ -15,7 +15,10 @@ from app.settings import Settings
 from app.storage import BlobStore
 
 
-def get_settings(request: Request) -> Settings:
+# The dependencies that only read app.state are `async def`: FastAPI runs a plain `def`
+# dependency on a worker thread, and those hops were a measurable part of a request (~0.2 ms each
+# on two busy cores, docs/benchmarks.md). Those that touch the database stay plain (off the loop).
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
@@ -27,11 +30,11 @@ def get_session(request: Request) -> Iterator[Session]:
         session.close()
 
 
-def get_store(request: Request) -> BlobStore:
+async def get_store(request: Request) -> BlobStore:
     return request.app.state.store
 
 
-def get_queue(request: Request) -> JobQueue:
+async def get_queue(request: Request) -> JobQueue:
     return request.app.state.queue
 
 

@@ -117,6 +117,7 @@ def claim_job(
             heartbeat_at=now,
             started_at=now,
             attempts=Job.attempts + 1,
+            progress=0.0,  # a re-run starts over
             message="running",
         )
         .execution_options(synchronize_session=False)
