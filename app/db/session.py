@@ -1,8 +1,8 @@
 """Engines and sessions. The API opens one session per request; the worker uses session_scope().
 
 SQLite is shared by the API process and the embedded worker process, so every SQLite connection
-gets WAL journaling (readers never block the writer) and a busy timeout (a writer waits for the
-other instead of failing with "database is locked").
+gets WAL journaling (readers never block the writer), synchronous=NORMAL (no fsync per commit)
+and a busy timeout (a writer waits for the other instead of failing with "database is locked").
 """
 
 from __future__ import annotations
@@ -35,6 +35,10 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     if ":memory:" not in str(dbapi_connection):
         cursor.execute("PRAGMA journal_mode=WAL")
+        # With WAL, NORMAL syncs at checkpoints instead of every commit (0.27 -> 0.01 ms a commit
+        # here): still never corrupt, but a power loss (not a crash of ours) may undo the last
+        # commits. A job a lost commit leaves queued or running is re-run by the sweep.
+        cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
 
 

@@ -41,3 +41,8 @@ def test_an_unchanged_file_is_not_queried_and_a_new_message_is_found(tmp_path: P
         with pytest.raises(Empty):
             channel._get("jobs")
         assert len(looks) == 3
+    # The channel put the file in WAL mode (no fsync per take and ack); it persists in the file.
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "broker.sqlite") as check:
+        assert check.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
