@@ -64,7 +64,6 @@ class LocalBlobStore:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
-        self._known_dirs: set[Path] = set()  # fan-out folders this store has made or seen
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LocalBlobStore:
@@ -101,11 +100,7 @@ class LocalBlobStore:
         dest = self.path_for(key)
         if dest.exists():
             return False
-        # A worker stores a batch of outputs blob after blob: a stat and a mkdir per blob, once
-        # a folder is known, were a measurable part of the store phase (docs/benchmarks.md).
-        if dest.parent not in self._known_dirs:
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            self._known_dirs.add(dest.parent)
+        dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = str(dest.parent / f".incoming-{secrets.token_hex(8)}")
         try:
             fill(tmp)

@@ -37,7 +37,7 @@ def representations(ae: TrainedAutoencoder, params: dict[str, torch.Tensor]) -> 
     model = ae.model
     tokens = ae.normaliser.normalise(ae.tokens(params))
     hidden = model.encoder(model.token_in(tokens) + model.encoder_positions(ae.positions))
-    latents = model.to_latent(hidden)
+    latents = model.latent_of(hidden)
     layers = ae.positions[:, 1]
     per_layer = torch.cat([latents[:, layers == layer].mean(1) for layer in layers.unique()], 1)
     return {

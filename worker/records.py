@@ -29,7 +29,6 @@ from zooscope.errors import InvalidCheckpointError, ZooscopeError
 _autoencoders: AutoencoderCache | None = None
 _zoos: OrderedDict[str, Any] = OrderedDict()  # opened zoos by path
 _datasets: dict[str, Any] = {}  # a zoo's data set by zoo path, alive as long as the zoo is cached
-_blob_stores: dict[Path, LocalBlobStore] = {}
 ZOO_CACHE_SIZE = 2  # a zoo holds its data set in memory; workers usually serve one or two
 
 
@@ -45,11 +44,7 @@ def autoencoder_cache() -> AutoencoderCache:
 
 
 def blob_store(ctx: JobContext) -> LocalBlobStore:
-    """The worker's blob store, one per blob folder per process (it remembers the folders it made)."""
-    root = ctx.settings.blob_dir
-    if root not in _blob_stores:
-        _blob_stores[root] = LocalBlobStore(root)
-    return _blob_stores[root]
+    return LocalBlobStore.from_settings(ctx.settings)
 
 
 # ---- inputs ------------------------------------------------------------------------------------
@@ -123,8 +118,8 @@ def load_checkpoints(ctx: JobContext, ids: list[str]) -> list[dict[str, Any]]:
 
     Every blob was written by `checkpoint_bytes` after its upload passed `load_checkpoint` (or is a
     job's output), and is verified against its sha256 here, so it is read without that audit again
-    (it cost three times the read: docs/benchmarks.md); NaN and inf are still refused, for the
-    whole batch in one scan (a reconstruction can hold them).
+    (it cost three times the read: benchmarks/storage_microbenchmarks.py); NaN and inf are still
+    refused, for the whole batch in one scan (a reconstruction can hold them).
     """
     from zooscope.checkpoints import first_non_finite, load_own_checkpoint
 
@@ -221,8 +216,8 @@ def store_checkpoints(
         }
         try:
             if new:
-                # An executemany (pipelined by psycopg): 8.7 ms for 100 rows on PostgreSQL here,
-                # against 14 ms as one INSERT ... RETURNING and 36 ms as one multi-VALUES statement.
+                # An executemany (pipelined by psycopg): faster than one INSERT ... RETURNING or
+                # one multi-VALUES statement (benchmarks/storage_microbenchmarks.py).
                 session.execute(insert(Checkpoint), list(new.values()))
             session.commit()
             existing.update({sha: row["id"] for sha, row in new.items()})

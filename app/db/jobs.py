@@ -129,7 +129,8 @@ def claim_job(
 
 
 def _without_waiting_for_disk(session: Session) -> None:
-    """PostgreSQL: commit this transaction without waiting for its WAL flush (~1 ms here).
+    """PostgreSQL: commit this transaction without waiting for its WAL flush (0.3-1 ms here,
+    benchmarks/storage_microbenchmarks.py).
 
     Only for progress and heartbeats: losing the last of them in a database crash is harmless
     (the next write, or the sweep, makes up for it), and a job writes them often.

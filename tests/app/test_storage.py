@@ -45,7 +45,7 @@ def test_a_failed_write_leaves_no_blob_and_no_temp_file(tmp_path: Path) -> None:
         store._place(key, broken)
     assert not store.exists(key)
     assert not list((tmp_path / "blobs").glob("*/.incoming-*"))
-    store.put_bytes(b"never", key)  # the folder it made is reused, and the blob goes in
+    store.put_bytes(b"never", key)  # a later write of the same blob goes in
     assert store.open_path(key).read_bytes() == b"never"
 
 

@@ -22,6 +22,7 @@ def _from_dict(cls: type, data: dict[str, Any]) -> Any:
 
 
 CONTRAST_INPUTS = ("flatten", "mean")
+LATENT_ACTIVATIONS = ("none", "relu", "softplus")
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,11 @@ class AutoencoderConfig:
     # "mean" = the mean-pooled embedding [L], the vector property prediction reads, so the
     # contrastive loss shapes that vector directly (docs/tuning.md, "Property prediction").
     contrast_on: str = "flatten"
+    # A nonlinearity on the per-token latent: "none" (method.md), "relu" or "softplus". A linear
+    # code averaged over tokens keeps the mean of the weights and loses their spread; a
+    # non-negative code must split signs over units, and its mean keeps magnitudes
+    # (docs/tuning.md, "Property prediction").
+    latent_activation: str = "none"
     # Sizes of the learned position tables: global token index, layer index, channel index (paper).
     max_positions: tuple[int, int, int] = (500, 50, 100)
 
@@ -51,6 +57,11 @@ class AutoencoderConfig:
         if self.contrast_on not in CONTRAST_INPUTS:
             raise ValueError(
                 f"contrast_on must be one of {', '.join(CONTRAST_INPUTS)}, not {self.contrast_on!r}"
+            )
+        if self.latent_activation not in LATENT_ACTIVATIONS:
+            raise ValueError(
+                f"latent_activation must be one of {', '.join(LATENT_ACTIVATIONS)}, "
+                f"not {self.latent_activation!r}"
             )
         if len(self.max_positions) != 3:
             raise ValueError("max_positions needs three sizes: global, layer, channel")

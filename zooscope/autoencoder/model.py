@@ -78,6 +78,13 @@ def _transformer(config: AutoencoderConfig, n_layers: int) -> nn.TransformerEnco
     )
 
 
+_LATENT_ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "none": nn.Identity,
+    "relu": nn.ReLU,
+    "softplus": nn.Softplus,
+}
+
+
 class WeightAutoencoder(nn.Module):
     """Encoder, decoder and projection head for checkpoints of one token layout.
 
@@ -101,6 +108,7 @@ class WeightAutoencoder(nn.Module):
         self.encoder_positions = PositionEmbedding(config)
         self.encoder = _transformer(config, config.n_encoder_layers)
         self.to_latent = nn.Linear(d, latent)
+        self.latent_activation = _LATENT_ACTIVATIONS[config.latent_activation]()  # no parameters
         # decoder
         self.from_latent = nn.Linear(latent, d)
         self.decoder_positions = PositionEmbedding(config)
@@ -123,7 +131,11 @@ class WeightAutoencoder(nn.Module):
     def encode(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """tokens [K,T,W], positions [T,3] -> latents [K,T,L]."""
         h = self.token_in(tokens) + self.encoder_positions(positions)
-        return self.to_latent(self.encoder(h))
+        return self.latent_of(self.encoder(h))
+
+    def latent_of(self, encoded: torch.Tensor) -> torch.Tensor:
+        """The encoder transformer's output [K,T,d_model] -> per-token latents [K,T,L]."""
+        return self.latent_activation(self.to_latent(encoded))
 
     def decode(self, latents: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """latents [K,T,L], positions [T,3] -> tokens [K,T,W]."""

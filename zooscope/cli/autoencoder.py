@@ -46,6 +46,11 @@ def train(
         help="What the contrastive head reads: flatten (the latent sequence, method.md) | mean "
         "(the mean-pooled embedding that property prediction reads).",
     ),
+    latent_activation: str | None = typer.Option(
+        None,
+        "--latent-activation",
+        help="Nonlinearity on the per-token latent: none (method.md) | relu | softplus.",
+    ),
     gamma: float | None = typer.Option(None, "--gamma", help="Weight of the contrastive loss."),
     beta: float | None = typer.Option(None, "--beta", help="Weight of STRUCTURE (1 = structure-only)."),
     lr: float | None = typer.Option(None, "--lr", help="Learning rate."),
@@ -91,7 +96,11 @@ def train(
     }
     try:
         ae_config = AutoencoderConfig.preset(preset)
-        ae_overrides = {"latent_dim": latent_dim, "contrast_on": contrast_on}
+        ae_overrides = {
+            "latent_dim": latent_dim,
+            "contrast_on": contrast_on,
+            "latent_activation": latent_activation,
+        }
         ae_config = dataclasses.replace(ae_config, **{k: v for k, v in ae_overrides.items() if v is not None})
         training_config = dataclasses.replace(
             TrainingConfig.preset(preset), **{k: v for k, v in overrides.items() if v is not None}

@@ -106,3 +106,16 @@ def test_a_mean_contrast_head_reads_the_embedding_that_probes_read() -> None:
 def test_an_unknown_contrast_input_is_refused() -> None:
     with pytest.raises(ValueError, match="contrast_on"):
         AutoencoderConfig(contrast_on="tokens")
+
+
+@pytest.mark.parametrize("activation", ["relu", "softplus"])
+def test_a_latent_activation_keeps_the_parameter_names_and_bounds_the_latents(activation: str) -> None:
+    from dataclasses import replace
+
+    torch.manual_seed(0)
+    model = WeightAutoencoder(replace(CONFIG, latent_activation=activation), token_width=W, n_tokens=T)
+    assert model.state_dict().keys() == _model().state_dict().keys()  # old artefacts still load
+    latents = model.encode(torch.randn(3, T, W), _positions())
+    assert bool((latents >= 0).all()) and bool((latents > 0).any())
+    with pytest.raises(ValueError, match="latent_activation"):
+        AutoencoderConfig(latent_activation="tanh")
