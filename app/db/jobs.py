@@ -21,11 +21,12 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, text, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.db.models import Job
+from app.db.session import commit_without_waiting_for_disk
 from app.db.types import new_id, utcnow
 
 MAX_ERROR_CHARS = 10_000  # a traceback tail is enough to act on; the worker log has the rest
@@ -128,21 +129,10 @@ def claim_job(
     return session.get(Job, job_id, populate_existing=True)
 
 
-def _without_waiting_for_disk(session: Session) -> None:
-    """PostgreSQL: commit this transaction without waiting for its WAL flush (0.3-1 ms here,
-    benchmarks/storage_microbenchmarks.py).
-
-    Only for progress and heartbeats: losing the last of them in a database crash is harmless
-    (the next write, or the sweep, makes up for it), and a job writes them often.
-    """
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SET LOCAL synchronous_commit = off"))
-
-
 def update_progress(session: Session, job_id: str, fraction: float, message: str = "") -> bool:
     """Record progress and a heartbeat. Returns True when the job should stop (cancelled or gone)."""
     fraction = min(max(float(fraction), 0.0), 1.0)
-    _without_waiting_for_disk(session)
+    commit_without_waiting_for_disk(session)
     result = session.execute(
         update(Job)
         .where(Job.id == job_id, Job.state == "running", Job.cancel_requested.is_(False))
@@ -155,7 +145,7 @@ def update_progress(session: Session, job_id: str, fraction: float, message: str
 
 def heartbeat(session: Session, job_id: str) -> bool:
     """Only the heartbeat (for long steps without progress). Returns True when the job should stop."""
-    _without_waiting_for_disk(session)
+    commit_without_waiting_for_disk(session)
     result = session.execute(
         update(Job)
         .where(Job.id == job_id, Job.state == "running", Job.cancel_requested.is_(False))
