@@ -287,9 +287,6 @@ def main() -> None:
     parser.add_argument(
         "--rounds", type=int, default=9, help="library/service measurements, interleaved, order alternating"
     )
-    parser.add_argument(
-        "--settle", type=float, default=1.0, help="seconds of quiet before each measurement, both sides"
-    )
     args = parser.parse_args()
 
     from app.db.migrate import upgrade_to_head
@@ -363,10 +360,6 @@ def main() -> None:
 
                     # Alternate which side goes first, so neither always follows the other's work.
                     for side in (on_library, on_service) if r % 2 == 0 else (on_service, on_library):
-                        # Let the previous measurement's aftermath settle first (PostgreSQL's
-                        # autovacuum and WAL writes after 100 jobs, the page cache's writeback):
-                        # it landed on whichever side came next.
-                        time.sleep(args.settle)
                         side()
             job_ids = [j["id"] for j in client.get("/api/v1/jobs", params={"limit": 100}).json()["items"]]
         # One poller first: the cost of one request without queueing, then the contended case.
@@ -382,8 +375,7 @@ def main() -> None:
     shape = f"{'PostgreSQL' if args.postgres else 'SQLite'} + {'Redis' if args.redis else 'SQLite broker'}"
     print(f"### {N_RECONSTRUCTIONS} reconstructions: service ({shape}) vs library, CPU-preset autoencoder\n")
     print(
-        f"Median of {args.rounds} interleaved rounds, {args.settle:g} s of quiet before each measurement; "
-        "overhead = service / library - 1.\n"
+        f"Median of {args.rounds} interleaved rounds; overhead = service / library - 1 (per-round range).\n"
     )
     print(
         "Library in memory: the compute alone. Library with files: the same call as a library user "
