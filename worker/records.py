@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 
 from app.db import artefacts, checkpoints
 from app.db.models import Autoencoder, Checkpoint, Zoo
-from app.db.session import commit_without_waiting_for_disk, session_scope
+from app.db.session import session_scope
 from app.db.types import new_id, utcnow
 from app.storage import LocalBlobStore
 from worker.autoencoders import AutoencoderCache
@@ -204,8 +204,6 @@ def store_checkpoints(
         for blob, name, accuracy, extra in zip(blobs, names, accuracies, extras, strict=True)
     ]
     with session_scope(ctx.settings.database_url) as session:
-        # The job's finish, a synchronous commit after this one, makes these rows durable too.
-        commit_without_waiting_for_disk(session)
         owner = Checkpoint.owner_id.is_(None) if ctx.owner_id is None else Checkpoint.owner_id == ctx.owner_id
         shas = [row["sha256"] for row in rows]
         query = select(Checkpoint.sha256, Checkpoint.id).where(owner, Checkpoint.sha256.in_(shas))

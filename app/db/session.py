@@ -77,14 +77,12 @@ def session_scope(engine: Engine | str | None = None) -> Iterator[Session]:
 
 
 def commit_without_waiting_for_disk(session: Session) -> None:
-    """PostgreSQL: this transaction's commit does not wait for its WAL flush (0.3-1 ms here alone,
-    more while the disk is busy with a job's blobs: benchmarks/storage_microbenchmarks.py).
+    """PostgreSQL: this transaction's commit does not wait for its WAL flush (0.3-1 ms here,
+    benchmarks/storage_microbenchmarks.py).
 
-    Safe where a later synchronous commit settles the matter: WAL is flushed in order, so once a
-    job's finish is durable, everything the job committed before it is too; if the database
-    crashes before that, the job has not ended and its re-run writes the same rows again
-    (deduplicated). For writes nothing depends on at all (progress, heartbeats) it is safe anyway.
-    A no-op elsewhere (SQLite runs with synchronous=NORMAL already).
+    Only for writes nothing depends on (progress, heartbeats): losing the last of them in a database
+    crash is harmless, the next write or the sweep makes up for it. A no-op elsewhere (SQLite runs
+    with synchronous=NORMAL already).
     """
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text("SET LOCAL synchronous_commit = off"))
