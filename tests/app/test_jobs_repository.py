@@ -80,3 +80,25 @@ def test_idempotency_key_is_unique_per_owner(database_url: str) -> None:
         first, created = jobs.create_job(session, kind="encode", params={}, idempotency_key="k")
         second, created_again = jobs.create_job(session, kind="encode", params={}, idempotency_key="k")
         assert created and not created_again and first.id == second.id
+
+
+def test_engines_tune_each_backend_for_the_job_path(database_url: str) -> None:
+    """SQLite: WAL without an fsync per commit. PostgreSQL: no server-side prepared statements (a
+    generic plan for `key IN (...)` lookups filtered whole tables), and progress writes that do
+    not wait for the WAL flush."""
+    from sqlalchemy import text
+
+    engine = make_engine(database_url)
+    with engine.connect() as connection:
+        if engine.dialect.name == "sqlite":
+            assert connection.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+            assert connection.execute(text("PRAGMA synchronous")).scalar() == 1  # NORMAL
+        else:
+            assert connection.connection.driver_connection.prepare_threshold is None
+    with _session(database_url) as session:
+        job, _ = jobs.create_job(session, kind="encode", params={"checkpoint_ids": ["a"]})
+        jobs.claim_job(session, job.id, "w1")
+        jobs.update_progress(session, job.id, 0.5, "half")
+        if engine.dialect.name == "postgresql":  # SET LOCAL lasted for that transaction only
+            assert session.execute(text("SHOW synchronous_commit")).scalar() == "on"
+    engine.dispose()
