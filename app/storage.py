@@ -26,8 +26,9 @@ class BlobStore(Protocol):
     def put_file(self, src: Path, key: str) -> None:
         """Store the file at `src` under `key` (its sha256); `src` is consumed (moved or deleted)."""
 
-    def put_bytes(self, data: bytes, key: str) -> None:
-        """Store `data` under `key` (its sha256), for blobs made in memory (worker outputs)."""
+    def put_bytes(self, data: bytes, key: str) -> bool:
+        """Store `data` under `key` (its sha256), for blobs made in memory (worker outputs); False
+        when the blob was already stored."""
 
     def read_verified(self, key: str) -> bytes:
         """The blob's bytes, checked against their key (CorruptBlobError if they do not hash to it)."""
@@ -84,14 +85,14 @@ class LocalBlobStore:
         if not self._place(key, move_in):  # same content already stored
             Path(src).unlink(missing_ok=True)
 
-    def put_bytes(self, data: bytes, key: str) -> None:
+    def put_bytes(self, data: bytes, key: str) -> bool:
         def write(tmp: str) -> None:
             # O_EXCL: the name is fresh (secrets.token_hex), never someone else's file.
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
 
-        self._place(key, write)
+        return self._place(key, write)
 
     def _place(self, key: str, fill: Callable[[str], None]) -> bool:
         """Fill a temp file beside the blob's place, then rename it there; False if the blob was

@@ -150,6 +150,9 @@ class StoredBlob:
     sha256: str
     size_bytes: int
     n_parameters: int
+    # Placed by this call. A checkpoint row exists only while its blob does (rows go in after their
+    # blob, a blob goes when its last row does), so a blob stored just now has no row yet.
+    stored_now: bool
 
 
 def write_blobs(ctx: JobContext, state_dicts: list[dict[str, Any]], kind: str) -> list[StoredBlob]:
@@ -163,8 +166,9 @@ def write_blobs(ctx: JobContext, state_dicts: list[dict[str, Any]], kind: str) -
         # The header records where it came from; no timestamp, so a re-run writes the same bytes.
         data = checkpoint_bytes(state_dict, metadata={"zooscope_kind": kind, "zooscope_job": ctx.job_id})
         sha256 = hashlib.sha256(data).hexdigest()
-        store.put_bytes(data, sha256)  # a no-op for bytes already stored
-        blobs.append(StoredBlob(sha256, len(data), sum(int(t.numel()) for t in state_dict.values())))
+        stored_now = store.put_bytes(data, sha256)  # False for bytes already stored (a re-run)
+        n_parameters = sum(int(t.numel()) for t in state_dict.values())
+        blobs.append(StoredBlob(sha256, len(data), n_parameters, stored_now))
     return blobs
 
 
@@ -206,8 +210,12 @@ def store_checkpoints(
     with session_scope(ctx.settings.database_url) as session:
         owner = Checkpoint.owner_id.is_(None) if ctx.owner_id is None else Checkpoint.owner_id == ctx.owner_id
         shas = [row["sha256"] for row in rows]
-        query = select(Checkpoint.sha256, Checkpoint.id).where(owner, Checkpoint.sha256.in_(shas))
-        existing = dict(session.execute(query).tuples().all())
+        # Only blobs that were there before can have rows already (a re-run, or the same bytes made
+        # twice); a fresh job's outputs skip the lookup. A row that appears meanwhile (a racing
+        # writer) trips the unique index below.
+        known = [blob.sha256 for blob in blobs if not blob.stored_now]
+        query = select(Checkpoint.sha256, Checkpoint.id).where(owner, Checkpoint.sha256.in_(known))
+        existing = dict(session.execute(query).tuples().all()) if known else {}
         created_at = utcnow()
         new = {
             row["sha256"]: {**row, "id": new_id(), "blob_key": row["sha256"], "created_at": created_at}

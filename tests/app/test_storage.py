@@ -15,8 +15,8 @@ def test_put_bytes_and_put_file_store_the_same_blob_once(tmp_path: Path) -> None
     data = b"weights" * 100
     key = hashlib.sha256(data).hexdigest()
 
-    store.put_bytes(data, key)
-    store.put_bytes(data, key)  # same content again: nothing new
+    assert store.put_bytes(data, key) is True
+    assert store.put_bytes(data, key) is False  # same content again: nothing new
     src = tmp_path / "upload.bin"
     src.write_bytes(data)
     store.put_file(src, key)

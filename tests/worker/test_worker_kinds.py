@@ -130,6 +130,39 @@ def test_a_blob_with_nan_or_damaged_bytes_fails_the_job_with_a_message(
     assert "damaged" in error and "sha256" in error
 
 
+def test_a_rerun_reconstruct_records_its_checkpoints_once(
+    sqlite_settings: WorkerSettings, seeded: dict
+) -> None:
+    """The second run writes the same bytes: its blobs are no longer new, so their rows are looked up
+    and reused, not inserted again (a fresh run skips that lookup)."""
+    from worker import records
+    from worker.runner import JobContext
+
+    store = LocalBlobStore.from_settings(sqlite_settings)
+    with session_scope(sqlite_settings.database_url) as session:
+        job, _ = jobs.create_job(session, kind="reconstruct", params={})
+        source = session.get(Checkpoint, seeded["checkpoint_ids"][0])
+        state_dict = load_checkpoint(store.open_path(source.blob_key))
+        architecture = ZooStore.open(session.get(Zoo, seeded["zoo_id"]).path).architecture
+    ctx = JobContext(job.id, "reconstruct", {}, None, 1, sqlite_settings, lambda *_: None)
+    made = [{k: v + 0.5 for k, v in state_dict.items()}, {k: v - 0.5 for k, v in state_dict.items()}]
+
+    def run_once() -> tuple[list[bool], list[str]]:
+        blobs = records.write_blobs(ctx, made, "reconstructed")
+        ids = records.store_checkpoints(
+            ctx, blobs, kind="reconstructed", names=["a", "b"], architecture=architecture,
+            n_tokens=1, accuracies=[None, None], extras=[{}, {}],
+        )  # fmt: skip
+        return [blob.stored_now for blob in blobs], ids
+
+    first_new, first_ids = run_once()
+    again_new, again_ids = run_once()
+    assert first_new == [True, True] and again_new == [False, False]
+    assert again_ids == first_ids and len(set(first_ids)) == 2
+    with session_scope(sqlite_settings.database_url) as session:
+        assert session.query(Checkpoint).filter(Checkpoint.source_job_id == job.id).count() == 2
+
+
 def test_build_zoo_registers_the_zoo_once(sqlite_settings: WorkerSettings) -> None:
     params = {"preset": "tiny", "seeds": 1, "epochs": 1, "name": "smallest"}
     outcome, report, error = run(sqlite_settings, "build_zoo", params)
