@@ -154,12 +154,24 @@ def checkpoint_bytes(
             isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
         ):
             raise TypeError("safetensors metadata must map str to str")
-        return safetensors_save(tensors, metadata=metadata)
+        return _sorted_header(safetensors_save(tensors, metadata=metadata))
     if format == "pt":
         buffer = io.BytesIO()
         torch.save(tensors, buffer)
         return buffer.getvalue()
     raise ValueError(f"unknown checkpoint format {format!r}; use 'safetensors' or 'pt'")
+
+
+def _sorted_header(data: bytes) -> bytes:
+    """The same safetensors file with its JSON header's keys sorted: the safetensors library writes
+    metadata from a hash map, in an order that changes from call to call, and the service
+    deduplicates made checkpoints by the sha256 of their bytes (a re-run must write the same
+    bytes). Offsets count from the end of the header, so only the header changes."""
+    (length,) = struct.unpack("<Q", data[:_SAFETENSORS_PREFIX])
+    header = json.loads(data[_SAFETENSORS_PREFIX : _SAFETENSORS_PREFIX + length])
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)  # the format pads the header to a multiple of 8 bytes
+    return struct.pack("<Q", len(text)) + text + data[_SAFETENSORS_PREFIX + length :]
 
 
 def checkpoint_to_torch_bytes(state_dict: Mapping[str, torch.Tensor]) -> bytes:

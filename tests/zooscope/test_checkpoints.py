@@ -330,3 +330,14 @@ def test_first_non_finite_finds_the_checkpoint_in_one_scan(state_dict) -> None:
     ]
     assert first_non_finite(mixed) == 1
     assert first_non_finite([{"steps": torch.tensor([7])}]) is None  # integers are never non-finite
+
+
+def test_the_same_checkpoint_always_gives_the_same_bytes(state_dict) -> None:
+    """The service deduplicates made checkpoints by their sha256; the safetensors library writes
+    metadata in a varying order, so the header is sorted."""
+    metadata = {"zooscope_kind": "reconstructed", "zooscope_job": "j1", "source": "x", "note": "n"}
+    first = checkpoint_bytes(state_dict, metadata=metadata)
+    assert all(checkpoint_bytes(state_dict, metadata=dict(metadata)) == first for _ in range(30))
+    assert read_metadata(first) == metadata
+    loaded = load_checkpoint(first)
+    assert all(torch.equal(loaded[k], state_dict[k]) for k in state_dict)
