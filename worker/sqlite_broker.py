@@ -21,6 +21,8 @@ from kombu.transport import sqlalchemy as sqla_transport
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 
+from app.db.session import sqlite_shared_file_pragmas
+
 POLL_S = 0.01  # seconds between looks at an empty queue; a job waits half of this on average
 
 
@@ -35,10 +37,10 @@ class DataVersionChannel(sqla_transport.Channel):
     def _engine_from_config(self) -> Any:
         # The broker file in WAL mode (it persists in the file, so the API's publishing connections
         # use it too) and without an fsync per commit from the worker: Kombu's default rollback
-        # journal cost ~0.9 ms for each take and each ack. Same durability trade as app/db/session.py.
+        # journal cost ~0.9 ms for each take and each ack. The same pragmas as our own database.
         engine = super()._engine_from_config()
         if engine.dialect.name == "sqlite":
-            event.listen(engine, "connect", _wal_without_fsync_per_commit)
+            event.listen(engine, "connect", sqlite_shared_file_pragmas)
         return engine
 
     def _data_version(self) -> int | None:
@@ -67,14 +69,6 @@ class DataVersionChannel(sqla_transport.Channel):
             self._watch.close()
             self._watch = None
         super().close()
-
-
-def _wal_without_fsync_per_commit(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.close()
 
 
 def install() -> None:

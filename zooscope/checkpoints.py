@@ -167,7 +167,7 @@ def _sorted_header(data: bytes) -> bytes:
     metadata from a hash map, in an order that changes from call to call, and the service
     deduplicates made checkpoints by the sha256 of their bytes (a re-run must write the same
     bytes). Offsets count from the end of the header, so only the header changes."""
-    (length,) = struct.unpack("<Q", data[:_SAFETENSORS_PREFIX])
+    length = _declared_header_length(data)
     header = json.loads(data[_SAFETENSORS_PREFIX : _SAFETENSORS_PREFIX + length])
     text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
     text += b" " * (-len(text) % 8)  # the format pads the header to a multiple of 8 bytes

@@ -16,8 +16,8 @@ from app.storage import BlobStore
 
 
 # The dependencies that only read app.state are `async def`: FastAPI runs a plain `def`
-# dependency on a worker thread, and those hops were a measurable part of a request (~0.2 ms each
-# on two busy cores, docs/benchmarks.md). Those that touch the database stay plain (off the loop).
+# dependency on a worker thread, a hop these do not need (the change moved a POST by less than the
+# noise, docs/benchmarks.md). Those that touch the database stay plain (off the loop).
 async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 

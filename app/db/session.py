@@ -35,9 +35,17 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     return create_engine(url, **kwargs)
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+def _sqlite_pragmas(dbapi_connection: Any, record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+    sqlite_shared_file_pragmas(dbapi_connection, record)
+
+
+def sqlite_shared_file_pragmas(dbapi_connection: Any, _record: Any = None) -> None:
+    """A SQLite file that two processes share (our database; the embedded broker's, via
+    worker/sqlite_broker.py): a busy timeout, WAL, and no fsync per commit. A "connect" listener."""
+    cursor = dbapi_connection.cursor()
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     if ":memory:" not in str(dbapi_connection):
         cursor.execute("PRAGMA journal_mode=WAL")
