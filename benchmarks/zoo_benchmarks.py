@@ -28,7 +28,7 @@ import torch
 from zooscope.architectures import Architecture, initialise
 from zooscope.datasets import load_dataset
 from zooscope.parameters import stack_state_dicts
-from zooscope.population import population_forward
+from zooscope.population import CHUNK_FLOATS, population_forward
 from zooscope.zoo.grid import ZooConfig
 from zooscope.zoo.store import build_zoo
 from zooscope.zoo.training import train_one_at_a_time, train_population
@@ -145,11 +145,14 @@ def roofline_rows(device: torch.device) -> list[list[str]]:
         with FlopCounterMode(display=False) as counter, torch.inference_mode():
             modules[0](x)
         flops = counter.get_total_flops() * FORWARD_MODELS
-        # the first convolution as the GEMM it is: im2col rows x (kernel taps) x (K * channels)
+        # the first convolution as the GEMM it is: im2col rows x (kernel taps) x (K * channels), over
+        # one input chunk of the population program (a GEMM over all 1000 inputs at once would
+        # stream its output through main memory and understate the rate)
         first = next(m for m in modules[0].modules() if isinstance(m, torch.nn.Conv2d))
         taps = first.in_channels * first.kernel_size[0] * first.kernel_size[1]
         side = arch.input_shape[-1] - first.kernel_size[0] + 1
-        im2col = torch.randn(n * side * side, taps, device=device)
+        chunk = max(1, min(n, CHUNK_FLOATS // (FORWARD_MODELS * first.out_channels * side * side)))
+        im2col = torch.randn(chunk * side * side, taps, device=device)
         filters = torch.randn(taps, FORWARD_MODELS * first.out_channels, device=device)
         seconds = best_of(lambda a=im2col, b=filters: (a @ b, _sync(device)))
         conv_rate = 2 * im2col.shape[0] * taps * filters.shape[1] / seconds
@@ -162,7 +165,7 @@ def roofline_rows(device: torch.device) -> list[list[str]]:
                 f"{flops / t_loop / 1e9:.1f} GFLOP/s",
                 f"ceiling {t_loop / (flops / peak):.1f}x at peak, "
                 f"{t_loop / (flops / conv_rate):.1f}x at the first conv's GEMM rate "
-                f"({conv_rate / 1e9:.0f} GFLOP/s, {taps} taps)",
+                f"({conv_rate / 1e9:.0f} GFLOP/s, {taps} taps, {chunk} inputs a chunk)",
             ]
         )
     return rows

@@ -4,24 +4,28 @@ This is the engine of zoo training (all models train at once) and of the behavio
 reconstructions of a batch run at once, differentiably with respect to their weights).
 
 How: each architecture is compiled once into a *population program*, a list of steps read off
-its `nn.Sequential` (conv, batchnorm, pool, activation, dropout, flatten, linear). The program
-runs all K models on one wide tensor instead of K narrow ones:
+its `nn.Sequential` (conv, batchnorm, pool, activation, dropout, flatten, linear), and each of
+its convolutions gets a kernel chosen from its shapes (population_convolution.py). The program
+runs all K models on a few wide tensors instead of K narrow ones, in the memory layout the next
+step wants (`_Activation`):
 
-* convolutions keep the models side by side on the channel axis, [n, K*C, H, W]. The first
-  convolution over inputs SHARED by all models is one ordinary convolution with K*out channels
-  (the weights of all models stacked on the output axis: one large GEMM over one im2col);
-  every later convolution is a grouped convolution with groups=K;
-* batchnorm, pooling, activations and dropout act on that wide tensor directly (they are
-  per channel or elementwise, so per model by construction; dropout masks are therefore drawn
-  independently per model);
-* flatten turns [n, K*C, H, W] into [K, n, C*H*W] (per model, the order of nn.Flatten on
-  [C, H, W]), and linear layers are one batched matmul over K.
+* the first convolution over inputs SHARED by all models is one matrix product with every
+  model's filters side by side, over one im2col gathered once; its rows are ordered so that the
+  max-pool after it is a max over contiguous slabs;
+* small later convolutions (3x3 -> 2x2) are one dense matrix per model and one batched product;
+  the others are one grouped convolution (groups = K) on the channels_last layout
+  [n, H, W, K*C], where the models sit side by side on the channel axis;
+* batchnorm, pooling, activations and dropout act per channel or elementwise, so per model by
+  construction (dropout masks are drawn independently per model); max-pooling is a max of
+  strided views, and a monotone activation before a pool runs after it, on a quarter of the
+  values;
+* flatten gives [K, n, C*H*W] (per model, nn.Flatten's order), and linear layers are one
+  batched matmul over K.
 
-Why it is fast on a CPU: at small per-model widths (8 channels, 5x5 kernels) a single model's
-layers are memory-bound, and NCHW max-pooling in particular is slow; the program uses the
-channels_last memory format (pooling and grouped convolutions are several times faster in it)
-and walks the inputs in chunks, so that the wide activations of a chunk stay in cache between
-layers rather than streaming gigabytes through main memory.
+Why it is fast on a CPU: one model's layers are tiny (8 channels), so a loop of nn.Module
+forwards pays for many small, memory-bound kernels; the program turns them into a few large
+matrix products, and walks the inputs in chunks sized so that a chunk's activations stay in
+cache between layers rather than streaming gigabytes through main memory.
 
 `population_forward_vmap` (torch.func vmap over functional_call on the nn.Module) is kept as
 the reference implementation; the parity tests hold both to the plain nn.Module.
@@ -29,7 +33,7 @@ the reference implementation; the parity tests hold both to the plain nn.Module.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Literal
 
@@ -40,12 +44,24 @@ from torch.func import functional_call, vmap
 
 from zooscope.architectures import Architecture
 from zooscope.parameters import StackedParams
+from zooscope.population_convolution import (
+    ConvPlan,
+    DenseConv,
+    PreparedConv,
+    SharedInputConv,
+    dense_conv,
+    grouped_conv,
+    plan_convolution,
+    pool_slabs,
+    prepare_convolution,
+    shared_input_conv,
+)
 
-# Floats the widest activation of one input chunk may hold (n * K * C * H * W): 2 MiB of float32,
-# the per-core L2 of the development VM. A sweep of 2**17..2**22 moved the 1000-input forward by
-# less than run-to-run noise (docs/benchmarks.md); what bounds it is the GEMM rate of the thin
-# first convolution, not the chunk size. Larger chunks only cost memory.
-CHUNK_FLOATS = 2**19
+# Floats the widest activation of one input chunk may hold (n * K * C * H * W): 16 MiB of float32.
+# Smaller chunks keep more in cache but pay the per-step overhead more often: a sweep of
+# 2**18..2**23 on the development VM (docs/benchmarks.md) found 2**21..2**22 fastest for both
+# cnn_digits and CNN-s at 1000 inputs (cnn_digits 55 -> 34 ms, CNN-s 1.66 -> 0.97 s).
+CHUNK_FLOATS = 2**22
 
 StepKind = Literal["conv", "batchnorm", "pool", "elementwise", "dropout", "flatten", "linear"]
 
@@ -149,14 +165,16 @@ def _forward_all_inputs(
     """The program over input chunks sized by CHUNK_FLOATS; logits [K, N, classes]."""
     k = next(iter(params.values())).shape[0]
     n_inputs = inputs.shape[0] if shared else inputs.shape[1]
+    convs = _prepared_convolutions(arch, params, shared, inputs.device)
     per_input = k * _widest_activation(arch)
     step = max(1, CHUNK_FLOATS // per_input)
     if step >= n_inputs:
-        return _run_program(arch, params, inputs, shared, train)
+        return _run_program(arch, params, convs, inputs, shared, train)
     outputs = [
         _run_program(
             arch,
             params,
+            convs,
             inputs[start : start + step] if shared else inputs[:, start : start + step],
             shared,
             train,
@@ -164,6 +182,71 @@ def _forward_all_inputs(
         for start in range(0, n_inputs, step)
     ]
     return torch.cat(outputs, dim=1)
+
+
+def _prepared_convolutions(
+    arch: Architecture, params: StackedParams, shared: bool, device: torch.device
+) -> dict[str, PreparedConv]:
+    """Each convolution's weights in its kernel's form, once per call rather than once per chunk."""
+    return {
+        key: prepare_convolution(plan, params[f"{key}.weight"], params.get(f"{key}.bias"))
+        for key, plan in _convolution_plans(arch, shared, str(device)).items()
+    }
+
+
+@lru_cache(maxsize=64)
+def _convolution_plans(arch: Architecture, shared: bool, device: str) -> dict[str, ConvPlan]:
+    """The kernel of every convolution (population_convolution.py), keyed by its state_dict prefix."""
+    steps = population_program(arch)
+    plans: dict[str, ConvPlan] = {}
+    probe = torch.zeros(1, *arch.input_shape)
+    model_axis = not shared  # until the first layer with weights, shared inputs have none
+    with torch.no_grad():
+        for index, step in enumerate(steps):
+            module = step.module
+            if step.kind == "conv":
+                assert isinstance(module, nn.Conv2d)
+                plans[step.key] = plan_convolution(
+                    module,
+                    tuple(probe.shape[1:]),
+                    shared=not model_axis,
+                    pooled_by=_pool_window(steps[index + 1]) if index + 1 < len(steps) else None,
+                    then_flattened=_next_kind(steps, index, skip=("elementwise", "dropout")) == "flatten",
+                )
+            model_axis = model_axis or step.kind in ("conv", "dropout", "batchnorm", "linear")
+            probe = module.eval()(probe)
+    # a pool-ordered convolution's pool writes the per-model layout when its next consumer wants it
+    for index, step in enumerate(steps):
+        plan = plans.get(step.key)
+        if isinstance(plan, SharedInputConv) and plan.slabs > 1:
+            following = steps[index + 2 :]
+            consumer = next((s for s in following if s.kind in ("conv", "flatten", "linear")), None)
+            wants_model = (
+                consumer is None or consumer.kind != "conv" or isinstance(plans[consumer.key], DenseConv)
+            )
+            plans[step.key] = replace(plan, pool_into_model=wants_model)
+    return {key: _plan_on(plan, device) for key, plan in plans.items()}
+
+
+def _pool_window(step: Step) -> int | None:
+    """The kernel of a max-pool step that is a max over kernel x kernel slabs (stride = kernel)."""
+    if step.kind != "pool":
+        return None
+    assert isinstance(step.module, nn.MaxPool2d)
+    window = _pool_as_strided_max(step.module)
+    return window[0] if window is not None and window[0] == window[1] else None
+
+
+def _next_kind(steps: tuple[Step, ...], index: int, skip: tuple[StepKind, ...]) -> StepKind | None:
+    return next((step.kind for step in steps[index + 1 :] if step.kind not in skip), None)
+
+
+def _plan_on(plan: ConvPlan, device: str) -> ConvPlan:
+    if isinstance(plan, SharedInputConv):
+        return replace(plan, columns=plan.columns.to(device))
+    if isinstance(plan, DenseConv):
+        return replace(plan, entries=plan.entries.to(device))
+    return plan
 
 
 @lru_cache(maxsize=32)
@@ -177,77 +260,190 @@ def _widest_activation(arch: Architecture) -> int:
     return widest
 
 
+Layout = Literal["shared", "wide", "slabs", "model", "flat"]
+
+
+@dataclass(frozen=True)
+class _Activation:
+    """One input chunk's activation and the memory layout it is in (K models, n inputs).
+
+    shared: [n, H, W, C], one tensor for every model (before the first layer with weights);
+    wide:   [n, H, W, K*C], the models side by side on the channel axis: the channels_last memory
+            of the grouped-convolution shape [n, K*C, H, W];
+    slabs:  [n, S, H*W, K*C], a convolution's outputs grouped by their offset inside the max-pool
+            window that follows (S = kernel area; H, W the pooled size): the pool is a max over S;
+    model:  [K, n, H, W, C], one block per model, as a batched matrix product wants it;
+    flat:   [K, n, F], after flatten.
+    """
+
+    tensor: torch.Tensor
+    layout: Layout
+    k: int
+    conv: PreparedConv | None = None  # slabs only: the convolution whose pool (and bias) is pending
+
+    def replaced(self, tensor: torch.Tensor) -> _Activation:
+        return _Activation(tensor, self.layout, self.k, self.conv)
+
+    def with_model_axis(self) -> _Activation:
+        if self.layout != "shared":
+            return self
+        t = self.tensor
+        return _Activation(t.unsqueeze(3).expand(*t.shape[:3], self.k, t.shape[3]).flatten(3), "wide", self.k)
+
+    def as_wide(self) -> _Activation:
+        h = self.with_model_axis()
+        if h.layout == "model":  # [K, n, H, W, C] -> [n, H, W, K*C]
+            h = _Activation(h.tensor.permute(1, 2, 3, 0, 4).flatten(3), "wide", self.k)
+        assert h.layout == "wide", h.layout
+        return h
+
+    def as_model(self) -> torch.Tensor:
+        """[K, n, H, W, C] (a view where it can be)."""
+        h = self.with_model_axis()
+        if h.layout == "model":
+            return h.tensor
+        assert h.layout == "wide", h.layout
+        n, height, width, kc = h.tensor.shape
+        return h.tensor.view(n, height, width, self.k, kc // self.k).permute(3, 0, 1, 2, 4)
+
+    def per_channel_affine(self, scale: torch.Tensor, shift: torch.Tensor) -> _Activation:
+        """x * scale + shift with one (scale, shift) per model and channel, both [K, C]."""
+        h = self.with_model_axis()
+        if h.layout == "model":
+            shape = (self.k, 1, 1, 1, scale.shape[1])
+            return h.replaced(torch.addcmul(shift.view(shape), h.tensor, scale.view(shape)))
+        return h.replaced(torch.addcmul(shift.reshape(-1), h.tensor, scale.reshape(-1)))
+
+    def max_pooled(self, pool: nn.MaxPool2d) -> _Activation:
+        if self.layout == "slabs":
+            assert self.conv is not None and isinstance(self.conv.plan, SharedInputConv)
+            layout: Layout = "model" if self.conv.plan.pool_into_model else "wide"
+            return _Activation(pool_slabs(self.tensor, self.conv), layout, self.k)
+        if _pool_as_strided_max(pool) is not None and self.layout in ("shared", "wide", "model"):
+            return self.replaced(_strided_max(self.tensor, *_pool_as_strided_max(pool)))
+        h = self.as_wide()
+        nchw = h.tensor.permute(0, 3, 1, 2)
+        pooled = F.max_pool2d(
+            nchw, pool.kernel_size, pool.stride, pool.padding, pool.dilation, pool.ceil_mode
+        )
+        return h.replaced(pooled.permute(0, 2, 3, 1))
+
+    def flattened(self) -> _Activation:
+        """[K, n, C*H*W], each model's features in nn.Flatten's (C, H, W) order."""
+        if self.layout == "flat":  # a dense convolution already wrote that order
+            return self
+        t = self.as_model()
+        return _Activation(t.permute(0, 1, 4, 2, 3).reshape(self.k, t.shape[1], -1), "flat", self.k)
+
+
+def _pool_as_strided_max(pool: nn.MaxPool2d) -> tuple[int, int] | None:
+    """(kernel, stride) for a square pool without padding, dilation or ceil mode, else None."""
+    kernel, stride = _square(pool.kernel_size), _square(pool.stride)
+    if kernel is None or stride is None or _square(pool.padding) != 0 or _square(pool.dilation) != 1:
+        return None
+    return None if pool.ceil_mode else (kernel, stride)
+
+
+def _square(value: int | tuple[int, ...]) -> int | None:
+    if isinstance(value, int):
+        return value
+    return value[0] if len(set(value)) == 1 else None
+
+
+def _strided_max(t: torch.Tensor, kernel: int, stride: int) -> torch.Tensor:
+    """Max-pool over the dims -3, -2 (H, W) of a channels-last tensor: a max of strided views,
+    each walking the contiguous channel axis (several times faster than max_pool2d here)."""
+    height, width = t.shape[-3], t.shape[-2]
+    out_h, out_w = (height - kernel) // stride + 1, (width - kernel) // stride + 1
+    pooled = None
+    for a in range(kernel):
+        for b in range(kernel):
+            view = t[
+                ..., a : a + stride * (out_h - 1) + 1 : stride, b : b + stride * (out_w - 1) + 1 : stride, :
+            ]
+            pooled = view if pooled is None else torch.maximum(pooled, view)
+    assert pooled is not None
+    return pooled
+
+
+def _convolve(h: _Activation, prepared: PreparedConv, conv: nn.Conv2d) -> _Activation:
+    plan, k = prepared.plan, h.k
+    if isinstance(plan, SharedInputConv):
+        assert h.layout == "shared", h.layout
+        out = shared_input_conv(h.tensor, prepared)
+        return _Activation(out, "slabs", k, prepared) if plan.slabs > 1 else _Activation(out, "wide", k)
+    if isinstance(plan, DenseConv):
+        return _Activation(dense_conv(h.as_model(), prepared), "flat" if plan.flattened else "model", k)
+    return _Activation(grouped_conv(h.as_wide().tensor, prepared, conv), "wide", k)
+
+
+# In-place forms of the activations, for activations no autograd graph holds on to.
+_IN_PLACE = {nn.ReLU: torch.relu_, nn.Tanh: torch.tanh_, nn.Sigmoid: torch.sigmoid_}
+
+
+def _activate(module: nn.Module, h: _Activation) -> torch.Tensor:
+    in_place = _IN_PLACE.get(type(module))
+    # a tensor the program made itself (never the caller's input) and that no backward needs
+    if (
+        in_place is not None
+        and h.layout != "shared"
+        and not (torch.is_grad_enabled() and h.tensor.requires_grad)
+    ):
+        return in_place(h.tensor)
+    return module(h.tensor)
+
+
+def _batchnorm_affine(params: StackedParams, key: str, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eval-mode BatchNorm as x * scale + shift, from the running statistics: ([K, C], [K, C])."""
+    scale = params[f"{key}.weight"] * torch.rsqrt(params[f"{key}.running_var"] + eps)
+    return scale, params[f"{key}.bias"] - params[f"{key}.running_mean"] * scale
+
+
 def _run_program(
-    arch: Architecture, params: StackedParams, x: torch.Tensor, shared: bool, train: bool
+    arch: Architecture,
+    params: StackedParams,
+    convs: dict[str, PreparedConv],
+    x: torch.Tensor,
+    shared: bool,
+    train: bool,
 ) -> torch.Tensor:
     """All K models on one chunk of inputs: [n, C, H, W] shared or [K, n, C, H, W] -> [K, n, classes]."""
     k = next(iter(params.values())).shape[0]
     if shared:
-        n = x.shape[0]
-        per_model = False  # h carries no model axis until the first layer with weights
+        h = _Activation(x.permute(0, 2, 3, 1), "shared", k)  # [n, H, W, C]: no model axis yet
     else:
-        n = x.shape[1]
-        # [K, n, C, H, W] -> [n, K*C, H, W]: models side by side on the channel axis
-        x = x.transpose(0, 1).reshape(n, -1, *x.shape[3:])
-        per_model = True
-    # channels_last: max-pooling and the grouped convolutions are several times faster in it
-    h = x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+        h = _Activation(x.permute(1, 3, 4, 0, 2).flatten(3), "wide", k)  # [n, H, W, K*C]
     for step in population_program(arch):
         module = step.module
         if step.kind == "conv":
             assert isinstance(module, nn.Conv2d)
-            w = params[f"{step.key}.weight"]
-            weight = w.reshape(-1, *w.shape[2:])  # [K*out, in, kh, kw], model-major like h
-            bias = params[f"{step.key}.bias"].reshape(-1) if module.bias is not None else None
-            if not per_model:  # shared input: one convolution with all models' filters stacked
-                h = F.conv2d(h, weight, bias, module.stride, module.padding, module.dilation, module.groups)
-            else:
-                groups = k * module.groups
-                h = F.conv2d(h, weight, bias, module.stride, module.padding, module.dilation, groups)
-            per_model = True
+            h = _convolve(h, convs[step.key], module)
         elif step.kind == "batchnorm":
             assert isinstance(module, nn.BatchNorm2d)
-            h = F.batch_norm(
-                h,
-                params[f"{step.key}.running_mean"].reshape(-1),
-                params[f"{step.key}.running_var"].reshape(-1),
-                params[f"{step.key}.weight"].reshape(-1),
-                params[f"{step.key}.bias"].reshape(-1),
-                False,
-                0.0,
-                module.eps,
-            )
+            h = h.per_channel_affine(*_batchnorm_affine(params, step.key, module.eps))
         elif step.kind == "pool":
             assert isinstance(module, nn.MaxPool2d)
-            h = F.max_pool2d(
-                h, module.kernel_size, module.stride, module.padding, module.dilation, module.ceil_mode
-            )
+            h = h.max_pooled(module)
         elif step.kind == "elementwise":
-            h = module(h)
+            h = h.replaced(_activate(module, h))
         elif step.kind == "dropout":
             assert isinstance(module, nn.Dropout)
-            if not per_model:  # a mask shared by all models would not be independent per model
-                h, per_model = _expand_models(h, k), True
-            h = F.dropout(h, module.p, train)
+            # a mask drawn before the model axis exists would be shared by all models
+            h = h.with_model_axis()
+            h = h.replaced(F.dropout(h.tensor, module.p, train))
         elif step.kind == "flatten":
-            if not per_model:
-                h, per_model = _expand_models(h, k), True
-            # [n, K*C, H, W] -> [K, n, C*H*W]; reshape copies out of channels_last, so each
-            # model's features are in nn.Flatten's (C, H, W) order
-            h = h.reshape(n, k, -1).transpose(0, 1)
+            h = h.flattened()
         else:  # linear, h: [K, n, in]
             w = params[f"{step.key}.weight"]  # [K, out, in]
             b = params.get(f"{step.key}.bias")
-            if b is None:
-                h = torch.bmm(h, w.transpose(1, 2))
-            else:
-                h = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
-    return h
-
-
-def _expand_models(h: torch.Tensor, k: int) -> torch.Tensor:
-    """A shared activation [n, C, ...] repeated for K models, as [n, K*C, ...]."""
-    return h.unsqueeze(1).expand(h.shape[0], k, *h.shape[1:]).reshape(h.shape[0], -1, *h.shape[2:])
+            t = h.tensor
+            t = (
+                torch.bmm(t, w.transpose(1, 2))
+                if b is None
+                else torch.baddbmm(b.unsqueeze(1), t, w.transpose(1, 2))
+            )
+            h = h.replaced(t)
+    return h.tensor
 
 
 def population_forward_vmap(

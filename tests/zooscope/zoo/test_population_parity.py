@@ -20,6 +20,8 @@ FAMILIES = [
     # the program moves monotone activations after max-pooling; GELU is not monotone and stays
     Architecture("cnn_digits", 1, 8, activation="sigmoid"),
     Architecture("cnn_digits", 1, 8, activation="gelu"),
+    # 9x9: the first conv gives 7x7 and the pool drops its last row and column
+    Architecture("cnn_digits", 1, 9),
 ]
 N_MODELS = 3
 N_INPUTS = 5
@@ -99,3 +101,47 @@ def test_program_pools_before_monotone_activations_only() -> None:
     # the module itself runs conv -> activation -> pool
     assert order("relu")[:3] == order("sigmoid")[:3] == ["conv", "pool", "elementwise"]
     assert order("gelu")[:3] == ["conv", "elementwise", "pool"]
+
+
+def test_batchnorm_uses_each_models_running_statistics() -> None:
+    arch = Architecture("cnn_digits", 1, 8, batchnorm=True)
+    generator = torch.Generator().manual_seed(5)
+    state_dicts = []
+    for _ in range(N_MODELS):
+        module = arch.build()
+        initialise(module, "kaiming_uniform", generator)
+        for key, value in module.state_dict().items():  # running statistics as after training
+            if key.endswith("running_mean"):
+                value.normal_(0, 0.5, generator=generator)
+            elif key.endswith("running_var"):
+                value.uniform_(0.5, 2.0, generator=generator)
+        state_dicts.append(module.state_dict())
+    params = stack_state_dicts(arch, state_dicts)
+    x = torch.randn(N_INPUTS, *arch.input_shape, generator=generator)
+    logits = population_forward(arch, params, x)
+    for i, sd in enumerate(state_dicts):
+        torch.testing.assert_close(logits[i], module_forward(arch, sd, x), atol=1e-5, rtol=1e-5)
+
+
+def test_each_convolution_gets_the_kernel_its_shapes_call_for() -> None:
+    from zooscope.population import _convolution_plans
+    from zooscope.population_convolution import DenseConv, GroupedConv, SharedInputConv
+
+    digits = _convolution_plans(Architecture("cnn_digits", 1, 8), True, "cpu")
+    first, second = digits["module_list.0"], digits["module_list.3"]
+    # shared inputs: one product for all models, rows ordered for the 2x2 pool, which writes the
+    # per-model layout the dense 2x2 convolution (3x3 -> 2x2, then flatten) reads
+    assert isinstance(first, SharedInputConv) and first.slabs == 4 and first.pool_into_model
+    assert isinstance(second, DenseConv) and second.flattened
+    cnn_s = _convolution_plans(Architecture("cnn_s", 1, 28), True, "cpu")
+    # 5x5 on 12x12 would cost 5.8x its arithmetic as a dense matrix: grouped, so the pool stays wide
+    assert isinstance(cnn_s["module_list.0"], SharedInputConv) and not cnn_s["module_list.0"].pool_into_model
+    assert isinstance(cnn_s["module_list.3"], GroupedConv)
+    assert isinstance(cnn_s["module_list.6"], DenseConv)
+    # one batch per model: nothing is shared, the first convolution is grouped
+    assert isinstance(
+        _convolution_plans(Architecture("cnn_digits", 1, 8), False, "cpu")["module_list.0"], GroupedConv
+    )
+    # GELU sits between the convolution and the pool (not monotone): no pool ordering
+    gelu = _convolution_plans(Architecture("cnn_digits", 1, 8, activation="gelu"), True, "cpu")
+    assert isinstance(gelu["module_list.0"], SharedInputConv) and gelu["module_list.0"].slabs == 1
