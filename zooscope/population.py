@@ -211,7 +211,6 @@ def _convolution_plans(arch: Architecture, shared: bool, device: str) -> dict[st
                     tuple(probe.shape[1:]),
                     shared=not model_axis,
                     pooled_by=_pool_window(steps[index + 1]) if index + 1 < len(steps) else None,
-                    then_flattened=_next_kind(steps, index, skip=("elementwise", "dropout")) == "flatten",
                 )
             model_axis = model_axis or step.kind in ("conv", "dropout", "batchnorm", "linear")
             probe = module.eval()(probe)
@@ -235,10 +234,6 @@ def _pool_window(step: Step) -> int | None:
     assert isinstance(step.module, nn.MaxPool2d)
     window = _pool_as_strided_max(step.module)
     return window[0] if window is not None and window[0] == window[1] else None
-
-
-def _next_kind(steps: tuple[Step, ...], index: int, skip: tuple[StepKind, ...]) -> StepKind | None:
-    return next((step.kind for step in steps[index + 1 :] if step.kind not in skip), None)
 
 
 def _plan_on(plan: ConvPlan, device: str) -> ConvPlan:
@@ -270,10 +265,11 @@ class _Activation:
     shared: [n, H, W, C], one tensor for every model (before the first layer with weights);
     wide:   [n, H, W, K*C], the models side by side on the channel axis: the channels_last memory
             of the grouped-convolution shape [n, K*C, H, W];
-    slabs:  [n, S, H*W, K*C], a convolution's outputs grouped by their offset inside the max-pool
-            window that follows (S = kernel area; H, W the pooled size): the pool is a max over S;
-    model:  [K, n, H, W, C], one block per model, as a batched matrix product wants it;
-    flat:   [K, n, F], after flatten.
+    slabs:  a convolution's outputs grouped by their offset inside the max-pool window that
+            follows (population_convolution.pool_slabs): the pool is a max over the slabs;
+    model:  [K, C, H, W, n], one matrix [features, inputs] per model, as batched products want
+            it: a flatten is free (nn.Flatten's (C, H, W) order) and linear layers are W @ x;
+    flat:   [K, F, n], after flatten.
     """
 
     tensor: torch.Tensor
@@ -292,25 +288,25 @@ class _Activation:
 
     def as_wide(self) -> _Activation:
         h = self.with_model_axis()
-        if h.layout == "model":  # [K, n, H, W, C] -> [n, H, W, K*C]
-            h = _Activation(h.tensor.permute(1, 2, 3, 0, 4).flatten(3), "wide", self.k)
+        if h.layout == "model":  # [K, C, H, W, n] -> [n, H, W, K*C]
+            h = _Activation(h.tensor.permute(4, 2, 3, 0, 1).flatten(3), "wide", self.k)
         assert h.layout == "wide", h.layout
         return h
 
     def as_model(self) -> torch.Tensor:
-        """[K, n, H, W, C] (a view where it can be)."""
+        """[K, C, H, W, n] (a view where it can be)."""
         h = self.with_model_axis()
         if h.layout == "model":
             return h.tensor
         assert h.layout == "wide", h.layout
         n, height, width, kc = h.tensor.shape
-        return h.tensor.view(n, height, width, self.k, kc // self.k).permute(3, 0, 1, 2, 4)
+        return h.tensor.view(n, height, width, self.k, kc // self.k).permute(3, 4, 1, 2, 0)
 
     def per_channel_affine(self, scale: torch.Tensor, shift: torch.Tensor) -> _Activation:
         """x * scale + shift with one (scale, shift) per model and channel, both [K, C]."""
         h = self.with_model_axis()
         if h.layout == "model":
-            shape = (self.k, 1, 1, 1, scale.shape[1])
+            shape = (self.k, scale.shape[1], 1, 1, 1)
             return h.replaced(torch.addcmul(shift.view(shape), h.tensor, scale.view(shape)))
         return h.replaced(torch.addcmul(shift.reshape(-1), h.tensor, scale.reshape(-1)))
 
@@ -329,11 +325,9 @@ class _Activation:
         return h.replaced(pooled.permute(0, 2, 3, 1))
 
     def flattened(self) -> _Activation:
-        """[K, n, C*H*W], each model's features in nn.Flatten's (C, H, W) order."""
-        if self.layout == "flat":  # a dense convolution already wrote that order
-            return self
+        """[K, C*H*W, n], each model's features in nn.Flatten's (C, H, W) order."""
         t = self.as_model()
-        return _Activation(t.permute(0, 1, 4, 2, 3).reshape(self.k, t.shape[1], -1), "flat", self.k)
+        return _Activation(t.reshape(self.k, -1, t.shape[-1]), "flat", self.k)
 
 
 def _pool_as_strided_max(pool: nn.MaxPool2d) -> tuple[int, int] | None:
@@ -373,7 +367,7 @@ def _convolve(h: _Activation, prepared: PreparedConv, conv: nn.Conv2d) -> _Activ
         out = shared_input_conv(h.tensor, prepared)
         return _Activation(out, "slabs", k, prepared) if plan.slabs > 1 else _Activation(out, "wide", k)
     if isinstance(plan, DenseConv):
-        return _Activation(dense_conv(h.as_model(), prepared), "flat" if plan.flattened else "model", k)
+        return _Activation(dense_conv(h.as_model(), prepared), "model", k)
     return _Activation(grouped_conv(h.as_wide().tensor, prepared, conv), "wide", k)
 
 
@@ -433,17 +427,12 @@ def _run_program(
             h = h.replaced(F.dropout(h.tensor, module.p, train))
         elif step.kind == "flatten":
             h = h.flattened()
-        else:  # linear, h: [K, n, in]
+        else:  # linear, h: [K, in, n]
             w = params[f"{step.key}.weight"]  # [K, out, in]
             b = params.get(f"{step.key}.bias")
-            t = h.tensor
-            t = (
-                torch.bmm(t, w.transpose(1, 2))
-                if b is None
-                else torch.baddbmm(b.unsqueeze(1), t, w.transpose(1, 2))
-            )
+            t = torch.bmm(w, h.tensor) if b is None else torch.baddbmm(b.unsqueeze(2), w, h.tensor)
             h = h.replaced(t)
-    return h.tensor
+    return h.tensor.transpose(1, 2).contiguous()  # [K, classes, n] -> [K, n, classes]
 
 
 def population_forward_vmap(

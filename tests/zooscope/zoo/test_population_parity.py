@@ -129,10 +129,10 @@ def test_each_convolution_gets_the_kernel_its_shapes_call_for() -> None:
 
     digits = _convolution_plans(Architecture("cnn_digits", 1, 8), True, "cpu")
     first, second = digits["module_list.0"], digits["module_list.3"]
-    # shared inputs: one product for all models, rows ordered for the 2x2 pool, which writes the
-    # per-model layout the dense 2x2 convolution (3x3 -> 2x2, then flatten) reads
+    # shared inputs: one product for all models, ordered for the 2x2 pool, which leaves the
+    # per-model layout the dense 2x2 convolution (3x3 -> 2x2) reads
     assert isinstance(first, SharedInputConv) and first.slabs == 4 and first.pool_into_model
-    assert isinstance(second, DenseConv) and second.flattened
+    assert isinstance(second, DenseConv)
     cnn_s = _convolution_plans(Architecture("cnn_s", 1, 28), True, "cpu")
     # 5x5 on 12x12 would cost 5.8x its arithmetic as a dense matrix: grouped, so the pool stays wide
     assert isinstance(cnn_s["module_list.0"], SharedInputConv) and not cnn_s["module_list.0"].pool_into_model
