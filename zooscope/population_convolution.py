@@ -25,7 +25,7 @@ forward call (`prepare_convolution`), not once per input chunk.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import product
 
 import torch
@@ -126,6 +126,9 @@ class PreparedConv:
     models: int
     weight: torch.Tensor
     bias: torch.Tensor | None  # shaped for the kernel (the shared-input kernel has it in `weight`)
+    # The shared-input product's output memory, reused from chunk to chunk of one call: allocating
+    # tens of MiB per chunk cost page faults worth a third of the forward (docs/benchmarks.md).
+    scratch: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 def prepare_convolution(plan: ConvPlan, weight: torch.Tensor, bias: torch.Tensor | None) -> PreparedConv:
@@ -155,12 +158,23 @@ def shared_input_conv(x: torch.Tensor, prepared: PreparedConv) -> torch.Tensor:
     with_one = F.pad(x.reshape(n, -1), (0, 1), value=1.0)  # [n, H*W*C + 1]
     if plan.pool_into_model:
         columns = with_one.T[plan.columns.T].reshape(plan.columns.shape[1], -1)  # [taps, S*Ho*Wo*n]
-        return (prepared.weight @ columns).view(-1, plan.slabs, positions * n)
+        return _product(prepared.weight, columns, prepared.scratch).view(-1, plan.slabs, positions * n)
     columns = with_one[:, plan.columns].reshape(-1, plan.columns.shape[1])  # [n*S*Ho*Wo, taps]
-    out = columns @ prepared.weight
+    out = _product(columns, prepared.weight, prepared.scratch)
     if plan.slabs > 1:
         return out.view(n, plan.slabs, positions, -1)
     return out.view(n, *plan.out_hw, -1)
+
+
+def _product(a: torch.Tensor, b: torch.Tensor, scratch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """a @ b, written into scratch memory when no autograd graph needs the result kept."""
+    if torch.is_grad_enabled() and (a.requires_grad or b.requires_grad):
+        return a @ b
+    size = a.shape[0] * b.shape[1]
+    memory = scratch.get("product")
+    if memory is None or memory.numel() < size or memory.dtype != a.dtype or memory.device != a.device:
+        memory = scratch["product"] = a.new_empty(size)
+    return torch.mm(a, b, out=memory[:size].view(a.shape[0], b.shape[1]))
 
 
 def pool_slabs(slabs: torch.Tensor, prepared: PreparedConv) -> torch.Tensor:
