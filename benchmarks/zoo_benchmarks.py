@@ -8,7 +8,8 @@
 4. the roofline of (1): how many floating-point operations the forward is, how fast this machine
    multiplies matrices, and so the largest speed-up over the loop that any implementation could
    reach at the same arithmetic.
-Timings are the best of a few repeats; the load average is printed because a shared machine
+Timings are the best of a few repeats (the forward rows: 7, population and loop in turn); the
+load average is printed because a shared machine
 makes every number noisy.
 """
 
@@ -36,6 +37,22 @@ from zooscope.zoo.training import train_one_at_a_time, train_population
 FORWARD_MODELS = 128
 FORWARD_INPUTS = (1000, 32)
 REPEATS = 3
+FORWARD_REPEATS = 7
+
+
+def best_of_interleaved(
+    first: Callable[[], object], second: Callable[[], object], repeats: int = FORWARD_REPEATS
+) -> tuple[float, float]:
+    """Best times of two functions run in turn, so that drifts in the machine's speed (a shared VM
+    slows down and speeds up over seconds) reach both sides alike."""
+    first(), second()  # warm-up
+    times: tuple[list[float], list[float]] = ([], [])
+    for _ in range(repeats):
+        for fn, record in ((first, times[0]), (second, times[1])):
+            started = time.perf_counter()
+            fn()
+            record.append(time.perf_counter() - started)
+    return min(times[0]), min(times[1])
 
 
 def best_of(fn: Callable[[], object], repeats: int = REPEATS) -> float:
@@ -69,8 +86,10 @@ def forward_rows(device: torch.device) -> list[list[str]]:
         for n in FORWARD_INPUTS:
             x = torch.randn(n, *arch.input_shape, generator=generator).to(device)
 
-            t_pop = best_of(lambda a=arch, p=params, x=x: _population_forward(a, p, x, device))
-            t_loop = best_of(lambda m=modules, x=x: _loop_forward(m, x, device))
+            t_pop, t_loop = best_of_interleaved(
+                lambda a=arch, p=params, x=x: _population_forward(a, p, x, device),
+                lambda m=modules, x=x: _loop_forward(m, x, device),
+            )
             rows.append(
                 [
                     f"forward {FORWARD_MODELS} x {arch.name}, {n} inputs",

@@ -169,7 +169,7 @@ def _forward_all_inputs(
     per_input = k * _widest_activation(arch)
     step = max(1, CHUNK_FLOATS // per_input)
     if step >= n_inputs:
-        return _run_program(arch, params, convs, inputs, shared, train)
+        return _run_program(arch, params, convs, inputs, shared, train).transpose(1, 2).contiguous()
     outputs = [
         _run_program(
             arch,
@@ -181,7 +181,8 @@ def _forward_all_inputs(
         )
         for start in range(0, n_inputs, step)
     ]
-    return torch.cat(outputs, dim=1)
+    # [K, classes, n] chunks -> [K, N, classes]: the transpose happens in cat's one copy
+    return torch.cat([logits.transpose(1, 2) for logits in outputs], dim=1)
 
 
 def _prepared_convolutions(
@@ -401,7 +402,7 @@ def _run_program(
     shared: bool,
     train: bool,
 ) -> torch.Tensor:
-    """All K models on one chunk of inputs: [n, C, H, W] shared or [K, n, C, H, W] -> [K, n, classes]."""
+    """All K models on one chunk of inputs: [n, C, H, W] shared or [K, n, C, H, W] -> [K, classes, n]."""
     k = next(iter(params.values())).shape[0]
     if shared:
         h = _Activation(x.permute(0, 2, 3, 1), "shared", k)  # [n, H, W, C]: no model axis yet
@@ -432,7 +433,7 @@ def _run_program(
             b = params.get(f"{step.key}.bias")
             t = torch.bmm(w, h.tensor) if b is None else torch.baddbmm(b.unsqueeze(2), w, h.tensor)
             h = h.replaced(t)
-    return h.tensor.transpose(1, 2).contiguous()  # [K, classes, n] -> [K, n, classes]
+    return h.tensor  # [K, classes, n]
 
 
 def population_forward_vmap(
