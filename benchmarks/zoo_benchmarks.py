@@ -21,15 +21,17 @@ import platform
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
+from zooscope import population
 from zooscope.architectures import Architecture, initialise
 from zooscope.datasets import load_dataset
 from zooscope.parameters import stack_state_dicts
-from zooscope.population import CHUNK_FLOATS, population_forward
+from zooscope.population import population_forward
 from zooscope.zoo.grid import ZooConfig
 from zooscope.zoo.store import build_zoo
 from zooscope.zoo.training import train_one_at_a_time, train_population
@@ -38,6 +40,7 @@ FORWARD_MODELS = 128
 FORWARD_INPUTS = (1000, 32)
 REPEATS = 3
 FORWARD_REPEATS = 7
+CHUNK_SWEEP = range(19, 24)  # exponents of CHUNK_FLOATS
 
 
 def best_of_interleaved(
@@ -170,7 +173,7 @@ def roofline_rows(device: torch.device) -> list[list[str]]:
         first = next(m for m in modules[0].modules() if isinstance(m, torch.nn.Conv2d))
         taps = first.in_channels * first.kernel_size[0] * first.kernel_size[1]
         side = arch.input_shape[-1] - first.kernel_size[0] + 1
-        chunk = max(1, min(n, CHUNK_FLOATS // (FORWARD_MODELS * first.out_channels * side * side)))
+        chunk = max(1, min(n, population.CHUNK_FLOATS // (FORWARD_MODELS * first.out_channels * side * side)))
         im2col = torch.randn(chunk * side * side, taps, device=device)
         filters = torch.randn(taps, FORWARD_MODELS * first.out_channels, device=device)
         seconds = best_of(lambda a=im2col, b=filters: (a @ b, _sync(device)))
@@ -188,6 +191,39 @@ def roofline_rows(device: torch.device) -> list[list[str]]:
             ]
         )
     return rows
+
+
+def chunk_rows(device: torch.device) -> list[list[str]]:
+    """The input-chunk size of the population program (population.CHUNK_FLOATS), swept: small
+    chunks keep activations in cache but pay each step's fixed cost more often."""
+    rows = []
+    for arch in (Architecture("cnn_s", 1, 28), Architecture("cnn_digits", 1, 8)):
+        generator = torch.Generator().manual_seed(0)
+        _, params = _forward_population(arch, generator, device)
+        x = torch.randn(FORWARD_INPUTS[0], *arch.input_shape, generator=generator).to(device)
+        for exponent in CHUNK_SWEEP:
+            with _chunk_floats(2**exponent):
+                seconds = best_of(lambda a=arch, p=params, x=x: _population_forward(a, p, x, device))
+            rows.append(
+                [
+                    f"forward {FORWARD_MODELS} x {arch.name}, {FORWARD_INPUTS[0]} inputs, "
+                    f"CHUNK_FLOATS = 2**{exponent}",
+                    f"{seconds * 1e3:.0f} ms",
+                    "",
+                    "",
+                ]
+            )
+    return rows
+
+
+@contextmanager
+def _chunk_floats(value: int) -> Iterator[None]:
+    saved = population.CHUNK_FLOATS
+    population.CHUNK_FLOATS = value
+    try:
+        yield
+    finally:
+        population.CHUNK_FLOATS = saved
 
 
 def _population_forward(arch: Architecture, params: dict, x: torch.Tensor, device: torch.device) -> None:
@@ -214,8 +250,9 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument(
         "--only",
-        choices=("forward", "roofline", "training", "build"),
-        help="run one section only (e.g. the population-forward rows while tuning population.py)",
+        choices=("forward", "roofline", "training", "build", "chunks"),
+        help="run one section only (e.g. the population-forward rows while tuning population.py); "
+        "chunks (the CHUNK_FLOATS sweep) runs only when asked for",
     )
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -227,6 +264,8 @@ def main() -> None:
     print("| measurement | population | one at a time | speed-up |")
     print("|---|---|---|---|", flush=True)
     sections = {"forward": forward_rows, "roofline": roofline_rows, "training": training_rows}
+    if args.only == "chunks":
+        sections = {"chunks": chunk_rows}
     spread = ""
     for name, section in sections.items():
         if args.only not in (None, name):

@@ -33,6 +33,7 @@ the reference implementation; the parity tests hold both to the plain nn.Module.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Literal
@@ -45,6 +46,7 @@ from torch.func import functional_call, vmap
 from zooscope.architectures import Architecture
 from zooscope.parameters import StackedParams
 from zooscope.population_convolution import (
+    ChunkMemory,
     ConvPlan,
     DenseConv,
     PreparedConv,
@@ -58,9 +60,9 @@ from zooscope.population_convolution import (
 )
 
 # Floats the widest activation of one input chunk may hold (n * K * C * H * W): 16 MiB of float32.
-# Smaller chunks keep more in cache but pay the per-step overhead more often: a sweep of
-# 2**18..2**23 on the development VM (docs/benchmarks.md) found 2**21..2**22 fastest for both
-# cnn_digits and CNN-s at 1000 inputs (cnn_digits 55 -> 34 ms, CNN-s 1.66 -> 0.97 s).
+# Smaller chunks keep more in cache but pay each step's fixed cost more often; on the development
+# VM 2**22 was fastest for cnn_digits and CNN-s at 1000 inputs
+# (`benchmarks/zoo_benchmarks.py --only chunks`, docs/benchmarks.md).
 CHUNK_FLOATS = 2**22
 
 StepKind = Literal["conv", "batchnorm", "pool", "elementwise", "dropout", "flatten", "linear"]
@@ -165,16 +167,18 @@ def _forward_all_inputs(
     """The program over input chunks sized by CHUNK_FLOATS; logits [K, N, classes]."""
     k = next(iter(params.values())).shape[0]
     n_inputs = inputs.shape[0] if shared else inputs.shape[1]
-    convs = _prepared_convolutions(arch, params, shared, inputs.device)
+    memory = _chunk_memory()
+    convs = _prepared_convolutions(arch, params, shared, inputs.device, memory)
     per_input = k * _widest_activation(arch)
     step = max(1, CHUNK_FLOATS // per_input)
     if step >= n_inputs:
-        return _run_program(arch, params, convs, inputs, shared, train).transpose(1, 2).contiguous()
+        return _run_program(arch, params, convs, memory, inputs, shared, train).transpose(1, 2).contiguous()
     outputs = [
         _run_program(
             arch,
             params,
             convs,
+            memory,
             inputs[start : start + step] if shared else inputs[:, start : start + step],
             shared,
             train,
@@ -185,12 +189,24 @@ def _forward_all_inputs(
     return torch.cat([logits.transpose(1, 2) for logits in outputs], dim=1)
 
 
+_THREAD_STATE = threading.local()
+
+
+def _chunk_memory() -> ChunkMemory:
+    """This thread's chunk memory, kept from call to call: each call's first chunk would otherwise
+    fault its pages in again (a few MiB per call; at most about three times CHUNK_FLOATS floats)."""
+    memory = getattr(_THREAD_STATE, "chunk_memory", None)
+    if memory is None:
+        memory = _THREAD_STATE.chunk_memory = ChunkMemory()
+    return memory
+
+
 def _prepared_convolutions(
-    arch: Architecture, params: StackedParams, shared: bool, device: torch.device
+    arch: Architecture, params: StackedParams, shared: bool, device: torch.device, memory: ChunkMemory
 ) -> dict[str, PreparedConv]:
     """Each convolution's weights in its kernel's form, once per call rather than once per chunk."""
     return {
-        key: prepare_convolution(plan, params[f"{key}.weight"], params.get(f"{key}.bias"))
+        key: prepare_convolution(plan, params[f"{key}.weight"], params.get(f"{key}.bias"), memory, key)
         for key, plan in _convolution_plans(arch, shared, str(device)).items()
     }
 
@@ -398,6 +414,7 @@ def _run_program(
     arch: Architecture,
     params: StackedParams,
     convs: dict[str, PreparedConv],
+    memory: ChunkMemory,
     x: torch.Tensor,
     shared: bool,
     train: bool,
@@ -408,7 +425,8 @@ def _run_program(
         h = _Activation(x.permute(0, 2, 3, 1), "shared", k)  # [n, H, W, C]: no model axis yet
     else:
         h = _Activation(x.permute(1, 3, 4, 0, 2).flatten(3), "wide", k)  # [n, H, W, K*C]
-    for step in population_program(arch):
+    steps = population_program(arch)
+    for index, step in enumerate(steps):
         module = step.module
         if step.kind == "conv":
             assert isinstance(module, nn.Conv2d)
@@ -431,8 +449,14 @@ def _run_program(
         else:  # linear, h: [K, in, n]
             w = params[f"{step.key}.weight"]  # [K, out, in]
             b = params.get(f"{step.key}.bias")
-            t = torch.bmm(w, h.tensor) if b is None else torch.baddbmm(b.unsqueeze(2), w, h.tensor)
+            x_in, last = h.tensor, index == len(steps) - 1
+            # a hidden layer's output lives in chunk memory until the next chunk; the logits do not
+            shape = (w.shape[0], w.shape[1], x_in.shape[-1])
+            out = memory.tensor(step.key, shape, x_in) if not last and memory.usable(x_in, w) else None
+            t = torch.bmm(w, x_in, out=out) if b is None else torch.baddbmm(b.unsqueeze(2), w, x_in, out=out)
             h = h.replaced(t)
+    if steps[-1].kind != "linear":  # a result must not stay in chunk memory
+        return h.flattened().tensor.clone()
     return h.tensor  # [K, classes, n]
 
 

@@ -25,7 +25,8 @@ forward call (`prepare_convolution`), not once per input chunk.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass
 from itertools import product
 
 import torch
@@ -120,33 +121,63 @@ def plan_convolution(
     return GroupedConv()
 
 
+class ChunkMemory:
+    """Output memory that one population_forward call reuses from input chunk to input chunk, for
+    activations no autograd graph keeps: a fresh allocation of MiBs per chunk came back from the
+    kernel as new pages each time, and faulting them in cost about as much as the arithmetic
+    (`benchmarks/zoo_benchmarks.py --only chunks`). An activation in it lives until the same
+    step runs on the next chunk, so a chunk's final output must never be placed here."""
+
+    def __init__(self) -> None:
+        self._tensors: dict[str, torch.Tensor] = {}
+
+    def usable(self, *tensors: torch.Tensor) -> bool:
+        return not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
+
+    def tensor(self, name: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+        """A tensor of `shape` in the named memory, grown when a larger one is asked for."""
+        size = math.prod(shape)
+        memory = self._tensors.get(name)
+        if (
+            memory is None
+            or memory.numel() < size
+            or memory.dtype != like.dtype
+            or memory.device != like.device
+        ):
+            memory = self._tensors[name] = like.new_empty(size)
+        return memory[:size].view(shape)
+
+
 @dataclass(frozen=True)
 class PreparedConv:
     plan: ConvPlan
+    memory: ChunkMemory
+    name: str  # the layer's state_dict prefix: its outputs' name in the chunk memory
     models: int
     weight: torch.Tensor
     bias: torch.Tensor | None  # shaped for the kernel (the shared-input kernel has it in `weight`)
-    # The shared-input product's output memory, reused from chunk to chunk of one call: allocating
-    # tens of MiB per chunk cost page faults worth a third of the forward (docs/benchmarks.md).
-    scratch: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
-def prepare_convolution(plan: ConvPlan, weight: torch.Tensor, bias: torch.Tensor | None) -> PreparedConv:
+def prepare_convolution(
+    plan: ConvPlan, weight: torch.Tensor, bias: torch.Tensor | None, memory: ChunkMemory, name: str
+) -> PreparedConv:
     """The weights in the form the kernel multiplies by (weight [K, out, C, kh, kw], bias [K, out])."""
     k, out = weight.shape[:2]
     if isinstance(plan, SharedInputConv):  # [K*out, taps + 1]: all models' filters and biases
         bias_column = weight.new_zeros(k * out, 1) if bias is None else bias.reshape(-1, 1)
         stacked = torch.cat([weight.reshape(k * out, -1), bias_column], dim=1)
-        return PreparedConv(plan, k, stacked if plan.pool_into_model else stacked.T, None)
+        return PreparedConv(plan, memory, name, k, stacked if plan.pool_into_model else stacked.T, None)
     if isinstance(plan, DenseConv):
         padded = torch.cat([weight.reshape(k, -1), weight.new_zeros(k, 1)], dim=1)
         dense = padded[:, plan.entries]  # [K, out*Ho*Wo, C*H*W]
         positions = plan.out_hw[0] * plan.out_hw[1]
         if bias is None:
-            return PreparedConv(plan, k, dense, None)
-        return PreparedConv(plan, k, dense, bias.unsqueeze(2).expand(k, out, positions).reshape(k, -1, 1))
+            return PreparedConv(plan, memory, name, k, dense, None)
+        return PreparedConv(
+            plan, memory, name, k, dense, bias.unsqueeze(2).expand(k, out, positions).reshape(k, -1, 1)
+        )
     grouped_bias = None if bias is None else bias.reshape(-1)
-    return PreparedConv(plan, k, weight.reshape(k * out, *weight.shape[2:]), grouped_bias)
+    return PreparedConv(plan, memory, name, k, weight.reshape(k * out, *weight.shape[2:]), grouped_bias)
 
 
 def shared_input_conv(x: torch.Tensor, prepared: PreparedConv) -> torch.Tensor:
@@ -158,23 +189,20 @@ def shared_input_conv(x: torch.Tensor, prepared: PreparedConv) -> torch.Tensor:
     with_one = F.pad(x.reshape(n, -1), (0, 1), value=1.0)  # [n, H*W*C + 1]
     if plan.pool_into_model:
         columns = with_one.T[plan.columns.T].reshape(plan.columns.shape[1], -1)  # [taps, S*Ho*Wo*n]
-        return _product(prepared.weight, columns, prepared.scratch).view(-1, plan.slabs, positions * n)
+        return _product(prepared.weight, columns, prepared.memory, prepared.name).view(
+            -1, plan.slabs, positions * n
+        )
     columns = with_one[:, plan.columns].reshape(-1, plan.columns.shape[1])  # [n*S*Ho*Wo, taps]
-    out = _product(columns, prepared.weight, prepared.scratch)
+    out = _product(columns, prepared.weight, prepared.memory, prepared.name)
     if plan.slabs > 1:
         return out.view(n, plan.slabs, positions, -1)
     return out.view(n, *plan.out_hw, -1)
 
 
-def _product(a: torch.Tensor, b: torch.Tensor, scratch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """a @ b, written into scratch memory when no autograd graph needs the result kept."""
-    if torch.is_grad_enabled() and (a.requires_grad or b.requires_grad):
+def _product(a: torch.Tensor, b: torch.Tensor, memory: ChunkMemory, name: str) -> torch.Tensor:
+    if not memory.usable(a, b):
         return a @ b
-    size = a.shape[0] * b.shape[1]
-    memory = scratch.get("product")
-    if memory is None or memory.numel() < size or memory.dtype != a.dtype or memory.device != a.device:
-        memory = scratch["product"] = a.new_empty(size)
-    return torch.mm(a, b, out=memory[:size].view(a.shape[0], b.shape[1]))
+    return torch.mm(a, b, out=memory.tensor(f"{name} product", (a.shape[0], b.shape[1]), a))
 
 
 def pool_slabs(slabs: torch.Tensor, prepared: PreparedConv) -> torch.Tensor:
@@ -182,7 +210,11 @@ def pool_slabs(slabs: torch.Tensor, prepared: PreparedConv) -> torch.Tensor:
     [K, out, Ho, Wo, n] if plan.pool_into_model."""
     plan, k = prepared.plan, prepared.models
     assert isinstance(plan, SharedInputConv)
-    pooled = slabs.amax(1)
+    if prepared.memory.usable(slabs):
+        shape = (slabs.shape[0], *slabs.shape[2:])
+        pooled = torch.amax(slabs, 1, out=prepared.memory.tensor(f"{prepared.name} pool", shape, slabs))
+    else:
+        pooled = slabs.amax(1)
     if plan.pool_into_model:  # [K*out, Ho*Wo*n]
         return pooled.view(k, -1, *plan.out_hw, pooled.shape[1] // (plan.out_hw[0] * plan.out_hw[1]))
     return pooled.view(pooled.shape[0], *plan.out_hw, pooled.shape[-1])
@@ -194,10 +226,12 @@ def dense_conv(x: torch.Tensor, prepared: PreparedConv) -> torch.Tensor:
     assert isinstance(plan, DenseConv)
     k, n = x.shape[0], x.shape[-1]
     flat = x.reshape(k, -1, n)
-    if prepared.bias is None:
-        out = torch.bmm(prepared.weight, flat)
+    weight, bias, memory = prepared.weight, prepared.bias, prepared.memory
+    out = memory.tensor(prepared.name, (k, weight.shape[1], n), x) if memory.usable(x, weight) else None
+    if bias is None:
+        out = torch.bmm(weight, flat, out=out)
     else:
-        out = torch.baddbmm(prepared.bias, prepared.weight, flat)
+        out = torch.baddbmm(bias, weight, flat, out=out)
     return out.view(k, -1, *plan.out_hw, n)
 
 
