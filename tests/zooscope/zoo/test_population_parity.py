@@ -145,3 +145,26 @@ def test_each_convolution_gets_the_kernel_its_shapes_call_for() -> None:
     # GELU sits between the convolution and the pool (not monotone): no pool ordering
     gelu = _convolution_plans(Architecture("cnn_digits", 1, 8, activation="gelu"), True, "cpu")
     assert isinstance(gelu["module_list.0"], SharedInputConv) and gelu["module_list.0"].slabs == 1
+
+
+@pytest.mark.parametrize("arch", [FAMILIES[0], FAMILIES[4]], ids=lambda a: a.name)
+def test_chunked_inputs_and_reused_chunk_memory_give_each_chunk_its_own_result(
+    arch: Architecture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import zooscope.population as population
+
+    # chunks of 4 inputs: the 40 inputs run in 10 chunks that reuse one chunk memory
+    monkeypatch.setattr(population, "CHUNK_FLOATS", 4 * N_MODELS * population._widest_activation(arch))
+    state_dicts = _population(arch, seed=6)
+    params = stack_state_dicts(arch, state_dicts)
+    first_inputs, second_inputs = torch.randn(
+        2, 40, *arch.input_shape, generator=torch.Generator().manual_seed(7)
+    )
+    with torch.no_grad():
+        first = population_forward(arch, params, first_inputs)
+        kept = first.clone()
+        second = population_forward(arch, params, second_inputs)  # the same memory, other inputs
+    torch.testing.assert_close(first, kept, atol=0, rtol=0)  # a result never lives in chunk memory
+    for i, sd in enumerate(state_dicts):
+        torch.testing.assert_close(first[i], module_forward(arch, sd, first_inputs), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(second[i], module_forward(arch, sd, second_inputs), atol=1e-5, rtol=1e-5)
