@@ -39,11 +39,21 @@ def representations(ae: TrainedAutoencoder, params: dict[str, torch.Tensor]) -> 
     hidden = model.encoder(model.token_in(tokens) + model.encoder_positions(ae.positions))
     latents = model.latent_of(hidden)
     layers = ae.positions[:, 1]
-    per_layer = torch.cat([latents[:, layers == layer].mean(1) for layer in layers.unique()], 1)
+
+    def per_layer(values: torch.Tensor, statistic: str) -> torch.Tensor:
+        return torch.cat([getattr(values[:, layers == layer], statistic)(1) for layer in layers.unique()], 1)
+
     return {
         "latent, mean over tokens (the embedding)": latents.mean(1),
         "latent, mean and std over tokens": torch.cat([latents.mean(1), latents.std(1)], 1),
-        "latent, mean per layer": per_layer,
+        "latent, mean per layer": per_layer(latents, "mean"),
+        "latent, mean and std per layer": torch.cat(
+            [per_layer(latents, "mean"), per_layer(latents, "std")], 1
+        ),
+        "latent, mean and mean square per layer": torch.cat(
+            [per_layer(latents, "mean"), per_layer(latents**2, "mean")], 1
+        ),
+        "input tokens (standardised, padding included), std per layer": per_layer(tokens, "std"),
         "latent, all tokens flattened": latents.flatten(1),
         "encoder state before the latent map, mean": hidden.mean(1),
         "contrastive projection head": model.project(latents),
