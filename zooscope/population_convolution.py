@@ -144,7 +144,10 @@ class ChunkMemory:
             or memory.dtype != like.dtype
             or memory.device != like.device
         ):
-            memory = self._tensors[name] = like.new_empty(size)
+            # a normal tensor even inside inference_mode: an inference tensor could not be written
+            # by a later call made outside it (under no_grad, say)
+            with torch.inference_mode(False):
+                memory = self._tensors[name] = torch.empty(size, dtype=like.dtype, device=like.device)
         return memory[:size].view(shape)
 
 

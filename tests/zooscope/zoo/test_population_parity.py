@@ -168,3 +168,23 @@ def test_chunked_inputs_and_reused_chunk_memory_give_each_chunk_its_own_result(
     for i, sd in enumerate(state_dicts):
         torch.testing.assert_close(first[i], module_forward(arch, sd, first_inputs), atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(second[i], module_forward(arch, sd, second_inputs), atol=1e-5, rtol=1e-5)
+
+
+def test_chunk_memory_serves_inference_mode_and_no_grad_calls_alike(monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    import zooscope.population as population
+
+    monkeypatch.setattr(population, "_THREAD_STATE", threading.local())  # memory made afresh below
+    arch = FAMILIES[4]
+    state_dicts = _population(arch, seed=8)
+    params = stack_state_dicts(arch, state_dicts)
+    x = torch.randn(N_INPUTS, *arch.input_shape, generator=torch.Generator().manual_seed(9))
+    with torch.inference_mode():
+        in_inference = population_forward(arch, params, x)
+    with torch.no_grad():  # the memory made under inference_mode is written again here
+        in_no_grad = population_forward(arch, params, x)
+    with torch.inference_mode():
+        again = population_forward(arch, params, x)
+    torch.testing.assert_close(in_inference, in_no_grad)
+    torch.testing.assert_close(in_inference, again)
