@@ -41,6 +41,7 @@ FORWARD_INPUTS = (1000, 32)
 REPEATS = 3
 FORWARD_REPEATS = 7
 CHUNK_SWEEP = range(19, 24)  # exponents of CHUNK_FLOATS
+PROFILE_TOP = 6
 
 
 def best_of_interleaved(
@@ -216,6 +217,33 @@ def chunk_rows(device: torch.device) -> list[list[str]]:
     return rows
 
 
+def profile_rows(device: torch.device) -> list[list[str]]:
+    """Where the population forward's time goes: torch's profiler over 3 forwards at 1000 inputs,
+    the operators with the most self time, per forward."""
+    rows = []
+    for arch in (Architecture("cnn_s", 1, 28), Architecture("cnn_digits", 1, 8)):
+        generator = torch.Generator().manual_seed(0)
+        _, params = _forward_population(arch, generator, device)
+        x = torch.randn(FORWARD_INPUTS[0], *arch.input_shape, generator=generator).to(device)
+        _population_forward(arch, params, x, device)  # warm-up: plans, chunk memory
+        with torch.profiler.profile(record_shapes=True) as profiler:
+            for _ in range(3):
+                _population_forward(arch, params, x, device)
+        events = profiler.key_averages(group_by_input_shape=True)
+        total = sum(event.self_cpu_time_total for event in events)
+        for event in sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:PROFILE_TOP]:
+            shapes = ", ".join(str(list(shape)) for shape in event.input_shapes if shape)
+            rows.append(
+                [
+                    f"{arch.name}: {event.key} {shapes}",
+                    f"{event.self_cpu_time_total / 3 / 1e3:.1f} ms a forward",
+                    f"{event.count // 3} calls",
+                    f"{event.self_cpu_time_total / total:.0%}",
+                ]
+            )
+    return rows
+
+
 @contextmanager
 def _chunk_floats(value: int) -> Iterator[None]:
     saved = population.CHUNK_FLOATS
@@ -250,9 +278,10 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument(
         "--only",
-        choices=("forward", "roofline", "training", "build", "chunks"),
+        choices=("forward", "roofline", "training", "build", "chunks", "profile"),
         help="run one section only (e.g. the population-forward rows while tuning population.py); "
-        "chunks (the CHUNK_FLOATS sweep) runs only when asked for",
+        "chunks (the CHUNK_FLOATS sweep) and profile (where the forward's time goes) run only when "
+        "asked for",
     )
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -264,8 +293,8 @@ def main() -> None:
     print("| measurement | population | one at a time | speed-up |")
     print("|---|---|---|---|", flush=True)
     sections = {"forward": forward_rows, "roofline": roofline_rows, "training": training_rows}
-    if args.only == "chunks":
-        sections = {"chunks": chunk_rows}
+    if args.only in ("chunks", "profile"):
+        sections = {"chunks": chunk_rows, "profile": profile_rows}
     spread = ""
     for name, section in sections.items():
         if args.only not in (None, name):
