@@ -194,7 +194,8 @@ _THREAD_STATE = threading.local()
 
 def _chunk_memory() -> ChunkMemory:
     """This thread's chunk memory, kept from call to call: each call's first chunk would otherwise
-    fault its pages in again (a few MiB per call; at most about three times CHUNK_FLOATS floats)."""
+    fault its pages in again. It holds about twice the largest chunk activation seen so far
+    (CHUNK_FLOATS floats, 16 MiB, unless a single input of the population needs more)."""
     memory = getattr(_THREAD_STATE, "chunk_memory", None)
     if memory is None:
         memory = _THREAD_STATE.chunk_memory = ChunkMemory()
