@@ -82,6 +82,15 @@ def _forward_population(
     return modules, {key: value.to(device) for key, value in stacked.items()}
 
 
+def _forward_case(
+    arch: Architecture, n: int, device: torch.device
+) -> tuple[list[torch.nn.Module], dict[str, torch.Tensor], torch.Tensor]:
+    """The seeded population of _forward_population and n inputs drawn after it."""
+    generator = torch.Generator().manual_seed(0)
+    modules, params = _forward_population(arch, generator, device)
+    return modules, params, torch.randn(n, *arch.input_shape, generator=generator).to(device)
+
+
 def forward_rows(device: torch.device) -> list[list[str]]:
     rows = []
     for arch in (Architecture("cnn_s", 1, 28), Architecture("cnn_digits", 1, 8)):
@@ -162,9 +171,7 @@ def roofline_rows(device: torch.device) -> list[list[str]]:
         ]
     ]
     for arch in (Architecture("cnn_s", 1, 28), Architecture("cnn_digits", 1, 8)):
-        generator = torch.Generator().manual_seed(0)
-        modules, params = _forward_population(arch, generator, device)
-        x = torch.randn(n, *arch.input_shape, generator=generator).to(device)
+        modules, params, x = _forward_case(arch, n, device)
         with FlopCounterMode(display=False) as counter, torch.inference_mode():
             modules[0](x)
         flops = counter.get_total_flops() * FORWARD_MODELS
@@ -199,9 +206,7 @@ def chunk_rows(device: torch.device) -> list[list[str]]:
     chunks keep activations in cache but pay each step's fixed cost more often."""
     rows = []
     for arch in (Architecture("cnn_s", 1, 28), Architecture("cnn_digits", 1, 8)):
-        generator = torch.Generator().manual_seed(0)
-        _, params = _forward_population(arch, generator, device)
-        x = torch.randn(FORWARD_INPUTS[0], *arch.input_shape, generator=generator).to(device)
+        _, params, x = _forward_case(arch, FORWARD_INPUTS[0], device)
         for exponent in CHUNK_SWEEP:
             with _chunk_floats(2**exponent):
                 seconds = best_of(lambda a=arch, p=params, x=x: _population_forward(a, p, x, device))
@@ -222,9 +227,7 @@ def profile_rows(device: torch.device) -> list[list[str]]:
     the operators with the most self time, per forward."""
     rows = []
     for arch in (Architecture("cnn_s", 1, 28), Architecture("cnn_digits", 1, 8)):
-        generator = torch.Generator().manual_seed(0)
-        _, params = _forward_population(arch, generator, device)
-        x = torch.randn(FORWARD_INPUTS[0], *arch.input_shape, generator=generator).to(device)
+        _, params, x = _forward_case(arch, FORWARD_INPUTS[0], device)
         _population_forward(arch, params, x, device)  # warm-up: plans, chunk memory
         with torch.profiler.profile(record_shapes=True) as profiler:
             for _ in range(3):

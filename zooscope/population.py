@@ -51,6 +51,7 @@ from zooscope.population_convolution import (
     DenseConv,
     PreparedConv,
     SharedInputConv,
+    autograd_free,
     dense_conv,
     grouped_conv,
     plan_convolution,
@@ -293,7 +294,7 @@ class _Activation:
     tensor: torch.Tensor
     layout: Layout
     k: int
-    conv: PreparedConv | None = None  # slabs only: the convolution whose pool (and bias) is pending
+    conv: PreparedConv | None = None  # slabs only: the convolution whose pool is pending
 
     def replaced(self, tensor: torch.Tensor) -> _Activation:
         return _Activation(tensor, self.layout, self.k, self.conv)
@@ -333,8 +334,9 @@ class _Activation:
             assert self.conv is not None and isinstance(self.conv.plan, SharedInputConv)
             layout: Layout = "model" if self.conv.plan.pool_into_model else "wide"
             return _Activation(pool_slabs(self.tensor, self.conv), layout, self.k)
-        if _pool_as_strided_max(pool) is not None and self.layout in ("shared", "wide", "model"):
-            return self.replaced(_strided_max(self.tensor, *_pool_as_strided_max(pool)))
+        window = _pool_as_strided_max(pool)
+        if window is not None and self.layout in ("shared", "wide", "model"):
+            return self.replaced(_strided_max(self.tensor, *window))
         h = self.as_wide()
         nchw = h.tensor.permute(0, 3, 1, 2)
         pooled = F.max_pool2d(
@@ -396,11 +398,7 @@ _IN_PLACE = {nn.ReLU: torch.relu_, nn.Tanh: torch.tanh_, nn.Sigmoid: torch.sigmo
 def _activate(module: nn.Module, h: _Activation) -> torch.Tensor:
     in_place = _IN_PLACE.get(type(module))
     # a tensor the program made itself (never the caller's input) and that no backward needs
-    if (
-        in_place is not None
-        and h.layout != "shared"
-        and not (torch.is_grad_enabled() and h.tensor.requires_grad)
-    ):
+    if in_place is not None and h.layout != "shared" and autograd_free(h.tensor):
         return in_place(h.tensor)
     return module(h.tensor)
 
@@ -450,10 +448,10 @@ def _run_program(
         else:  # linear, h: [K, in, n]
             w = params[f"{step.key}.weight"]  # [K, out, in]
             b = params.get(f"{step.key}.bias")
-            x_in, last = h.tensor, index == len(steps) - 1
+            x_in = h.tensor
             # a hidden layer's output lives in chunk memory until the next chunk; the logits do not
-            shape = (w.shape[0], w.shape[1], x_in.shape[-1])
-            out = memory.tensor(step.key, shape, x_in) if not last and memory.usable(x_in, w) else None
+            last = index == len(steps) - 1
+            out = None if last else memory.out(step.key, (w.shape[0], w.shape[1], x_in.shape[-1]), x_in, w)
             t = torch.bmm(w, x_in, out=out) if b is None else torch.baddbmm(b.unsqueeze(2), w, x_in, out=out)
             h = h.replaced(t)
     if steps[-1].kind != "linear":  # a result must not stay in chunk memory

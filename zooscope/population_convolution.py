@@ -40,12 +40,11 @@ DENSE_MAX_ENTRIES = 2**14
 
 @dataclass(frozen=True)
 class SharedInputConv:
-    columns: (
-        torch.Tensor
-    )  # [rows, C*kh*kw + 1]: where each im2col value sits in one input's (H, W, C), then a 1
+    # [rows, C*kh*kw + 1]: where each im2col value sits in one input's (H, W, C), then a 1
+    columns: torch.Tensor
     out_hw: tuple[int, int]  # output size; the pooled size when slabs > 1
     slabs: int  # 1, or the area of the max-pool window the rows are ordered for
-    pool_into_model: bool = False  # the pool writes [K, n, H, W, C] rather than [n, H, W, K*C]
+    pool_into_model: bool = False  # the pool writes [K, C, H, W, n] rather than [n, H, W, K*C]
 
 
 @dataclass(frozen=True)
@@ -121,18 +120,27 @@ def plan_convolution(
     return GroupedConv()
 
 
+def autograd_free(*tensors: torch.Tensor) -> bool:
+    """True when no autograd graph will need a result computed from `tensors`: it may then be
+    written in place or into reused memory."""
+    return not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
+
+
 class ChunkMemory:
-    """Output memory that one population_forward call reuses from input chunk to input chunk, for
-    activations no autograd graph keeps: a fresh allocation of MiBs per chunk came back from the
-    kernel as new pages each time, and faulting them in cost about as much as the arithmetic
-    (`benchmarks/zoo_benchmarks.py --only chunks`). An activation in it lives until the same
-    step runs on the next chunk, so a chunk's final output must never be placed here."""
+    """Output memory that population_forward reuses from input chunk to input chunk (and from call
+    to call, one per thread), for activations no autograd graph keeps: a fresh allocation of MiBs
+    per chunk came back from the kernel as new pages each time, and faulting them in made the
+    first product several times slower inside the forward than alone. An activation in it lives
+    until the same step runs on the next chunk, so a chunk's final output must never be placed
+    here."""
 
     def __init__(self) -> None:
         self._tensors: dict[str, torch.Tensor] = {}
 
-    def usable(self, *tensors: torch.Tensor) -> bool:
-        return not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
+    def out(self, name: str, shape: tuple[int, ...], *inputs: torch.Tensor) -> torch.Tensor | None:
+        """Where to write a step's output computed from `inputs` (an `out=` argument): the named
+        memory, or None (a fresh tensor) when autograd needs the output kept."""
+        return self.tensor(name, shape, inputs[0]) if autograd_free(*inputs) else None
 
     def tensor(self, name: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
         """A tensor of `shape` in the named memory, grown when a larger one is asked for."""
@@ -192,20 +200,16 @@ def shared_input_conv(x: torch.Tensor, prepared: PreparedConv) -> torch.Tensor:
     with_one = F.pad(x.reshape(n, -1), (0, 1), value=1.0)  # [n, H*W*C + 1]
     if plan.pool_into_model:
         columns = with_one.T[plan.columns.T].reshape(plan.columns.shape[1], -1)  # [taps, S*Ho*Wo*n]
-        return _product(prepared.weight, columns, prepared.memory, prepared.name).view(
-            -1, plan.slabs, positions * n
-        )
+        return _product(prepared.weight, columns, prepared).view(-1, plan.slabs, positions * n)
     columns = with_one[:, plan.columns].reshape(-1, plan.columns.shape[1])  # [n*S*Ho*Wo, taps]
-    out = _product(columns, prepared.weight, prepared.memory, prepared.name)
+    out = _product(columns, prepared.weight, prepared)
     if plan.slabs > 1:
         return out.view(n, plan.slabs, positions, -1)
     return out.view(n, *plan.out_hw, -1)
 
 
-def _product(a: torch.Tensor, b: torch.Tensor, memory: ChunkMemory, name: str) -> torch.Tensor:
-    if not memory.usable(a, b):
-        return a @ b
-    return torch.mm(a, b, out=memory.tensor(f"{name} product", (a.shape[0], b.shape[1]), a))
+def _product(a: torch.Tensor, b: torch.Tensor, prepared: PreparedConv) -> torch.Tensor:
+    return torch.mm(a, b, out=prepared.memory.out(f"{prepared.name} product", (a.shape[0], b.shape[1]), a, b))
 
 
 def pool_slabs(slabs: torch.Tensor, prepared: PreparedConv) -> torch.Tensor:
@@ -213,11 +217,8 @@ def pool_slabs(slabs: torch.Tensor, prepared: PreparedConv) -> torch.Tensor:
     [K, out, Ho, Wo, n] if plan.pool_into_model."""
     plan, k = prepared.plan, prepared.models
     assert isinstance(plan, SharedInputConv)
-    if prepared.memory.usable(slabs):
-        shape = (slabs.shape[0], *slabs.shape[2:])
-        pooled = torch.amax(slabs, 1, out=prepared.memory.tensor(f"{prepared.name} pool", shape, slabs))
-    else:
-        pooled = slabs.amax(1)
+    shape = (slabs.shape[0], *slabs.shape[2:])
+    pooled = torch.amax(slabs, 1, out=prepared.memory.out(f"{prepared.name} pool", shape, slabs))
     if plan.pool_into_model:  # [K*out, Ho*Wo*n]
         return pooled.view(k, -1, *plan.out_hw, pooled.shape[1] // (plan.out_hw[0] * plan.out_hw[1]))
     return pooled.view(pooled.shape[0], *plan.out_hw, pooled.shape[-1])
@@ -229,8 +230,8 @@ def dense_conv(x: torch.Tensor, prepared: PreparedConv) -> torch.Tensor:
     assert isinstance(plan, DenseConv)
     k, n = x.shape[0], x.shape[-1]
     flat = x.reshape(k, -1, n)
-    weight, bias, memory = prepared.weight, prepared.bias, prepared.memory
-    out = memory.tensor(prepared.name, (k, weight.shape[1], n), x) if memory.usable(x, weight) else None
+    weight, bias = prepared.weight, prepared.bias
+    out = prepared.memory.out(prepared.name, (k, weight.shape[1], n), x, weight)
     if bias is None:
         out = torch.bmm(weight, flat, out=out)
     else:
