@@ -13,6 +13,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 ARG TORCH_VERSION=2.13.0
 RUN pip install --index-url https://download.pytorch.org/whl/cpu "torch==${TORCH_VERSION}"
 
+# A C compiler: zooscope builds its small first-layer kernel at run time (zooscope/kernels/,
+# docs/internals.md); without one the population forward falls back to torch's slower ops.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
+
 WORKDIR /srv/zooscope
 # Dependencies change less often than code: install them in their own layer.
 COPY pyproject.toml README.md ./

@@ -33,6 +33,8 @@ import torch
 import torch.nn.functional as F  # noqa: N812 - the conventional name
 from torch import nn
 
+from zooscope.compiled_kernels import slab_max_product_kernel
+
 # The dense kernel's arithmetic over the convolution's, and its matrix size per model, at most.
 DENSE_MAX_EXPANSION = 4.0
 DENSE_MAX_ENTRIES = 2**14
@@ -192,36 +194,68 @@ def prepare_convolution(
 
 
 def shared_input_conv(x: torch.Tensor, prepared: PreparedConv) -> torch.Tensor:
-    """[n, H, W, C] shared by all models -> [n, Ho, Wo, K*out]; with pool slabs, the input of
-    `pool_slabs`: [n, S, Ho*Wo, K*out], or [K*out, S, Ho*Wo*n] if plan.pool_into_model."""
+    """[n, H, W, C] shared by all models -> [n, Ho, Wo, K*out]; with pool slabs, the pool-ordered
+    im2col that `pool_slabs` multiplies and pools in one step: [n*S*Ho*Wo, taps], or
+    [taps, S, Ho*Wo*n] if plan.pool_into_model."""
     plan = prepared.plan
     assert isinstance(plan, SharedInputConv)
     n, positions = x.shape[0], plan.out_hw[0] * plan.out_hw[1]
     with_one = F.pad(x.reshape(n, -1), (0, 1), value=1.0)  # [n, H*W*C + 1]
     if plan.pool_into_model:
-        columns = with_one.T[plan.columns.T].reshape(plan.columns.shape[1], -1)  # [taps, S*Ho*Wo*n]
-        return _product(prepared.weight, columns, prepared).view(-1, plan.slabs, positions * n)
+        columns = with_one.T[plan.columns.T]  # [taps, S*Ho*Wo, n]
+        return columns.reshape(plan.columns.shape[1], plan.slabs, positions * n).contiguous()
     columns = with_one[:, plan.columns].reshape(-1, plan.columns.shape[1])  # [n*S*Ho*Wo, taps]
-    out = _product(columns, prepared.weight, prepared)
     if plan.slabs > 1:
-        return out.view(n, plan.slabs, positions, -1)
-    return out.view(n, *plan.out_hw, -1)
+        return columns
+    return _product(columns, prepared.weight, prepared).view(n, *plan.out_hw, -1)
 
 
 def _product(a: torch.Tensor, b: torch.Tensor, prepared: PreparedConv) -> torch.Tensor:
     return torch.mm(a, b, out=prepared.memory.out(f"{prepared.name} product", (a.shape[0], b.shape[1]), a, b))
 
 
-def pool_slabs(slabs: torch.Tensor, prepared: PreparedConv) -> torch.Tensor:
-    """The max-pool after a pool-ordered shared-input convolution: to [n, Ho, Wo, K*out], or to
-    [K, out, Ho, Wo, n] if plan.pool_into_model."""
+def pool_slabs(columns: torch.Tensor, prepared: PreparedConv, *, relu: bool = False) -> torch.Tensor:
+    """The product of a pool-ordered shared-input convolution and the max-pool after it (and a
+    ReLU after that, if `relu`): to [n, Ho, Wo, K*out], or to [K, out, Ho, Wo, n] if
+    plan.pool_into_model."""
     plan, k = prepared.plan, prepared.models
     assert isinstance(plan, SharedInputConv)
+    positions = plan.out_hw[0] * plan.out_hw[1]
+    if not plan.pool_into_model:  # columns [n*S*Ho*Wo, taps] -> [n, S, Ho*Wo, K*out] -> [n, Ho, Wo, K*out]
+        product = _product(columns, prepared.weight, prepared)
+        pooled = _max_over_slabs(product.view(-1, plan.slabs, positions, product.shape[1]), prepared, relu)
+        return pooled.view(pooled.shape[0], *plan.out_hw, pooled.shape[-1])
+    # columns [taps, S, Ho*Wo*n] -> [K*out, Ho*Wo*n]
+    weight, (taps, slabs, width) = prepared.weight, columns.shape
+    fused = slab_max_product_kernel() if _fusable(weight, columns) else None
+    if fused is not None:
+        out = prepared.memory.tensor(f"{prepared.name} pool", (weight.shape[0], width), columns)
+        pooled = fused(weight, columns, out, floor=0.0 if relu else float("-inf"))
+    else:
+        product = _product(weight, columns.view(taps, slabs * width), prepared)
+        pooled = _max_over_slabs(product.view(-1, slabs, width), prepared, relu)
+    return pooled.view(k, -1, *plan.out_hw, width // positions)
+
+
+def _max_over_slabs(slabs: torch.Tensor, prepared: PreparedConv, relu: bool) -> torch.Tensor:
+    """torch's amax over axis 1, then the ReLU if asked (in place where autograd allows)."""
     shape = (slabs.shape[0], *slabs.shape[2:])
     pooled = torch.amax(slabs, 1, out=prepared.memory.out(f"{prepared.name} pool", shape, slabs))
-    if plan.pool_into_model:  # [K*out, Ho*Wo*n]
-        return pooled.view(k, -1, *plan.out_hw, pooled.shape[1] // (plan.out_hw[0] * plan.out_hw[1]))
-    return pooled.view(pooled.shape[0], *plan.out_hw, pooled.shape[-1])
+    if not relu:
+        return pooled
+    return torch.relu_(pooled) if autograd_free(pooled) else torch.relu(pooled)
+
+
+def _fusable(weight: torch.Tensor, columns: torch.Tensor) -> bool:
+    """Whether the compiled product-and-pool kernel may run: float32 on the CPU, and no autograd
+    graph that would need the product."""
+    return (
+        weight.device.type == "cpu"
+        and weight.dtype == columns.dtype == torch.float32
+        and weight.is_contiguous()
+        and columns.is_contiguous()
+        and autograd_free(weight, columns)
+    )
 
 
 def dense_conv(x: torch.Tensor, prepared: PreparedConv) -> torch.Tensor:

@@ -91,15 +91,16 @@ def test_dropout_is_active_and_independent_per_model_in_train_mode() -> None:
     torch.testing.assert_close(evaluated[0], evaluated[1])
 
 
-def test_program_pools_before_monotone_activations_only() -> None:
+def test_program_pools_before_monotone_activations_only_and_folds_relu_into_the_pool() -> None:
     from zooscope.population import population_program
 
     def order(activation: str) -> list[str]:
         steps = population_program(Architecture("cnn_digits", 1, 8, activation=activation))
-        return [step.kind for step in steps]
+        return [step.kind + ("+relu" if step.relu_after else "") for step in steps]
 
-    # the module itself runs conv -> activation -> pool
-    assert order("relu")[:3] == order("sigmoid")[:3] == ["conv", "pool", "elementwise"]
+    # the module itself runs conv -> activation -> pool; a ReLU then runs inside the pool step
+    assert order("sigmoid")[:3] == ["conv", "pool", "elementwise"]
+    assert order("relu")[:3] == ["conv", "pool+relu", "conv"]
     assert order("gelu")[:3] == ["conv", "elementwise", "pool"]
 
 
@@ -188,3 +189,17 @@ def test_chunk_memory_serves_inference_mode_and_no_grad_calls_alike(monkeypatch:
         again = population_forward(arch, params, x)
     torch.testing.assert_close(in_inference, in_no_grad)
     torch.testing.assert_close(in_inference, again)
+
+
+def test_plans_made_under_inference_mode_serve_a_later_backward() -> None:
+    from zooscope.population import _convolution_plans
+
+    _convolution_plans.cache_clear()  # the first call below makes the plans
+    arch = FAMILIES[4]
+    state_dicts = _population(arch, seed=10)
+    x = torch.randn(N_INPUTS, *arch.input_shape, generator=torch.Generator().manual_seed(11))
+    with torch.inference_mode():
+        population_forward(arch, stack_state_dicts(arch, state_dicts), x)
+    params = {k: v.requires_grad_(True) for k, v in stack_state_dicts(arch, state_dicts).items()}
+    population_forward(arch, params, x).sum().backward()  # raised: inference tensors saved for backward
+    assert all(p.grad is not None for p in params.values())

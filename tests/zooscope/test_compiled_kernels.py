@@ -1,0 +1,172 @@
+"""The compiled product-and-pool kernel: its results against torch's ops, and the fallback."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Iterator
+
+import pytest
+import torch
+
+from zooscope import compiled_kernels, population_convolution
+from zooscope.architectures import Architecture, initialise
+from zooscope.compiled_kernels import slab_max_product_kernel
+from zooscope.parameters import stack_state_dicts
+from zooscope.population import module_forward, population_forward
+
+needs_compiler = pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler on this machine")
+
+
+@pytest.fixture
+def fresh_kernel_cache(tmp_path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The kernel built (or not) afresh under the test's environment, and forgotten after it."""
+    monkeypatch.setenv(compiled_kernels.CACHE_ENV, str(tmp_path / "kernels"))
+    slab_max_product_kernel.cache_clear()
+    yield
+    slab_max_product_kernel.cache_clear()
+
+
+def _reference(weight: torch.Tensor, columns: torch.Tensor, floor: float) -> torch.Tensor:
+    taps, slabs, width = columns.shape
+    product = (weight @ columns.reshape(taps, -1)).view(-1, slabs, width)
+    return torch.clamp_min(product.amax(1), floor) if floor == 0 else product.amax(1)
+
+
+@needs_compiler
+@pytest.mark.parametrize(
+    "rows, taps, slabs, width",
+    [
+        (1024, 10, 4, 1017),  # cnn_digits: 128 models x 8 channels, 3x3 taps + bias, 2x2 pool
+        (1024, 10, 4, 1024),  # whole vectors only
+        (13, 26, 4, 37),  # rows that leave a partial block, a partial vector of columns
+        (8, 3, 1, 5),  # one slab (no pool), fewer columns than one vector
+        (5, 7, 9, 16),  # a 3x3 pool, fewer rows than one block
+    ],
+)
+@pytest.mark.parametrize("floor", [float("-inf"), 0.0])
+def test_kernel_matches_product_then_max(rows: int, taps: int, slabs: int, width: int, floor: float) -> None:
+    kernel = slab_max_product_kernel()
+    assert kernel is not None, "a C compiler is present, so the kernel must build"
+    generator = torch.Generator().manual_seed(rows + width)
+    weight = torch.randn(rows, taps, generator=generator)
+    columns = torch.randn(taps, slabs, width, generator=generator)
+    out = torch.full((rows, width), 123.0)
+    kernel(weight, columns, out, floor=floor)
+    torch.testing.assert_close(out, _reference(weight, columns, floor), atol=1e-5, rtol=1e-5)
+
+
+@needs_compiler
+def test_kernel_propagates_nan_like_torch() -> None:
+    kernel = slab_max_product_kernel()
+    assert kernel is not None
+    generator = torch.Generator().manual_seed(3)
+    weight = torch.randn(24, 10, generator=generator)
+    columns = torch.randn(10, 4, 40, generator=generator)
+    weight[5, 2] = float("nan")  # a diverged model's filter: its whole row is NaN
+    columns[1, 3, 17] = float("nan")  # one bad input value: one column, in the last slab only
+    out = torch.empty(24, 40)
+    kernel(weight, columns, out, floor=0.0)
+    expected = _reference(weight, columns, 0.0)
+    assert torch.equal(torch.isnan(out), torch.isnan(expected))
+    assert torch.isnan(out[5]).all() and torch.isnan(out[:, 17]).all()
+    torch.testing.assert_close(out.nan_to_num(), expected.nan_to_num(), atol=1e-5, rtol=1e-5)
+
+
+@needs_compiler
+def test_kernel_refuses_tensors_it_cannot_read_safely() -> None:
+    kernel = slab_max_product_kernel()
+    assert kernel is not None
+    weight, columns = torch.randn(16, 10), torch.randn(10, 4, 32)
+    with pytest.raises(ValueError, match="contiguous float32"):
+        kernel(weight.double(), columns.double(), torch.empty(16, 32, dtype=torch.float64))
+    with pytest.raises(ValueError, match="contiguous float32"):
+        kernel(weight, columns, torch.empty(32, 16).T)
+    with pytest.raises(ValueError, match="disagree"):
+        kernel(weight, columns, torch.empty(16, 31))
+
+
+def _digits_case(seed: int) -> tuple[Architecture, list[dict[str, torch.Tensor]], torch.Tensor]:
+    arch = Architecture("cnn_digits", 1, 8)
+    generator = torch.Generator().manual_seed(seed)
+    state_dicts = []
+    for _ in range(3):
+        module = arch.build()
+        initialise(module, "kaiming_uniform", generator)
+        state_dicts.append(module.state_dict())
+    return arch, state_dicts, torch.randn(40, 1, 8, 8, generator=generator)
+
+
+@needs_compiler
+def test_population_forward_uses_the_kernel_and_keeps_a_diverged_model_nan(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    arch, state_dicts, x = _digits_case(seed=4)
+    state_dicts[1]["module_list.0.weight"][0, 0, 0, 0] = float("nan")
+    params = stack_state_dicts(arch, state_dicts)
+    kernel, calls = slab_max_product_kernel(), []
+    assert kernel is not None
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return kernel(*args, **kwargs)
+
+    monkeypatch.setattr(population_convolution, "slab_max_product_kernel", lambda: counted)
+    with torch.inference_mode():
+        logits = population_forward(arch, params, x)
+    assert calls, "an inference forward of cnn_digits runs its first layer in the compiled kernel"
+    for i, state_dict in enumerate(state_dicts):
+        expected = module_forward(arch, state_dict, x)
+        assert torch.equal(torch.isnan(logits[i]), torch.isnan(expected))
+        torch.testing.assert_close(logits[i].nan_to_num(), expected.nan_to_num(), atol=1e-5, rtol=1e-5)
+    assert torch.isnan(logits[1]).all()
+
+
+def test_population_forward_needs_no_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
+    arch, state_dicts, x = _digits_case(seed=5)
+    params = stack_state_dicts(arch, state_dicts)
+    monkeypatch.setattr(population_convolution, "slab_max_product_kernel", lambda: None)
+    with torch.inference_mode():
+        logits = population_forward(arch, params, x)
+    for i, state_dict in enumerate(state_dicts):
+        torch.testing.assert_close(logits[i], module_forward(arch, state_dict, x), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.usefixtures("fresh_kernel_cache")
+def test_without_a_compiler_the_kernel_is_absent_and_says_why(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv(compiled_kernels.COMPILER_ENV, "/nonexistent/cc")
+    with caplog.at_level(logging.WARNING, logger="zooscope.compiled_kernels"):
+        assert slab_max_product_kernel() is None
+    assert "no C compiler" in caplog.text and "/nonexistent/cc" in caplog.text
+
+
+@pytest.mark.usefixtures("fresh_kernel_cache")
+def test_a_failing_build_is_absent_and_shows_the_compiler_output(
+    tmp_path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    broken = tmp_path / "broken-cc"
+    broken.write_text("#!/bin/sh\necho 'cc: fatal error: out of cheese' >&2\nexit 1\n")
+    broken.chmod(0o755)
+    monkeypatch.setenv(compiled_kernels.COMPILER_ENV, str(broken))
+    with caplog.at_level(logging.WARNING, logger="zooscope.compiled_kernels"):
+        assert slab_max_product_kernel() is None
+    assert "out of cheese" in caplog.text
+    assert not list((tmp_path / "kernels").glob("*.so")), "a failed build leaves nothing to load"
+
+
+@pytest.mark.usefixtures("fresh_kernel_cache")
+def test_the_kernels_can_be_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(compiled_kernels.ENABLE_ENV, "0")
+    assert slab_max_product_kernel() is None
+
+
+@needs_compiler
+@pytest.mark.usefixtures("fresh_kernel_cache")
+def test_a_build_is_cached_per_source_compiler_and_cpu(tmp_path) -> None:
+    first = compiled_kernels.build("slab_max_product")
+    assert first.parent == tmp_path / "kernels" and first.exists()
+    modified = first.stat().st_mtime_ns
+    assert compiled_kernels.build("slab_max_product") == first  # found, not rebuilt
+    assert first.stat().st_mtime_ns == modified
