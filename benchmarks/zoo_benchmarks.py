@@ -40,7 +40,7 @@ FORWARD_MODELS = 128
 FORWARD_INPUTS = (1000, 32)
 REPEATS = 3
 FORWARD_REPEATS = 7
-CHUNK_SWEEP = range(19, 24)  # exponents of CHUNK_FLOATS
+CHUNK_SWEEP = range(20, 25)  # exponents of CHUNK_FLOATS
 PROFILE_TOP = 6
 
 
@@ -181,7 +181,7 @@ def roofline_rows(device: torch.device) -> list[list[str]]:
         first = next(m for m in modules[0].modules() if isinstance(m, torch.nn.Conv2d))
         taps = first.in_channels * first.kernel_size[0] * first.kernel_size[1]
         side = arch.input_shape[-1] - first.kernel_size[0] + 1
-        chunk = max(1, min(n, population.CHUNK_FLOATS // (FORWARD_MODELS * first.out_channels * side * side)))
+        chunk = min(n, population.inputs_per_chunk(arch, FORWARD_MODELS))
         im2col = torch.randn(chunk * side * side, taps, device=device)
         filters = torch.randn(taps, FORWARD_MODELS * first.out_channels, device=device)
         seconds = best_of(lambda a=im2col, b=filters: (a @ b, _sync(device)))

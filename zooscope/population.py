@@ -60,11 +60,11 @@ from zooscope.population_convolution import (
     shared_input_conv,
 )
 
-# Floats the widest activation of one input chunk may hold (n * K * C * H * W): 16 MiB of float32.
+# Floats the widest activation of one input chunk may hold (n * K * C * H * W): 32 MiB of float32.
 # Smaller chunks keep more in cache but pay each step's fixed cost more often; on the development
-# VM 2**22 was fastest for cnn_digits and CNN-s at 1000 inputs
-# (`benchmarks/zoo_benchmarks.py --only chunks`, docs/benchmarks.md).
-CHUNK_FLOATS = 2**22
+# VM 2**23 was fastest for cnn_digits and CNN-s at 1000 inputs once the first layer's product and
+# pool ran in one kernel (`benchmarks/zoo_benchmarks.py --only chunks`, docs/benchmarks.md).
+CHUNK_FLOATS = 2**23
 # Inputs in a chunk are a multiple of this (16 float32 = one 64-byte cache line), so that rows of
 # the per-model layout [K*C, H*W*n] start on a cache line and the compiled first-layer kernel's
 # vector stores stay aligned: 112 inputs a chunk rather than 113 made cnn_digits' forward ~8 %
@@ -190,10 +190,7 @@ def _forward_all_inputs(
     n_inputs = inputs.shape[0] if shared else inputs.shape[1]
     memory = _chunk_memory()
     convs = _prepared_convolutions(arch, params, shared, inputs.device, memory)
-    per_input = k * _widest_activation(arch)
-    step = max(1, CHUNK_FLOATS // per_input)
-    if step > CHUNK_ALIGNMENT:  # whole cache lines in each row of a [features, positions * n] activation
-        step -= step % CHUNK_ALIGNMENT
+    step = inputs_per_chunk(arch, k)
     if step >= n_inputs:
         return _run_program(arch, params, convs, memory, inputs, shared, train).transpose(1, 2).contiguous()
     outputs = [
@@ -212,13 +209,22 @@ def _forward_all_inputs(
     return torch.cat([logits.transpose(1, 2) for logits in outputs], dim=1)
 
 
+def inputs_per_chunk(arch: Architecture, k: int) -> int:
+    """How many inputs the program runs at a time for K models: CHUNK_FLOATS for the widest
+    activation, rounded down to a multiple of CHUNK_ALIGNMENT when there are many."""
+    step = max(1, CHUNK_FLOATS // (k * _widest_activation(arch)))
+    if step >= 4 * CHUNK_ALIGNMENT:  # where rounding costs at most a fifth of the chunk
+        step -= step % CHUNK_ALIGNMENT
+    return step
+
+
 _THREAD_STATE = threading.local()
 
 
 def _chunk_memory() -> ChunkMemory:
     """This thread's chunk memory, kept from call to call: each call's first chunk would otherwise
     fault its pages in again. It holds about twice the largest chunk activation seen so far
-    (CHUNK_FLOATS floats, 16 MiB, unless a single input of the population needs more)."""
+    (CHUNK_FLOATS floats, 32 MiB, unless a single input of the population needs more)."""
     memory = getattr(_THREAD_STATE, "chunk_memory", None)
     if memory is None:
         memory = _THREAD_STATE.chunk_memory = ChunkMemory()
