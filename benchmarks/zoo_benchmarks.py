@@ -41,7 +41,7 @@ FORWARD_INPUTS = (1000, 32)
 REPEATS = 3
 FORWARD_REPEATS = 7
 CHUNK_SWEEP = range(20, 25)  # exponents of CHUNK_FLOATS
-PROFILE_TOP = 6
+PROFILE_TOP = 10
 
 
 def best_of_interleaved(

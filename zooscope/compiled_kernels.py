@@ -1,14 +1,16 @@
 """Small C kernels for the population program, built at run time with the machine's C compiler.
 
-torch has no kernel that fuses a matrix product with the max-pool after it, and for the first
-convolution of a population that pair streams four times the pooled output through memory
-(docs/benchmarks.md). `zooscope/kernels/*.c` are plain C (no Python or torch headers), compiled
-once per machine with `cc -O3 -march=native -fopenmp` into a cache folder and called through
-ctypes (which releases the GIL while they run).
+Two steps of a population forward have no good kernel in torch on a CPU (docs/benchmarks.md):
+the first convolution with the max-pool after it (a matrix product, then an amax that reads its
+four slabs back from memory), and a convolution of K models with a handful of channels each (a
+grouped convolution, which oneDNN runs at a tenth of the machine's peak). `zooscope/kernels/*.c`
+are plain C (no Python or torch headers), compiled once per machine with
+`cc -O3 -march=native -fopenmp` into a cache folder and called through ctypes (which releases
+the GIL while they run).
 
-Everything here is optional: without a C compiler, with ZOOSCOPE_COMPILED_KERNELS=0, or when the
-build fails, `slab_max_product_kernel()` is None (with one warning saying why) and the program
-uses torch's product and amax, with the same results.
+Everything here is optional: without a C compiler, with ZOOSCOPE_COMPILED_KERNELS=0, or when a
+build fails, the kernel functions below return None (with one warning saying why) and the
+program runs torch's ops, with the same results.
 """
 
 from __future__ import annotations
@@ -54,9 +56,7 @@ class SlabMaxProduct:
         contiguous (checked: the C code trusts the pointers it is given)."""
         rows, taps = weight.shape
         _, slabs, width = columns.shape
-        for tensor in (weight, columns, out):
-            if tensor.dtype != torch.float32 or tensor.device.type != "cpu" or not tensor.is_contiguous():
-                raise ValueError("slab_max_product takes contiguous float32 CPU tensors")
+        _check_tensors("slab_max_product", weight, columns, out)
         if columns.shape[0] != taps or out.shape != (rows, width):
             shapes = f"{tuple(weight.shape)}, {tuple(columns.shape)}, {tuple(out.shape)}"
             raise ValueError(f"slab_max_product: shapes {shapes} disagree")
@@ -67,15 +67,93 @@ class SlabMaxProduct:
         return out
 
 
+class ModelConv:
+    """A plain convolution (no padding, one group) of K models on the layout [K, C, H, W, n], n a
+    multiple of LANES, on torch's threads (see kernels/model_conv.c)."""
+
+    def __init__(self, library: ctypes.CDLL) -> None:
+        self._function = library.model_conv
+        self._function.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_long] * 12
+        self._function.restype = None
+
+    def __call__(
+        self,
+        x: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        out: torch.Tensor,
+        stride: tuple[int, int],
+        dilation: tuple[int, int],
+    ) -> torch.Tensor:
+        """x [K, C, H, W, n], weight [K, O, C, kh, kw], bias [K, O] or None, out [K, O, Ho, Wo, n]:
+        float32, CPU, contiguous (checked: the C code trusts the pointers it is given)."""
+        models, channels, height, width, n = x.shape
+        outs, kh, kw = weight.shape[1], weight.shape[3], weight.shape[4]
+        out_h = (height - dilation[0] * (kh - 1) - 1) // stride[0] + 1
+        out_w = (width - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+        _check_tensors("model_conv", x, weight, out, *([] if bias is None else [bias]))
+        if (
+            n % LANES
+            or weight.shape[:3] != (models, outs, channels)
+            or (bias is not None and bias.shape != (models, outs))
+            or out.shape != (models, outs, out_h, out_w, n)
+        ):
+            shapes = ", ".join(str(tuple(t.shape)) for t in (x, weight, out))
+            raise ValueError(f"model_conv: shapes {shapes} disagree (or n is not a multiple of {LANES})")
+        with torch.profiler.record_function("zooscope::model_conv"):  # named in torch's profiler
+            self._function(
+                x.data_ptr(),
+                weight.data_ptr(),
+                None if bias is None else bias.data_ptr(),
+                out.data_ptr(),
+                models,
+                channels,
+                height,
+                width,
+                n,
+                outs,
+                kh,
+                kw,
+                *stride,
+                *dilation,
+            )
+        return out
+
+
+def _check_tensors(kernel: str, *tensors: torch.Tensor) -> None:
+    for tensor in tensors:
+        if tensor.dtype != torch.float32 or tensor.device.type != "cpu" or not tensor.is_contiguous():
+            raise ValueError(f"{kernel} takes contiguous float32 CPU tensors")
+
+
 @lru_cache(maxsize=1)
 def slab_max_product_kernel() -> SlabMaxProduct | None:
-    """The compiled kernel, or None when it cannot be had here (logged once)."""
+    """The compiled first-layer kernel, or None when it cannot be had here (logged once)."""
+    library = _library("slab_max_product")
+    return None if library is None else SlabMaxProduct(library)
+
+
+@lru_cache(maxsize=1)
+def model_conv_kernel() -> ModelConv | None:
+    """The compiled per-model convolution, or None when it cannot be had here (logged once)."""
+    library = _library("model_conv")
+    return None if library is None else ModelConv(library)
+
+
+def forget_kernels() -> None:
+    """Look for the kernels afresh on the next call (after the environment changed: tests)."""
+    for cached in (_library, slab_max_product_kernel, model_conv_kernel):
+        cached.cache_clear()
+
+
+@lru_cache(maxsize=8)
+def _library(name: str) -> ctypes.CDLL | None:
     if os.environ.get(ENABLE_ENV, "1") == "0":
         return None
     try:
-        return SlabMaxProduct(ctypes.CDLL(str(build("slab_max_product"))))
+        return ctypes.CDLL(str(build(name)))
     except (OSError, subprocess.SubprocessError, RuntimeError) as error:
-        log.warning("compiled kernels unavailable, using torch's (slower) ops: %s", error)
+        log.warning("compiled kernel %s unavailable, using torch's (slower) ops: %s", name, error)
         return None
 
 

@@ -44,14 +44,17 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from zooscope.architectures import Architecture
+from zooscope.compiled_kernels import LANES, model_conv_kernel
 from zooscope.parameters import StackedParams
 from zooscope.population_convolution import (
     ChunkMemory,
+    CompiledConv,
     ConvPlan,
     DenseConv,
     PreparedConv,
     SharedInputConv,
     autograd_free,
+    compiled_conv,
     dense_conv,
     grouped_conv,
     plan_convolution,
@@ -189,33 +192,48 @@ def _forward_all_inputs(
     k = next(iter(params.values())).shape[0]
     n_inputs = inputs.shape[0] if shared else inputs.shape[1]
     memory = _chunk_memory()
-    convs = _prepared_convolutions(arch, params, shared, inputs.device, memory)
-    step = inputs_per_chunk(arch, k)
+    plans = _convolution_plans(arch, shared, str(inputs.device), _compiled_kernels_serve(params, inputs))
+    convs = _prepared_convolutions(plans, params, memory)
+    # the compiled convolution runs 16 inputs to a vector: chunks of whole vectors, the last padded
+    lanes = LANES if any(isinstance(plan, CompiledConv) for plan in plans.values()) else 1
+    step = inputs_per_chunk(arch, k, multiple_of=lanes)
+
+    def run(chunk: torch.Tensor) -> torch.Tensor:  # [K, classes, n]
+        n = chunk.shape[0] if shared else chunk.shape[1]
+        if n % lanes:
+            padding = (0, 0) * (chunk.dim() - (1 if shared else 2)) + (0, lanes - n % lanes)
+            return _run_program(arch, params, convs, memory, F.pad(chunk, padding), shared, train)[..., :n]
+        return _run_program(arch, params, convs, memory, chunk, shared, train)
+
     if step >= n_inputs:
-        return _run_program(arch, params, convs, memory, inputs, shared, train).transpose(1, 2).contiguous()
+        return run(inputs).transpose(1, 2).contiguous()
     outputs = [
-        _run_program(
-            arch,
-            params,
-            convs,
-            memory,
-            inputs[start : start + step] if shared else inputs[:, start : start + step],
-            shared,
-            train,
-        )
+        run(inputs[start : start + step] if shared else inputs[:, start : start + step])
         for start in range(0, n_inputs, step)
     ]
     # [K, classes, n] chunks -> [K, N, classes]: the transpose happens in cat's one copy
     return torch.cat([logits.transpose(1, 2) for logits in outputs], dim=1)
 
 
-def inputs_per_chunk(arch: Architecture, k: int) -> int:
+def inputs_per_chunk(arch: Architecture, k: int, *, multiple_of: int = 1) -> int:
     """How many inputs the program runs at a time for K models: CHUNK_FLOATS for the widest
-    activation, rounded down to a multiple of CHUNK_ALIGNMENT when there are many."""
+    activation, rounded down to a multiple of CHUNK_ALIGNMENT when there are many, and to a
+    multiple of `multiple_of` (at least one multiple) always."""
     step = max(1, CHUNK_FLOATS // (k * _widest_activation(arch)))
     if step >= 4 * CHUNK_ALIGNMENT:  # where rounding costs at most a fifth of the chunk
         step -= step % CHUNK_ALIGNMENT
-    return step
+    return max(multiple_of, step - step % multiple_of)
+
+
+def _compiled_kernels_serve(params: StackedParams, inputs: torch.Tensor) -> bool:
+    """Whether this call may run the compiled convolution: float32 on the CPU, no autograd graph
+    to record (the kernels have no backward), and the kernel built on this machine."""
+    tensors = [*params.values(), inputs]
+    return (
+        all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
+        and autograd_free(*tensors)
+        and model_conv_kernel() is not None
+    )
 
 
 _THREAD_STATE = threading.local()
@@ -232,18 +250,21 @@ def _chunk_memory() -> ChunkMemory:
 
 
 def _prepared_convolutions(
-    arch: Architecture, params: StackedParams, shared: bool, device: torch.device, memory: ChunkMemory
+    plans: dict[str, ConvPlan], params: StackedParams, memory: ChunkMemory
 ) -> dict[str, PreparedConv]:
     """Each convolution's weights in its kernel's form, once per call rather than once per chunk."""
     return {
         key: prepare_convolution(plan, params[f"{key}.weight"], params.get(f"{key}.bias"), memory, key)
-        for key, plan in _convolution_plans(arch, shared, str(device)).items()
+        for key, plan in plans.items()
     }
 
 
 @lru_cache(maxsize=64)
-def _convolution_plans(arch: Architecture, shared: bool, device: str) -> dict[str, ConvPlan]:
-    """The kernel of every convolution (population_convolution.py), keyed by its state_dict prefix."""
+def _convolution_plans(
+    arch: Architecture, shared: bool, device: str, compiled: bool = False
+) -> dict[str, ConvPlan]:
+    """The kernel of every convolution (population_convolution.py), keyed by its state_dict prefix;
+    `compiled`: whether the call may use the compiled convolution (_compiled_kernels_serve)."""
     steps = population_program(arch)
     plans: dict[str, ConvPlan] = {}
     probe = torch.zeros(1, *arch.input_shape)
@@ -260,6 +281,7 @@ def _convolution_plans(arch: Architecture, shared: bool, device: str) -> dict[st
                     tuple(probe.shape[1:]),
                     shared=not model_axis,
                     pooled_by=_pool_window(steps[index + 1]) if index + 1 < len(steps) else None,
+                    compiled=compiled and device == "cpu",
                 )
             model_axis = model_axis or step.kind in ("conv", "dropout", "batchnorm", "linear")
             probe = module.eval()(probe)
@@ -270,7 +292,9 @@ def _convolution_plans(arch: Architecture, shared: bool, device: str) -> dict[st
             following = steps[index + 2 :]
             consumer = next((s for s in following if s.kind in ("conv", "flatten", "linear")), None)
             wants_model = (
-                consumer is None or consumer.kind != "conv" or isinstance(plans[consumer.key], DenseConv)
+                consumer is None
+                or consumer.kind != "conv"
+                or isinstance(plans[consumer.key], DenseConv | CompiledConv)
             )
             plans[step.key] = replace(plan, pool_into_model=wants_model)
     with torch.inference_mode(False):
@@ -424,6 +448,8 @@ def _convolve(h: _Activation, prepared: PreparedConv, conv: nn.Conv2d) -> _Activ
         return _Activation(out, "slabs", k, prepared) if plan.slabs > 1 else _Activation(out, "wide", k)
     if isinstance(plan, DenseConv):
         return _Activation(dense_conv(h.as_model(), prepared), "model", k)
+    if isinstance(plan, CompiledConv):
+        return _Activation(compiled_conv(h.as_model(), prepared), "model", k)
     return _Activation(grouped_conv(h.as_wide().tensor, prepared, conv), "wide", k)
 
 

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812 - the conventional name
 from torch import nn
 
-from zooscope.compiled_kernels import slab_max_product_kernel
+from zooscope.compiled_kernels import model_conv_kernel, slab_max_product_kernel
 
 # The dense kernel's arithmetic over the convolution's, and its matrix size per model, at most.
 DENSE_MAX_EXPANSION = 4.0
@@ -58,11 +58,19 @@ class DenseConv:
 
 
 @dataclass(frozen=True)
+class CompiledConv:
+    """The compiled per-model convolution (compiled_kernels.ModelConv) on [K, C, H, W, n]."""
+
+    stride: tuple[int, int]
+    dilation: tuple[int, int]
+
+
+@dataclass(frozen=True)
 class GroupedConv:
     pass
 
 
-ConvPlan = SharedInputConv | DenseConv | GroupedConv
+ConvPlan = SharedInputConv | DenseConv | CompiledConv | GroupedConv
 
 
 def _pair(value: int | tuple[int, ...]) -> tuple[int, int]:
@@ -74,10 +82,16 @@ def _out_size(size: int, kernel: int, stride: int, dilation: int) -> int:
 
 
 def plan_convolution(
-    conv: nn.Conv2d, in_chw: tuple[int, int, int], *, shared: bool, pooled_by: int | None
+    conv: nn.Conv2d,
+    in_chw: tuple[int, int, int],
+    *,
+    shared: bool,
+    pooled_by: int | None,
+    compiled: bool = False,
 ) -> ConvPlan:
     """The kernel for `conv` on inputs of shape in_chw; `pooled_by`: the kernel (= stride) of a
-    max-pool that directly follows, if any."""
+    max-pool that directly follows, if any; `compiled`: whether the compiled kernels serve this
+    call (compiled_kernels.py: CPU, float32, no autograd graph)."""
     channels, height, width = in_chw
     (kh, kw), (sh, sw), (dh, dw) = _pair(conv.kernel_size), _pair(conv.stride), _pair(conv.dilation)
     plain = _pair(conv.padding) == (0, 0) and conv.groups == 1 and conv.padding_mode == "zeros"
@@ -119,6 +133,8 @@ def plan_convolution(
                 weight = ((o * channels + c) * kh + di) * kw + dj
                 index[(o * out_h + oi) * out_w + oj, (c * height + i) * width + j] = weight
         return DenseConv(index, (out_h, out_w))
+    if compiled and plain:
+        return CompiledConv((sh, sw), (dh, dw))
     return GroupedConv()
 
 
@@ -188,6 +204,10 @@ def prepare_convolution(
             return PreparedConv(plan, memory, name, k, dense, None)
         return PreparedConv(
             plan, memory, name, k, dense, bias.unsqueeze(2).expand(k, out, positions).reshape(k, -1, 1)
+        )
+    if isinstance(plan, CompiledConv):
+        return PreparedConv(
+            plan, memory, name, k, weight.contiguous(), None if bias is None else bias.contiguous()
         )
     grouped_bias = None if bias is None else bias.reshape(-1)
     return PreparedConv(plan, memory, name, k, weight.reshape(k * out, *weight.shape[2:]), grouped_bias)
@@ -271,6 +291,18 @@ def dense_conv(x: torch.Tensor, prepared: PreparedConv) -> torch.Tensor:
     else:
         out = torch.baddbmm(bias, weight, flat, out=out)
     return out.view(k, -1, *plan.out_hw, n)
+
+
+def compiled_conv(x: torch.Tensor, prepared: PreparedConv) -> torch.Tensor:
+    """[K, C, H, W, n] -> [K, out, Ho, Wo, n], n a multiple of compiled_kernels.LANES."""
+    plan, kernel = prepared.plan, model_conv_kernel()
+    assert isinstance(plan, CompiledConv) and kernel is not None
+    k, _, height, width, n = x.shape
+    outs, kh, kw = prepared.weight.shape[1], prepared.weight.shape[3], prepared.weight.shape[4]
+    (sh, sw), (dh, dw) = plan.stride, plan.dilation
+    shape = (k, outs, _out_size(height, kh, sh, dh), _out_size(width, kw, sw, dw), n)
+    out = prepared.memory.tensor(prepared.name, shape, x)
+    return kernel(x.contiguous(), prepared.weight, prepared.bias, out, plan.stride, plan.dilation)
 
 
 def grouped_conv(x: torch.Tensor, prepared: PreparedConv, conv: nn.Conv2d) -> torch.Tensor:

@@ -22,9 +22,9 @@ needs_compiler = pytest.mark.skipif(shutil.which("cc") is None, reason="no C com
 def fresh_kernel_cache(tmp_path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """The kernel built (or not) afresh under the test's environment, and forgotten after it."""
     monkeypatch.setenv(compiled_kernels.CACHE_ENV, str(tmp_path / "kernels"))
-    slab_max_product_kernel.cache_clear()
+    compiled_kernels.forget_kernels()
     yield
-    slab_max_product_kernel.cache_clear()
+    compiled_kernels.forget_kernels()
 
 
 def _reference(weight: torch.Tensor, columns: torch.Tensor, floor: float) -> torch.Tensor:
