@@ -69,11 +69,12 @@ class SlabMaxProduct:
 
 class ModelConv:
     """A plain convolution (no padding, one group) of K models on the layout [K, C, H, W, n], n a
-    multiple of LANES, on torch's threads (see kernels/model_conv.c)."""
+    multiple of LANES, with the max-pool and the ReLU that may follow it, on torch's threads (see
+    kernels/model_conv.c)."""
 
     def __init__(self, library: ctypes.CDLL) -> None:
         self._function = library.model_conv
-        self._function.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_long] * 12
+        self._function.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_long] * 13 + [ctypes.c_float]
         self._function.restype = None
 
     def __call__(
@@ -84,13 +85,18 @@ class ModelConv:
         out: torch.Tensor,
         stride: tuple[int, int],
         dilation: tuple[int, int],
+        *,
+        pool: int = 1,
+        floor: float = float("-inf"),
     ) -> torch.Tensor:
-        """x [K, C, H, W, n], weight [K, O, C, kh, kw], bias [K, O] or None, out [K, O, Ho, Wo, n]:
-        float32, CPU, contiguous (checked: the C code trusts the pointers it is given)."""
+        """x [K, C, H, W, n], weight [K, O, C, kh, kw], bias [K, O] or None, out
+        [K, O, Ho // pool, Wo // pool, n]: float32, CPU, contiguous (checked: the C code trusts the
+        pointers it is given). `pool`: a max-pool with kernel = stride = pool after the
+        convolution (1: none); `floor` 0 adds a ReLU after it."""
         models, channels, height, width, n = x.shape
         outs, kh, kw = weight.shape[1], weight.shape[3], weight.shape[4]
-        out_h = (height - dilation[0] * (kh - 1) - 1) // stride[0] + 1
-        out_w = (width - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+        out_h = ((height - dilation[0] * (kh - 1) - 1) // stride[0] + 1) // pool
+        out_w = ((width - dilation[1] * (kw - 1) - 1) // stride[1] + 1) // pool
         _check_tensors("model_conv", x, weight, out, *([] if bias is None else [bias]))
         if (
             n % LANES
@@ -116,6 +122,8 @@ class ModelConv:
                 kw,
                 *stride,
                 *dilation,
+                pool,
+                floor,
             )
         return out
 

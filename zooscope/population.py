@@ -339,9 +339,10 @@ class _Activation:
     shared: [n, H, W, C], one tensor for every model (before the first layer with weights);
     wide:   [n, H, W, K*C], the models side by side on the channel axis: the channels_last memory
             of the grouped-convolution shape [n, K*C, H, W];
-    slabs:  a pending shared-input convolution whose max-pool follows: its im2col, ordered by
-            offset inside the pool window, so the pool step (population_convolution.pool_slabs)
-            runs the product and a max over the slabs together;
+    slabs:  a pending convolution whose max-pool follows, run by the pool step with the pool:
+            a shared-input convolution's im2col, ordered by offset inside the pool window
+            (population_convolution.pool_slabs runs the product and a max over the slabs), or
+            a compiled convolution's input in the model layout (compiled_conv with the pool);
     model:  [K, C, H, W, n], one matrix [features, inputs] per model, as batched products want
             it: a flatten is free (nn.Flatten's (C, H, W) order) and linear layers are W @ x;
     flat:   [K, F, n], after flatten.
@@ -386,6 +387,10 @@ class _Activation:
         return h.replaced(torch.addcmul(shift.reshape(-1), h.tensor, scale.reshape(-1)))
 
     def max_pooled(self, pool: nn.MaxPool2d, *, relu_after: bool = False) -> _Activation:
+        if self.layout == "slabs" and self.conv is not None and isinstance(self.conv.plan, CompiledConv):
+            return _Activation(
+                compiled_conv(self.tensor, self.conv, pooled=True, relu=relu_after), "model", self.k
+            )
         if self.layout == "slabs":
             assert self.conv is not None and isinstance(self.conv.plan, SharedInputConv)
             layout: Layout = "model" if self.conv.plan.pool_into_model else "wide"
@@ -449,6 +454,8 @@ def _convolve(h: _Activation, prepared: PreparedConv, conv: nn.Conv2d) -> _Activ
     if isinstance(plan, DenseConv):
         return _Activation(dense_conv(h.as_model(), prepared), "model", k)
     if isinstance(plan, CompiledConv):
+        if plan.pool:  # the pool step runs the convolution and the pool together
+            return _Activation(h.as_model(), "slabs", k, prepared)
         return _Activation(compiled_conv(h.as_model(), prepared), "model", k)
     return _Activation(grouped_conv(h.as_wide().tensor, prepared, conv), "wide", k)
 

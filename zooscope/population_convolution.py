@@ -26,7 +26,7 @@ forward call (`prepare_convolution`), not once per input chunk.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import product
 
 import torch
@@ -47,6 +47,12 @@ class SharedInputConv:
     out_hw: tuple[int, int]  # output size; the pooled size when slabs > 1
     slabs: int  # 1, or the area of the max-pool window the rows are ordered for
     pool_into_model: bool = False  # the pool writes [K, C, H, W, n] rather than [n, H, W, K*C]
+    # columns.T, contiguous: a gather's result takes its index's strides, and the per-model
+    # orientation needs the im2col [taps, rows, n] contiguous
+    by_tap: torch.Tensor = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "by_tap", self.columns.T.contiguous())
 
 
 @dataclass(frozen=True)
@@ -63,6 +69,7 @@ class CompiledConv:
 
     stride: tuple[int, int]
     dilation: tuple[int, int]
+    pool: int | None = None  # the max-pool that follows, run by the same kernel in the pool step
 
 
 @dataclass(frozen=True)
@@ -134,7 +141,7 @@ def plan_convolution(
                 index[(o * out_h + oi) * out_w + oj, (c * height + i) * width + j] = weight
         return DenseConv(index, (out_h, out_w))
     if compiled and plain:
-        return CompiledConv((sh, sw), (dh, dw))
+        return CompiledConv((sh, sw), (dh, dw), pooled_by)
     return GroupedConv()
 
 
@@ -222,8 +229,10 @@ def shared_input_conv(x: torch.Tensor, prepared: PreparedConv) -> torch.Tensor:
     n, positions = x.shape[0], plan.out_hw[0] * plan.out_hw[1]
     with_one = F.pad(x.reshape(n, -1), (0, 1), value=1.0)  # [n, H*W*C + 1]
     if plan.pool_into_model:
-        columns = with_one.T[plan.columns.T]  # [taps, S*Ho*Wo, n]
-        return columns.reshape(plan.columns.shape[1], plan.slabs, positions * n).contiguous()
+        # gathered from a contiguous [H*W*C + 1, n]: from the transposed view, the gather's result
+        # came out strided and cost a second copy as large as itself
+        columns = with_one.T.contiguous()[plan.by_tap]  # [taps, S*Ho*Wo, n]
+        return columns.view(plan.columns.shape[1], plan.slabs, positions * n)
     columns = with_one[:, plan.columns].reshape(-1, plan.columns.shape[1])  # [n*S*Ho*Wo, taps]
     if plan.slabs > 1:
         return columns
@@ -293,16 +302,30 @@ def dense_conv(x: torch.Tensor, prepared: PreparedConv) -> torch.Tensor:
     return out.view(k, -1, *plan.out_hw, n)
 
 
-def compiled_conv(x: torch.Tensor, prepared: PreparedConv) -> torch.Tensor:
-    """[K, C, H, W, n] -> [K, out, Ho, Wo, n], n a multiple of compiled_kernels.LANES."""
+def compiled_conv(
+    x: torch.Tensor, prepared: PreparedConv, *, pooled: bool = False, relu: bool = False
+) -> torch.Tensor:
+    """[K, C, H, W, n] -> [K, out, Ho, Wo, n], n a multiple of compiled_kernels.LANES; `pooled`:
+    with the plan's max-pool (and a ReLU after it, if `relu`)."""
     plan, kernel = prepared.plan, model_conv_kernel()
     assert isinstance(plan, CompiledConv) and kernel is not None
+    pool = plan.pool if pooled and plan.pool else 1
     k, _, height, width, n = x.shape
     outs, kh, kw = prepared.weight.shape[1], prepared.weight.shape[3], prepared.weight.shape[4]
     (sh, sw), (dh, dw) = plan.stride, plan.dilation
-    shape = (k, outs, _out_size(height, kh, sh, dh), _out_size(width, kw, sw, dw), n)
+    shape = (k, outs, _out_size(height, kh, sh, dh) // pool, _out_size(width, kw, sw, dw) // pool, n)
     out = prepared.memory.tensor(prepared.name, shape, x)
-    return kernel(x.contiguous(), prepared.weight, prepared.bias, out, plan.stride, plan.dilation)
+    floor = 0.0 if relu else float("-inf")
+    return kernel(
+        x.contiguous(),
+        prepared.weight,
+        prepared.bias,
+        out,
+        plan.stride,
+        plan.dilation,
+        pool=pool,
+        floor=floor,
+    )
 
 
 def grouped_conv(x: torch.Tensor, prepared: PreparedConv, conv: nn.Conv2d) -> torch.Tensor:

@@ -11,34 +11,15 @@
    registers. The max propagates NaN as torch's max-pool does: a diverged model stays NaN.
 
    Built at run time by zooscope/compiled_kernels.py with the machine's C compiler
-   (-O3 -march=native). GCC vector extensions keep it free of intrinsics: the compiler maps a
-   16-float vector onto AVX-512, AVX2 or SSE, whatever the machine has. */
+   (-O3 -march=native -fopenmp); vector.h has the vector type. */
 
-#include <string.h>
+#include "vector.h"
 
-#define LANES 16 /* floats per vector: one AVX-512 register, one 64-byte cache line */
 /* A block of output is ROWS rows by up to COLS vectors of columns: each column vector loaded feeds
    ROWS multiply-adds and each weight COLS. 4 x 2 was the fastest shape on the development VM for
    both CNN-s's (26 taps) and cnn_digits' (10 taps) first layer; 8 x 1 ran 10-30 % slower. */
 #define ROWS 4
 #define COLS 2
-
-typedef float vec __attribute__((vector_size(LANES * sizeof(float))));
-typedef int vmask __attribute__((vector_size(LANES * sizeof(int))));
-
-static inline vec load(const float *p) {
-    vec v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-
-static inline vec broadcast(float value) { return (vec){} + value; }
-
-/* best, or a where a is larger or NaN (a NaN in best stays: nothing compares above it) */
-static inline vec nan_max(vec best, vec a) {
-    vmask take = (a > best) | (a != a);
-    return (vec)(((vmask)a & take) | ((vmask)best & ~take));
-}
 
 /* ROWS rows from `row` by `cols` (a constant at every call site) vectors of columns read from
    `columns` (row stride `stride`) */
