@@ -170,3 +170,145 @@ def test_a_build_is_cached_per_source_compiler_and_cpu(tmp_path) -> None:
     modified = first.stat().st_mtime_ns
     assert compiled_kernels.build("slab_max_product") == first  # found, not rebuilt
     assert first.stat().st_mtime_ns == modified
+
+
+def _grouped_reference(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    stride: int,
+    dilation: int,
+    pool: int,
+    relu: bool,
+) -> torch.Tensor:
+    """The same as K nn.Conv2d (+ MaxPool2d, + ReLU), through one grouped convolution."""
+    k, c, h, w, n = x.shape
+    flat_bias = None if bias is None else bias.reshape(-1)
+    out = torch.nn.functional.conv2d(
+        x.permute(4, 0, 1, 2, 3).reshape(n, k * c, h, w),
+        weight.reshape(-1, *weight.shape[2:]),
+        flat_bias,
+        stride,
+        0,
+        dilation,
+        groups=k,
+    )
+    if pool > 1:
+        out = torch.nn.functional.max_pool2d(out, pool)
+    if relu:
+        out = out.relu()
+    return out.view(n, k, -1, *out.shape[2:]).permute(1, 2, 3, 4, 0)
+
+
+@needs_compiler
+@pytest.mark.parametrize(
+    "models, channels, size, n, outs, kernel, stride, dilation, pool, with_bias",
+    [
+        (128, 8, 12, 16, 6, 5, 1, 1, 2, True),  # CNN-s's second layer and its pool
+        (4, 16, 15, 48, 32, 3, 1, 1, 2, True),  # CNN3-like: an odd map, the pool drops a border
+        (3, 5, 9, 32, 7, 3, 2, 1, 1, False),  # stride 2, no pool, no bias
+        (2, 3, 11, 16, 5, 3, 1, 2, 2, True),  # dilation 2
+        (2, 3, 12, 16, 2, 3, 1, 1, 3, True),  # a 3x3 pool
+    ],
+)
+@pytest.mark.parametrize("relu", [False, True])
+def test_model_conv_matches_grouped_convolution(
+    models: int,
+    channels: int,
+    size: int,
+    n: int,
+    outs: int,
+    kernel: int,
+    stride: int,
+    dilation: int,
+    pool: int,
+    with_bias: bool,
+    relu: bool,
+) -> None:
+    conv = compiled_kernels.model_conv_kernel()
+    assert conv is not None, "a C compiler is present, so the kernel must build"
+    generator = torch.Generator().manual_seed(models * size + n)
+    x = torch.randn(models, channels, size, size, n, generator=generator)
+    weight = torch.randn(models, outs, channels, kernel, kernel, generator=generator)
+    bias = torch.randn(models, outs, generator=generator) if with_bias else None
+    expected = _grouped_reference(x, weight, bias, stride, dilation, pool, relu)
+    out = torch.full(expected.shape, 123.0)
+    floor = 0.0 if relu else float("-inf")
+    conv(x, weight, bias, out, (stride, stride), (dilation, dilation), pool=pool, floor=floor)
+    torch.testing.assert_close(out, expected, atol=1e-4, rtol=1e-5)
+
+
+@needs_compiler
+def test_model_conv_propagates_nan_and_checks_its_arguments() -> None:
+    conv = compiled_kernels.model_conv_kernel()
+    assert conv is not None
+    generator = torch.Generator().manual_seed(8)
+    x = torch.randn(3, 2, 6, 6, 16, generator=generator)
+    weight, bias = torch.randn(3, 4, 2, 3, 3, generator=generator), torch.randn(3, 4, generator=generator)
+    weight[1, 2, 0, 0, 0] = float("nan")  # one diverged filter of the second model
+    x[2, 0, 0, 0, 5] = float("nan")  # one input value of the third model
+    out = torch.empty(3, 4, 2, 2, 16)
+    conv(x, weight, bias, out, (1, 1), (1, 1), pool=2, floor=0.0)
+    expected = _grouped_reference(x, weight, bias, 1, 1, 2, True)
+    assert torch.equal(torch.isnan(out), torch.isnan(expected))
+    assert torch.isnan(out[1, 2]).all() and torch.isnan(out[2, :, 0, 0, 5]).all()
+    with pytest.raises(ValueError, match="multiple of 16"):
+        conv(x[..., :15].contiguous(), weight, bias, torch.empty(3, 4, 2, 2, 15), (1, 1), (1, 1), pool=2)
+    with pytest.raises(ValueError, match="contiguous float32"):
+        conv(x.transpose(2, 3), weight, bias, out, (1, 1), (1, 1), pool=2)
+
+
+@needs_compiler
+@pytest.mark.parametrize(
+    "arch",
+    [
+        Architecture("cnn_s", 1, 28),
+        Architecture("cnn3", 3, 32),
+        Architecture("cnn_s", 1, 28, activation="tanh"),
+    ],
+    ids=lambda a: f"{a.name}-{a.activation}",
+)
+def test_inference_runs_later_convolutions_in_the_compiled_kernel(
+    arch: Architecture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conv, calls = compiled_kernels.model_conv_kernel(), []
+    assert conv is not None
+
+    def counted(*args, **kwargs):
+        calls.append(kwargs.get("pool", 1))
+        return conv(*args, **kwargs)
+
+    monkeypatch.setattr(population_convolution, "model_conv_kernel", lambda: counted)
+    generator = torch.Generator().manual_seed(12)
+    state_dicts = []
+    for _ in range(3):
+        module = arch.build()
+        initialise(module, "kaiming_uniform", generator)
+        state_dicts.append(module.state_dict())
+    params = stack_state_dicts(arch, state_dicts)
+    shared = torch.randn(21, *arch.input_shape, generator=generator)  # 21: one padded vector of 16 too many
+    per_model = torch.randn(3, 21, *arch.input_shape, generator=generator)
+    with torch.inference_mode():
+        logits_shared = population_forward(arch, params, shared)
+        logits_per_model = population_forward(arch, params, per_model)
+    assert 2 in calls, "a convolution followed by a max-pool runs the pool in the same kernel"
+    for i, state_dict in enumerate(state_dicts):
+        torch.testing.assert_close(
+            logits_shared[i], module_forward(arch, state_dict, shared), atol=1e-5, rtol=1e-5
+        )
+        torch.testing.assert_close(
+            logits_per_model[i], module_forward(arch, state_dict, per_model[i]), atol=1e-5, rtol=1e-5
+        )
+
+
+def test_calls_autograd_records_never_use_the_compiled_convolution(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args, **kwargs):
+        raise AssertionError("the compiled convolution has no backward")
+
+    monkeypatch.setattr(population_convolution, "model_conv_kernel", lambda: refuse)
+    arch = Architecture("cnn_s", 1, 28)
+    module = arch.build()
+    initialise(module, "kaiming_uniform", torch.Generator().manual_seed(13))
+    params = {k: v.requires_grad_(True) for k, v in stack_state_dicts(arch, [module.state_dict()]).items()}
+    population_forward(arch, params, torch.randn(4, *arch.input_shape)).sum().backward()
+    assert all(p.grad is not None for p in params.values())
