@@ -29,6 +29,7 @@ import torch
 
 from zooscope import population
 from zooscope.architectures import Architecture, initialise
+from zooscope.compiled_kernels import LANES, model_conv_kernel
 from zooscope.datasets import load_dataset
 from zooscope.parameters import stack_state_dicts
 from zooscope.population import population_forward
@@ -181,7 +182,8 @@ def roofline_rows(device: torch.device) -> list[list[str]]:
         first = next(m for m in modules[0].modules() if isinstance(m, torch.nn.Conv2d))
         taps = first.in_channels * first.kernel_size[0] * first.kernel_size[1]
         side = arch.input_shape[-1] - first.kernel_size[0] + 1
-        chunk = min(n, population.inputs_per_chunk(arch, FORWARD_MODELS))
+        lanes = LANES if model_conv_kernel() is not None else 1  # the program's chunks are whole vectors then
+        chunk = min(n, population.inputs_per_chunk(arch, FORWARD_MODELS, multiple_of=lanes))
         im2col = torch.randn(chunk * side * side, taps, device=device)
         filters = torch.randn(taps, FORWARD_MODELS * first.out_channels, device=device)
         seconds = best_of(lambda a=im2col, b=filters: (a @ b, _sync(device)))
