@@ -15,6 +15,9 @@ step wants (`_Activation`):
 * small later convolutions (3x3 -> 2x2) are one dense matrix per model and one batched product;
   the others are one grouped convolution (groups = K) on the channels_last layout
   [n, H, W, K*C], where the models sit side by side on the channel axis;
+* for calls no autograd graph records (evaluation, the service's jobs), two small C kernels
+  (compiled_kernels.py) replace the first convolution's product and pool, and the grouped
+  convolutions with the pool after them: torch has nothing fast for either on a CPU;
 * batchnorm, pooling, activations and dropout act per channel or elementwise, so per model by
   construction (dropout masks are drawn independently per model); max-pooling is a max of
   strided views, and a monotone activation before a pool runs after it, on a quarter of the
@@ -142,8 +145,8 @@ def _pool_before_monotone_activation(steps: list[Step]) -> list[Step]:
 
 def _relu_into_pool(steps: list[Step]) -> list[Step]:
     """A ReLU right after a max-pool becomes part of the pool step: relu(max(a, b)) is
-    max(0, a, b), which the compiled first-layer kernel computes for free, sparing a pass over
-    the pooled activation."""
+    max(0, a, b), which the compiled kernels compute for free, sparing a pass over the pooled
+    activation."""
     out: list[Step] = []
     for step in steps:
         previous = out[-1] if out else None
