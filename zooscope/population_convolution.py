@@ -229,9 +229,12 @@ def shared_input_conv(x: torch.Tensor, prepared: PreparedConv) -> torch.Tensor:
     n, positions = x.shape[0], plan.out_hw[0] * plan.out_hw[1]
     with_one = F.pad(x.reshape(n, -1), (0, 1), value=1.0)  # [n, H*W*C + 1]
     if plan.pool_into_model:
-        # gathered from a contiguous [H*W*C + 1, n]: from the transposed view, the gather's result
-        # came out strided and cost a second copy as large as itself
-        columns = with_one.T.contiguous()[plan.by_tap]  # [taps, S*Ho*Wo, n]
+        # gathered from a contiguous [H*W*C + 1, n] (from the transposed view, the result came out
+        # strided and cost a second copy) into chunk memory (fresh memory each chunk cost its
+        # page faults: the gather took as long as half the convolution's kernel for CNN-s)
+        image, index = with_one.T.contiguous(), plan.by_tap.view(-1)
+        out = prepared.memory.out(f"{prepared.name} im2col", (index.shape[0], n), image)
+        columns = torch.index_select(image, 0, index, out=out)  # [taps * S*Ho*Wo, n]
         return columns.view(plan.columns.shape[1], plan.slabs, positions * n)
     columns = with_one[:, plan.columns].reshape(-1, plan.columns.shape[1])  # [n*S*Ho*Wo, taps]
     if plan.slabs > 1:
