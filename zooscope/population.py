@@ -68,13 +68,12 @@ from zooscope.population_convolution import (
 
 # Floats the widest activation of one input chunk may hold (n * K * C * H * W): 32 MiB of float32.
 # Smaller chunks keep more in cache but pay each step's fixed cost more often; on the development
-# VM 2**23 was fastest for cnn_digits and CNN-s at 1000 inputs once the first layer's product and
-# pool ran in one kernel (`benchmarks/zoo_benchmarks.py --only chunks`, docs/benchmarks.md).
+# VM 2**23 was among the fastest for cnn_digits and CNN-s at 1000 inputs
+# (`benchmarks/zoo_benchmarks.py --only chunks`, docs/benchmarks.md).
 CHUNK_FLOATS = 2**23
 # Inputs in a chunk are a multiple of this (16 float32 = one 64-byte cache line), so that rows of
-# the per-model layout [K*C, H*W*n] start on a cache line and the compiled first-layer kernel's
-# vector stores stay aligned: 112 inputs a chunk rather than 113 made cnn_digits' forward ~8 %
-# faster on the development VM (2026-11-27).
+# the per-model layout [K*C, H*W*n] start on a cache line and the compiled kernels' vector stores
+# stay aligned (unaligned, they split across two lines: slower in a session-5 probe).
 CHUNK_ALIGNMENT = 16
 
 StepKind = Literal["conv", "batchnorm", "pool", "elementwise", "dropout", "flatten", "linear"]
