@@ -46,6 +46,11 @@ class AutoencoderConfig:
     # non-negative code must split signs over units, and its mean keeps magnitudes
     # (docs/tuning.md, "Property prediction").
     latent_activation: str = "none"
+    # The pre-norm encoder's closing LayerNorm before the latent map. It rescales every token to
+    # unit spread, so a token's magnitude reaches the latent only through nonlinear cues; without
+    # it, the residual stream (magnitudes included) meets the linear latent map directly
+    # (docs/tuning.md, "Property prediction").
+    encoder_final_norm: bool = True
     # Sizes of the learned position tables: global token index, layer index, channel index (paper).
     max_positions: tuple[int, int, int] = (500, 50, 100)
 

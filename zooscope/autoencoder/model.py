@@ -62,7 +62,9 @@ class ProjectionHead(nn.Module):
         return self.net(latents.flatten(start_dim=1))
 
 
-def _transformer(config: AutoencoderConfig, n_layers: int) -> nn.TransformerEncoder:
+def _transformer(
+    config: AutoencoderConfig, n_layers: int, *, final_norm: bool = True
+) -> nn.TransformerEncoder:
     layer = nn.TransformerEncoderLayer(
         d_model=config.d_model,
         nhead=config.n_heads,
@@ -73,9 +75,8 @@ def _transformer(config: AutoencoderConfig, n_layers: int) -> nn.TransformerEnco
         norm_first=True,  # pre-norm: trains without a learning-rate warm-up
     )
     # enable_nested_tensor only helps padded batches; ours are dense (and it warns with norm_first).
-    return nn.TransformerEncoder(
-        layer, n_layers, norm=nn.LayerNorm(config.d_model), enable_nested_tensor=False
-    )
+    norm = nn.LayerNorm(config.d_model) if final_norm else None
+    return nn.TransformerEncoder(layer, n_layers, norm=norm, enable_nested_tensor=False)
 
 
 _LATENT_ACTIVATIONS: dict[str, type[nn.Module]] = {
@@ -106,7 +107,7 @@ class WeightAutoencoder(nn.Module):
         # encoder
         self.token_in = nn.Linear(token_width, d)
         self.encoder_positions = PositionEmbedding(config)
-        self.encoder = _transformer(config, config.n_encoder_layers)
+        self.encoder = _transformer(config, config.n_encoder_layers, final_norm=config.encoder_final_norm)
         self.to_latent = nn.Linear(d, latent)
         self.latent_activation = _LATENT_ACTIVATIONS[config.latent_activation]()  # no parameters
         # decoder

@@ -51,6 +51,11 @@ def train(
         "--latent-activation",
         help="Nonlinearity on the per-token latent: none (method.md) | relu | softplus.",
     ),
+    encoder_final_norm: bool | None = typer.Option(
+        None,
+        "--encoder-final-norm/--no-encoder-final-norm",
+        help="The encoder's closing LayerNorm before the latent map (on by default).",
+    ),
     gamma: float | None = typer.Option(None, "--gamma", help="Weight of the contrastive loss."),
     beta: float | None = typer.Option(None, "--beta", help="Weight of STRUCTURE (1 = structure-only)."),
     lr: float | None = typer.Option(None, "--lr", help="Learning rate."),
@@ -100,6 +105,7 @@ def train(
             "latent_dim": latent_dim,
             "contrast_on": contrast_on,
             "latent_activation": latent_activation,
+            "encoder_final_norm": encoder_final_norm,
         }
         ae_config = dataclasses.replace(ae_config, **{k: v for k, v in ae_overrides.items() if v is not None})
         training_config = dataclasses.replace(

@@ -119,3 +119,19 @@ def test_a_latent_activation_keeps_the_parameter_names_and_bounds_the_latents(ac
     assert bool((latents >= 0).all()) and bool((latents > 0).any())
     with pytest.raises(ValueError, match="latent_activation"):
         AutoencoderConfig(latent_activation="tanh")
+
+
+def test_the_encoders_final_norm_can_be_left_out() -> None:
+    from dataclasses import replace
+
+    torch.manual_seed(0)
+    plain = WeightAutoencoder(replace(CONFIG, encoder_final_norm=False), token_width=W, n_tokens=T)
+    assert plain.encoder.norm is None and plain.decoder.norm is not None  # the decoder keeps its own
+    normed = WeightAutoencoder(CONFIG, token_width=W, n_tokens=T)
+    # otherwise the same parameters: an artefact of either kind loads into its own configuration
+    assert set(normed.state_dict()) - set(plain.state_dict()) == {"encoder.norm.weight", "encoder.norm.bias"}
+    latents = plain.encode(torch.randn(3, T, W), _positions())
+    assert latents.shape == (3, T, CONFIG.latent_dim) and bool(torch.isfinite(latents).all())
+    stored = {**CONFIG.to_dict(), "encoder_final_norm": False}
+    assert AutoencoderConfig.from_dict(stored).encoder_final_norm is False
+    assert AutoencoderConfig.from_dict({"d_model": CONFIG.d_model}).encoder_final_norm  # older artefacts
