@@ -168,13 +168,19 @@ def _library(name: str) -> ctypes.CDLL | None:
 def build(name: str) -> Path:
     """kernels/<name>.c as a shared library in the cache, compiled unless already there.
 
-    The cache key covers the source, the compiler, the flags and the CPU: -march=native code
-    from another machine sharing the folder could use instructions this one lacks."""
+    The cache key covers the source and the headers beside it, the compiler, the flags and the
+    CPU: -march=native code from another machine sharing the folder could use instructions this
+    one lacks."""
     compiler = shutil.which(os.environ.get(COMPILER_ENV, "cc"))
     if compiler is None:
         raise RuntimeError(f"no C compiler ({COMPILER_ENV}={os.environ.get(COMPILER_ENV, 'cc')!r} not found)")
-    source = (SOURCES / f"{name}.c").read_bytes()
-    key = hashlib.sha256(b"\0".join([source, compiler.encode(), " ".join(FLAGS).encode(), _cpu_identity()]))
+    sources = [SOURCES / f"{name}.c", *sorted(SOURCES.glob("*.h"))]
+    parts = [path.read_bytes() for path in sources] + [
+        compiler.encode(),
+        " ".join(FLAGS).encode(),
+        _cpu_identity(),
+    ]
+    key = hashlib.sha256(b"\0".join(parts))
     cache = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "zooscope" / "kernels")
     library = cache / f"{name}-{key.hexdigest()[:16]}.so"
     if library.exists():

@@ -312,3 +312,16 @@ def test_calls_autograd_records_never_use_the_compiled_convolution(monkeypatch: 
     params = {k: v.requires_grad_(True) for k, v in stack_state_dicts(arch, [module.state_dict()]).items()}
     population_forward(arch, params, torch.randn(4, *arch.input_shape)).sum().backward()
     assert all(p.grad is not None for p in params.values())
+
+
+@needs_compiler
+@pytest.mark.usefixtures("fresh_kernel_cache")
+def test_a_changed_header_gives_a_new_build(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sources = tmp_path / "sources"
+    shutil.copytree(compiled_kernels.SOURCES, sources)
+    monkeypatch.setattr(compiled_kernels, "SOURCES", sources)
+    first = compiled_kernels.build("slab_max_product")
+    header = sources / "vector.h"
+    header.write_text(header.read_text() + "\n/* changed */\n")
+    second = compiled_kernels.build("slab_max_product")
+    assert second != first and first.exists() and second.exists()
