@@ -29,6 +29,7 @@ from zooscope.zoo.store import Zoo
 KERNEL_ALPHAS = (1e-3, 1e-2, 1e-1, 1.0)
 KERNEL_GAMMAS = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
 BLOCK = 128
+RANDOM_FEATURES = 2048
 
 
 @torch.no_grad()
@@ -54,10 +55,26 @@ def representations(ae: TrainedAutoencoder, params: dict[str, torch.Tensor]) -> 
             [per_layer(latents, "mean"), per_layer(latents**2, "mean")], 1
         ),
         "input tokens (standardised, padding included), std per layer": per_layer(tokens, "std"),
+        # what mean pooling of ANY per-token function could give, no encoder trained: random ReLU
+        # features of each token (its values and its layer) stand in for arbitrary functions
+        f"input tokens, mean of {RANDOM_FEATURES} random ReLU features": _random_features(
+            tokens, layers
+        ).mean(1),
         "latent, all tokens flattened": latents.flatten(1),
         "encoder state before the latent map, mean": hidden.mean(1),
         "contrastive projection head": model.project(latents),
     }
+
+
+def _random_features(tokens: torch.Tensor, layers: torch.Tensor) -> torch.Tensor:
+    """[K, T, RANDOM_FEATURES]: relu(x @ R + b) for x = a token's values and its layer (one-hot),
+    R and b drawn once from a fixed seed (the same for every block of checkpoints)."""
+    one_hot = torch.nn.functional.one_hot(layers, int(layers.max()) + 1).float()
+    x = torch.cat([tokens, one_hot.expand(tokens.shape[0], -1, -1)], 2)
+    generator = torch.Generator().manual_seed(0)
+    projection = torch.randn(x.shape[2], RANDOM_FEATURES, generator=generator) / x.shape[2] ** 0.5
+    offset = torch.randn(RANDOM_FEATURES, generator=generator)
+    return torch.relu(x @ projection + offset)
 
 
 def kernel_probe(features: dict[str, np.ndarray], targets: dict[str, np.ndarray]) -> tuple[float, float]:
