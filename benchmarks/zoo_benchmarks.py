@@ -9,8 +9,7 @@
    multiplies matrices, and so the largest speed-up over the loop that any implementation could
    reach at the same arithmetic.
 Timings are the best of a few repeats (the forward rows: 7, population and loop in turn); the
-load average is printed because a shared machine
-makes every number noisy.
+load average is printed because a shared machine makes every number noisy.
 """
 
 from __future__ import annotations

@@ -58,6 +58,7 @@ from zooscope.population_convolution import (
     SharedInputConv,
     autograd_free,
     compiled_conv,
+    compiled_kernels_may_run,
     dense_conv,
     grouped_conv,
     plan_convolution,
@@ -228,14 +229,8 @@ def inputs_per_chunk(arch: Architecture, k: int, *, multiple_of: int = 1) -> int
 
 
 def _compiled_kernels_serve(params: StackedParams, inputs: torch.Tensor) -> bool:
-    """Whether this call may run the compiled convolution: float32 on the CPU, no autograd graph
-    to record (the kernels have no backward), and the kernel built on this machine."""
-    tensors = [*params.values(), inputs]
-    return (
-        all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
-        and autograd_free(*tensors)
-        and model_conv_kernel() is not None
-    )
+    """Whether this call may run the compiled convolution: on these tensors, and built here."""
+    return compiled_kernels_may_run(*params.values(), inputs) and model_conv_kernel() is not None
 
 
 _THREAD_STATE = threading.local()
@@ -267,13 +262,13 @@ def _convolution_plans(
 ) -> dict[str, ConvPlan]:
     """The kernel of every convolution (population_convolution.py), keyed by its state_dict prefix;
     `compiled`: whether the call may use the compiled convolution (_compiled_kernels_serve)."""
-    steps = population_program(arch)
-    plans: dict[str, ConvPlan] = {}
-    probe = torch.zeros(1, *arch.input_shape)
-    model_axis = not shared  # until the first layer with weights, shared inputs have none
     # plans are cached: index tensors made inside inference_mode could not serve a later call
     # that autograd records (an inference tensor cannot be saved for backward)
     with torch.inference_mode(False), torch.no_grad():
+        steps = population_program(arch)
+        plans: dict[str, ConvPlan] = {}
+        probe = torch.zeros(1, *arch.input_shape)
+        model_axis = not shared  # until the first layer with weights, shared inputs have none
         for index, step in enumerate(steps):
             module = step.module
             if step.kind == "conv":
@@ -283,23 +278,23 @@ def _convolution_plans(
                     tuple(probe.shape[1:]),
                     shared=not model_axis,
                     pooled_by=_pool_window(steps[index + 1]) if index + 1 < len(steps) else None,
-                    compiled=compiled and device == "cpu",
+                    compiled=compiled,
                 )
             model_axis = model_axis or step.kind in ("conv", "dropout", "batchnorm", "linear")
             probe = module.eval()(probe)
-    # a pool-ordered convolution's pool writes the per-model layout when its next consumer wants it
-    for index, step in enumerate(steps):
-        plan = plans.get(step.key)
-        if isinstance(plan, SharedInputConv) and plan.slabs > 1:
-            following = steps[index + 2 :]
-            consumer = next((s for s in following if s.kind in ("conv", "flatten", "linear")), None)
-            wants_model = (
-                consumer is None
-                or consumer.kind != "conv"
-                or isinstance(plans[consumer.key], DenseConv | CompiledConv)
-            )
-            plans[step.key] = replace(plan, pool_into_model=wants_model)
-    with torch.inference_mode(False):
+        # a pool-ordered convolution's pool writes the per-model layout when its next consumer
+        # wants it
+        for index, step in enumerate(steps):
+            plan = plans.get(step.key)
+            if isinstance(plan, SharedInputConv) and plan.slabs > 1:
+                following = steps[index + 2 :]
+                consumer = next((s for s in following if s.kind in ("conv", "flatten", "linear")), None)
+                wants_model = (
+                    consumer is None
+                    or consumer.kind != "conv"
+                    or isinstance(plans[consumer.key], DenseConv | CompiledConv)
+                )
+                plans[step.key] = replace(plan, pool_into_model=wants_model)
         return {key: _plan_on(plan, device) for key, plan in plans.items()}
 
 

@@ -1,6 +1,6 @@
 """How the population program runs one convolution for K models at once.
 
-Each convolution of an architecture gets one of three kernels, chosen once from its shapes
+Each convolution of an architecture gets one of four kernels, chosen once from its shapes
 (`plan_convolution`), with the index maps it needs precomputed:
 
 * **shared input** (the first layer on inputs every model sees): one im2col gathered once for all
@@ -17,6 +17,10 @@ Each convolution of an architecture gets one of three kernels, chosen once from 
   layers where that is at most DENSE_MAX_EXPANSION use it: at 8 output channels a grouped
   convolution (or an im2col and a batched product) spends far longer moving data than the extra
   arithmetic costs.
+* **compiled**: everything else, in calls the compiled kernels may serve (`compiled_kernels_may_run`:
+  float32, CPU, no autograd graph), the C kernel of compiled_kernels.py on the per-model layout,
+  with the max-pool after it in the same pass; the shared-input kernel's product and pool then
+  run in one C kernel too.
 * **grouped**: everything else, one grouped convolution (groups = K) on the channels_last layout.
 
 The weights each kernel needs (stacked, transposed, gathered) are built once per population
@@ -151,6 +155,14 @@ def autograd_free(*tensors: torch.Tensor) -> bool:
     return not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
 
 
+def compiled_kernels_may_run(*tensors: torch.Tensor) -> bool:
+    """Whether a step on `tensors` may use a compiled kernel (compiled_kernels.py): they take
+    float32 on the CPU and have no backward, so no autograd graph may need their result."""
+    return all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors) and autograd_free(
+        *tensors
+    )
+
+
 class ChunkMemory:
     """Output memory that population_forward reuses from input chunk to input chunk (and from call
     to call, one per thread), for activations no autograd graph keeps: a fresh allocation of MiBs
@@ -259,7 +271,8 @@ def pool_slabs(columns: torch.Tensor, prepared: PreparedConv, *, relu: bool = Fa
         return pooled.view(pooled.shape[0], *plan.out_hw, pooled.shape[-1])
     # columns [taps, S, Ho*Wo*n] -> [K*out, Ho*Wo*n]
     weight, (taps, slabs, width) = prepared.weight, columns.shape
-    fused = slab_max_product_kernel() if _fusable(weight, columns) else None
+    # both contiguous by construction: the stacked filters, the gathered im2col
+    fused = slab_max_product_kernel() if compiled_kernels_may_run(weight, columns) else None
     if fused is not None:
         out = prepared.memory.tensor(f"{prepared.name} pool", (weight.shape[0], width), columns)
         pooled = fused(weight, columns, out, floor=0.0 if relu else float("-inf"))
@@ -276,18 +289,6 @@ def _max_over_slabs(slabs: torch.Tensor, prepared: PreparedConv, relu: bool) -> 
     if not relu:
         return pooled
     return torch.relu_(pooled) if autograd_free(pooled) else torch.relu(pooled)
-
-
-def _fusable(weight: torch.Tensor, columns: torch.Tensor) -> bool:
-    """Whether the compiled product-and-pool kernel may run: float32 on the CPU, and no autograd
-    graph that would need the product."""
-    return (
-        weight.device.type == "cpu"
-        and weight.dtype == columns.dtype == torch.float32
-        and weight.is_contiguous()
-        and columns.is_contiguous()
-        and autograd_free(weight, columns)
-    )
 
 
 def dense_conv(x: torch.Tensor, prepared: PreparedConv) -> torch.Tensor:
