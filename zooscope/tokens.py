@@ -146,6 +146,15 @@ class TokenLayout:
             source = torch.cat([source, ref_flat.expand(k, -1)], dim=1)
         return self.flat_layout.unflatten(source[:, source_of_flat])
 
+    @property
+    def tensor_of_slot(self) -> torch.Tensor:
+        """long [T, W]: for every real slot, the index in `flat_layout.keys` of the state_dict tensor
+        its value comes from (a layer's weight and its bias differ); -1 on padding."""
+        flat_of_slot = self._flat_of_slot.reshape(self.n_tokens, self.width)
+        starts = torch.tensor(self.flat_layout.offsets, dtype=torch.long)
+        owner = torch.bucketize(flat_of_slot, starts, right=True) - 1
+        return torch.where(self.mask, owner, torch.full_like(owner, -1))
+
     def real_values(self, tokens: torch.Tensor) -> torch.Tensor:
         """Tokens [..., T, W] -> [..., n_real], the real parameter values only (no padding)."""
         _, _, real_slots = self._indices(tokens.device)

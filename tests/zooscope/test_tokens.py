@@ -272,3 +272,18 @@ def _row_lengths(arch: Architecture) -> list[tuple[int, int]]:
         weight = sd[layer.weight_key]
         out.append((weight.shape[0], weight[0].numel() + 1))
     return out
+
+
+@pytest.mark.parametrize("arch", FAMILIES, ids=lambda a: a.name)
+def test_tensor_of_slot_names_the_state_dict_tensor_of_every_real_value(arch: Architecture) -> None:
+    layout = TokenLayout.of(arch)
+    flat = layout.flat_layout
+    # every tensor filled with its own index: tokenizing shows where each value came from
+    params = {
+        key: torch.full((1, *shape), float(i))
+        for i, (key, shape) in enumerate(zip(flat.keys, flat.shapes, strict=True))
+    }
+    owner = layout.tensor_of_slot
+    assert owner.shape == (layout.n_tokens, layout.width)
+    assert torch.equal(layout.tokenize(params)[0][layout.mask], owner[layout.mask].float())
+    assert bool((owner[~layout.mask] == -1).all())

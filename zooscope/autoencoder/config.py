@@ -110,7 +110,7 @@ PRESETS = ("cpu", "paper", "tiny")
 BehaviouralKind = Literal["mse", "mse_scaled", "logits", "kl"]
 BEHAVIOURAL_KINDS = ("mse", "mse_scaled", "logits", "kl")
 LRSchedule = Literal["none", "cosine"]
-TokenNormalisation = Literal["none", "layer"]
+TokenNormalisation = Literal["none", "layer", "tensor"]
 
 
 @dataclass(frozen=True)
@@ -141,8 +141,9 @@ class TrainingConfig:
     # skipping the second decoder pass saves about a quarter of a step.
     decode_both_views: bool = False
 
-    # Per-layer standardisation of the tokens, fitted on the training split (normalisation.py):
-    # "none" reads raw weights (paper), "layer" as in the SANE code.
+    # Standardisation of the tokens, fitted on the training split (normalisation.py): "none" reads
+    # raw weights (paper), "layer" per layer as in the SANE code, "tensor" per state_dict tensor
+    # (a layer's weights and its bias apart).
     token_normalisation: TokenNormalisation = "none"
 
     # ---- optimisation ----
@@ -182,9 +183,9 @@ class TrainingConfig:
                 f"behavioural_loss must be one of {', '.join(BEHAVIOURAL_KINDS)}, "
                 f"not {self.behavioural_loss!r}"
             )
-        if self.token_normalisation not in ("none", "layer"):
+        if self.token_normalisation not in ("none", "layer", "tensor"):
             raise ValueError(
-                f"token_normalisation must be 'none' or 'layer', not {self.token_normalisation!r}"
+                f"token_normalisation must be 'none', 'layer' or 'tensor', not {self.token_normalisation!r}"
             )
         if self.lr_schedule not in ("none", "cosine"):
             raise ValueError(f"lr_schedule must be 'none' or 'cosine', not {self.lr_schedule!r}")

@@ -1,4 +1,4 @@
-"""Per-layer standardisation of weight tokens, fitted once on a zoo's training split.
+"""Per-layer (or per-tensor) standardisation of weight tokens, fitted once on a zoo's training split.
 
 Why: the layers of a small CNN differ in scale by an order of magnitude (the first conv's weights
 vs the classifier's bias), and so do zoo members (uniform/normal inits train to weights about 3x
@@ -20,15 +20,34 @@ import torch
 
 from zooscope.tokens import TokenLayout
 
-NormalisationKind = Literal["none", "layer"]
-KINDS = ("none", "layer")
+NormalisationKind = Literal["none", "layer", "tensor"]
+KINDS = ("none", "layer", "tensor")
 # A layer whose values barely vary over the population (a std below this) is only shifted, not
 # scaled: dividing by a tiny std would blow numerical noise up into the autoencoder's targets.
 MIN_STD = 1e-6
 
 
+def _group_of_slot(layout: TokenLayout, kind: str) -> torch.Tensor:
+    """long [T, W]: the group whose statistics standardise each slot, -1 on padding.
+
+    "layer": the tokenized layer (a layer's weights and bias share one mean and std, as in the
+    SANE code). "tensor": the state_dict tensor, so a layer's bias (2-5x smaller than its weights in
+    the digits zoo) gets its own scale and weighs as much per value in the structural loss.
+    """
+    if kind == "tensor":
+        return layout.tensor_of_slot
+    layer_of_token = layout.positions[:, 1].unsqueeze(1).expand(-1, layout.width)
+    return torch.where(layout.mask, layer_of_token, torch.full_like(layer_of_token, -1))
+
+
+def n_groups(layout: TokenLayout, kind: str) -> int:
+    """How many means and stds a normaliser of this kind holds for this layout."""
+    return len(layout.flat_layout.keys) if kind == "tensor" else layout.n_layers
+
+
 class TokenNormaliser:
-    """tokens [K,T,W] <-> standardised tokens: per tokenized layer, (x - mean) / std on real values.
+    """tokens [K,T,W] <-> standardised tokens: per group of values (a tokenized layer, or a
+    state_dict tensor), (x - mean) / std on real values.
 
     Padding passes through unchanged in both directions (shift 0, scale 1), so the decoder's
     padding output is still visible to the paper's padding-included structural distance.
@@ -41,9 +60,10 @@ class TokenNormaliser:
             raise ValueError(f"token normalisation must be one of {', '.join(KINDS)}, not {kind!r}")
         mean = torch.as_tensor(mean, dtype=torch.float32).flatten()
         std = torch.as_tensor(std, dtype=torch.float32).flatten()
-        if mean.shape != (layout.n_layers,) or std.shape != (layout.n_layers,):
+        groups = n_groups(layout, kind)
+        if mean.shape != (groups,) or std.shape != (groups,):
             raise ValueError(
-                f"a layer normaliser of {layout.arch.name} needs {layout.n_layers} means and stds, "
+                f"a {kind} normaliser of {layout.arch.name} needs {groups} means and stds, "
                 f"got {mean.numel()} and {std.numel()}"
             )
         if not bool(torch.isfinite(mean).all() and torch.isfinite(std).all() and (std > 0).all()):
@@ -52,11 +72,10 @@ class TokenNormaliser:
         self.kind = kind
         self.mean = mean
         self.std = std
-        layer_of_token = layout.positions[:, 1]
-        mask = layout.mask
-        # Per-slot shift and scale [T, W]: a layer's statistics on its real values, identity on padding.
-        self._shift = torch.where(mask, mean[layer_of_token].unsqueeze(1), torch.zeros(()))
-        self._scale = torch.where(mask, std[layer_of_token].unsqueeze(1), torch.ones(()))
+        group = _group_of_slot(layout, kind).clamp(min=0)
+        # Per-slot shift and scale [T, W]: a group's statistics on its real values, identity on padding.
+        self._shift = torch.where(layout.mask, mean[group], torch.zeros(()))
+        self._scale = torch.where(layout.mask, std[group], torch.ones(()))
         self._cache: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
 
     # ---- construction ---------------------------------------------------------------------------
@@ -66,7 +85,8 @@ class TokenNormaliser:
 
     @classmethod
     def fit(cls, layout: TokenLayout, tokens: torch.Tensor, kind: str = "layer") -> TokenNormaliser:
-        """Statistics of each layer's real values over the population `tokens` [K,T,W].
+        """Statistics of each group's real values (per layer, or per tensor) over the population
+        `tokens` [K,T,W].
 
         Pass the TRAINING split's tokens only: validation and test checkpoints must not leak into a
         function the autoencoder is trained through.
@@ -76,16 +96,17 @@ class TokenNormaliser:
         if kind not in KINDS:
             raise ValueError(f"token normalisation must be one of {', '.join(KINDS)}, not {kind!r}")
         values = tokens.detach().to("cpu", torch.float64)
-        mask = layout.mask
-        layer_of_token = layout.positions[:, 1]
-        mean = torch.zeros(layout.n_layers, dtype=torch.float64)
-        std = torch.ones(layout.n_layers, dtype=torch.float64)
-        for layer in range(layout.n_layers):
-            slots = mask & (layer_of_token == layer).unsqueeze(1)
-            real = values[:, slots]  # [K, n_real_of_layer]
-            mean[layer] = real.mean()
+        group_of_slot = _group_of_slot(layout, kind)
+        groups = n_groups(layout, kind)
+        mean = torch.zeros(groups, dtype=torch.float64)
+        std = torch.ones(groups, dtype=torch.float64)
+        for group in range(groups):
+            real = values[:, group_of_slot == group]  # [K, n_real_of_group]
+            if real.numel() == 0:  # a tensor left out of the tokens (BatchNorm, include_batchnorm=False)
+                continue
+            mean[group] = real.mean()
             spread = real.std(unbiased=False)
-            std[layer] = spread if spread > MIN_STD else 1.0
+            std[group] = spread if spread > MIN_STD else 1.0
         return cls(layout, mean.float(), std.float(), kind=kind)
 
     # ---- use ------------------------------------------------------------------------------------

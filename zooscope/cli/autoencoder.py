@@ -71,7 +71,10 @@ def train(
         None, "--behavioural-loss", help="mse (paper) | mse_scaled | logits | kl."
     ),
     token_normalisation: str | None = typer.Option(
-        None, "--token-normalisation", help="none | layer (per-layer standardisation, fitted on train)."
+        None,
+        "--token-normalisation",
+        help="none | layer (per-layer standardisation, fitted on train) | tensor (per state_dict "
+        "tensor: weights and biases apart).",
     ),
     device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N."),
     seed: int | None = typer.Option(None, "--seed", help="Seed of initialisation, batches, views, queries."),

@@ -1,4 +1,4 @@
-"""Per-layer token standardisation: exact statistics, round trip, storage, and its use in training."""
+"""Token standardisation (per layer, per tensor): exact statistics, round trip, storage, use in training."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from zooscope.parameters import stack_state_dicts
 from zooscope.tokens import TokenLayout
 
 ARCH = Architecture("cnn_digits", 1, 8)
+ARCH_BN = Architecture("cnn_digits", 1, 8, batchnorm=True)
 
 
 @dataclass
@@ -53,6 +54,44 @@ def test_normalised_tokens_are_standard_per_layer_and_padding_stays_zero() -> No
         slots = layout.mask & (layout.positions[:, 1] == layer).unsqueeze(1)
         assert z[:, slots].mean().item() == pytest.approx(0.0, abs=1e-5)
         assert z[:, slots].std(unbiased=False).item() == pytest.approx(1.0, abs=1e-4)
+
+
+def test_tensor_kind_gives_each_state_dict_tensor_its_own_mean_and_std() -> None:
+    # Biases at a tenth of their weights' scale: per layer they would be squeezed near zero.
+    layout = TokenLayout.of(ARCH)
+    params = _scaled_population(6, 4, 3.0)
+    for key in params:
+        if key.endswith(".bias"):
+            params[key] = params[key] * 0.1 + 0.5
+    tokens = layout.tokenize(params)
+    normaliser = TokenNormaliser.fit(layout, tokens, kind="tensor")
+    z = normaliser.normalise(tokens)
+    for index, key in enumerate(layout.flat_layout.keys):
+        values = params[key].flatten(1)
+        assert normaliser.mean[index].item() == pytest.approx(values.mean().item(), abs=1e-6)
+        assert normaliser.std[index].item() == pytest.approx(values.std(unbiased=False).item(), rel=1e-5)
+        slots = layout.tensor_of_slot == index
+        assert z[:, slots].std(unbiased=False).item() == pytest.approx(1.0, abs=1e-4)
+    assert bool((z[:, ~layout.mask] == 0).all())
+    assert torch.allclose(normaliser.denormalise(z), tokens, atol=1e-6, rtol=0)
+    restored = TokenNormaliser.from_dict(layout, json.loads(json.dumps(normaliser.to_dict())))
+    assert restored.kind == "tensor" and torch.equal(restored.normalise(tokens), z)
+    with pytest.raises(ValueError, match="means and stds"):  # per-layer statistics for a tensor kind
+        TokenNormaliser(layout, torch.zeros(layout.n_layers), torch.ones(layout.n_layers), kind="tensor")
+
+
+@pytest.mark.parametrize("include_batchnorm", [True, False])
+def test_tensor_kind_with_batchnorm_in_or_out_of_the_tokens(include_batchnorm: bool) -> None:
+    layout = TokenLayout.of(ARCH_BN, include_batchnorm=include_batchnorm)
+    torch.manual_seed(5)
+    params = stack_state_dicts(ARCH_BN, [ARCH_BN.build().state_dict() for _ in range(4)])
+    params = {key: value + torch.randn_like(value) for key, value in params.items()}
+    tokens = layout.tokenize(params)
+    normaliser = TokenNormaliser.fit(layout, tokens, kind="tensor")
+    assert bool(torch.isfinite(normaliser.mean).all() and (normaliser.std > 0).all())
+    assert torch.allclose(normaliser.denormalise(normaliser.normalise(tokens)), tokens, atol=1e-5, rtol=0)
+    running_var = layout.flat_layout.keys.index("module_list.1.running_var")
+    assert bool((layout.tensor_of_slot == running_var).any()) == include_batchnorm
 
 
 def test_round_trip_is_exact_to_float_precision_and_identity_is_exact() -> None:

@@ -1,0 +1,133 @@
+"""How well can anything predict a zoo's test accuracy with the issue's probe? Ceilings, no autoencoder.
+
+    .venv/bin/python benchmarks/probe_ceilings.py ZOO_DIR
+
+The issue asks R^2 >= 0.9 for test accuracy from a ridge probe on the mean-pooled embedding. This
+script measures, on the same train/val/test split and with the same probe (zooscope/probing.py;
+an RBF kernel ridge probe beside it), what simpler representations of the same checkpoints reach:
+
+- the hyperparameters themselves (init, lr, weight decay; with and without the epoch), and the
+  "oracle" that predicts each test checkpoint by the mean accuracy of the training checkpoints
+  with the same hyperparameters (the best any predictor can do that knows only the config);
+- the weight-statistics baseline and per-layer moments of the weights (means of w, |w|, w^2,
+  |w|^3 over each layer: the kind of feature a mean over tokens of per-token codes can hold),
+  each with and without their logarithms (a nonlinearity after pooling).
+
+Prints a markdown table (docs/tuning.md, "What bounds R^2 on this zoo").
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from probe_representations import kernel_probe
+from sklearn.metrics import r2_score
+
+from zooscope.architectures import Architecture
+from zooscope.parameters import StackedParams
+from zooscope.probing import ridge_probe, weight_statistics_features
+from zooscope.zoo.store import INIT_TYPES, Population, Zoo
+
+SPLITS = ("train", "val", "test")
+
+
+def hyperparameters(population: Population, with_epoch: bool) -> np.ndarray:
+    """[K, F]: init one-hot, log10 lr, log10(wd + 1e-5), and optionally the epoch."""
+    p = population.properties
+    init = torch.nn.functional.one_hot(p["init"].long().clamp(min=0), len(INIT_TYPES)).double()
+    columns = [init, p["lr"].log10()[:, None], (p["wd"] + 1e-5).log10()[:, None]]
+    if with_epoch:
+        columns.append(p["epoch"][:, None])
+    return torch.cat(columns, 1).numpy()
+
+
+def layer_moments(arch: Architecture, params: StackedParams) -> np.ndarray:
+    """[K, F]: per layer, for its weights and its biases, the means of w, |w|, w^2 and |w|^3."""
+    columns = []
+    for layer in arch.parameter_layers():
+        for key in (layer.weight_key, layer.bias_key):
+            w = params[key].flatten(1).double()
+            columns += [w.mean(1), w.abs().mean(1), (w**2).mean(1), (w.abs() ** 3).mean(1)]
+    return torch.stack(columns, 1).numpy()
+
+
+def with_logs(features: np.ndarray) -> np.ndarray:
+    return np.concatenate([features, np.log(np.abs(features) + 1e-6)], 1)
+
+
+def config_oracle(populations: dict[str, Population], with_epoch: bool) -> tuple[float, float]:
+    """R^2 on val and test of predicting each checkpoint by the mean test accuracy of the training
+    checkpoints with the same init, lr and wd (and epoch)."""
+
+    def keys(population: Population) -> list[tuple[float, ...]]:
+        p = population.properties
+        names = ("init", "lr", "wd", "epoch") if with_epoch else ("init", "lr", "wd")
+        return list(zip(*(p[name].tolist() for name in names), strict=True))
+
+    by_config: dict[tuple[float, ...], list[float]] = defaultdict(list)
+    for key, accuracy in zip(
+        keys(populations["train"]), populations["train"].properties["test_acc"].tolist(), strict=True
+    ):
+        by_config[key].append(accuracy)
+    overall = float(populations["train"].properties["test_acc"].mean())
+    scores = []
+    for split in ("val", "test"):
+        prediction = [
+            np.mean(by_config[key]) if key in by_config else overall for key in keys(populations[split])
+        ]
+        scores.append(float(r2_score(populations[split].properties["test_acc"].numpy(), prediction)))
+    return scores[0], scores[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("zoo", type=Path)
+    args = parser.parse_args()
+    zoo = Zoo.open(args.zoo)
+    populations = {split: zoo.load_population(zoo.checkpoints(split=split)) for split in SPLITS}
+    targets = {split: populations[split].properties["test_acc"].numpy() for split in SPLITS}
+    representations = {
+        "hyperparameters (init one-hot, log lr, log wd)": lambda p: hyperparameters(p, with_epoch=False),
+        "hyperparameters and epoch": lambda p: hyperparameters(p, with_epoch=True),
+        "weight statistics (the baseline)": lambda p: (
+            weight_statistics_features(zoo.architecture, p.params).double().numpy()
+        ),
+        "weight statistics and their logs": lambda p: with_logs(
+            weight_statistics_features(zoo.architecture, p.params).double().numpy()
+        ),
+        "per-layer moments of w, |w|, w^2, |w|^3": lambda p: layer_moments(zoo.architecture, p.params),
+        "per-layer moments and their logs": lambda p: with_logs(layer_moments(zoo.architecture, p.params)),
+    }
+    counts = ", ".join(f"{split} {len(targets[split])}" for split in SPLITS)
+    print(f"zoo {args.zoo} ({counts} checkpoints): R^2 for test accuracy, chosen on validation\n")
+    print("| representation | dim | ridge: val / test R^2 | RBF kernel ridge: val / test R^2 |")
+    print("|---|---|---|---|")
+    for with_epoch in (False, True):
+        val, test = config_oracle(populations, with_epoch)
+        name = "oracle: mean accuracy of training checkpoints with the same init, lr, wd" + (
+            " and epoch" if with_epoch else ""
+        )
+        print(f"| {name} | - | {val:.3f} / {test:.3f} | - |")
+    for name, represent in representations.items():
+        features = {split: represent(populations[split]) for split in SPLITS}
+        linear = ridge_probe(
+            features["train"],
+            targets["train"],
+            features["val"],
+            targets["val"],
+            features["test"],
+            targets["test"],
+        )
+        kernel_val, kernel_test = kernel_probe(features, targets)
+        print(
+            f"| {name} | {features['train'].shape[1]} | {linear.r2_val:.3f} / {linear.r2_test:.3f} "
+            f"| {kernel_val:.3f} / {kernel_test:.3f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
