@@ -123,6 +123,10 @@ class TrainingConfig:
     # Structure-first warm-up: beta moves linearly from 1 to `beta` over this many epochs. Short CPU
     # runs otherwise fall into the one-constant-class solution (method.md §11). 0 disables it.
     beta_warmup_epochs: int = 20
+    # Beyond method.md: weight delta of a fourth term, added outside the formula above, that asks
+    # the mean-pooled embedding to carry each layer's weight statistics through a linear head
+    # (layer_statistics.py; docs/tuning.md, "What bounds R^2 on this zoo"). 0: the paper's C+S+B.
+    statistics_weight: float = 0.0
     # "mse": MSE between softmaxes, the paper's stable variant. A weak original's softmax is nearly
     # flat, so under "mse" it costs almost nothing to rebuild it as a different, better model.
     # "mse_scaled" divides each model's softmax MSE by the variance of its original's softmax;
@@ -178,6 +182,8 @@ class TrainingConfig:
     def __post_init__(self) -> None:
         if not 0.0 <= self.gamma <= 1.0 or not 0.0 <= self.beta <= 1.0:
             raise ValueError("gamma and beta must lie in [0, 1]")
+        if not self.statistics_weight >= 0.0:
+            raise ValueError("statistics_weight must be at least 0")
         if self.behavioural_loss not in BEHAVIOURAL_KINDS:
             raise ValueError(
                 f"behavioural_loss must be one of {', '.join(BEHAVIOURAL_KINDS)}, "

@@ -2,7 +2,9 @@
 
 L = gamma * L_C + (1 - gamma) * (beta * L_S + (1 - beta) * L_B), each term divided by its own
 value on the first batch where it was computed, so all three start near 1 and gamma and beta mean
-what they say. beta weighs STRUCTURE: beta = 1 is the structure-only baseline.
+what they say. beta weighs STRUCTURE: beta = 1 is the structure-only baseline. An optional
+fourth term beyond method.md, delta * L_T (layer_statistics.py), is added outside that formula;
+delta = 0 (the default) is the paper's loss.
 """
 
 from __future__ import annotations
@@ -172,22 +174,23 @@ class ContrastiveLoss(nn.Module):
         return F.cross_entropy(similarity, positives)
 
 
-TERMS = ("contrastive", "structural", "behavioural")
+TERMS = ("contrastive", "structural", "behavioural", "statistics")
 
 
 class CompositeLoss(nn.Module):
-    """gamma * L_C/n_C + (1-gamma) * (beta * L_S/n_S + (1-beta) * L_B/n_B).
+    """gamma * L_C/n_C + (1-gamma) * (beta * L_S/n_S + (1-beta) * L_B/n_B) + delta * L_T/n_T.
 
     n_X is the value of term X on the first batch where it was computed (kept as buffers, so they
     travel with `state_dict()` into training checkpoints and a resumed run divides by the same
     numbers). A term whose weight is zero may be passed as None and is then not needed at all:
-    beta = 1 skips L_B, gamma = 0 skips L_C.
+    beta = 1 skips L_B, gamma = 0 skips L_C, delta = 0 (the default) skips L_T.
     """
 
-    def __init__(self, gamma: float, beta: float, eps: float = 1e-12) -> None:
+    def __init__(self, gamma: float, beta: float, delta: float = 0.0, eps: float = 1e-12) -> None:
         super().__init__()
         self.gamma = gamma
         self.beta = beta
+        self.delta = delta
         self.eps = eps  # floor of a normaliser: a first value of exactly 0 must not divide by 0
         for name in TERMS:
             self.register_buffer(f"normaliser_{name}", torch.tensor(math.nan))
@@ -204,6 +207,7 @@ class CompositeLoss(nn.Module):
             "contrastive": self.gamma,
             "structural": (1 - self.gamma) * beta,
             "behavioural": (1 - self.gamma) * (1 - beta),
+            "statistics": self.delta,
         }
 
     def forward(
@@ -212,16 +216,24 @@ class CompositeLoss(nn.Module):
         structural: torch.Tensor | None,
         behavioural: torch.Tensor | None,
         beta: float | None = None,
+        statistics: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The total loss; `beta` overrides the configured one (the warm-up schedule moves it)."""
-        values = {"contrastive": contrastive, "structural": structural, "behavioural": behavioural}
-        total: torch.Tensor | None = None
-        for name, weight in self.weights(beta).items():
-            value = values[name]
-            if weight == 0:
-                continue
-            if value is None:
+        values = {
+            "contrastive": contrastive,
+            "structural": structural,
+            "behavioural": behavioural,
+            "statistics": statistics,
+        }
+        weights = {name: weight for name, weight in self.weights(beta).items() if weight != 0}
+        # Check every term before the first normaliser is set: a refused call changes nothing.
+        for name, weight in weights.items():
+            if values[name] is None:
                 raise ValueError(f"the {name} loss has weight {weight:g} but was not computed")
+        total: torch.Tensor | None = None
+        for name, weight in weights.items():
+            value = values[name]
+            assert value is not None
             buffer = getattr(self, f"normaliser_{name}")
             if torch.isnan(buffer) and torch.isfinite(value):
                 buffer.copy_(value.detach().float().clamp_min(self.eps))

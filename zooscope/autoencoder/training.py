@@ -27,6 +27,7 @@ import torch
 from zooscope.architectures import Architecture
 from zooscope.autoencoder.artefact import TRAINING_LOG, TRAINING_STATE, TrainedAutoencoder
 from zooscope.autoencoder.config import AutoencoderConfig, TrainingConfig
+from zooscope.autoencoder.layer_statistics import LayerStatisticsLoss
 from zooscope.autoencoder.losses import BehaviouralLoss, CompositeLoss, ContrastiveLoss, StructuralLoss
 from zooscope.autoencoder.model import WeightAutoencoder
 from zooscope.autoencoder.normalisation import TokenNormaliser
@@ -146,8 +147,16 @@ class _Run:
             to_real=self.normaliser.denormalise,
         )
         self.contrastive = ContrastiveLoss(tc.contrastive_temperature)
-        self.composite = CompositeLoss(tc.gamma, tc.beta).to(self.device)
-        self.optimiser = torch.optim.AdamW(self.model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+        self.composite = CompositeLoss(tc.gamma, tc.beta, tc.statistics_weight).to(self.device)
+        # The optional fourth term's head trains with the model but is not saved with it.
+        self.statistics: LayerStatisticsLoss | None = None
+        trained = list(self.model.parameters())
+        if tc.statistics_weight > 0:
+            self.statistics = LayerStatisticsLoss(self.arch, ae_config.latent_dim, train.params).to(
+                self.device
+            )
+            trained += list(self.statistics.parameters())
+        self.optimiser = torch.optim.AdamW(trained, lr=tc.lr, weight_decay=tc.weight_decay)
 
         self.use_amp = tc.amp and self.device.type == "cuda"
         self.amp_dtype = torch.bfloat16
@@ -219,6 +228,9 @@ class _Run:
             if two_views:
                 z_a, z_b = model.project(latents).float().chunk(2)
                 contrastive = self.contrastive(z_a, z_b)
+            statistics = None
+            if self.statistics is not None:  # a permutation keeps a layer's statistics: any view will do
+                statistics = self.statistics(latents[:k].mean(1), self.flat_layout.unflatten(flat))
         behavioural = None
         if beta < 1.0:
             # Fresh queries every step, shared by every model; the originals run without gradient
@@ -229,7 +241,7 @@ class _Run:
                 key: torch.cat([params[key] for params, _ in views[:decoded]]) for key in views[0][0]
             }
             behavioural = self.behavioural(reconstruction, targets, queries, reference=reference)
-        total = self.composite(contrastive, structural, behavioural, beta=beta)
+        total = self.composite(contrastive, structural, behavioural, beta=beta, statistics=statistics)
 
         self.optimiser.zero_grad(set_to_none=True)
         if self.scaler is not None:
@@ -250,6 +262,7 @@ class _Run:
             "structural": float(structural.detach()),
             "contrastive": math.nan if contrastive is None else float(contrastive.detach()),
             "behavioural": math.nan if behavioural is None else float(behavioural.detach()),
+            "statistics": math.nan if statistics is None else float(statistics.detach()),
             "beta": beta,
             "lr": lr,
         }
@@ -260,6 +273,7 @@ class _Run:
             "model": self.model.state_dict(),
             "optimiser": self.optimiser.state_dict(),
             "composite": self.composite.state_dict(),
+            "statistics": None if self.statistics is None else self.statistics.state_dict(),
             "epoch": self.epoch,
             "step": self.step,
             "generator": self.generator.get_state(),
@@ -288,9 +302,18 @@ class _Run:
                 f"the training checkpoint in {path.parent} was made with a different autoencoder "
                 f"config ({saved}); resume with the same preset or start a fresh run"
             )
+        if (self.statistics is None) != (state.get("statistics") is None):
+            raise ArtefactError(
+                f"the training checkpoint in {path.parent} was made "
+                f"{'without' if self.statistics is not None else 'with'} the layer-statistics term; "
+                "resume with the same recipe or start a fresh run"
+            )
         self.model.load_state_dict(state["model"])
         self.optimiser.load_state_dict(state["optimiser"])
-        self.composite.load_state_dict(state["composite"])
+        # A checkpoint from before the fourth term has no normaliser for it: keep ours (not yet set).
+        self.composite.load_state_dict({**self.composite.state_dict(), **state["composite"]})
+        if self.statistics is not None:
+            self.statistics.load_state_dict(state["statistics"])
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
         self.generator.set_state(state["generator"].cpu())
         torch.set_rng_state(state["torch_rng"].cpu())
@@ -449,7 +472,7 @@ def _train_epoch(run: _Run, progress: ProgressFn | None) -> dict[str, Any]:
     seconds = time.perf_counter() - started
     run.epoch += 1
     entry: dict[str, Any] = {"epoch": run.epoch, "step": run.step}
-    for key in ("loss", "contrastive", "structural", "behavioural", "beta", "lr"):
+    for key in ("loss", "contrastive", "structural", "behavioural", "statistics", "beta", "lr"):
         entry[key] = sums[key] / counts[key] if key in counts else None
     entry["normalisers"] = run.composite.normalisers()
     entry["seconds"] = round(seconds, 3)
@@ -475,8 +498,10 @@ def _epoch_line(entry: dict[str, Any], epochs: int) -> str:
     line = (
         f"epoch {entry['epoch']}/{epochs} loss {fmt('loss')} C {fmt('contrastive')} "
         f"S {fmt('structural', '.3g')} B {fmt('behavioural', '.3g')} beta {fmt('beta', '.3f')} "
-        f"{entry['seconds']:.1f}s"
     )
+    if entry.get("statistics") is not None:
+        line += f"T {fmt('statistics', '.3g')} "
+    line += f"{entry['seconds']:.1f}s"
     if "val_agreement" in entry:
         line += (
             f" | val agreement {entry['val_agreement']:.1%} "

@@ -58,6 +58,12 @@ def train(
     ),
     gamma: float | None = typer.Option(None, "--gamma", help="Weight of the contrastive loss."),
     beta: float | None = typer.Option(None, "--beta", help="Weight of STRUCTURE (1 = structure-only)."),
+    statistics_weight: float | None = typer.Option(
+        None,
+        "--statistics-weight",
+        help="Beyond method.md: weight of a fourth term that asks the mean-pooled embedding to carry "
+        "each layer's weight statistics (0 = the paper's C+S+B).",
+    ),
     lr: float | None = typer.Option(None, "--lr", help="Learning rate."),
     epochs: int | None = typer.Option(None, "--epochs", help="Passes over the training checkpoints."),
     batch_size: int | None = typer.Option(None, "--batch-size", help="Checkpoints per step."),
@@ -90,6 +96,7 @@ def train(
     overrides: dict[str, Any] = {
         "gamma": gamma,
         "beta": beta,
+        "statistics_weight": statistics_weight,
         "lr": lr,
         "epochs": epochs,
         "batch_size": batch_size,

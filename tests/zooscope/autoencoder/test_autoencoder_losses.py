@@ -182,7 +182,7 @@ def test_composite_divides_each_term_by_its_first_value() -> None:
     first = composite(c, s, b).item()
     assert first == pytest.approx(gamma + (1 - gamma) * (beta + (1 - beta)))  # every term is 1
     assert composite.normalisers() == pytest.approx(
-        {"contrastive": 4.0, "structural": 0.5, "behavioural": 0.02}
+        {"contrastive": 4.0, "structural": 0.5, "behavioural": 0.02, "statistics": None}
     )
 
     second = composite(torch.tensor(2.0), torch.tensor(0.25), torch.tensor(0.01)).item()

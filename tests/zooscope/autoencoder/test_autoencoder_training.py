@@ -49,7 +49,8 @@ def test_training_lowers_the_loss_and_writes_the_log(tmp_path: Path, populations
     ):
         assert log[-1][key] is not None, key
     assert 0.0 <= log[-1]["val_agreement"] <= 1.0
-    assert set(log[0]["normalisers"]) == {"contrastive", "structural", "behavioural"}
+    assert set(log[0]["normalisers"]) == {"contrastive", "structural", "behavioural", "statistics"}
+    assert log[-1]["statistics"] is None and log[0]["normalisers"]["statistics"] is None  # off by default
     assert progress[-1] == 1.0 and progress == sorted(progress)
     assert any(m.startswith("epoch 6/6") for m in messages)
     assert ae.training_log == log
