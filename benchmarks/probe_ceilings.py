@@ -11,7 +11,10 @@ an RBF kernel ridge probe beside it), what simpler representations of the same c
   with the same hyperparameters (the best any predictor can do that knows only the config);
 - the weight-statistics baseline and per-layer moments of the weights (means of w, |w|, w^2,
   |w|^3 over each layer: the kind of feature a mean over tokens of per-token codes can hold),
-  each with and without their logarithms (a nonlinearity after pooling).
+  each with and without their logarithms (a nonlinearity after pooling), of the weights and
+  the biases apart too;
+- the first principal components of the weight statistics and their logs: an unsupervised
+  summary, of an embedding's size, of the right numbers.
 
 Prints a markdown table (docs/tuning.md, "What bounds R^2 on this zoo").
 """
@@ -25,7 +28,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from probe_representations import kernel_probe
+from sklearn.decomposition import PCA
 from sklearn.metrics import r2_score
+from sklearn.preprocessing import StandardScaler
 
 from zooscope.architectures import Architecture
 from zooscope.parameters import StackedParams
@@ -33,6 +38,8 @@ from zooscope.probing import ridge_probe, weight_statistics_features
 from zooscope.zoo.store import INIT_TYPES, Population, Zoo
 
 SPLITS = ("train", "val", "test")
+PARTS = ("weights", "biases")
+PRINCIPAL_COMPONENTS = (16, 32)
 
 
 def hyperparameters(population: Population, with_epoch: bool) -> np.ndarray:
@@ -45,11 +52,12 @@ def hyperparameters(population: Population, with_epoch: bool) -> np.ndarray:
     return torch.cat(columns, 1).numpy()
 
 
-def layer_moments(arch: Architecture, params: StackedParams) -> np.ndarray:
-    """[K, F]: per layer, for its weights and its biases, the means of w, |w|, w^2 and |w|^3."""
+def layer_moments(arch: Architecture, params: StackedParams, parts: tuple[str, ...] = PARTS) -> np.ndarray:
+    """[K, F]: per layer, for its weights and/or its biases, the means of w, |w|, w^2 and |w|^3."""
     columns = []
     for layer in arch.parameter_layers():
-        for key in (layer.weight_key, layer.bias_key):
+        keys = {"weights": layer.weight_key, "biases": layer.bias_key}
+        for key in (keys[part] for part in parts):
             w = params[key].flatten(1).double()
             columns += [w.mean(1), w.abs().mean(1), (w**2).mean(1), (w.abs() ** 3).mean(1)]
     return torch.stack(columns, 1).numpy()
@@ -57,6 +65,13 @@ def layer_moments(arch: Architecture, params: StackedParams) -> np.ndarray:
 
 def with_logs(features: np.ndarray) -> np.ndarray:
     return np.concatenate([features, np.log(np.abs(features) + 1e-6)], 1)
+
+
+def principal_components(features: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
+    """The first n principal components of standardised features, fitted on train (no labels)."""
+    scaler = StandardScaler().fit(features["train"])
+    pca = PCA(n).fit(scaler.transform(features["train"]))
+    return {split: pca.transform(scaler.transform(values)) for split, values in features.items()}
 
 
 def config_oracle(populations: dict[str, Population], with_epoch: bool) -> tuple[float, float]:
@@ -101,6 +116,12 @@ def main() -> None:
         ),
         "per-layer moments of w, |w|, w^2, |w|^3": lambda p: layer_moments(zoo.architecture, p.params),
         "per-layer moments and their logs": lambda p: with_logs(layer_moments(zoo.architecture, p.params)),
+        "per-layer moments and their logs, weights only": lambda p: with_logs(
+            layer_moments(zoo.architecture, p.params, ("weights",))
+        ),
+        "per-layer moments and their logs, biases only": lambda p: with_logs(
+            layer_moments(zoo.architecture, p.params, ("biases",))
+        ),
     }
     counts = ", ".join(f"{split} {len(targets[split])}" for split in SPLITS)
     print(f"zoo {args.zoo} ({counts} checkpoints): R^2 for test accuracy, chosen on validation\n")
@@ -127,6 +148,21 @@ def main() -> None:
             f"| {name} | {features['train'].shape[1]} | {linear.r2_val:.3f} / {linear.r2_test:.3f} "
             f"| {kernel_val:.3f} / {kernel_test:.3f} |"
         )
+        if name == "weight statistics and their logs":  # an unsupervised summary of the right numbers
+            for n in PRINCIPAL_COMPONENTS:
+                reduced = principal_components(features, n)
+                linear = ridge_probe(
+                    reduced["train"],
+                    targets["train"],
+                    reduced["val"],
+                    targets["val"],
+                    reduced["test"],
+                    targets["test"],
+                )
+                print(
+                    f"| {name}, first {n} principal components | {n} "
+                    f"| {linear.r2_val:.3f} / {linear.r2_test:.3f} | - |"
+                )
 
 
 if __name__ == "__main__":

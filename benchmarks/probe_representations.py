@@ -21,6 +21,7 @@ from sklearn.metrics import r2_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from zooscope.architectures import Architecture
 from zooscope.autoencoder.artefact import TrainedAutoencoder
 from zooscope.batching import spans
 from zooscope.probing import ridge_probe, weight_statistics_features
@@ -77,6 +78,15 @@ def _random_features(tokens: torch.Tensor, layers: torch.Tensor) -> torch.Tensor
     return torch.relu(x @ projection + offset)
 
 
+def layer_magnitudes(params: dict[str, torch.Tensor], arch: Architecture) -> dict[str, torch.Tensor]:
+    """{name: [K]}: each layer's mean |w| of its weights and of its biases."""
+    magnitudes = {}
+    for layer in arch.parameter_layers():
+        for part, key in (("weights", layer.weight_key), ("biases", layer.bias_key)):
+            magnitudes[f"{layer.key} {part}"] = params[key].flatten(1).abs().mean(1)
+    return magnitudes
+
+
 def kernel_probe(features: dict[str, np.ndarray], targets: dict[str, np.ndarray]) -> tuple[float, float]:
     best: tuple[float, object] | None = None
     for alpha in KERNEL_ALPHAS:
@@ -99,6 +109,7 @@ def main() -> None:
     ae, zoo = TrainedAutoencoder.load(args.autoencoder), Zoo.open(args.zoo)
     features: dict[str, dict[str, np.ndarray]] = {}
     targets: dict[str, np.ndarray] = {}
+    magnitudes: dict[str, dict[str, np.ndarray]] = {}
     for split in ("train", "val", "test"):
         population = zoo.load_population(zoo.checkpoints(split=split))
         blocks: dict[str, list[torch.Tensor]] = {}
@@ -112,6 +123,8 @@ def main() -> None:
         for name, values in blocks.items():
             features.setdefault(name, {})[split] = torch.cat(values).double().numpy()
         targets[split] = np.asarray(population.properties["test_acc"], dtype=np.float64)
+        for name, values in layer_magnitudes(population.params, ae.architecture).items():
+            magnitudes.setdefault(name, {})[split] = values.double().numpy()
     print(f"autoencoder {args.autoencoder}, zoo {args.zoo}: R^2 for test accuracy, chosen on validation\n")
     print("| representation | dim | ridge: val / test R^2 | RBF kernel ridge: val / test R^2 |")
     print("|---|---|---|---|")
@@ -124,6 +137,21 @@ def main() -> None:
             f"| {name} | {f['train'].shape[1]} | {linear.r2_val:.3f} / {linear.r2_test:.3f} "
             f"| {kernel_val:.3f} / {kernel_test:.3f} |"
         )
+
+    # Which whole-layer magnitudes does the embedding carry linearly? (docs/tuning.md, session 6)
+    embedding = features["latent, mean over tokens (the embedding)"]
+    print("\n| layer | mean \\|value\\| from the embedding: ridge val / test R^2 |")
+    print("|---|---|")
+    for name, target in magnitudes.items():
+        fit = ridge_probe(
+            embedding["train"],
+            target["train"],
+            embedding["val"],
+            target["val"],
+            embedding["test"],
+            target["test"],
+        )
+        print(f"| {name} | {fit.r2_val:.3f} / {fit.r2_test:.3f} |")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@ Configurations, all on the same budget (same preset, same epochs, same seed):
   behaviour   behaviour-only (beta 0): the paper reports a collapse to one constant class
   csb         C+S+B (gamma 0.05, beta 0.1), the method
   csb_noise   C+S+B with uniform-noise queries (the query ablation)
+  csb_stats   C+S+B plus the layer-statistics term (beyond method.md: the embedding must carry each
+              layer's weight statistics; zooscope/autoencoder/layer_statistics.py)
 For each: reconstruction fidelity on the test split, generation, property prediction against the
 weight-statistics baseline, and timings. Only torch/numpy/sklearn are needed: the lead runs this
 on a GPU machine without the web stack.
@@ -31,6 +33,10 @@ from zooscope.progress import ProgressFn, report, scaled
 LogFn = Callable[[str], None]
 
 
+# delta of the csb_stats configuration (docs/tuning.md, "What bounds R^2 on this zoo").
+STATISTICS_WEIGHT = 1.0
+
+
 @dataclass(frozen=True)
 class AblationConfig:
     name: str
@@ -41,6 +47,7 @@ class AblationConfig:
     # The structure-first warm-up belongs to the method's CPU recipe (method.md §11); the baselines
     # run without it, as in the paper (for structure-only it changes nothing).
     warmup: bool = True
+    statistics_weight: float = 0.0  # the fourth term beyond method.md (TrainingConfig.statistics_weight)
 
 
 ABLATIONS: dict[str, AblationConfig] = {
@@ -48,6 +55,9 @@ ABLATIONS: dict[str, AblationConfig] = {
     "behaviour": AblationConfig("behaviour", "behaviour-only (beta 0)", 0.05, 0.0, warmup=False),
     "csb": AblationConfig("csb", "C+S+B", 0.05, 0.1),
     "csb_noise": AblationConfig("csb_noise", "C+S+B, noise queries", 0.05, 0.1, query_source="noise"),
+    "csb_stats": AblationConfig(
+        "csb_stats", "C+S+B + layer statistics", 0.05, 0.1, statistics_weight=STATISTICS_WEIGHT
+    ),
 }
 DEFAULT_CONFIGS = ("structure", "behaviour", "csb")
 # Bandwidth multipliers of the accuracy-vs-diversity curve run for the C+S+B configurations.
@@ -100,6 +110,7 @@ def _training_config(base: Any, config: AblationConfig, *, epochs: int | None, s
         "gamma": config.gamma,
         "beta": config.beta,
         "query_source": config.query_source,
+        "statistics_weight": config.statistics_weight,
         "seed": seed,
         "device": device,
     }

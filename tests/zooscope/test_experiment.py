@@ -41,3 +41,8 @@ def test_configurations_set_the_paper_weights() -> None:
     assert (behaviour.beta, behaviour.beta_warmup_epochs, behaviour.epochs) == (0.0, 0, base.epochs)
     assert (csb.beta, csb.beta_warmup_epochs) == (0.1, base.beta_warmup_epochs)
     assert noise.query_source == "noise" and csb.query_source == "train"
+    # Only csb_stats adds the fourth term; every other configuration is method.md's loss.
+    stats = _training_config(base, ABLATIONS["csb_stats"], epochs=3, seed=7, device="cpu")
+    assert (stats.gamma, stats.beta, stats.beta_warmup_epochs) == (0.05, 0.1, base.beta_warmup_epochs)
+    assert stats.statistics_weight > 0
+    assert structure.statistics_weight == behaviour.statistics_weight == csb.statistics_weight == 0.0

@@ -39,7 +39,8 @@ def ablation(
     ),
     device: str = typer.Option("auto", help="auto (cuda when available), cpu, cuda, cuda:1, ..."),
     configs: str = typer.Option(
-        "structure,behaviour,csb", help="Comma-separated subset of structure, behaviour, csb, csb_noise."
+        "structure,behaviour,csb",
+        help="Comma-separated subset of structure, behaviour, csb, csb_noise, csb_stats.",
     ),
     query_ablation: bool = typer.Option(
         False, "--query-ablation", help="Also run C+S+B with uniform-noise queries."
