@@ -114,7 +114,9 @@ def main() -> None:
         "weight statistics and their logs": lambda p: with_logs(
             weight_statistics_features(zoo.architecture, p.params).double().numpy()
         ),
-        "per-layer moments of w, \\|w\\|, w^2, \\|w\\|^3": lambda p: layer_moments(zoo.architecture, p.params),
+        "per-layer moments of w, \\|w\\|, w^2, \\|w\\|^3": lambda p: layer_moments(
+            zoo.architecture, p.params
+        ),
         "per-layer moments and their logs": lambda p: with_logs(layer_moments(zoo.architecture, p.params)),
         "per-layer moments and their logs, weights only": lambda p: with_logs(
             layer_moments(zoo.architecture, p.params, ("weights",))
