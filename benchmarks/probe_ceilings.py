@@ -33,6 +33,7 @@ from sklearn.metrics import r2_score
 from sklearn.preprocessing import StandardScaler
 
 from zooscope.architectures import Architecture
+from zooscope.autoencoder.layer_statistics import LOG_FLOOR, layer_statistics
 from zooscope.parameters import StackedParams
 from zooscope.probing import ridge_probe, weight_statistics_features
 from zooscope.zoo.store import INIT_TYPES, Population, Zoo
@@ -64,7 +65,8 @@ def layer_moments(arch: Architecture, params: StackedParams, parts: tuple[str, .
 
 
 def with_logs(features: np.ndarray) -> np.ndarray:
-    return np.concatenate([features, np.log(np.abs(features) + 1e-6)], 1)
+    """The features and the log of their magnitudes, floored as the fourth term's targets are."""
+    return np.concatenate([features, np.log(np.maximum(np.abs(features), LOG_FLOOR))], 1)
 
 
 def principal_components(features: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
@@ -111,8 +113,9 @@ def main() -> None:
         "weight statistics (the baseline)": lambda p: (
             weight_statistics_features(zoo.architecture, p.params).double().numpy()
         ),
-        "weight statistics and their logs": lambda p: with_logs(
-            weight_statistics_features(zoo.architecture, p.params).double().numpy()
+        # exactly the targets of the fourth training term (zooscope/autoencoder/layer_statistics.py)
+        "weight statistics and their logs": lambda p: (
+            layer_statistics(zoo.architecture, p.params).double().numpy()
         ),
         "per-layer moments of w, \\|w\\|, w^2, \\|w\\|^3": lambda p: layer_moments(
             zoo.architecture, p.params

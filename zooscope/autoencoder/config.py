@@ -111,6 +111,7 @@ BehaviouralKind = Literal["mse", "mse_scaled", "logits", "kl"]
 BEHAVIOURAL_KINDS = ("mse", "mse_scaled", "logits", "kl")
 LRSchedule = Literal["none", "cosine"]
 TokenNormalisation = Literal["none", "layer", "tensor"]
+TOKEN_NORMALISATIONS = ("none", "layer", "tensor")  # normalisation.py's kinds
 
 
 @dataclass(frozen=True)
@@ -189,9 +190,10 @@ class TrainingConfig:
                 f"behavioural_loss must be one of {', '.join(BEHAVIOURAL_KINDS)}, "
                 f"not {self.behavioural_loss!r}"
             )
-        if self.token_normalisation not in ("none", "layer", "tensor"):
+        if self.token_normalisation not in TOKEN_NORMALISATIONS:
             raise ValueError(
-                f"token_normalisation must be 'none', 'layer' or 'tensor', not {self.token_normalisation!r}"
+                f"token_normalisation must be one of {', '.join(TOKEN_NORMALISATIONS)}, "
+                f"not {self.token_normalisation!r}"
             )
         if self.lr_schedule not in ("none", "cosine"):
             raise ValueError(f"lr_schedule must be 'none' or 'cosine', not {self.lr_schedule!r}")

@@ -14,14 +14,14 @@ The normaliser is a fixed function of the training split, stored with the artefa
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
+from zooscope.autoencoder.config import TOKEN_NORMALISATIONS
 from zooscope.tokens import TokenLayout
 
-NormalisationKind = Literal["none", "layer", "tensor"]
-KINDS = ("none", "layer", "tensor")
+KINDS = TOKEN_NORMALISATIONS  # one list of kinds: TrainingConfig checks the same names
 # A layer whose values barely vary over the population (a std below this) is only shifted, not
 # scaled: dividing by a tiny std would blow numerical noise up into the autoencoder's targets.
 MIN_STD = 1e-6
