@@ -6,7 +6,8 @@ Configurations, all on the same budget (same preset, same epochs, same seed):
   csb         C+S+B (gamma 0.05, beta 0.1), the method
   csb_noise   C+S+B with uniform-noise queries (the query ablation)
   csb_stats   C+S+B plus the layer-statistics term (beyond method.md: the embedding must carry each
-              layer's weight statistics; zooscope/autoencoder/layer_statistics.py)
+              layer's weight statistics; zooscope/autoencoder/layer_statistics.py); the cpu preset's
+              own recipe since session 7
 For each: reconstruction fidelity on the test split, generation, property prediction against the
 weight-statistics baseline, and timings. Only torch/numpy/sklearn are needed: the lead runs this
 on a GPU machine without the web stack.
@@ -59,7 +60,10 @@ ABLATIONS: dict[str, AblationConfig] = {
         "csb_stats", "C+S+B + layer statistics", 0.05, 0.1, statistics_weight=STATISTICS_WEIGHT
     ),
 }
-DEFAULT_CONFIGS = ("structure", "behaviour", "csb")
+# The paper's three, and the cpu preset's own recipe (C+S+B with the layer-statistics term).
+DEFAULT_CONFIGS = ("structure", "behaviour", "csb", "csb_stats")
+# The configurations whose generation is also measured as accuracy-vs-diversity curves.
+CURVE_CONFIGS = ("csb", "csb_stats")
 # Bandwidth multipliers of the accuracy-vs-diversity curve run for the C+S+B configurations.
 CURVE_SETTINGS = (0.0, 1.0, 2.0, 4.0, 8.0)
 # Spreads of the kernel centres away from the anchors' mean (extrapolation), the second knob.
@@ -290,7 +294,7 @@ def run_ablation(
         sub = scaled(progress, i / len(names), (i + 1) / len(names))
         results["configs"][name] = run_config(
             zoo, ABLATIONS[name], out, preset=preset, epochs=epochs, seed=seed, device=resolved,
-            n_generate=n_generate, curve=name == "csb", progress=sub, log=log, resume=resume,
+            n_generate=n_generate, curve=name in CURVE_CONFIGS, progress=sub, log=log, resume=resume,
         )  # fmt: skip
     results["behavioural_step_cost_ratio"] = step_cost_ratio(results["configs"])
     text = json.dumps(_json_safe(results), indent=2) + "\n"

@@ -40,7 +40,9 @@ def test_beta_warms_up_linearly_from_one_to_the_target() -> None:
 
 def test_cpu_recipe_standardises_tokens_and_paper_recipe_stays_the_papers() -> None:
     cpu, paper = TrainingConfig.cpu(), TrainingConfig.paper()
-    assert (cpu.token_normalisation, cpu.batch_size, cpu.lr_schedule) == ("layer", 16, "cosine")
+    assert (cpu.token_normalisation, cpu.batch_size, cpu.lr_schedule) == ("tensor", 16, "cosine")
+    # The cpu recipe adds the layer-statistics term; the paper's recipe never does.
+    assert cpu.statistics_weight == 1.0 and paper.statistics_weight == 0.0
     assert cpu.behavioural_loss == "mse" and cpu.beta_warmup_epochs > 0
     # The paper's recipe: raw weights, batch 64, lr 1e-5, no scheduler, softmax MSE.
     assert (paper.token_normalisation, paper.batch_size, paper.lr, paper.lr_schedule) == (
@@ -54,3 +56,13 @@ def test_cpu_recipe_standardises_tokens_and_paper_recipe_stays_the_papers() -> N
         TrainingConfig(token_normalisation="model")
     with pytest.raises(ValueError, match="behavioural_loss"):
         TrainingConfig(behavioural_loss="huber")
+
+
+def test_cpu_autoencoder_has_a_relu_latent_and_old_artefacts_read_back_as_they_ran() -> None:
+    cpu = AutoencoderConfig.cpu()
+    assert (cpu.latent_dim, cpu.latent_activation) == (64, "relu")
+    assert AutoencoderConfig.paper().latent_activation == "none"  # the paper's linear latent
+    # An artefact written before latent_activation existed recorded only the sizes: it ran with
+    # the first cpu preset's linear latent, and must read back that way.
+    recorded = {k: v for k, v in cpu.to_dict().items() if k != "latent_activation"}
+    assert AutoencoderConfig.from_dict(recorded).latent_activation == "none"
