@@ -49,7 +49,8 @@ def train(
     latent_activation: str | None = typer.Option(
         None,
         "--latent-activation",
-        help="Nonlinearity on the per-token latent: none (method.md) | relu | softplus.",
+        help="Nonlinearity on the per-token latent: none (method.md, the paper preset) | relu (the cpu "
+        "preset) | softplus.",
     ),
     encoder_final_norm: bool | None = typer.Option(
         None,
@@ -62,7 +63,7 @@ def train(
         None,
         "--statistics-weight",
         help="Beyond method.md: weight of a fourth term that asks the mean-pooled embedding to carry "
-        "each layer's weight statistics (0 = the paper's C+S+B).",
+        "each layer's weight statistics (0 = the paper's C+S+B; the cpu preset uses 1).",
     ),
     lr: float | None = typer.Option(None, "--lr", help="Learning rate."),
     epochs: int | None = typer.Option(None, "--epochs", help="Passes over the training checkpoints."),
