@@ -1,36 +1,44 @@
 """The reproduction as a benchmark: the full ablation on the default digits zoo (slow: pytest -m slow).
 
-On an H200 it passed in 161 s (zoo build included); on a 2-core CPU expect about an hour.
-The assertions are the paper's qualitative claims (method.md §9), not its numbers.
+It runs what docs/results.md reports (about 35 minutes on the 2-core CPU, zoo build included) and
+checks issue 3's targets on the 216 held-out test checkpoints. The cpu preset's own recipe
+(csb_stats: C+S+B plus the layer-statistics term) must meet every target. The paper's three-term
+C+S+B must meet the fidelity targets; its R^2 is reported in docs/results.md, not asserted.
+Behaviour-only must collapse, as the paper reports.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from zooscope.experiment import open_or_build_zoo, run_ablation
 
 
+def _assert_faithful(result: dict[str, Any]) -> None:
+    evaluation = result["evaluation"]
+    assert evaluation["agreement"]["mean"] >= 0.85
+    assert evaluation["agreement_high_accuracy"]["mean"] >= 0.97
+    assert result["best_reconstruction_gap"] >= -0.5  # points below the best zoo model
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(7200)
-def test_behaviour_beats_structure_on_the_default_digits_zoo(tmp_path: Path) -> None:
+def test_the_cpu_recipe_meets_the_issue_targets_on_the_default_digits_zoo(tmp_path: Path) -> None:
     from zooscope.autoencoder.training import resolve_device
 
     device = str(resolve_device("auto"))
     zoo = open_or_build_zoo(None, tmp_path / "data", device=device)
     results = run_ablation(
-        zoo, tmp_path / "runs", configs=("structure", "csb"), device=device, n_generate=50,
+        zoo, tmp_path / "runs", configs=("structure", "behaviour", "csb", "csb_stats"), device=device,
         results_path=tmp_path / "results.md", command="pytest -m slow",
     )  # fmt: skip
-    structure, csb = results["configs"]["structure"], results["configs"]["csb"]
-    agreement = {
-        name: r["evaluation"]["agreement_high_accuracy"]["mean"] for name, r in results["configs"].items()
-    }
-    # Reconstructions of working originals agree more with them when behaviour is in the loss ...
-    assert agreement["csb"] > agreement["structure"]
-    # ... and the best reconstruction and the best generated model come within 2 points of the best
-    # zoo model, where structure-only loses more than that.
-    assert csb["best_reconstruction_gap"] > -2.0 > structure["best_reconstruction_gap"]
-    assert csb["generation"]["best_generated_gap"] > -2.0
+    configs = results["configs"]
+    _assert_faithful(configs["csb_stats"])
+    assert configs["csb_stats"]["probes"]["test_acc"]["embedding"]["r2_test"] >= 0.9
+    _assert_faithful(configs["csb"])
+    assert configs["behaviour"]["collapsed"]
+    # A behavioural step costs at most 1.3x a structure-only step (the paper paid about 2x).
+    assert results["behavioural_step_cost_ratio"] <= 1.3

@@ -39,7 +39,7 @@ def ablation(
     ),
     device: str = typer.Option("auto", help="auto (cuda when available), cpu, cuda, cuda:1, ..."),
     configs: str = typer.Option(
-        "structure,behaviour,csb",
+        "structure,behaviour,csb,csb_stats",  # experiment.DEFAULT_CONFIGS (not imported: it loads torch)
         help="Comma-separated subset of structure, behaviour, csb, csb_noise, csb_stats.",
     ),
     query_ablation: bool = typer.Option(
