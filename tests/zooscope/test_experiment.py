@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from zooscope.autoencoder.config import TrainingConfig
-from zooscope.experiment import ABLATIONS, _timings, _training_config, step_cost_ratio
+from zooscope.experiment import ABLATIONS, _best_model_note, _timings, _training_config, step_cost_ratio
 
 
 def test_behavioural_timings_count_only_epochs_with_behaviour() -> None:
@@ -46,3 +46,12 @@ def test_configurations_set_the_paper_weights() -> None:
     assert (stats.gamma, stats.beta, stats.beta_warmup_epochs) == (0.05, 0.1, base.beta_warmup_epochs)
     assert stats.statistics_weight > 0
     assert structure.statistics_weight == behaviour.statistics_weight == csb.statistics_weight == 0.0
+
+
+def test_the_results_page_says_when_the_best_zoo_model_is_not_in_the_test_split() -> None:
+    result = {"best_zoo_accuracy": 0.9833, "evaluation": {"original_accuracy": {"max": 0.9777}}}
+    (note,) = [line for line in _best_model_note(result) if line]
+    assert "98.3 %" in note and "97.8 %" in note and "-0.6 points" in note
+    # Best model in the test split: a copy can reach it, nothing to explain.
+    result["evaluation"]["original_accuracy"]["max"] = 0.9833
+    assert _best_model_note(result) == []

@@ -1,9 +1,14 @@
 """The reproduction as a benchmark: the full ablation on the default digits zoo (slow: pytest -m slow).
 
-It runs what docs/results.md reports (about 35 minutes on the 2-core CPU, zoo build included) and
-checks issue 3's targets on the 216 held-out test checkpoints. The cpu preset's own recipe
-(csb_stats: C+S+B plus the layer-statistics term) must meet every target. The paper's three-term
-C+S+B must meet the fidelity targets; its R^2 is reported in docs/results.md, not asserted.
+It runs what docs/results.md reports (about 40 minutes on the 2-core CPU, zoo build included) and
+checks issue 3's targets on the 216 held-out test checkpoints. Two changes from the issue's wording
+follow from what the run measures:
+- The best reconstruction is held to within 0.5 points of the best TEST original. The best zoo
+  model (98.3 %) is a training-split checkpoint and the best test original reaches 97.8 %, so an
+  exact copy of the test split already scores -0.6 against the zoo's best (docs/results.md).
+- R^2 >= 0.9 is asserted for the cpu preset's recipe (csb_stats: C+S+B plus the layer-statistics
+  term). The paper's three-term C+S+B reaches about 0.67 on this zoo. It is reported in
+  docs/results.md, not asserted (docs/tuning.md, "What bounds R^2 on this zoo").
 Behaviour-only must collapse, as the paper reports.
 """
 
@@ -21,12 +26,13 @@ def _assert_faithful(result: dict[str, Any]) -> None:
     evaluation = result["evaluation"]
     assert evaluation["agreement"]["mean"] >= 0.85
     assert evaluation["agreement_high_accuracy"]["mean"] >= 0.97
-    assert result["best_reconstruction_gap"] >= -0.5  # points below the best zoo model
+    best_test_original = evaluation["original_accuracy"]["max"]
+    assert evaluation["reconstructed_accuracy"]["max"] >= best_test_original - 0.005
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(7200)
-def test_the_cpu_recipe_meets_the_issue_targets_on_the_default_digits_zoo(tmp_path: Path) -> None:
+def test_the_ablation_meets_its_targets_on_the_default_digits_zoo(tmp_path: Path) -> None:
     from zooscope.autoencoder.training import resolve_device
 
     device = str(resolve_device("auto"))
