@@ -38,9 +38,10 @@ def ablation(
         Path("./runs/ablation"), help="Folder for the trained autoencoders and results.json."
     ),
     device: str = typer.Option("auto", help="auto (cuda when available), cpu, cuda, cuda:1, ..."),
-    configs: str = typer.Option(
-        "structure,behaviour,csb,csb_stats",  # experiment.DEFAULT_CONFIGS (not imported: it loads torch)
-        help="Comma-separated subset of structure, behaviour, csb, csb_noise, csb_stats.",
+    configs: str | None = typer.Option(
+        None,
+        help="Comma-separated subset of structure, behaviour, csb, csb_noise, csb_stats "
+        "(default: all but csb_noise, experiment.DEFAULT_CONFIGS).",
     ),
     query_ablation: bool = typer.Option(
         False, "--query-ablation", help="Also run C+S+B with uniform-noise queries."
@@ -54,10 +55,10 @@ def ablation(
         False, "--resume", help="Continue each configuration from its last training checkpoint under --out."
     ),
 ) -> None:
-    """Train structure-only, behaviour-only and C+S+B on the same budget and compare them."""
-    from zooscope.experiment import open_or_build_zoo, run_ablation
+    """Train structure-only, behaviour-only, C+S+B and the cpu recipe on the same budget and compare them."""
+    from zooscope.experiment import DEFAULT_CONFIGS, open_or_build_zoo, run_ablation
 
-    names = [c.strip() for c in configs.split(",") if c.strip()]
+    names = list(DEFAULT_CONFIGS) if configs is None else [c.strip() for c in configs.split(",") if c.strip()]
     command = "zooscope " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     with Progress(
         TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn(), console=err
