@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from zooscope.autoencoder.config import TrainingConfig
-from zooscope.experiment import ABLATIONS, _best_model_note, _timings, _training_config, step_cost_ratio
+from zooscope.experiment import (
+    ABLATIONS,
+    _best_model_note,
+    _best_test_gap,
+    _timings,
+    _training_config,
+    step_cost_ratio,
+)
 
 
 def test_behavioural_timings_count_only_epochs_with_behaviour() -> None:
@@ -51,7 +58,16 @@ def test_configurations_set_the_paper_weights() -> None:
 def test_the_results_page_says_when_the_best_zoo_model_is_not_in_the_test_split() -> None:
     result = {"best_zoo_accuracy": 0.9833, "evaluation": {"original_accuracy": {"max": 0.9777}}}
     (note,) = [line for line in _best_model_note(result) if line]
-    assert "98.3 %" in note and "97.8 %" in note and "-0.6 points" in note
+    assert "98.3 %" in note and "97.8 %" in note and "-0.6 points" in note and "0 on" in note
     # Best model in the test split: a copy can reach it, nothing to explain.
     result["evaluation"]["original_accuracy"]["max"] = 0.9833
     assert _best_model_note(result) == []
+
+
+def test_the_best_reconstruction_is_also_measured_against_the_best_test_original() -> None:
+    evaluation = {"original_accuracy": {"max": 0.9777}, "reconstructed_accuracy": {"max": 0.9796}}
+    assert _best_test_gap(evaluation) == pytest.approx(0.19)
+    evaluation["reconstructed_accuracy"]["max"] = 0.9777  # an exact copy of the best test original
+    assert _best_test_gap(evaluation) == pytest.approx(0.0)
+    evaluation["original_accuracy"]["max"] = None  # an empty test split
+    assert _best_test_gap(evaluation) is None
