@@ -15,18 +15,11 @@ Behaviour-only must collapse, as the paper reports.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from zooscope.experiment import _best_test_gap, open_or_build_zoo, run_ablation
-
-
-def _assert_faithful(result: dict[str, Any]) -> None:
-    evaluation = result["evaluation"]
-    assert evaluation["agreement"]["mean"] >= 0.85
-    assert evaluation["agreement_high_accuracy"]["mean"] >= 0.97
-    assert _best_test_gap(evaluation) >= -0.5
+from zooscope.experiment import open_or_build_zoo, run_ablation
+from zooscope.experiment_targets import unmet_required
 
 
 @pytest.mark.slow
@@ -40,10 +33,8 @@ def test_the_ablation_meets_its_targets_on_the_default_digits_zoo(tmp_path: Path
         zoo, tmp_path / "runs", configs=("structure", "behaviour", "csb", "csb_stats"), device=device,
         results_path=tmp_path / "results.md", command="pytest -m slow",
     )  # fmt: skip
-    configs = results["configs"]
-    _assert_faithful(configs["csb_stats"])
-    assert configs["csb_stats"]["probes"]["test_acc"]["embedding"]["r2_test"] >= 0.9
-    _assert_faithful(configs["csb"])
-    assert configs["behaviour"]["collapsed"]
-    # A behavioural step costs at most 1.3x a structure-only step (the paper paid about 2x).
-    assert results["behavioural_step_cost_ratio"] <= 1.3
+    # The cpu preset's recipe meets every required target, its step cost (at most 1.3x a
+    # structure-only step) included; the paper's three terms meet all but R^2.
+    assert unmet_required(results, "csb_stats") == []
+    assert unmet_required(results, "csb") in ([], ["R^2 for test accuracy, ridge on the embedding"])
+    assert results["configs"]["behaviour"]["collapsed"]

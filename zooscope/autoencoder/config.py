@@ -142,6 +142,9 @@ class TrainingConfig:
     # the mean-pooled embedding to carry each layer's weight statistics through a linear head
     # (layer_statistics.py; docs/tuning.md, "What bounds R^2 on this zoo"). 0: the paper's C+S+B.
     statistics_weight: float = 0.0
+    # Where delta ends: it moves linearly from `statistics_weight` at the end of the beta warm-up
+    # to this value at the last epoch. None keeps delta constant.
+    statistics_weight_final: float | None = None
     # "mse": MSE between softmaxes, the paper's stable variant. A weak original's softmax is nearly
     # flat, so under "mse" it costs almost nothing to rebuild it as a different, better model.
     # "mse_scaled" divides each model's softmax MSE by the variance of its original's softmax;
@@ -199,6 +202,11 @@ class TrainingConfig:
             raise ValueError("gamma and beta must lie in [0, 1]")
         if not self.statistics_weight >= 0.0:
             raise ValueError("statistics_weight must be at least 0")
+        if self.statistics_weight_final is not None:
+            if not self.statistics_weight_final >= 0.0:
+                raise ValueError("statistics_weight_final must be at least 0")
+            if self.statistics_weight == 0.0 and self.statistics_weight_final > 0.0:
+                raise ValueError("statistics_weight_final needs the term on: statistics_weight > 0")
         if self.behavioural_loss not in BEHAVIOURAL_KINDS:
             raise ValueError(
                 f"behavioural_loss must be one of {', '.join(BEHAVIOURAL_KINDS)}, "
@@ -226,6 +234,17 @@ class TrainingConfig:
             return self.beta
         t = max(epoch_progress, 0.0) / self.beta_warmup_epochs
         return 1.0 + (self.beta - 1.0) * t
+
+    def statistics_weight_at(self, epoch_progress: float) -> float:
+        """delta after `epoch_progress` epochs: constant, or linear from the end of the warm-up to the
+        last epoch when `statistics_weight_final` is set."""
+        if self.statistics_weight_final is None:
+            return self.statistics_weight
+        start = max(self.beta_warmup_epochs, 0)
+        if epoch_progress <= start or self.epochs <= start:
+            return self.statistics_weight
+        t = min((epoch_progress - start) / (self.epochs - start), 1.0)
+        return self.statistics_weight + (self.statistics_weight_final - self.statistics_weight) * t
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -201,13 +201,13 @@ class CompositeLoss(nn.Module):
     def normalisers(self) -> dict[str, float | None]:
         return {name: (None if math.isnan(v) else v) for name in TERMS for v in [self.normaliser(name)]}
 
-    def weights(self, beta: float | None = None) -> dict[str, float]:
+    def weights(self, beta: float | None = None, delta: float | None = None) -> dict[str, float]:
         beta = self.beta if beta is None else beta
         return {
             "contrastive": self.gamma,
             "structural": (1 - self.gamma) * beta,
             "behavioural": (1 - self.gamma) * (1 - beta),
-            "statistics": self.delta,
+            "statistics": self.delta if delta is None else delta,
         }
 
     def forward(
@@ -217,15 +217,16 @@ class CompositeLoss(nn.Module):
         behavioural: torch.Tensor | None,
         beta: float | None = None,
         statistics: torch.Tensor | None = None,
+        delta: float | None = None,
     ) -> torch.Tensor:
-        """The total loss; `beta` overrides the configured one (the warm-up schedule moves it)."""
+        """The total loss; `beta` and `delta` override the configured ones (their schedules move them)."""
         values = {
             "contrastive": contrastive,
             "structural": structural,
             "behavioural": behavioural,
             "statistics": statistics,
         }
-        weights = {name: weight for name, weight in self.weights(beta).items() if weight != 0}
+        weights = {name: weight for name, weight in self.weights(beta, delta).items() if weight != 0}
         # Check every term before the first normaliser is set: a refused call changes nothing.
         for name, weight in weights.items():
             if values[name] is None:

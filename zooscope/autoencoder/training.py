@@ -241,7 +241,10 @@ class _Run:
                 key: torch.cat([params[key] for params, _ in views[:decoded]]) for key in views[0][0]
             }
             behavioural = self.behavioural(reconstruction, targets, queries, reference=reference)
-        total = self.composite(contrastive, structural, behavioural, beta=beta, statistics=statistics)
+        delta = self.tc.statistics_weight_at(self.step / self.steps_per_epoch)
+        total = self.composite(
+            contrastive, structural, behavioural, beta=beta, statistics=statistics, delta=delta
+        )
 
         self.optimiser.zero_grad(set_to_none=True)
         if self.scaler is not None:
@@ -264,6 +267,7 @@ class _Run:
             "behavioural": math.nan if behavioural is None else float(behavioural.detach()),
             "statistics": math.nan if statistics is None else float(statistics.detach()),
             "beta": beta,
+            "delta": delta,
             "lr": lr,
         }
 
@@ -472,7 +476,7 @@ def _train_epoch(run: _Run, progress: ProgressFn | None) -> dict[str, Any]:
     seconds = time.perf_counter() - started
     run.epoch += 1
     entry: dict[str, Any] = {"epoch": run.epoch, "step": run.step}
-    for key in ("loss", "contrastive", "structural", "behavioural", "statistics", "beta", "lr"):
+    for key in ("loss", "contrastive", "structural", "behavioural", "statistics", "beta", "delta", "lr"):
         entry[key] = sums[key] / counts[key] if key in counts else None
     entry["normalisers"] = run.composite.normalisers()
     entry["seconds"] = round(seconds, 3)

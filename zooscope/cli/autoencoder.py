@@ -65,6 +65,12 @@ def train(
         help="Beyond method.md: weight of a fourth term that asks the mean-pooled embedding to carry "
         "each layer's weight statistics (0 = the paper's C+S+B; the cpu preset uses 1).",
     ),
+    statistics_weight_final: float | None = typer.Option(
+        None,
+        "--statistics-weight-final",
+        help="Where the fourth term's weight ends: linear from --statistics-weight after the warm-up "
+        "to this at the last epoch (default: constant).",
+    ),
     lr: float | None = typer.Option(None, "--lr", help="Learning rate."),
     epochs: int | None = typer.Option(None, "--epochs", help="Passes over the training checkpoints."),
     batch_size: int | None = typer.Option(None, "--batch-size", help="Checkpoints per step."),
@@ -98,6 +104,7 @@ def train(
         "gamma": gamma,
         "beta": beta,
         "statistics_weight": statistics_weight,
+        "statistics_weight_final": statistics_weight_final,
         "lr": lr,
         "epochs": epochs,
         "batch_size": batch_size,

@@ -38,6 +38,20 @@ def test_beta_warms_up_linearly_from_one_to_the_target() -> None:
     assert TrainingConfig(beta=0.3, beta_warmup_epochs=0).beta_at(0) == 0.3
 
 
+def test_the_statistics_weight_stays_constant_or_moves_linearly_after_the_warm_up() -> None:
+    assert TrainingConfig(statistics_weight=1.0, epochs=80).statistics_weight_at(60) == 1.0
+    tc = TrainingConfig(statistics_weight=1.0, statistics_weight_final=0.2, beta_warmup_epochs=20, epochs=60)
+    assert tc.statistics_weight_at(0) == 1.0
+    assert tc.statistics_weight_at(20) == 1.0  # untouched through the warm-up
+    assert tc.statistics_weight_at(40) == pytest.approx(0.6)
+    assert tc.statistics_weight_at(60) == pytest.approx(0.2)
+    assert tc.statistics_weight_at(75) == pytest.approx(0.2)  # past the last epoch: the final value
+    with pytest.raises(ValueError, match="statistics_weight_final"):
+        TrainingConfig(statistics_weight=1.0, statistics_weight_final=-0.1)
+    with pytest.raises(ValueError, match="statistics_weight > 0"):
+        TrainingConfig(statistics_weight=0.0, statistics_weight_final=0.1)
+
+
 def test_cpu_recipe_standardises_tokens_and_paper_recipe_stays_the_papers() -> None:
     cpu, paper = TrainingConfig.cpu(), TrainingConfig.paper()
     assert (cpu.token_normalisation, cpu.batch_size, cpu.lr_schedule) == ("tensor", 16, "cosine")

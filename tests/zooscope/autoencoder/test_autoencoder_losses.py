@@ -193,6 +193,16 @@ def test_composite_divides_each_term_by_its_first_value() -> None:
     assert third == pytest.approx(0.05 * 0.5 + 0.95 * (0.5 * 0.5 + 0.5 * 2.0))
 
 
+def test_composite_delta_overridden_by_its_schedule_weighs_the_fourth_term() -> None:
+    composite = CompositeLoss(0.0, 1.0, delta=1.0)
+    assert composite(None, torch.tensor(2.0), None, statistics=torch.tensor(0.4)).item() == pytest.approx(2.0)
+    # The term at half its first value under delta 0.3: 1 + 0.3 * 0.5.
+    value = composite(None, torch.tensor(2.0), None, statistics=torch.tensor(0.2), delta=0.3).item()
+    assert value == pytest.approx(1.15)
+    # delta scheduled down to 0 drops the term: it need not be computed.
+    assert composite(None, torch.tensor(2.0), None, delta=0.0).item() == pytest.approx(1.0)
+
+
 def test_composite_structure_only_needs_no_behaviour_and_normalisers_survive_a_reload() -> None:
     composite = CompositeLoss(gamma=0.0, beta=1.0)
     assert composite(None, torch.tensor(3.0), None).item() == pytest.approx(1.0)
