@@ -57,6 +57,9 @@ def test_cpu_recipe_standardises_tokens_and_paper_recipe_stays_the_papers() -> N
     assert (cpu.token_normalisation, cpu.batch_size, cpu.lr_schedule) == ("tensor", 16, "cosine")
     # The cpu recipe adds the layer-statistics term; the paper's recipe never does.
     assert cpu.statistics_weight == 1.0 and paper.statistics_weight == 0.0
+    # ... and lets it fade to a tenth by the last epoch (docs/tuning.md, session 8).
+    assert cpu.statistics_weight_at(cpu.epochs) == pytest.approx(0.1)
+    assert paper.statistics_weight_final is None
     assert cpu.epochs == 80  # docs/tuning.md: at 60 the C+S+B agreement was still climbing
     assert cpu.behavioural_loss == "mse" and cpu.beta_warmup_epochs > 0
     # The paper's recipe: raw weights, batch 64, lr 1e-5, no scheduler, softmax MSE.
