@@ -111,6 +111,15 @@ def test_training_with_the_term_logs_it_resumes_and_saves_no_head(
     assert loaded.training_config.statistics_weight == 0.5
 
 
+def test_a_scheduled_weight_fades_epoch_by_epoch_and_is_recorded(tmp_path: Path, populations, digits) -> None:
+    train, val = populations
+    tc = dataclasses.replace(TC, epochs=3, beta_warmup_epochs=0, statistics_weight_final=0.1)
+    ae = train_on_populations(train, val, digits, AE, tc, tmp_path)
+    deltas = [entry["delta"] for entry in ae.training_log]
+    assert 0.5 > deltas[0] > deltas[1] > deltas[2] > 0.1  # each epoch's mean over its steps
+    assert TrainedAutoencoder.load(tmp_path).training_config.statistics_weight_final == 0.1
+
+
 def test_resume_refuses_a_checkpoint_made_without_the_term(tmp_path: Path, populations, digits) -> None:
     train, val = populations
     without = dataclasses.replace(TC, statistics_weight=0.0, epochs=1)
