@@ -150,6 +150,23 @@ def test_ablation_writes_results_page(zoo: Zoo, tmp_path: Path) -> None:
     assert [c[0]["knob"] for c in saved["configs"]["csb"]["diversity_curves"]] == ["bandwidth", "spread"]
     assert "## Accuracy vs diversity, spread (C+S+B)" in page
     assert (tmp_path / "runs" / "csb" / "evaluation.json").exists()
+    # The page ends with issue 3's targets for the C+S+B column, one row per target.
+    assert "## Issue 3's targets" in page and "| target | threshold | C+S+B |" in page
+    assert "| R^2 for test accuracy, ridge on the embedding | >= 0.900 |" in page
+
+
+def test_ablation_command_says_which_targets_each_recipe_misses(zoo: Zoo, tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        app,
+        ["experiment", "ablation", "--zoo", str(zoo.path), "--preset", "tiny", "--epochs", "1",
+         "--configs", "csb", "--device", "cpu", "--n-generate", "3", "--out", str(tmp_path / "runs"),
+         "--results-path", str(tmp_path / "results.md")],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())  # the console wraps long lines
+    verdict = text[text.index("csb misses: ") : text.index("results written to")]
+    # No structure-only run: the step cost is unmeasured, and an unmeasured target is not met.
+    assert "a behavioural step over a structure-only step" in verdict
 
 
 def test_ablation_resume_reuses_finished_training(zoo: Zoo, tmp_path: Path) -> None:
