@@ -286,7 +286,7 @@ class TrainingConfig:
         constant 1 the fourth term was most of the loss late in training (its normalised value
         stays near 0.15 while the others fall under 0.05) and cost fidelity; decayed, the
         embedding keeps what it learnt (R^2 0.907 either way on seed 1) and agreement over originals
-        >= 80 % rose from 96.7 % to 97.4 % (docs/tuning.md, "Session 8")."""
+        >= 80 % rose from 96.7 % to 97.3 % (docs/tuning.md, "Session 8")."""
         return cls(
             token_normalisation="tensor",
             statistics_weight=1.0,
