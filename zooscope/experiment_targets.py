@@ -103,6 +103,19 @@ def unmet_required(results: dict[str, Any], config: str = REQUIRED_CONFIG) -> li
     return [c.target.label for c in check_targets(results) if c.target.required and c.met(config) is not True]
 
 
+def verdict(results: dict[str, Any], config: str) -> str:
+    """One line on `config`: every required target met, or which it missed and which this run could
+    not measure (the step cost needs a structure-only run beside it)."""
+    required = [c for c in check_targets(results) if c.target.required]
+    missed = [c.target.label for c in required if c.met(config) is False]
+    unmeasured = [c.target.label for c in required if c.met(config) is None]
+    if not missed and not unmeasured:
+        return "meets every target of issue 3"
+    parts = [f"misses: {'; '.join(missed)}"] if missed else []
+    parts += [f"not measured in this run: {'; '.join(unmeasured)}"] if unmeasured else []
+    return " / ".join(parts)
+
+
 def targets_markdown(results: dict[str, Any]) -> list[str]:
     configs = results["configs"]
     present = [name for name in TARGET_CONFIGS if name in configs]

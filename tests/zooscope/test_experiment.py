@@ -12,6 +12,7 @@ from zooscope.experiment_targets import (
     step_cost_ratio,
     targets_markdown,
     unmet_required,
+    verdict,
 )
 
 
@@ -119,8 +120,14 @@ def test_targets_are_checked_per_recipe_with_the_zoo_best_row_reported_only() ->
     # The exact copy misses only the reported row, which does not count against the recipe.
     assert unmet_required(results) == []
     assert unmet_required(results, "csb") == ["R^2 for test accuracy, ridge on the embedding"]
+    assert verdict(results, "csb_stats") == "meets every target of issue 3"
     results["configs"]["csb_stats"]["evaluation"]["agreement_high_accuracy"]["mean"] = 0.967
     assert unmet_required(results) == ["mean agreement, originals >= 80 %"]
+    del results["configs"]["structure"]  # the step cost needs a structure-only run
+    assert verdict(results, "csb_stats") == (
+        "misses: mean agreement, originals >= 80 % / "
+        "not measured in this run: a behavioural step over a structure-only step"
+    )
 
 
 def test_the_results_page_carries_the_targets_table() -> None:

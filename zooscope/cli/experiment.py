@@ -89,10 +89,8 @@ def ablation(
             f"{agg['reconstructed_accuracy']['max']:.1%} (orig {agg['original_accuracy']['max']:.1%}), "
             f"{result['timings']['seconds_per_epoch'] or 0:.1f} s/epoch"
         )
-    from zooscope.experiment_targets import TARGET_CONFIGS, unmet_required
+    from zooscope.experiment_targets import TARGET_CONFIGS, verdict
 
     for name in (n for n in TARGET_CONFIGS if n in results["configs"]):
-        missed = unmet_required(results, name)
-        verdict = "meets every target of issue 3" if not missed else "misses: " + "; ".join(missed)
-        err.print(f"{name} {verdict}", highlight=False)
+        err.print(f"{name}: {verdict(results, name)}", highlight=False)
     err.print(f"results written to {results_path} and {Path(out) / 'results.json'}")
