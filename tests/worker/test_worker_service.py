@@ -22,6 +22,7 @@ from worker.settings import WorkerSettings
 
 pytestmark = pytest.mark.service
 JOB_TIMEOUT_S = 180  # generous: eight engineers share two cores
+KILLED_JOB_EPOCHS = 150
 
 
 @pytest.fixture(scope="module")
@@ -61,9 +62,13 @@ def test_a_sigkilled_workers_job_is_rerun_and_reported_once(
     worker_factory: Callable[[WorkerSettings], WorkerProcess],
 ) -> None:
     first = worker_factory(service_settings)
-    job_id = submit(api, "train_autoencoder", {"zoo_id": registered["zoo_id"], "preset": "tiny", "epochs": 6})
-    wait_for(lambda: job(api, job_id)["progress"] > 0, JOB_TIMEOUT_S, "the job to make progress", first.tail)
+    # Long enough (about 5 s of tiny epochs here) that the kill lands mid-job: with 6 epochs the job
+    # once finished between the poll that saw its first progress and the kill, on a loaded CI machine.
+    params = {"zoo_id": registered["zoo_id"], "preset": "tiny", "epochs": KILLED_JOB_EPOCHS}
+    job_id = submit(api, "train_autoencoder", params)
+    seen = wait_for(lambda: job(api, job_id)["progress"], JOB_TIMEOUT_S, "the job's progress", first.tail)
     first.kill()  # the machine dies: worker and pool process, no chance to clean up
+    assert seen < 0.5, f"the job was {seen:.0%} done before the kill: give it more epochs"
     assert job(api, job_id)["state"] == "running"
     second = worker_factory(service_settings)  # its start-up sweep (or timer) finds the stale job
     final = wait_for_job(api, job_id, JOB_TIMEOUT_S, second.tail)
