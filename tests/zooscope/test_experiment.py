@@ -94,6 +94,7 @@ def _config_result(label: str, agreement: float, high: float, best: float, r2: f
             "reconstructed_accuracy": {"max": best},
         },
         "best_zoo_accuracy": 0.9833,
+        "best_reconstruction_gap": 100.0 * (best - 0.9833),  # as run_config stores it
         "probes": {"test_acc": {"embedding": {"r2_test": r2}}},
         "timings": {"seconds_per_step": step},
     }
