@@ -169,8 +169,12 @@ def run_config(
     progress: ProgressFn | None = None,
     log: LogFn | None = None,
     resume: bool = False,
+    latent_dim: int | None = None,
 ) -> dict[str, Any]:
     """Train one configuration and measure everything the results table reports.
+
+    `latent_dim` overrides the preset's latent width per token: a narrower latent makes the
+    autoencoder a real bottleneck, where reconstruction is lossy (README, "Why structure is not enough").
 
     With `resume`, training continues from the configuration's last training checkpoint in
     `out_dir` (a finished one is loaded as it is), so an interrupted ablation loses little."""
@@ -182,6 +186,8 @@ def run_config(
 
     say = log or (lambda message: None)
     ae_config = AutoencoderConfig.preset(preset)
+    if latent_dim is not None:
+        ae_config = replace(ae_config, latent_dim=latent_dim)
     tc = _training_config(TrainingConfig.preset(preset), config, epochs=epochs, seed=seed, device=device)
     if preset == "paper" and config.beta >= 1.0:
         tc = replace(tc, lr=PAPER_STRUCTURE_LR)
@@ -220,6 +226,9 @@ def run_config(
         "training_config": tc.to_dict(),
         "autoencoder_config": ae_config.to_dict(),
         "n_parameters": ae.model.n_parameters,
+        # The bottleneck: numbers in one checkpoint's latent against the checkpoint's own parameters.
+        "latent_numbers": ae.token_layout.n_tokens * ae_config.latent_dim,
+        "checkpoint_parameters": ae.token_layout.arch.n_parameters,
         "train_seconds": train_seconds,
         "timings": _timings(ae.training_log, tc.uses_behaviour),
         "collapsed": _collapsed(ae.training_log),
@@ -271,6 +280,7 @@ def run_ablation(
     progress: ProgressFn | None = None,
     log: LogFn | None = None,
     resume: bool = False,
+    latent_dim: int | None = None,
 ) -> dict[str, Any]:
     """Run the configurations on `zoo`; write results.json (in out_dir and beside results_path) and
     results_path (markdown). Returns the results dict."""
@@ -290,6 +300,7 @@ def run_ablation(
         "seed": seed,
         "preset": preset,
         "epochs": epochs,
+        "latent_dim": latent_dim,  # None: the preset's
         "zoo": _describe_zoo(zoo),
         "configs": {},
     }
@@ -298,6 +309,7 @@ def run_ablation(
         results["configs"][name] = run_config(
             zoo, ABLATIONS[name], out, preset=preset, epochs=epochs, seed=seed, device=resolved,
             n_generate=n_generate, curve=name in CURVE_CONFIGS, progress=sub, log=log, resume=resume,
+            latent_dim=latent_dim,
         )  # fmt: skip
     results["behavioural_step_cost_ratio"] = step_cost_ratio(results["configs"])
     text = json.dumps(_json_safe(results), indent=2) + "\n"
@@ -402,6 +414,20 @@ ROW_LABELS = {
 }
 
 
+def _latent_lines(results: dict[str, Any]) -> list[str]:
+    """The latent's size beside the checkpoint's: below 1 the autoencoder must compress."""
+    first = next(iter(results["configs"].values()), None)
+    if first is None or "latent_numbers" not in first:  # results written before session 9
+        return []
+    latent, parameters = first["latent_numbers"], first["checkpoint_parameters"]
+    width = first["autoencoder_config"]["latent_dim"]
+    source = "overrides the preset's" if results.get("latent_dim") is not None else "the preset's"
+    return [
+        f"- latent: {width} per token ({source}), {latent:,} numbers per checkpoint for its "
+        f"{parameters:,} parameters ({latent / parameters:.2f}x)"
+    ]
+
+
 def results_markdown(results: dict[str, Any]) -> str:
     configs = results["configs"]
     names = list(configs)
@@ -417,6 +443,7 @@ def results_markdown(results: dict[str, Any]) -> str:
         f"checkpoints train/val/test {results['zoo']['checkpoints']})",
         f"- preset: {results['preset']}, epochs: {results['epochs'] or 'preset default'}, "
         f"seed: {results['seed']}",
+        *_latent_lines(results),
         f"- machine: {results['machine']['platform']}; CPU {results['machine']['cpu']} "
         f"({results['machine']['cpu_threads']} threads); GPU {results['machine']['gpu'] or 'none'}; "
         f"device {results['machine']['device']}; torch {results['machine']['torch']}; "

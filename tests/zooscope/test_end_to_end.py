@@ -153,6 +153,12 @@ def test_ablation_writes_results_page(zoo: Zoo, tmp_path: Path) -> None:
     # The page ends with issue 3's targets for the C+S+B column, one row per target.
     assert "## Issue 3's targets" in page and "| target | threshold | C+S+B |" in page
     assert "| R^2 for test accuracy, ridge on the embedding | >= 0.900 |" in page
+    # The latent's size beside the checkpoint's, so a reader sees whether the autoencoder compresses.
+    csb = saved["configs"]["csb"]
+    assert csb["checkpoint_parameters"] == zoo.architecture.n_parameters
+    n_tokens = TrainedAutoencoder.load(tmp_path / "runs" / "csb").token_layout.n_tokens
+    assert csb["latent_numbers"] == AutoencoderConfig.tiny().latent_dim * n_tokens
+    assert f"- latent: 4 per token (the preset's), {csb['latent_numbers']:,} numbers per checkpoint" in page
 
 
 def test_ablation_command_says_which_targets_each_recipe_misses(zoo: Zoo, tmp_path: Path) -> None:
@@ -160,9 +166,12 @@ def test_ablation_command_says_which_targets_each_recipe_misses(zoo: Zoo, tmp_pa
         app,
         ["experiment", "ablation", "--zoo", str(zoo.path), "--preset", "tiny", "--epochs", "1",
          "--configs", "csb", "--device", "cpu", "--n-generate", "3", "--out", str(tmp_path / "runs"),
-         "--results-path", str(tmp_path / "results.md")],
+         "--results-path", str(tmp_path / "results.md"), "--latent-dim", "2"],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["latent_dim"] == 2 and saved["configs"]["csb"]["autoencoder_config"]["latent_dim"] == 2
+    assert "- latent: 2 per token (overrides the preset's)" in (tmp_path / "results.md").read_text()
     text = " ".join(result.output.split())  # the console wraps long lines
     verdict = text[text.index("csb: ") : text.index("results written to")]
     # No structure-only run beside it: the step cost is unmeasured, and the verdict says so.

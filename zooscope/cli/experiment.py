@@ -54,6 +54,11 @@ def ablation(
     resume: bool = typer.Option(
         False, "--resume", help="Continue each configuration from its last training checkpoint under --out."
     ),
+    latent_dim: int | None = typer.Option(
+        None,
+        min=1,
+        help="Latent width per token (default: the preset's). Narrower makes the latent a bottleneck.",
+    ),
 ) -> None:
     """Train structure-only, behaviour-only, C+S+B and the cpu recipe on the same budget and compare them."""
     from zooscope.experiment import DEFAULT_CONFIGS, open_or_build_zoo, run_ablation
@@ -77,7 +82,7 @@ def ablation(
             results = run_ablation(
                 zoo_obj, out, preset=preset, epochs=epochs, configs=names, query_ablation=query_ablation,
                 device=device, seed=seed, n_generate=n_generate, results_path=results_path, command=command,
-                progress=progress, log=bar.console.print, resume=resume,
+                progress=progress, log=bar.console.print, resume=resume, latent_dim=latent_dim,
             )  # fmt: skip
         except (ZooscopeError, ValueError) as error:
             err.print(f"[red]error:[/red] {error}", highlight=False)
