@@ -8,6 +8,8 @@ Configurations, all on the same budget (same preset, same epochs, same seed):
   csb_stats   C+S+B plus the layer-statistics term (beyond method.md: the embedding must carry each
               layer's weight statistics; zooscope/autoencoder/layer_statistics.py); the cpu preset's
               own recipe since session 7
+  structure_stats  structure-only plus the layer-statistics term: the baseline of the cpu preset's
+              recipe, so the behavioural term is ablated inside it too
 For each: reconstruction fidelity on the test split, generation, property prediction against the
 weight-statistics baseline, and timings. Only torch/numpy/sklearn are needed: the lead runs this
 on a GPU machine without the web stack.
@@ -59,6 +61,14 @@ ABLATIONS: dict[str, AblationConfig] = {
     "csb_noise": AblationConfig("csb_noise", "C+S+B, noise queries", 0.05, 0.1, query_source="noise"),
     "csb_stats": AblationConfig(
         "csb_stats", "C+S+B + layer statistics", 0.05, 0.1, statistics_weight=STATISTICS_WEIGHT
+    ),
+    "structure_stats": AblationConfig(
+        "structure_stats",
+        "structure-only + layer statistics",
+        0.05,
+        1.0,
+        warmup=False,
+        statistics_weight=STATISTICS_WEIGHT,
     ),
 }
 # The paper's three, and the cpu preset's own recipe (C+S+B with the layer-statistics term).

@@ -54,6 +54,11 @@ def test_configurations_set_the_paper_weights() -> None:
     assert (stats.gamma, stats.beta, stats.beta_warmup_epochs) == (0.05, 0.1, base.beta_warmup_epochs)
     assert stats.statistics_weight > 0
     assert structure.statistics_weight == behaviour.statistics_weight == csb.statistics_weight == 0.0
+    # structure_stats is the preset recipe's baseline: structure-only with the same fourth term.
+    structure_stats = _training_config(base, ABLATIONS["structure_stats"], epochs=3, seed=7, device="cpu")
+    assert (structure_stats.gamma, structure_stats.beta, structure_stats.beta_warmup_epochs) == (0.05, 1.0, 0)
+    assert structure_stats.statistics_weight == stats.statistics_weight
+    assert structure_stats.statistics_weight_final == stats.statistics_weight_final
 
 
 def test_the_paper_configurations_drop_a_scheduled_fourth_term() -> None:

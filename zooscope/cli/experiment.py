@@ -40,8 +40,8 @@ def ablation(
     device: str = typer.Option("auto", help="auto (cuda when available), cpu, cuda, cuda:1, ..."),
     configs: str | None = typer.Option(
         None,
-        help="Comma-separated subset of structure, behaviour, csb, csb_noise, csb_stats "
-        "(default: all but csb_noise, experiment.DEFAULT_CONFIGS).",
+        help="Comma-separated subset of structure, behaviour, csb, csb_noise, csb_stats, "
+        "structure_stats (default: experiment.DEFAULT_CONFIGS: all but csb_noise and structure_stats).",
     ),
     query_ablation: bool = typer.Option(
         False, "--query-ablation", help="Also run C+S+B with uniform-noise queries."
