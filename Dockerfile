@@ -13,7 +13,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 ARG TORCH_VERSION=2.13.0
 RUN pip install --index-url https://download.pytorch.org/whl/cpu "torch==${TORCH_VERSION}"
 
-# A C compiler: zooscope builds its small first-layer kernel at run time (zooscope/kernels/,
+# A C compiler: zooscope builds its small first-layer kernel at run time (zooscope/population/kernels/,
 # docs/internals.md); without one the population forward falls back to torch's slower ops.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends gcc libc6-dev \
@@ -23,7 +23,7 @@ WORKDIR /srv/zooscope
 # Dependencies change less often than code: install them in their own layer.
 COPY pyproject.toml README.md ./
 COPY zooscope/__init__.py zooscope/__init__.py
-RUN pip install . && pip uninstall -y zooscope
+RUN pip install '.[service]' && pip uninstall -y zooscope
 
 COPY zooscope ./zooscope
 COPY app ./app

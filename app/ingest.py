@@ -20,10 +20,10 @@ from sqlalchemy.orm import Session
 from app.db.checkpoints import add_checkpoint
 from app.db.models import Checkpoint
 from app.storage import BlobStore, sha256_of_file
-from zooscope.architectures import ACTIVATIONS, Architecture, detect_architecture
-from zooscope.checkpoints import checkpoint_bytes, load_checkpoint
 from zooscope.errors import UnknownArchitectureError
-from zooscope.tokens import TokenLayout
+from zooscope.networks.architectures import ACTIVATIONS, Architecture, detect_architecture
+from zooscope.networks.checkpoints import checkpoint_bytes, load_checkpoint
+from zooscope.weightspace.tokens import TokenLayout
 
 
 @dataclass(frozen=True)

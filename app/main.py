@@ -3,7 +3,7 @@
     uvicorn app.main:create_app --factory      (or `zooscope serve`)
 
 On start (lifespan) the database is migrated to the newest revision, so a fresh data directory
-just works; the dashboard in app/static is served at / when it is there.
+just works; the dashboard in app/api/static is served at / when it is there.
 """
 
 from __future__ import annotations
@@ -19,18 +19,18 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 import zooscope
+from app.api.job_events import JobEndListener
 from app.api.problems import install_problem_handlers
 from app.api.routes import autoencoders, checkpoints, health, jobs, zoos
 from app.db.migrate import upgrade_to_head
 from app.db.session import make_engine, make_sessionmaker
-from app.job_events import JobEndListener
 from app.queue import CeleryJobQueue, JobQueue
 from app.settings import Settings, get_settings
 from app.storage import BlobStore, LocalBlobStore
 
 log = logging.getLogger(__name__)
 API_PREFIX = "/api/v1"
-STATIC_DIR = Path(__file__).parent / "static"
+STATIC_DIR = Path(__file__).parent / "api" / "static"
 
 
 def create_app(

@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/probe_ceilings.py ZOO_DIR
 
 The issue asks R^2 >= 0.9 for test accuracy from a ridge probe on the mean-pooled embedding. This
-script measures, on the same train/val/test split and with the same probe (zooscope/probing.py;
+script measures, on the same train/val/test split and with the same probe (zooscope/analysis/probing.py;
 an RBF kernel ridge probe beside it), what simpler representations of the same checkpoints reach:
 
 - the hyperparameters themselves (init, lr, weight decay; with and without the epoch), and the
@@ -32,10 +32,11 @@ from sklearn.decomposition import PCA
 from sklearn.metrics import r2_score
 from sklearn.preprocessing import StandardScaler
 
-from zooscope.architectures import Architecture
+from zooscope.analysis.probing import ridge_probe
 from zooscope.autoencoder.layer_statistics import LOG_FLOOR, layer_statistics
-from zooscope.parameters import StackedParams
-from zooscope.probing import ridge_probe, weight_statistics_features
+from zooscope.networks.architectures import Architecture
+from zooscope.networks.parameters import StackedParams
+from zooscope.weightspace.statistics import weight_statistics_features
 from zooscope.zoo.store import INIT_TYPES, Population, Zoo
 
 SPLITS = ("train", "val", "test")

@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/probe_representations.py AUTOENCODER_DIR ZOO_DIR
 
-The issue's probe is ridge regression on the mean-pooled latent (zooscope/probing.py). This script
+The issue's probe is ridge regression on the mean-pooled latent (zooscope/analysis/probing.py). This script
 puts other poolings of the same encoder beside it, and a kernel (RBF) ridge probe beside the
 linear one, with every regulariser (and kernel width) chosen on the validation split, so one can
 see whether the information is in the embedding at all or only not linearly readable. Prints a
@@ -21,10 +21,11 @@ from sklearn.metrics import r2_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from zooscope.architectures import Architecture
+from zooscope.analysis.probing import ridge_probe
 from zooscope.autoencoder.artefact import TrainedAutoencoder
-from zooscope.batching import spans
-from zooscope.probing import ridge_probe, weight_statistics_features
+from zooscope.networks.architectures import Architecture
+from zooscope.population.batching import spans
+from zooscope.weightspace.statistics import weight_statistics_features
 from zooscope.zoo.store import Zoo
 
 KERNEL_ALPHAS = (1e-3, 1e-2, 1e-1, 1.0)

@@ -106,7 +106,7 @@ class Library:
         self.files_dir = files_dir
 
     def seconds(self, checkpoints: list[dict[str, torch.Tensor]], one_call: bool) -> float:
-        from zooscope.evaluation import reconstruct_and_evaluate
+        from zooscope.analysis.evaluation import reconstruct_and_evaluate
 
         ids = [str(i) for i in range(len(checkpoints))]
         start = time.perf_counter()
@@ -119,9 +119,9 @@ class Library:
 
     def file_seconds(self, paths: list[Path], one_call: bool) -> float:
         """Read the files, reconstruct and evaluate, write the reconstructions."""
-        from zooscope.checkpoints import load_checkpoint, save_checkpoint
-        from zooscope.evaluation import reconstruct_and_evaluate
-        from zooscope.parameters import unstack
+        from zooscope.analysis.evaluation import reconstruct_and_evaluate
+        from zooscope.networks.checkpoints import load_checkpoint, save_checkpoint
+        from zooscope.networks.parameters import unstack
 
         out = self.files_dir / uuid.uuid4().hex[:8]
         out.mkdir(parents=True)
@@ -296,7 +296,7 @@ def main() -> None:
     # Distinct checkpoints for every measurement: a repeated one would be deduplicated by the service.
     sets = distinct_checkpoints(zoo_dir, 2 * args.rounds * N_RECONSTRUCTIONS + 2)
     data_dir = Path(tempfile.mkdtemp(prefix="zooscope-bench-"))
-    from zooscope.checkpoints import checkpoint_bytes
+    from zooscope.networks.checkpoints import checkpoint_bytes
 
     files = []  # the library user's checkpoint files: the bytes that are uploaded to the service
     for i, sd in enumerate(sets):

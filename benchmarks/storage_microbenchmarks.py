@@ -49,7 +49,12 @@ def median_ms(work: Callable[[], Any], repeats: int) -> float:
 
 
 def reading(folder: Path) -> list[tuple[str, float]]:
-    from zooscope.checkpoints import checkpoint_bytes, first_non_finite, load_checkpoint, load_own_checkpoint
+    from zooscope.networks.checkpoints import (
+        checkpoint_bytes,
+        first_non_finite,
+        load_checkpoint,
+        load_own_checkpoint,
+    )
 
     zoo_dir, _ = build_artefacts(ROOT / ".zooscope" / "bench-artefacts")
     paths = []

@@ -35,9 +35,9 @@ def _parse(cls: type, pairs: list[str]) -> dict[str, Any]:
 
 
 def main() -> None:
+    from zooscope.analysis.evaluation import evaluate_autoencoder
     from zooscope.autoencoder.config import AutoencoderConfig, TrainingConfig
     from zooscope.autoencoder.training import train_autoencoder
-    from zooscope.evaluation import evaluate_autoencoder
     from zooscope.zoo.store import Zoo
 
     parser = argparse.ArgumentParser()

@@ -26,11 +26,11 @@ from pathlib import Path
 
 import torch
 
-from zooscope import population
-from zooscope.architectures import Architecture, initialise
-from zooscope.datasets import load_dataset
-from zooscope.parameters import stack_state_dicts
-from zooscope.population import population_forward
+from zooscope.networks.architectures import Architecture, initialise
+from zooscope.networks.datasets import load_dataset
+from zooscope.networks.parameters import stack_state_dicts
+from zooscope.population import forward as population
+from zooscope.population.forward import population_forward
 from zooscope.zoo.grid import ZooConfig
 from zooscope.zoo.store import build_zoo
 from zooscope.zoo.training import train_one_at_a_time, train_population

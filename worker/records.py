@@ -121,7 +121,7 @@ def load_checkpoints(ctx: JobContext, ids: list[str]) -> list[dict[str, Any]]:
     (it cost three times the read: benchmarks/storage_microbenchmarks.py); NaN and inf are still
     refused, for the whole batch in one scan (a reconstruction can hold them).
     """
-    from zooscope.checkpoints import first_non_finite, load_own_checkpoint
+    from zooscope.networks.checkpoints import first_non_finite, load_own_checkpoint
 
     if not ids:
         raise ValueError("the job names no checkpoints (params.checkpoint_ids is empty)")
@@ -158,7 +158,7 @@ class StoredBlob:
 def write_blobs(ctx: JobContext, state_dicts: list[dict[str, Any]], kind: str) -> list[StoredBlob]:
     """Made checkpoints (reconstructed, generated) as safetensors blobs; their rows come after,
     from `store_checkpoints`. Touches no database."""
-    from zooscope.checkpoints import checkpoint_bytes
+    from zooscope.networks.checkpoints import checkpoint_bytes
 
     store = blob_store(ctx)
     blobs = []

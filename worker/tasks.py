@@ -85,8 +85,8 @@ def encode(ctx: JobContext) -> dict[str, Any]:
 @job_task("reconstruct")
 def reconstruct(ctx: JobContext) -> dict[str, Any]:
     """Reconstruct a batch of checkpoints, score each against its original, store the results."""
-    from zooscope.evaluation import reconstruct_and_evaluate
-    from zooscope.parameters import unstack
+    from zooscope.analysis.evaluation import reconstruct_and_evaluate
+    from zooscope.networks.parameters import unstack
     from zooscope.progress import scaled
 
     with ctx.phase("load"):
@@ -124,8 +124,8 @@ def reconstruct(ctx: JobContext) -> dict[str, Any]:
 @job_task("generate")
 def generate(ctx: JobContext) -> dict[str, Any]:
     """Sample new models from the latent density of the autoencoder's zoo's good checkpoints."""
-    from zooscope.generation import generate as generate_models
-    from zooscope.parameters import unstack
+    from zooscope.analysis.generation import generate as generate_models
+    from zooscope.networks.parameters import unstack
     from zooscope.progress import scaled
 
     ae_row, ae = records.load_autoencoder(ctx)
@@ -161,7 +161,7 @@ def generate(ctx: JobContext) -> dict[str, Any]:
 @job_task("evaluate")
 def evaluate(ctx: JobContext) -> dict[str, Any]:
     """Reconstruct and score the given checkpoints, or the test split of the autoencoder's zoo."""
-    from zooscope.evaluation import evaluate_autoencoder, reconstruct_and_evaluate
+    from zooscope.analysis.evaluation import evaluate_autoencoder, reconstruct_and_evaluate
 
     ae_row, ae = records.load_autoencoder(ctx)
     zoo = _zoo_of(ctx, ae_row)
@@ -182,8 +182,8 @@ def evaluate(ctx: JobContext) -> dict[str, Any]:
 def train_autoencoder(ctx: JobContext) -> dict[str, Any]:
     """Train an autoencoder on a zoo, evaluate it on the zoo's test split, register it."""
     from worker.presets import DEFAULT_PRESET, training_configs
+    from zooscope.analysis.evaluation import evaluate_autoencoder
     from zooscope.autoencoder.training import train_autoencoder as train
-    from zooscope.evaluation import evaluate_autoencoder
     from zooscope.progress import scaled
 
     p = ctx.params

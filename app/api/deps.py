@@ -9,7 +9,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
-from app.auth import Principal, authenticate
+from app.api.auth import Principal, authenticate
 from app.queue import JobQueue
 from app.settings import Settings
 from app.storage import BlobStore

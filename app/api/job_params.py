@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from zooscope.datasets import DATASETS
+from zooscope.networks.datasets import DATASETS
 
 MAX_BATCH = 1000  # checkpoints per encode/reconstruct job: a few minutes of work on a CPU
 Id = str

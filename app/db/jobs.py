@@ -10,7 +10,7 @@ the other process at once. The states:
 
 On PostgreSQL a transition to an end state also sends NOTIFY on JOB_ENDED_CHANNEL with the job
 id (delivered at commit), so the API's long polls answer at once instead of at their next look
-(app/job_events.py).
+(app/api/job_events.py).
 """
 
 from __future__ import annotations

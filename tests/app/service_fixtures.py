@@ -29,8 +29,8 @@ from app.db.session import make_engine
 from app.main import create_app
 from app.settings import Settings
 from app.storage import LocalBlobStore
-from zooscope.architectures import Architecture
-from zooscope.checkpoints import checkpoint_bytes
+from zooscope.networks.architectures import Architecture
+from zooscope.networks.checkpoints import checkpoint_bytes
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "ZOOSCOPE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"

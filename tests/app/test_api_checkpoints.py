@@ -7,7 +7,7 @@ from collections.abc import Callable
 import torch
 from service_fixtures import Api, digits_state_dict
 
-from zooscope.checkpoints import load_checkpoint
+from zooscope.networks.checkpoints import load_checkpoint
 
 URL = "/api/v1/checkpoints"
 

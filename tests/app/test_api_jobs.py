@@ -189,7 +189,7 @@ def test_the_job_end_listener_wakes_the_long_poll(api: Api, monkeypatch) -> None
     import threading
     import time
 
-    import app.job_events as job_events
+    import app.api.job_events as job_events
 
     monkeypatch.setattr(job_events, "SAFETY_LOOK_S", 30.0)
     listener = api.client.app.state.job_events

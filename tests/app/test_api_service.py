@@ -11,9 +11,9 @@ from fastapi.testclient import TestClient
 from service_fixtures import Api
 from typer.testing import CliRunner
 
+from app.cli import app as keys_app
 from app.db.artefacts import add_autoencoder, add_zoo
 from app.db.session import session_scope
-from app.keys_cli import app as keys_app
 from app.main import create_app
 from app.queue import CeleryJobQueue
 
@@ -125,7 +125,7 @@ def test_dashboard_is_served_at_root(api: Api) -> None:
     from app.main import STATIC_DIR
 
     if not (STATIC_DIR / "index.html").is_file():
-        pytest.skip("the dashboard (app/static/index.html) is not written yet")
+        pytest.skip("the dashboard (app/api/static/index.html) is not written yet")
     response = api.client.get("/")
     assert response.status_code == 200 and "html" in response.headers["content-type"]
 

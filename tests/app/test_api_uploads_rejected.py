@@ -15,7 +15,7 @@ import pytest
 import torch
 from service_fixtures import Api, digits_state_dict
 
-from zooscope.checkpoints import checkpoint_bytes
+from zooscope.networks.checkpoints import checkpoint_bytes
 
 URL = "/api/v1/checkpoints"
 

@@ -37,8 +37,8 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
 @pytest.fixture(scope="module")
 def zoo_checkpoint_files(service: Service, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     """A few members of the default zoo, written as safetensors files as a user would have them."""
-    from zooscope.checkpoints import save_checkpoint
-    from zooscope.parameters import unstack
+    from zooscope.networks.checkpoints import save_checkpoint
+    from zooscope.networks.parameters import unstack
     from zooscope.zoo.store import Zoo
 
     zoo_dirs = sorted(p for p in service.data_dir.glob("zoos/*") if p.is_dir())

@@ -5,12 +5,12 @@ live row updates, and the report's scatter. test_dashboard.py runs the real serv
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
+from app.main import STATIC_DIR
 from tests.browser.test_dashboard import CHROMIUM, CHROMIUM_ARGS
 from tests.client.contract_api import create_app
 from tests.client.servers import serve_in_thread
@@ -23,7 +23,6 @@ pytestmark = [
         reason="needs Debian's chromium at /usr/bin/chromium (scripts/ensure-browser installs it)",
     ),
 ]
-STATIC = Path(__file__).resolve().parents[2] / "app" / "static"
 KEY = "dashboard-key"
 
 
@@ -31,8 +30,8 @@ KEY = "dashboard-key"
 def double():
     app = create_app(api_key=KEY)
     # Served as app/main.py serves it: files under /static, index.html at /.
-    app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    app.add_api_route("/", lambda: FileResponse(STATIC / "index.html"), include_in_schema=False)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.add_api_route("/", lambda: FileResponse(STATIC_DIR / "index.html"), include_in_schema=False)
     return app
 
 

@@ -14,10 +14,10 @@ import torch
 from typer.testing import CliRunner
 
 from tests.client.servers import serve_in_thread
-from zooscope.architectures import candidate_architectures, reference_state_dict
-from zooscope.checkpoints import checkpoint_to_torch_bytes, load_checkpoint, save_checkpoint
 from zooscope.cli import app
 from zooscope.client import ClientError, ZooscopeClient
+from zooscope.networks.architectures import candidate_architectures, reference_state_dict
+from zooscope.networks.checkpoints import checkpoint_to_torch_bytes, load_checkpoint, save_checkpoint
 
 MAX_BYTES = 64 * 1024 * 1024
 

@@ -1,4 +1,5 @@
-"""`zooscope serve` and `zooscope keys` as a user types them (the commands live in zooscope/cli/serve.py
+"""`zooscope serve` and `zooscope keys` as a user types them (the commands live in worker/commands.py,
+registered through the zooscope.commands entry points,
 and import the service only when they run)."""
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from app.storage import LocalBlobStore
 from worker.runner import run_job
 from worker.settings import WorkerSettings
 from worker.tasks import BODIES
-from zooscope.checkpoints import load_checkpoint
+from zooscope.networks.checkpoints import load_checkpoint
 from zooscope.zoo.store import Zoo as ZooStore
 
 
@@ -107,7 +107,7 @@ def test_a_blob_with_nan_or_damaged_bytes_fails_the_job_with_a_message(
     are what stand between a bad blob and a report."""
     import hashlib
 
-    from zooscope.checkpoints import checkpoint_bytes
+    from zooscope.networks.checkpoints import checkpoint_bytes
 
     store = LocalBlobStore.from_settings(sqlite_settings)
     with session_scope(sqlite_settings.database_url) as session:

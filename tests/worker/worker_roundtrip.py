@@ -11,9 +11,9 @@ import httpx
 import pytest
 import torch
 
-from zooscope.checkpoints import load_checkpoint
-from zooscope.parameters import stack_state_dicts
-from zooscope.population import population_forward
+from zooscope.networks.checkpoints import load_checkpoint
+from zooscope.networks.parameters import stack_state_dicts
+from zooscope.population.forward import population_forward
 from zooscope.zoo.store import Zoo
 
 TERMINAL = ("succeeded", "failed", "cancelled")

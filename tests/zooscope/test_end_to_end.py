@@ -14,15 +14,15 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from zooscope.analysis.evaluation import ReconstructionReport, evaluate_autoencoder
+from zooscope.analysis.generation import GenerationReport, diversity_curve, generate
+from zooscope.analysis.probing import predict_properties, properties_to_dict
 from zooscope.autoencoder.artefact import TrainedAutoencoder
 from zooscope.autoencoder.config import AutoencoderConfig, TrainingConfig
 from zooscope.autoencoder.training import train_autoencoder
-from zooscope.checkpoints import load_checkpoint, save_checkpoint
 from zooscope.cli import app
-from zooscope.evaluation import ReconstructionReport, evaluate_autoencoder
-from zooscope.experiment import run_ablation
-from zooscope.generation import GenerationReport, diversity_curve, generate
-from zooscope.probing import predict_properties, properties_to_dict
+from zooscope.experiments.ablation import run_ablation
+from zooscope.networks.checkpoints import load_checkpoint, save_checkpoint
 from zooscope.zoo.grid import ZooConfig
 from zooscope.zoo.store import Zoo, build_zoo
 

@@ -22,14 +22,14 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from zooscope.architectures import Architecture, reference_state_dict
 from zooscope.autoencoder.config import AutoencoderConfig, TrainingConfig
 from zooscope.autoencoder.model import WeightAutoencoder
 from zooscope.autoencoder.normalisation import TokenNormaliser
-from zooscope.batching import concat, n_models, spans, take, to_device
 from zooscope.errors import ArchitectureMismatchError, ArtefactError
-from zooscope.parameters import StackedParams, check_state_dict, stack_state_dicts
-from zooscope.tokens import TokenLayout
+from zooscope.networks.architectures import Architecture, reference_state_dict
+from zooscope.networks.parameters import StackedParams, check_state_dict, stack_state_dicts
+from zooscope.population.batching import concat, n_models, spans, take, to_device
+from zooscope.weightspace.tokens import TokenLayout
 from zooscope.zoo.store import code_version
 
 FORMAT = "zooscope-autoencoder"

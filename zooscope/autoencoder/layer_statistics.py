@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zooscope.architectures import Architecture
-from zooscope.parameters import StackedParams
-from zooscope.probing import weight_statistics_features
+from zooscope.networks.architectures import Architecture
+from zooscope.networks.parameters import StackedParams
+from zooscope.weightspace.statistics import weight_statistics_features
 
 # Keeps log|s| finite for a statistic of exactly zero; far below any weight scale in a zoo.
 LOG_FLOOR = 1e-6

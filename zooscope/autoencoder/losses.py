@@ -16,10 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zooscope.architectures import Architecture
-from zooscope.parameters import StackedParams
-from zooscope.population import population_forward
-from zooscope.tokens import TokenLayout
+from zooscope.networks.architectures import Architecture
+from zooscope.networks.parameters import StackedParams
+from zooscope.population.forward import population_forward
+from zooscope.weightspace.tokens import TokenLayout
 
 KINDS = ("mse", "mse_scaled", "logits", "kl")
 # Smallest per-model scale the normalised behavioural kinds divide by.

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from zooscope.autoencoder.config import TOKEN_NORMALISATIONS
-from zooscope.tokens import TokenLayout
+from zooscope.weightspace.tokens import TokenLayout
 
 KINDS = TOKEN_NORMALISATIONS  # one list of kinds: TrainingConfig checks the same names
 # A layer whose values barely vary over the population (a std below this) is only shifted, not

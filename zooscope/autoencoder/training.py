@@ -24,21 +24,21 @@ from typing import Any
 
 import torch
 
-from zooscope.architectures import Architecture
 from zooscope.autoencoder.artefact import TRAINING_LOG, TRAINING_STATE, TrainedAutoencoder
 from zooscope.autoencoder.config import AutoencoderConfig, TrainingConfig
 from zooscope.autoencoder.layer_statistics import LayerStatisticsLoss
 from zooscope.autoencoder.losses import BehaviouralLoss, CompositeLoss, ContrastiveLoss, StructuralLoss
 from zooscope.autoencoder.model import WeightAutoencoder
 from zooscope.autoencoder.normalisation import TokenNormaliser
-from zooscope.batching import spans, take
-from zooscope.datasets import ImageDataset, QuerySampler
 from zooscope.errors import ArtefactError, ZooscopeError
-from zooscope.parameters import FlatLayout, StackedParams
-from zooscope.permutations import PermutationIndex, permute_flat
-from zooscope.population import population_forward
+from zooscope.networks.architectures import Architecture
+from zooscope.networks.datasets import ImageDataset, QuerySampler
+from zooscope.networks.parameters import FlatLayout, StackedParams
+from zooscope.population.batching import spans, take
+from zooscope.population.forward import population_forward
 from zooscope.progress import ProgressFn, report
-from zooscope.tokens import TokenLayout
+from zooscope.weightspace.permutations import PermutationIndex, permute_flat
+from zooscope.weightspace.tokens import TokenLayout
 
 __all__ = ["TrainingConfig", "train_autoencoder", "train_on_populations", "resolve_device"]
 

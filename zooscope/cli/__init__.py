@@ -1,10 +1,19 @@
-"""The `zooscope` command. Each command group lives in its own module of this package."""
+"""The `zooscope` command. Each command group lives in its own module of this package.
+
+Other installed packages add commands through the `zooscope.commands` entry-point group (the
+service adds `serve` and `keys`, worker/commands.py); the library never imports them itself.
+"""
 
 from __future__ import annotations
 
+from importlib.metadata import entry_points
+
 import typer
 
-from zooscope.cli import autoencoder, client, experiment, models, serve, zoo
+from zooscope.cli import autoencoder, client, experiment, models, zoo
+
+COMMAND_PLUGINS = "zooscope.commands"  # entry-point group: name -> register(app: typer.Typer)
+SERVICE_INSTALL_HINT = "pip install 'zooscope[service]'"
 
 app = typer.Typer(
     help="zooscope: model zoos and a behaviour-aware weight-space autoencoder.", no_args_is_help=True
@@ -14,7 +23,32 @@ app.add_typer(autoencoder.app, name="ae", help="Train, inspect and evaluate weig
 app.add_typer(experiment.app, name="experiment", help="Reproduction experiments (ablations).")
 app.add_typer(client.app, name="client", help="Talk to a running zooscope service over HTTP.")
 models.register(app)  # top-level encode / reconstruct / generate
-serve.register(app)  # top-level serve / keys
+
+
+def _unavailable(name: str, reason: str) -> None:
+    """A command whose package cannot be loaded: it says why and how to install it."""
+
+    def command() -> None:
+        typer.echo(
+            f"zooscope {name} is not available: {reason}. Install it with: {SERVICE_INSTALL_HINT}", err=True
+        )
+        raise typer.Exit(2)
+
+    command.__doc__ = f"(not installed: {SERVICE_INSTALL_HINT})"
+    app.command(name, context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(command)
+
+
+def _register_plugins() -> None:
+    for plugin in entry_points(group=COMMAND_PLUGINS):
+        try:
+            register = plugin.load()
+        except ImportError as error:
+            _unavailable(plugin.name, str(error))
+        else:
+            register(app)
+
+
+_register_plugins()
 
 
 def main() -> None:

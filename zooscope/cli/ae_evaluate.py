@@ -21,7 +21,7 @@ def evaluate(
     device: str = typer.Option("cpu", help="cpu, cuda, auto, ..."),
 ) -> None:
     """Reconstruct a split of the autoencoder's zoo and write evaluation.json into its folder."""
-    from zooscope.evaluation import evaluate_autoencoder
+    from zooscope.analysis.evaluation import evaluate_autoencoder
 
     if split not in ("train", "val", "test"):
         raise fail(ValueError(f"--split must be train, val or test, not {split!r}"))

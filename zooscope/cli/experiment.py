@@ -61,7 +61,7 @@ def ablation(
     ),
 ) -> None:
     """Train structure-only, behaviour-only, C+S+B and the cpu recipe on the same budget and compare them."""
-    from zooscope.experiment import DEFAULT_CONFIGS, open_or_build_zoo, run_ablation
+    from zooscope.experiments.ablation import DEFAULT_CONFIGS, open_or_build_zoo, run_ablation
 
     names = list(DEFAULT_CONFIGS) if configs is None else [c.strip() for c in configs.split(",") if c.strip()]
     command = "zooscope " + " ".join(shlex.quote(a) for a in sys.argv[1:])
@@ -94,7 +94,7 @@ def ablation(
             f"{agg['reconstructed_accuracy']['max']:.1%} (orig {agg['original_accuracy']['max']:.1%}), "
             f"{result['timings']['seconds_per_epoch'] or 0:.1f} s/epoch"
         )
-    from zooscope.experiment_targets import TARGET_CONFIGS, verdict
+    from zooscope.experiments.targets import TARGET_CONFIGS, verdict
 
     for name in (n for n in TARGET_CONFIGS if n in results["configs"]):
         err.print(f"{name}: {verdict(results, name)}", highlight=False)

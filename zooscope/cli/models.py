@@ -47,21 +47,21 @@ def zoo_of(ae: Any, zoo: Path | None) -> Any:
 def dataset_of(ae: Any, name: str | None, zoo: Path | None) -> Any:
     """The data set to evaluate on: --dataset, else the autoencoder's zoo's data set."""
     if name is not None:
-        from zooscope.datasets import load_dataset
+        from zooscope.networks.datasets import load_dataset
 
         return load_dataset(name)
     return zoo_of(ae, zoo).dataset()
 
 
 def read_checkpoints(paths: list[Path]) -> list[dict]:
-    from zooscope.checkpoints import load_checkpoint
+    from zooscope.networks.checkpoints import load_checkpoint
 
     return [load_checkpoint(path) for path in paths]
 
 
 def aggregate_table(title: str, aggregate: dict[str, Any]) -> Table:
     """The mean/std/max/min of each metric of a reconstruction report."""
-    from zooscope.evaluation import METRICS
+    from zooscope.analysis.evaluation import METRICS
 
     table = Table(title=title)
     for column in ("metric", "mean", "std", "max", "min"):
@@ -122,9 +122,9 @@ def reconstruct(
     device: str = typer.Option("cpu", help="cpu, cuda, auto, ..."),
 ) -> None:
     """Reconstruct checkpoints, write them as safetensors and report fidelity against the originals."""
-    from zooscope.checkpoints import save_checkpoint
-    from zooscope.evaluation import reconstruct_and_evaluate
-    from zooscope.parameters import unstack
+    from zooscope.analysis.evaluation import reconstruct_and_evaluate
+    from zooscope.networks.checkpoints import save_checkpoint
+    from zooscope.networks.parameters import unstack
 
     try:
         ae = load_autoencoder(ae_dir, device)
@@ -195,9 +195,9 @@ def generate(
     device: str = typer.Option("cpu", help="cpu, cuda, auto, ..."),
 ) -> None:
     """Sample new models from the latent space around the zoo's good checkpoints."""
-    from zooscope.checkpoints import save_checkpoint
-    from zooscope.generation import generate as generate_models
-    from zooscope.parameters import unstack
+    from zooscope.analysis.generation import generate as generate_models
+    from zooscope.networks.checkpoints import save_checkpoint
+    from zooscope.networks.parameters import unstack
 
     try:
         width: float | str = bandwidth if bandwidth == "scott" else float(bandwidth)

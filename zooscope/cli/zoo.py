@@ -54,7 +54,7 @@ def _floats(text: str | None) -> tuple[float, ...] | None:
 @app.command()
 def build(
     out: Path = typer.Option(..., "--out", help="New (or empty) folder to write the zoo into."),
-    dataset: str = typer.Option("digits", help="Data set name (see zooscope.datasets.DATASETS)."),
+    dataset: str = typer.Option("digits", help="Data set name (see zooscope.networks.datasets.DATASETS)."),
     preset: str = typer.Option("default", help="default (digits-sized grid) or paper (1,200 CNN3 models)."),
     seeds: int | None = typer.Option(None, help="Models per grid cell."),
     epochs: int | None = typer.Option(None, help="Training epochs (later checkpoint epochs are dropped)."),
@@ -67,8 +67,8 @@ def build(
     data_root: Path | None = typer.Option(None, help="Where local data sets live."),
 ) -> None:
     """Train a zoo over a hyperparameter grid and write it to OUT."""
-    from zooscope.architectures import Architecture
-    from zooscope.datasets import load_dataset
+    from zooscope.networks.architectures import Architecture
+    from zooscope.networks.datasets import load_dataset
     from zooscope.zoo.grid import ZooConfig
     from zooscope.zoo.store import build_zoo
 

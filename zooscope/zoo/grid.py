@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from zooscope.architectures import INIT_TYPES, Architecture
 from zooscope.errors import ZooscopeError
+from zooscope.networks.architectures import INIT_TYPES, Architecture
 
 # A healthy small CNN keeps every weight well under this; normal init starts near |w| = 4-5.
 # A model whose largest weight passes it has run away (it is flagged, never dropped).

@@ -18,10 +18,10 @@ from typing import Any
 
 import torch
 
-from zooscope.architectures import ACTIVATIONS, Architecture, detect_architecture
-from zooscope.checkpoints import load_checkpoint
-from zooscope.datasets import DATASETS
 from zooscope.errors import ZooFormatError, ZooscopeError
+from zooscope.networks.architectures import ACTIVATIONS, Architecture, detect_architecture
+from zooscope.networks.checkpoints import load_checkpoint
+from zooscope.networks.datasets import DATASETS
 from zooscope.progress import ProgressFn, report
 from zooscope.zoo.grid import DEFAULT_DIVERGENCE_THRESHOLD, DEFAULT_SPLIT_FRACTIONS
 from zooscope.zoo.store import (

@@ -24,16 +24,16 @@ import torch
 from safetensors.torch import load_file
 
 import zooscope
-from zooscope.architectures import INIT_TYPES, Architecture
-from zooscope.checkpoints import save_checkpoint
 from zooscope.errors import ZooFormatError
-from zooscope.parameters import FlatLayout, StackedParams
+from zooscope.networks.architectures import INIT_TYPES, Architecture
+from zooscope.networks.checkpoints import save_checkpoint
+from zooscope.networks.parameters import FlatLayout, StackedParams
 from zooscope.progress import ProgressFn, report, scaled
 from zooscope.zoo.grid import SPLITS, ZooConfig
 from zooscope.zoo.training import METRIC_NAMES, TrainedPopulation, train_population
 
 if TYPE_CHECKING:
-    from zooscope.datasets import ImageDataset
+    from zooscope.networks.datasets import ImageDataset
 
 FORMAT_VERSION = 1
 MANIFEST_FILE = "manifest.json"
@@ -268,7 +268,7 @@ class Zoo:
 
     def dataset(self, root: Path | str | None = None) -> ImageDataset:
         """The data set this zoo was trained on, reloaded as the manifest describes it."""
-        from zooscope.datasets import load_dataset
+        from zooscope.networks.datasets import load_dataset
 
         description = self.manifest["dataset"]
         name = description.get("name")
@@ -302,7 +302,7 @@ def build_zoo(
     device: str = "cpu",
 ) -> Zoo:
     """Train the zoo `config` describes and write it to `out_dir` (which must be new or empty)."""
-    from zooscope.datasets import load_dataset
+    from zooscope.networks.datasets import load_dataset
 
     out = Path(out_dir)
     _check_writable(out)

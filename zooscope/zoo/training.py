@@ -24,15 +24,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zooscope.architectures import Architecture, initialise
 from zooscope.errors import ArchitectureMismatchError
-from zooscope.parameters import FlatLayout, StackedParams
-from zooscope.population import population_forward
+from zooscope.networks.architectures import Architecture, initialise
+from zooscope.networks.parameters import FlatLayout, StackedParams
+from zooscope.population.forward import population_forward
 from zooscope.progress import ProgressFn, report
 from zooscope.zoo.grid import ModelSpec, ZooConfig, ZooConfigError
 
 if TYPE_CHECKING:
-    from zooscope.datasets import ImageDataset
+    from zooscope.networks.datasets import ImageDataset
 
 # Per model and epoch. Validation and test metrics evaluate the model after the epoch on the
 # whole split. Training metrics after epoch e >= 1 are the means over that epoch's mini-batches

@@ -13,11 +13,11 @@ from sqlalchemy import func, select
 from app.api.deps import PrincipalDep, SessionDep, SettingsDep, StoreDep
 from app.api.problems import Problem, not_found
 from app.api.schemas import CheckpointOut, Page
+from app.api.uploads import display_name, receive_upload
 from app.db.checkpoints import delete_checkpoint, find_by_sha256
 from app.db.models import Checkpoint, Zoo
 from app.db.visibility import visible_to
 from app.ingest import store_checkpoint, validate_checkpoint
-from app.uploads import display_name, receive_upload
 
 router = APIRouter(prefix="/checkpoints", tags=["checkpoints"])
 
@@ -174,7 +174,7 @@ def download_checkpoint(
     stem = display_name(row.name.removesuffix(".safetensors").removesuffix(".pt").removesuffix(".pth"))
     if format == "safetensors":
         return FileResponse(path, media_type="application/octet-stream", filename=f"{stem}.safetensors")
-    from zooscope.checkpoints import checkpoint_to_torch_bytes, load_checkpoint
+    from zooscope.networks.checkpoints import checkpoint_to_torch_bytes, load_checkpoint
 
     # Converted on the fly: zoo checkpoints are small, and storing one format keeps one truth.
     data = checkpoint_to_torch_bytes(

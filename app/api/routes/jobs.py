@@ -14,17 +14,17 @@ from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, undefer
 
+from app.api.auth import Principal
 from app.api.deps import PrincipalDep, QueueDep, SessionDep, SettingsDep
+from app.api.job_events import JobEndListener
 from app.api.job_params import PARAMS_BY_KIND
 from app.api.problems import Problem, not_found
 from app.api.schemas import JobIn, JobOut, Page
-from app.auth import Principal
 from app.db import jobs as job_repo
 from app.db.artefacts import get_default_autoencoder
 from app.db.models import TERMINAL_JOB_STATES, Autoencoder, Checkpoint, Job, Zoo
 from app.db.visibility import visible_to
 from app.import_roots import ImportPathRefused, check_import_path
-from app.job_events import JobEndListener
 from app.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from zooscope.architectures import Architecture
-from zooscope.datasets import ImageDataset, load_dataset
-from zooscope.parameters import StackedParams, stack_state_dicts
+from zooscope.networks.architectures import Architecture
+from zooscope.networks.datasets import ImageDataset, load_dataset
+from zooscope.networks.parameters import StackedParams, stack_state_dicts
 
 ARCH = Architecture("cnn_digits", 1, 8)
 

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from zooscope.architectures import Architecture
 from zooscope.autoencoder.artefact import CONFIG, WEIGHTS, TrainedAutoencoder
 from zooscope.autoencoder.config import AutoencoderConfig, TrainingConfig
 from zooscope.autoencoder.training import train_on_populations
 from zooscope.errors import ArchitectureMismatchError, ArtefactError
-from zooscope.parameters import unstack
+from zooscope.networks.architectures import Architecture
+from zooscope.networks.parameters import unstack
 
 
 @pytest.fixture(scope="module")

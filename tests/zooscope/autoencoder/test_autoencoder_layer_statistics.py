@@ -9,16 +9,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from zooscope.architectures import Architecture
 from zooscope.autoencoder.artefact import TRAINING_LOG, TrainedAutoencoder
 from zooscope.autoencoder.config import AutoencoderConfig, TrainingConfig
 from zooscope.autoencoder.layer_statistics import LayerStatisticsLoss, layer_statistics
 from zooscope.autoencoder.losses import CompositeLoss
 from zooscope.autoencoder.training import train_on_populations
 from zooscope.errors import ArtefactError
-from zooscope.parameters import FlatLayout
-from zooscope.permutations import PermutationIndex, permute_flat
-from zooscope.probing import weight_statistics_features
+from zooscope.networks.architectures import Architecture
+from zooscope.networks.parameters import FlatLayout
+from zooscope.weightspace.permutations import PermutationIndex, permute_flat
+from zooscope.weightspace.statistics import weight_statistics_features
 
 ARCH = Architecture("cnn_digits", 1, 8)  # the populations fixture's
 AE = AutoencoderConfig.tiny()

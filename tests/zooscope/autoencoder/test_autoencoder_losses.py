@@ -8,11 +8,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from zooscope.architectures import Architecture
 from zooscope.autoencoder.losses import BehaviouralLoss, CompositeLoss, ContrastiveLoss, StructuralLoss
-from zooscope.parameters import stack_state_dicts
-from zooscope.population import module_forward
-from zooscope.tokens import TokenLayout
+from zooscope.networks.architectures import Architecture
+from zooscope.networks.parameters import stack_state_dicts
+from zooscope.population.forward import module_forward
+from zooscope.weightspace.tokens import TokenLayout
 
 ARCH = Architecture("cnn_digits", 1, 8)
 

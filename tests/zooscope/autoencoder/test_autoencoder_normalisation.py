@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from zooscope.architectures import Architecture
 from zooscope.autoencoder.artefact import CONFIG, TrainedAutoencoder
 from zooscope.autoencoder.config import AutoencoderConfig, TrainingConfig
 from zooscope.autoencoder.normalisation import TokenNormaliser
 from zooscope.autoencoder.training import train_on_populations
-from zooscope.parameters import stack_state_dicts
-from zooscope.tokens import TokenLayout
+from zooscope.networks.architectures import Architecture
+from zooscope.networks.parameters import stack_state_dicts
+from zooscope.weightspace.tokens import TokenLayout
 
 ARCH = Architecture("cnn_digits", 1, 8)
 ARCH_BN = Architecture("cnn_digits", 1, 8, batchnorm=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from zooscope.architectures import Architecture, initialise
+from zooscope.networks.architectures import Architecture, initialise
 
 RESULT_EPOCHS = (0, 1, 2)
 

@@ -7,8 +7,8 @@ from pathlib import Path
 from public_zoo_layout import write_public_zoo
 from typer.testing import CliRunner
 
-from zooscope.architectures import Architecture
 from zooscope.cli.zoo import app
+from zooscope.networks.architectures import Architecture
 from zooscope.zoo.store import Zoo
 
 runner = CliRunner()

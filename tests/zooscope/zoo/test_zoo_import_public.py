@@ -8,8 +8,8 @@ import pytest
 import torch
 from public_zoo_layout import expected_test_acc, write_public_zoo
 
-from zooscope.architectures import Architecture
 from zooscope.errors import ZooFormatError
+from zooscope.networks.architectures import Architecture
 from zooscope.zoo.import_public import import_public_zoo
 from zooscope.zoo.store import Zoo
 

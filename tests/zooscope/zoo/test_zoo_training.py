@@ -7,8 +7,8 @@ from dataclasses import replace
 import pytest
 import torch
 
-from zooscope.architectures import INIT_TYPES, Architecture
-from zooscope.datasets import ImageDataset, ImageSplit, load_dataset
+from zooscope.networks.architectures import INIT_TYPES, Architecture
+from zooscope.networks.datasets import ImageDataset, ImageSplit, load_dataset
 from zooscope.zoo.grid import ZooConfig, ZooConfigError
 from zooscope.zoo.training import BatchedAdam, train_one_at_a_time, train_population
 

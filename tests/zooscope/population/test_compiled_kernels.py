@@ -1,0 +1,328 @@
+"""The compiled product-and-pool kernel: its results against torch's ops, and the fallback."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Iterator
+
+import pytest
+import torch
+
+from zooscope.networks.architectures import Architecture, initialise
+from zooscope.networks.parameters import stack_state_dicts
+from zooscope.population import compiled_kernels
+from zooscope.population import convolution as population_convolution
+from zooscope.population.compiled_kernels import slab_max_product_kernel
+from zooscope.population.forward import module_forward, population_forward
+
+needs_compiler = pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler on this machine")
+
+
+@pytest.fixture
+def fresh_kernel_cache(tmp_path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The kernel built (or not) afresh under the test's environment, and forgotten after it."""
+    monkeypatch.setenv(compiled_kernels.CACHE_ENV, str(tmp_path / "kernels"))
+    compiled_kernels.forget_kernels()
+    yield
+    compiled_kernels.forget_kernels()
+
+
+def _reference(weight: torch.Tensor, columns: torch.Tensor, floor: float) -> torch.Tensor:
+    taps, slabs, width = columns.shape
+    product = (weight @ columns.reshape(taps, -1)).view(-1, slabs, width)
+    return torch.clamp_min(product.amax(1), floor) if floor == 0 else product.amax(1)
+
+
+@needs_compiler
+@pytest.mark.parametrize(
+    "rows, taps, slabs, width",
+    [
+        (1024, 10, 4, 1017),  # cnn_digits: 128 models x 8 channels, 3x3 taps + bias, 2x2 pool
+        (1024, 10, 4, 1024),  # whole vectors only
+        (13, 26, 4, 37),  # rows that leave a partial block, a partial vector of columns
+        (8, 3, 1, 5),  # one slab (no pool), fewer columns than one vector
+        (5, 7, 9, 16),  # a 3x3 pool, fewer rows than one block
+    ],
+)
+@pytest.mark.parametrize("floor", [float("-inf"), 0.0])
+def test_kernel_matches_product_then_max(rows: int, taps: int, slabs: int, width: int, floor: float) -> None:
+    kernel = slab_max_product_kernel()
+    assert kernel is not None, "a C compiler is present, so the kernel must build"
+    generator = torch.Generator().manual_seed(rows + width)
+    weight = torch.randn(rows, taps, generator=generator)
+    columns = torch.randn(taps, slabs, width, generator=generator)
+    out = torch.full((rows, width), 123.0)
+    kernel(weight, columns, out, floor=floor)
+    torch.testing.assert_close(out, _reference(weight, columns, floor), atol=1e-5, rtol=1e-5)
+
+
+@needs_compiler
+def test_kernel_propagates_nan_like_torch() -> None:
+    kernel = slab_max_product_kernel()
+    assert kernel is not None
+    generator = torch.Generator().manual_seed(3)
+    weight = torch.randn(24, 10, generator=generator)
+    columns = torch.randn(10, 4, 40, generator=generator)
+    weight[5, 2] = float("nan")  # a diverged model's filter: its whole row is NaN
+    columns[1, 3, 17] = float("nan")  # one bad input value: one column, in the last slab only
+    out = torch.empty(24, 40)
+    kernel(weight, columns, out, floor=0.0)
+    expected = _reference(weight, columns, 0.0)
+    assert torch.equal(torch.isnan(out), torch.isnan(expected))
+    assert torch.isnan(out[5]).all() and torch.isnan(out[:, 17]).all()
+    torch.testing.assert_close(out.nan_to_num(), expected.nan_to_num(), atol=1e-5, rtol=1e-5)
+
+
+@needs_compiler
+def test_kernel_refuses_tensors_it_cannot_read_safely() -> None:
+    kernel = slab_max_product_kernel()
+    assert kernel is not None
+    weight, columns = torch.randn(16, 10), torch.randn(10, 4, 32)
+    with pytest.raises(ValueError, match="contiguous float32"):
+        kernel(weight.double(), columns.double(), torch.empty(16, 32, dtype=torch.float64))
+    with pytest.raises(ValueError, match="contiguous float32"):
+        kernel(weight, columns, torch.empty(32, 16).T)
+    with pytest.raises(ValueError, match="disagree"):
+        kernel(weight, columns, torch.empty(16, 31))
+
+
+def _digits_case(seed: int) -> tuple[Architecture, list[dict[str, torch.Tensor]], torch.Tensor]:
+    arch = Architecture("cnn_digits", 1, 8)
+    generator = torch.Generator().manual_seed(seed)
+    state_dicts = []
+    for _ in range(3):
+        module = arch.build()
+        initialise(module, "kaiming_uniform", generator)
+        state_dicts.append(module.state_dict())
+    return arch, state_dicts, torch.randn(40, 1, 8, 8, generator=generator)
+
+
+@needs_compiler
+def test_population_forward_uses_the_kernel_and_keeps_a_diverged_model_nan(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    arch, state_dicts, x = _digits_case(seed=4)
+    state_dicts[1]["module_list.0.weight"][0, 0, 0, 0] = float("nan")
+    params = stack_state_dicts(arch, state_dicts)
+    kernel, calls = slab_max_product_kernel(), []
+    assert kernel is not None
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return kernel(*args, **kwargs)
+
+    monkeypatch.setattr(population_convolution, "slab_max_product_kernel", lambda: counted)
+    with torch.inference_mode():
+        logits = population_forward(arch, params, x)
+    assert calls, "an inference forward of cnn_digits runs its first layer in the compiled kernel"
+    for i, state_dict in enumerate(state_dicts):
+        expected = module_forward(arch, state_dict, x)
+        assert torch.equal(torch.isnan(logits[i]), torch.isnan(expected))
+        torch.testing.assert_close(logits[i].nan_to_num(), expected.nan_to_num(), atol=1e-5, rtol=1e-5)
+    assert torch.isnan(logits[1]).all()
+
+
+def test_population_forward_needs_no_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
+    arch, state_dicts, x = _digits_case(seed=5)
+    params = stack_state_dicts(arch, state_dicts)
+    monkeypatch.setattr(population_convolution, "slab_max_product_kernel", lambda: None)
+    with torch.inference_mode():
+        logits = population_forward(arch, params, x)
+    for i, state_dict in enumerate(state_dicts):
+        torch.testing.assert_close(logits[i], module_forward(arch, state_dict, x), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.usefixtures("fresh_kernel_cache")
+def test_without_a_compiler_the_kernel_is_absent_and_says_why(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv(compiled_kernels.COMPILER_ENV, "/nonexistent/cc")
+    with caplog.at_level(logging.WARNING, logger="zooscope.population.compiled_kernels"):
+        assert slab_max_product_kernel() is None
+    assert "no C compiler" in caplog.text and "/nonexistent/cc" in caplog.text
+
+
+@pytest.mark.usefixtures("fresh_kernel_cache")
+def test_a_failing_build_is_absent_and_shows_the_compiler_output(
+    tmp_path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    broken = tmp_path / "broken-cc"
+    broken.write_text("#!/bin/sh\necho 'cc: fatal error: out of cheese' >&2\nexit 1\n")
+    broken.chmod(0o755)
+    monkeypatch.setenv(compiled_kernels.COMPILER_ENV, str(broken))
+    with caplog.at_level(logging.WARNING, logger="zooscope.population.compiled_kernels"):
+        assert slab_max_product_kernel() is None
+    assert "out of cheese" in caplog.text
+    assert not list((tmp_path / "kernels").glob("*.so")), "a failed build leaves nothing to load"
+
+
+@pytest.mark.usefixtures("fresh_kernel_cache")
+def test_the_kernels_can_be_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(compiled_kernels.ENABLE_ENV, "0")
+    assert slab_max_product_kernel() is None
+
+
+@needs_compiler
+@pytest.mark.usefixtures("fresh_kernel_cache")
+def test_a_build_is_cached_per_source_compiler_and_cpu(tmp_path) -> None:
+    first = compiled_kernels.build("slab_max_product")
+    assert first.parent == tmp_path / "kernels" and first.exists()
+    modified = first.stat().st_mtime_ns
+    assert compiled_kernels.build("slab_max_product") == first  # found, not rebuilt
+    assert first.stat().st_mtime_ns == modified
+
+
+def _grouped_reference(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    stride: int,
+    dilation: int,
+    pool: int,
+    relu: bool,
+) -> torch.Tensor:
+    """The same as K nn.Conv2d (+ MaxPool2d, + ReLU), through one grouped convolution."""
+    k, c, h, w, n = x.shape
+    flat_bias = None if bias is None else bias.reshape(-1)
+    out = torch.nn.functional.conv2d(
+        x.permute(4, 0, 1, 2, 3).reshape(n, k * c, h, w),
+        weight.reshape(-1, *weight.shape[2:]),
+        flat_bias,
+        stride,
+        0,
+        dilation,
+        groups=k,
+    )
+    if pool > 1:
+        out = torch.nn.functional.max_pool2d(out, pool)
+    if relu:
+        out = out.relu()
+    return out.view(n, k, -1, *out.shape[2:]).permute(1, 2, 3, 4, 0)
+
+
+@needs_compiler
+@pytest.mark.parametrize(
+    "models, channels, size, n, outs, kernel, stride, dilation, pool, with_bias",
+    [
+        (128, 8, 12, 16, 6, 5, 1, 1, 2, True),  # CNN-s's second layer and its pool
+        (4, 16, 15, 48, 32, 3, 1, 1, 2, True),  # CNN3-like: an odd map, the pool drops a border
+        (3, 5, 9, 32, 7, 3, 2, 1, 1, False),  # stride 2, no pool, no bias
+        (2, 3, 11, 16, 5, 3, 1, 2, 2, True),  # dilation 2
+        (2, 3, 12, 16, 2, 3, 1, 1, 3, True),  # a 3x3 pool
+    ],
+)
+@pytest.mark.parametrize("relu", [False, True])
+def test_model_conv_matches_grouped_convolution(
+    models: int,
+    channels: int,
+    size: int,
+    n: int,
+    outs: int,
+    kernel: int,
+    stride: int,
+    dilation: int,
+    pool: int,
+    with_bias: bool,
+    relu: bool,
+) -> None:
+    conv = compiled_kernels.model_conv_kernel()
+    assert conv is not None, "a C compiler is present, so the kernel must build"
+    generator = torch.Generator().manual_seed(models * size + n)
+    x = torch.randn(models, channels, size, size, n, generator=generator)
+    weight = torch.randn(models, outs, channels, kernel, kernel, generator=generator)
+    bias = torch.randn(models, outs, generator=generator) if with_bias else None
+    expected = _grouped_reference(x, weight, bias, stride, dilation, pool, relu)
+    out = torch.full(expected.shape, 123.0)
+    floor = 0.0 if relu else float("-inf")
+    conv(x, weight, bias, out, (stride, stride), (dilation, dilation), pool=pool, floor=floor)
+    torch.testing.assert_close(out, expected, atol=1e-4, rtol=1e-5)
+
+
+@needs_compiler
+def test_model_conv_propagates_nan_and_checks_its_arguments() -> None:
+    conv = compiled_kernels.model_conv_kernel()
+    assert conv is not None
+    generator = torch.Generator().manual_seed(8)
+    x = torch.randn(3, 2, 6, 6, 16, generator=generator)
+    weight, bias = torch.randn(3, 4, 2, 3, 3, generator=generator), torch.randn(3, 4, generator=generator)
+    weight[1, 2, 0, 0, 0] = float("nan")  # one diverged filter of the second model
+    x[2, 0, 0, 0, 5] = float("nan")  # one input value of the third model
+    out = torch.empty(3, 4, 2, 2, 16)
+    conv(x, weight, bias, out, (1, 1), (1, 1), pool=2, floor=0.0)
+    expected = _grouped_reference(x, weight, bias, 1, 1, 2, True)
+    assert torch.equal(torch.isnan(out), torch.isnan(expected))
+    assert torch.isnan(out[1, 2]).all() and torch.isnan(out[2, :, 0, 0, 5]).all()
+    with pytest.raises(ValueError, match="multiple of 16"):
+        conv(x[..., :15].contiguous(), weight, bias, torch.empty(3, 4, 2, 2, 15), (1, 1), (1, 1), pool=2)
+    with pytest.raises(ValueError, match="contiguous float32"):
+        conv(x.transpose(2, 3), weight, bias, out, (1, 1), (1, 1), pool=2)
+
+
+@needs_compiler
+@pytest.mark.parametrize(
+    "arch",
+    [
+        Architecture("cnn_s", 1, 28),
+        Architecture("cnn3", 3, 32),
+        Architecture("cnn_s", 1, 28, activation="tanh"),
+    ],
+    ids=lambda a: f"{a.name}-{a.activation}",
+)
+def test_inference_runs_later_convolutions_in_the_compiled_kernel(
+    arch: Architecture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conv, calls = compiled_kernels.model_conv_kernel(), []
+    assert conv is not None
+
+    def counted(*args, **kwargs):
+        calls.append(kwargs.get("pool", 1))
+        return conv(*args, **kwargs)
+
+    monkeypatch.setattr(population_convolution, "model_conv_kernel", lambda: counted)
+    generator = torch.Generator().manual_seed(12)
+    state_dicts = []
+    for _ in range(3):
+        module = arch.build()
+        initialise(module, "kaiming_uniform", generator)
+        state_dicts.append(module.state_dict())
+    params = stack_state_dicts(arch, state_dicts)
+    shared = torch.randn(21, *arch.input_shape, generator=generator)  # 21: one padded vector of 16 too many
+    per_model = torch.randn(3, 21, *arch.input_shape, generator=generator)
+    with torch.inference_mode():
+        logits_shared = population_forward(arch, params, shared)
+        logits_per_model = population_forward(arch, params, per_model)
+    assert 2 in calls, "a convolution followed by a max-pool runs the pool in the same kernel"
+    for i, state_dict in enumerate(state_dicts):
+        torch.testing.assert_close(
+            logits_shared[i], module_forward(arch, state_dict, shared), atol=1e-5, rtol=1e-5
+        )
+        torch.testing.assert_close(
+            logits_per_model[i], module_forward(arch, state_dict, per_model[i]), atol=1e-5, rtol=1e-5
+        )
+
+
+def test_calls_autograd_records_never_use_the_compiled_convolution(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args, **kwargs):
+        raise AssertionError("the compiled convolution has no backward")
+
+    monkeypatch.setattr(population_convolution, "model_conv_kernel", lambda: refuse)
+    arch = Architecture("cnn_s", 1, 28)
+    module = arch.build()
+    initialise(module, "kaiming_uniform", torch.Generator().manual_seed(13))
+    params = {k: v.requires_grad_(True) for k, v in stack_state_dicts(arch, [module.state_dict()]).items()}
+    population_forward(arch, params, torch.randn(4, *arch.input_shape)).sum().backward()
+    assert all(p.grad is not None for p in params.values())
+
+
+@needs_compiler
+@pytest.mark.usefixtures("fresh_kernel_cache")
+def test_a_changed_header_gives_a_new_build(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sources = tmp_path / "sources"
+    shutil.copytree(compiled_kernels.SOURCES, sources)
+    monkeypatch.setattr(compiled_kernels, "SOURCES", sources)
+    first = compiled_kernels.build("slab_max_product")
+    header = sources / "vector.h"
+    header.write_text(header.read_text() + "\n/* changed */\n")
+    second = compiled_kernels.build("slab_max_product")
+    assert second != first and first.exists() and second.exists()

@@ -1,0 +1,1 @@
+"""What a trained autoencoder is used for: fidelity reports, generation, property prediction."""

@@ -1,0 +1,370 @@
+"""Fidelity of reconstructions: accuracy, agreement, structural and behavioural distance.
+
+Every report carries, per checkpoint, the original and its reconstruction side by side
+(method.md §7). Accuracy alone overstates fidelity (a weak original can come back as a better
+model), so agreement and distances are always reported beside it.
+
+All model forwards are batched `population_forward` calls over blocks of models and blocks of
+inputs; no Python loop over models.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+import zooscope
+from zooscope.errors import ArtefactError, ZooscopeError
+from zooscope.networks.architectures import Architecture
+from zooscope.networks.parameters import StackedParams, stack_state_dicts
+from zooscope.population.batching import concat, inputs_per_call, n_models, spans, take, to_device
+from zooscope.population.forward import population_forward
+from zooscope.progress import ProgressFn, report, scaled
+
+if TYPE_CHECKING:  # only for annotations: the library modules import each other lazily
+    from zooscope.autoencoder.artefact import TrainedAutoencoder
+    from zooscope.networks.datasets import ImageDataset
+    from zooscope.weightspace.tokens import TokenLayout
+    from zooscope.zoo.store import Zoo
+
+# The paper reports agreement also over originals that work (method.md §9 uses 80 % for SVHN).
+HIGH_ACCURACY_THRESHOLD = 0.8
+METRICS = (
+    "original_accuracy",
+    "reconstructed_accuracy",
+    "agreement",
+    "structural_distance",
+    "structural_distance_real",
+    "behavioural_distance",
+)
+REPORT_VERSION = 1
+
+
+# ---- metrics on batched logits and tokens ----------------------------------------------------------
+def accuracy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Fraction of correct predictions per model: logits [K, N, C], labels [N] -> [K]."""
+    return (logits.argmax(-1) == y.to(logits.device)).float().mean(-1)
+
+
+def agreement(logits_a: torch.Tensor, logits_b: torch.Tensor) -> torch.Tensor:
+    """Fraction of inputs on which two models predict the same class: [K, N, C] x2 -> [K]."""
+    return (logits_a.argmax(-1) == logits_b.argmax(-1)).float().mean(-1)
+
+
+def behavioural_distance(logits_a: torch.Tensor, logits_b: torch.Tensor) -> torch.Tensor:
+    """Mean over inputs of the L2 distance between the two softmax outputs: [K, N, C] x2 -> [K]."""
+    return (logits_a.softmax(-1) - logits_b.softmax(-1)).norm(dim=-1).mean(-1)
+
+
+def structural_distance(
+    tokens_a: torch.Tensor, tokens_b: torch.Tensor, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """L2 distance between token tensors [K, T, W] -> [K].
+
+    Without `mask`: over every entry, padding included, as the paper reports it (a decoder that
+    writes non-zero padding pays for it). With `mask` [T, W]: over the real parameters only.
+    """
+    diff = (tokens_a - tokens_b).float()
+    if mask is not None:
+        diff = diff[:, mask.to(diff.device)]
+    return diff.flatten(1).norm(dim=1)
+
+
+# ---- the report ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ReconstructionItem:
+    """One checkpoint and its reconstruction."""
+
+    checkpoint_id: str
+    original_accuracy: float
+    reconstructed_accuracy: float
+    agreement: float
+    structural_distance: float
+    structural_distance_real: float
+    behavioural_distance: float
+
+
+@dataclass
+class ReconstructionReport:
+    items: list[ReconstructionItem]
+    aggregate: dict[str, Any]
+    # Not serialised by to_dict (tensors): the caller saves them as safetensors if it wants.
+    reconstructed: StackedParams | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": REPORT_VERSION,
+            "code_version": zooscope.__version__,
+            "metadata": self.metadata,
+            "aggregate": self.aggregate,
+            "items": [asdict(item) for item in self.items],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ReconstructionReport:
+        if data.get("version") != REPORT_VERSION:
+            raise ArtefactError(
+                f"reconstruction report version {data.get('version')!r} is not {REPORT_VERSION}; "
+                "re-run the evaluation with this zooscope"
+            )
+        items = [
+            ReconstructionItem(**{k: _float_or_nan(v) for k, v in item.items()}) for item in data["items"]
+        ]
+        return cls(items=items, aggregate=data["aggregate"], metadata=data.get("metadata", {}))
+
+    def best_gap(self) -> float:
+        """Best reconstruction minus best original, in accuracy points (the paper's column)."""
+        return 100.0 * (
+            self.aggregate["reconstructed_accuracy"]["max"] - self.aggregate["original_accuracy"]["max"]
+        )
+
+
+def _float_or_nan(value: Any) -> Any:
+    return math.nan if value is None else value
+
+
+def summarise(values: Sequence[float]) -> dict[str, float | None]:
+    """Mean, std, max and min of a list; None (JSON null) where the list is empty."""
+    if len(values) == 0:
+        return {"mean": None, "std": None, "max": None, "min": None}
+    t = torch.tensor(list(values), dtype=torch.float64)
+    return {
+        "mean": float(t.mean()),
+        "std": float(t.std(unbiased=False)),
+        "max": float(t.max()),
+        "min": float(t.min()),
+    }
+
+
+def aggregate_items(
+    items: Sequence[ReconstructionItem], threshold: float = HIGH_ACCURACY_THRESHOLD
+) -> dict[str, Any]:
+    """Per-metric summaries, plus agreement over the originals whose accuracy is >= threshold."""
+    out: dict[str, Any] = {"n": len(items)}
+    for metric in METRICS:
+        out[metric] = summarise([getattr(item, metric) for item in items])
+    working = [item.agreement for item in items if item.original_accuracy >= threshold]
+    out["agreement_high_accuracy"] = {"threshold": threshold, "count": len(working), **summarise(working)}
+    return out
+
+
+# ---- evaluation ---------------------------------------------------------------------------------
+def predict(
+    arch: Architecture,
+    params: StackedParams,
+    x: torch.Tensor,
+    *,
+    batch_models: int = 256,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """Predicted classes [K, N] of K models on inputs [N, C, H, W], in blocks of models and inputs."""
+    device = torch.device(device) if device is not None else next(iter(params.values())).device
+    rows = []
+    with torch.no_grad():
+        for block in spans(n_models(params), batch_models):
+            sub = to_device(take(params, block), device)
+            step = inputs_per_call(arch, block.stop - block.start)
+            rows.append(
+                torch.cat(
+                    [
+                        population_forward(arch, sub, x[s].to(device)).argmax(-1).cpu()
+                        for s in spans(x.shape[0], step)
+                    ],
+                    dim=1,
+                )
+            )
+    return torch.cat(rows)
+
+
+def _behaviour_sums(
+    arch: Architecture,
+    originals: StackedParams,
+    reconstructions: StackedParams,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    progress: ProgressFn | None,
+) -> dict[str, torch.Tensor]:
+    """Per-model sums over all inputs of: correct (original, reconstruction), agreement, softmax L2."""
+    k = n_models(originals)
+    device = next(iter(originals.values())).device
+    sums = {name: torch.zeros(k, dtype=torch.float64) for name in ("correct_o", "correct_r", "agree", "dist")}
+    step = inputs_per_call(arch, k)
+    blocks = list(spans(x.shape[0], step))
+    for i, block in enumerate(blocks):
+        xb, yb = x[block].to(device), y[block].to(device)
+        logits_o = population_forward(arch, originals, xb)
+        logits_r = population_forward(arch, reconstructions, xb)
+        n = xb.shape[0]
+        sums["correct_o"] += (accuracy(logits_o, yb) * n).double().cpu()
+        sums["correct_r"] += (accuracy(logits_r, yb) * n).double().cpu()
+        sums["agree"] += (agreement(logits_o, logits_r) * n).double().cpu()
+        sums["dist"] += (behavioural_distance(logits_o, logits_r) * n).double().cpu()
+        report(progress, (i + 1) / len(blocks), f"inputs {block.stop}/{x.shape[0]}")
+    return sums
+
+
+@torch.no_grad()
+def evaluate_reconstructions(
+    arch: Architecture,
+    originals: StackedParams,
+    reconstructions: StackedParams,
+    dataset: ImageDataset,
+    token_layout: TokenLayout,
+    checkpoint_ids: Sequence[str] | None = None,
+    batch_models: int = 256,
+    progress: ProgressFn | None = None,
+    *,
+    reconstructed_tokens: torch.Tensor | None = None,
+    device: torch.device | str | None = None,
+) -> ReconstructionReport:
+    """Compare K originals with their reconstructions on the FULL test split of `dataset`.
+
+    `reconstructed_tokens` [K, T, W]: the decoder's raw output, padding included, for the
+    paper's structural distance; without it the reconstructions are re-tokenized, so padding is
+    zero and both structural distances agree. `device`: where the forwards run (default: where
+    `originals` are).
+    """
+    k = n_models(originals)
+    if n_models(reconstructions) != k:
+        raise ZooscopeError(f"{k} originals but {n_models(reconstructions)} reconstructions")
+    ids = list(checkpoint_ids) if checkpoint_ids is not None else [str(i) for i in range(k)]
+    if len(ids) != k:
+        raise ZooscopeError(f"{len(ids)} checkpoint ids for {k} checkpoints")
+    device = torch.device(device) if device is not None else next(iter(originals.values())).device
+    x, y = dataset.test.x, dataset.test.y
+    mask = token_layout.mask
+
+    items: list[ReconstructionItem] = []
+    blocks = list(spans(k, batch_models))
+    for b, block in enumerate(blocks):
+        orig = to_device(take(originals, block), device)
+        rec = to_device(take(reconstructions, block), device)
+        sub = scaled(progress, b / len(blocks), (b + 1) / len(blocks))
+        sums = _behaviour_sums(arch, orig, rec, x, y, sub)
+        tokens_o = token_layout.tokenize(orig)
+        tokens_r = (
+            reconstructed_tokens[block].to(device)
+            if reconstructed_tokens is not None
+            else token_layout.tokenize(rec)
+        )
+        s_all = structural_distance(tokens_o, tokens_r).cpu()
+        s_real = structural_distance(tokens_o, tokens_r, mask).cpu()
+        n = x.shape[0]
+        for j, index in enumerate(range(block.start, block.stop)):
+            items.append(
+                ReconstructionItem(
+                    checkpoint_id=ids[index],
+                    original_accuracy=float(sums["correct_o"][j] / n),
+                    reconstructed_accuracy=float(sums["correct_r"][j] / n),
+                    agreement=float(sums["agree"][j] / n),
+                    structural_distance=float(s_all[j]),
+                    structural_distance_real=float(s_real[j]),
+                    behavioural_distance=float(sums["dist"][j] / n),
+                )
+            )
+    report(progress, 1.0, "evaluated")
+    metadata = {
+        "architecture": arch.to_dict(),
+        "dataset": getattr(dataset, "name", None),
+        "n_test_inputs": int(x.shape[0]),
+        "structural_distance_includes_padding": reconstructed_tokens is not None,
+    }
+    return ReconstructionReport(items, aggregate_items(items), reconstructions, metadata)
+
+
+# ---- high-level calls (the CLI and the service's worker use these) ------------------------------
+def reconstruct_with_tokens(
+    ae: TrainedAutoencoder, params: StackedParams, batch_models: int = 256
+) -> tuple[StackedParams, torch.Tensor | None]:
+    """The autoencoder's reconstructions, and its raw decoded tokens where the artefact exposes them."""
+    parts: list[StackedParams] = []
+    tokens: list[torch.Tensor] = []
+    raw = getattr(ae, "reconstruct_tokens", None)  # optional: raw decoder output, padding included
+    for block in spans(n_models(params), batch_models):
+        sub = take(params, block)
+        if callable(raw):
+            t = raw(sub)
+            tokens.append(t.detach().cpu())
+            parts.append(to_device(ae.token_layout.detokenize(t, reference=sub), "cpu"))
+        else:
+            parts.append(to_device(ae.reconstruct_params(sub), "cpu"))
+    return {k: v.detach() for k, v in concat(parts).items()}, (torch.cat(tokens) if tokens else None)
+
+
+def _checkpoint_id(record: Any) -> str:
+    explicit = getattr(record, "checkpoint_id", None)
+    return str(explicit) if explicit else f"{record.model_id}@{record.epoch}"
+
+
+@torch.no_grad()
+def evaluate_autoencoder(
+    ae: TrainedAutoencoder,
+    zoo: Zoo,
+    split: str = "test",
+    progress: ProgressFn | None = None,
+    *,
+    batch_models: int = 256,
+) -> ReconstructionReport:
+    """Reconstruct every checkpoint of one split of `zoo` and evaluate it on the zoo's test data."""
+    records = zoo.checkpoints(split=split)
+    if not records:
+        raise ZooscopeError(f"the zoo has no checkpoints in split {split!r}")
+    population = zoo.load_population(records)
+    report(progress, 0.0, f"reconstructing {len(records)} checkpoints")
+    reconstructed, tokens = reconstruct_with_tokens(ae, population.params, batch_models)
+    report(progress, 0.2, "evaluating")
+    result = evaluate_reconstructions(
+        ae.architecture,
+        population.params,
+        reconstructed,
+        zoo.dataset(),
+        ae.token_layout,
+        [_checkpoint_id(r) for r in records],
+        batch_models,
+        scaled(progress, 0.2, 1.0),
+        reconstructed_tokens=tokens,
+        device=_device_of(ae),
+    )
+    result.metadata["split"] = split
+    return result
+
+
+@torch.no_grad()
+def reconstruct_and_evaluate(
+    ae: TrainedAutoencoder,
+    state_dicts: Sequence[dict[str, torch.Tensor]],
+    dataset: ImageDataset | str,
+    ids: Sequence[str] | None = None,
+    progress: ProgressFn | None = None,
+    *,
+    batch_models: int = 256,
+) -> ReconstructionReport:
+    """Reconstruct uploaded checkpoints and evaluate them on `dataset`'s test split."""
+    if isinstance(dataset, str):
+        from zooscope.networks.datasets import load_dataset
+
+        dataset = load_dataset(dataset)
+    params = stack_state_dicts(ae.architecture, state_dicts)
+    reconstructed, tokens = reconstruct_with_tokens(ae, params, batch_models)
+    report(progress, 0.2, "evaluating")
+    return evaluate_reconstructions(
+        ae.architecture,
+        params,
+        reconstructed,
+        dataset,
+        ae.token_layout,
+        ids,
+        batch_models,
+        scaled(progress, 0.2, 1.0),
+        reconstructed_tokens=tokens,
+        device=_device_of(ae),
+    )
+
+
+def _device_of(ae: Any) -> torch.device:
+    return torch.device(getattr(ae, "device", "cpu"))

@@ -1,0 +1,456 @@
+"""Sampling new models: a kernel density estimate over the latents of good checkpoints.
+
+Anchors are checkpoints whose test accuracy passes a threshold (method.md §8). Their per-token
+latents, flattened to one vector each, are the points of a Gaussian KDE; samples are decoded into
+weights and evaluated. The paper's generated models collapsed onto a few points (diversity 10-15x
+below the zoo, §9). The bandwidth multiplier is the knob that trades accuracy for diversity, and
+`diversity_curve` measures that trade-off setting by setting.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+import zooscope
+from zooscope.analysis.evaluation import predict
+from zooscope.errors import ArtefactError, ZooscopeError
+from zooscope.networks.architectures import Architecture
+from zooscope.networks.parameters import FlatLayout, StackedParams
+from zooscope.population.batching import map_models, n_models, spans, take
+from zooscope.progress import ProgressFn, report, scaled
+
+if TYPE_CHECKING:
+    from zooscope.autoencoder.artefact import TrainedAutoencoder
+    from zooscope.networks.datasets import ImageDataset
+    from zooscope.zoo.store import Population, Zoo
+
+# Anchor thresholds on test accuracy. SVHN, CIFAR-10, EuroSAT: the paper's (method.md §8). Ours for
+# the rest: about the upper third of a zoo of that data set (digits zoo: mean 0.76, max 0.99).
+DEFAULT_ACCURACY_THRESHOLDS: dict[str, float] = {
+    "svhn": 0.8,
+    "cifar10": 0.6,
+    "eurosat": 0.7,
+    "digits": 0.9,
+    "mnist": 0.95,
+    "fashion_mnist": 0.8,
+}
+# Data sets without a default: anchors are the checkpoints at or above this accuracy quantile.
+FALLBACK_ANCHOR_QUANTILE = 0.75
+# With fewer anchors than this above the threshold, the best checkpoints are used instead (a KDE
+# over one point is that point) and the report says so.
+MIN_ANCHORS = 2
+# The default settings of diversity_curve: bandwidth multipliers from "decode the anchors" (0) to
+# 8x Scott's rule (on the digits zoo, 2x barely moved diversity: the decoder contracts latents).
+DEFAULT_CURVE_SETTINGS = (0.0, 1.0, 2.0, 4.0, 8.0)
+REPORT_VERSION = 1
+
+
+# ---- the density ------------------------------------------------------------------------------
+@dataclass
+class LatentKDE:
+    """A Gaussian KDE with a diagonal kernel over flattened latents.
+
+    `bandwidths` [D] is the kernel's standard deviation in each dimension. Scott's rule is applied
+    per dimension, h_d = sigma_d * K^(-1/5): the joint rule's factor K^(-1/(D+4)) tends to 1 in
+    thousands of dimensions, and with fewer anchors than dimensions a full covariance is singular.
+    """
+
+    anchors: torch.Tensor  # [K, D]
+    bandwidths: torch.Tensor  # [D]
+    latent_shape: tuple[int, ...]  # shape of one anchor's latents, e.g. (T, L)
+
+    @classmethod
+    def fit(
+        cls,
+        latents: torch.Tensor,
+        bandwidth: float | str = "scott",
+        multiplier: float = 1.0,
+        spread: float = 1.0,
+    ) -> LatentKDE:
+        """`latents` [K, ...] (e.g. [K, T, L]); `bandwidth` "scott" or an absolute standard deviation.
+
+        `spread` moves the kernel centres away from the anchors' mean (mean + spread * (anchor - mean)):
+        above 1 it extrapolates, a second diversity knob beside the bandwidth multiplier.
+        """
+        if latents.shape[0] < 1:
+            raise ZooscopeError("a KDE needs at least one anchor")
+        if multiplier < 0:
+            raise ValueError(f"the bandwidth multiplier must be >= 0, got {multiplier}")
+        points = latents.detach().flatten(1).to(torch.float32).cpu()
+        k, d = points.shape
+        if bandwidth == "scott":
+            sigma = points.std(dim=0, unbiased=True) if k > 1 else torch.zeros(d)
+            h = sigma * k ** (-1.0 / 5.0)
+        elif isinstance(bandwidth, int | float) and not isinstance(bandwidth, bool) and bandwidth >= 0:
+            h = torch.full((d,), float(bandwidth))
+        else:
+            raise ValueError(f"bandwidth must be 'scott' or a non-negative number, got {bandwidth!r}")
+        if spread < 0:
+            raise ValueError(f"spread must be >= 0, got {spread}")
+        if spread != 1.0:  # spread 1 keeps the anchors bit for bit (no rounding through the mean)
+            centre = points.mean(dim=0, keepdim=True)
+            points = centre + spread * (points - centre)
+        return cls(points, h * multiplier, tuple(latents.shape[1:]))
+
+    @property
+    def dim(self) -> int:
+        return self.anchors.shape[1]
+
+    def sample(self, n: int, seed: int | torch.Generator = 0) -> torch.Tensor:
+        """n samples [n, *latent_shape]: a random anchor plus Gaussian noise of the bandwidths."""
+        generator = seed if isinstance(seed, torch.Generator) else torch.Generator().manual_seed(seed)
+        index = torch.randint(self.anchors.shape[0], (n,), generator=generator)
+        noise = torch.randn(n, self.dim, generator=generator)
+        return (self.anchors[index] + noise * self.bandwidths).reshape(n, *self.latent_shape)
+
+    def log_density(self, points: torch.Tensor) -> torch.Tensor:
+        """log p(x) of points [M, ...] under the KDE (dimensions with zero bandwidth are ignored)."""
+        x = points.flatten(1).to(torch.float32).cpu()
+        live = self.bandwidths > 0
+        h = self.bandwidths[live]
+        z = (x[:, None, live] - self.anchors[None, :, live]) / h
+        per_anchor = -0.5 * (z**2).sum(-1) - torch.log(h).sum() - 0.5 * live.sum() * math.log(2 * math.pi)
+        return torch.logsumexp(per_anchor, dim=1) - math.log(self.anchors.shape[0])
+
+
+# ---- diversity ----------------------------------------------------------------------------------
+def mean_pairwise_l2(flat: torch.Tensor) -> float:
+    """Mean L2 distance over all pairs of rows of [K, P] (NaN for fewer than two rows)."""
+    if flat.shape[0] < 2:
+        return math.nan
+    return float(torch.pdist(flat.double()).mean())
+
+
+def mean_pairwise_disagreement(predictions: torch.Tensor, n_classes: int, block: int = 4096) -> float:
+    """Mean over pairs of models of the fraction of inputs on which they predict different classes."""
+    k, n = predictions.shape
+    if k < 2:
+        return math.nan
+    agree = torch.zeros(k, k, dtype=torch.float64)
+    for s in spans(n, block):  # one-hot products in blocks of inputs keep memory at K*block*C
+        onehot = torch.nn.functional.one_hot(predictions[:, s], n_classes).flatten(1).double()
+        agree += onehot @ onehot.T
+    off_diagonal = agree.sum() - agree.diagonal().sum()
+    return float(1.0 - off_diagonal / (k * (k - 1) * n))
+
+
+def diversity(arch: Architecture, params: StackedParams, predictions: torch.Tensor, n_classes: int) -> dict:
+    return {
+        "weight_l2": mean_pairwise_l2(FlatLayout.of(arch).flatten(params)),
+        "disagreement": mean_pairwise_disagreement(predictions, n_classes),
+    }
+
+
+# ---- the report ---------------------------------------------------------------------------------
+@dataclass
+class GenerationReport:
+    accuracies: list[float]  # per generated model, on the full test split
+    accuracy: dict[str, float | None]  # mean, std, max, min, quantiles of `accuracies`
+    anchors: dict[str, Any]  # count, threshold, relaxed, accuracy summary
+    diversity: dict[str, Any]  # {"generated": {...}, "anchors": {...}, "weight_l2_ratio": ...}
+    settings: dict[str, Any]  # bandwidth, multiplier, n_samples, seed, split
+    params: StackedParams | None = None  # the generated weights (not serialised by to_dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": REPORT_VERSION,
+            "code_version": zooscope.__version__,
+            "settings": self.settings,
+            "metadata": self.metadata,
+            "accuracy": self.accuracy,
+            "anchors": self.anchors,
+            "diversity": _json_safe(self.diversity),
+            "accuracies": self.accuracies,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GenerationReport:
+        if data.get("version") != REPORT_VERSION:
+            raise ArtefactError(f"generation report version {data.get('version')!r} is not {REPORT_VERSION}")
+        return cls(
+            accuracies=list(data["accuracies"]),
+            accuracy=data["accuracy"],
+            anchors=data["anchors"],
+            diversity=data["diversity"],
+            settings=data["settings"],
+            metadata=data.get("metadata", {}),
+        )
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN (undefined diversity of fewer than two models) becomes JSON null."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def accuracy_summary(accuracies: torch.Tensor) -> dict[str, float | None]:
+    if accuracies.numel() == 0:
+        return {"mean": None, "std": None, "max": None, "min": None, "q10": None, "q50": None, "q90": None}
+    a = accuracies.double()
+    q = torch.quantile(a, torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64))
+    return {
+        "mean": float(a.mean()),
+        "std": float(a.std(unbiased=False)),
+        "max": float(a.max()),
+        "min": float(a.min()),
+        "q10": float(q[0]),
+        "q50": float(q[1]),
+        "q90": float(q[2]),
+    }
+
+
+# ---- anchors ------------------------------------------------------------------------------------
+@dataclass
+class Anchors:
+    """The good checkpoints a KDE is fitted to, with what generation compares against."""
+
+    params: StackedParams
+    accuracies: torch.Tensor  # [K]
+    latents: torch.Tensor  # [K, T, L]
+    threshold: float
+    relaxed: bool  # True when too few passed the threshold and the best ones were taken instead
+    diversity: dict[str, float]
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "count": int(self.accuracies.numel()),
+            "threshold": self.threshold,
+            "relaxed": self.relaxed,
+            "accuracy": accuracy_summary(self.accuracies),
+            # Per anchor, so a report can draw the anchors' histogram beside the generated models'.
+            "accuracies": [float(a) for a in self.accuracies],
+        }
+
+
+def default_threshold(dataset_name: str | None, accuracies: torch.Tensor) -> float:
+    if dataset_name in DEFAULT_ACCURACY_THRESHOLDS:
+        return DEFAULT_ACCURACY_THRESHOLDS[dataset_name]
+    return float(torch.quantile(accuracies.double(), FALLBACK_ANCHOR_QUANTILE))
+
+
+def _population_of(zoo_or_population: Zoo | Population, split: str) -> Population:
+    if hasattr(zoo_or_population, "load_population"):
+        zoo = zoo_or_population
+        return zoo.load_population(zoo.checkpoints(split=split))
+    return zoo_or_population
+
+
+def _latents(ae: TrainedAutoencoder, params: StackedParams, batch_models: int) -> torch.Tensor:
+    return map_models(lambda p: ae.latents(p).detach().cpu(), params, batch_models)
+
+
+def _decode(ae: TrainedAutoencoder, latents: torch.Tensor, batch_models: int) -> StackedParams:
+    parts = []
+    for s in spans(latents.shape[0], batch_models):
+        decoded = ae.decode_latents(latents[s])
+        parts.append({k: v.detach().cpu() for k, v in decoded.items()})
+    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+
+
+def select_anchors(
+    ae: TrainedAutoencoder,
+    population: Population,
+    dataset: ImageDataset,
+    accuracy_threshold: float | None = None,
+    *,
+    batch_models: int = 256,
+    device: torch.device | str | None = None,
+) -> Anchors:
+    """The population's checkpoints at or above the threshold, encoded, with their diversity."""
+    arch = ae.architecture
+    predictions = predict(arch, population.params, dataset.test.x, batch_models=batch_models, device=device)
+    accuracies = (predictions == dataset.test.y).double().mean(1)
+    threshold = (
+        accuracy_threshold
+        if accuracy_threshold is not None
+        else default_threshold(getattr(dataset, "name", None), accuracies)
+    )
+    chosen = torch.nonzero(accuracies >= threshold).flatten()
+    relaxed = chosen.numel() < MIN_ANCHORS
+    if relaxed:  # a KDE over fewer points is no density; take the best checkpoints instead
+        count = min(n_models(population.params), max(MIN_ANCHORS, math.ceil(0.1 * accuracies.numel())))
+        chosen = accuracies.argsort(descending=True)[:count]
+    params = take(population.params, chosen)
+    return Anchors(
+        params=params,
+        accuracies=accuracies[chosen],
+        latents=_latents(ae, params, batch_models),
+        threshold=float(threshold),
+        relaxed=relaxed,
+        diversity=diversity(arch, params, predictions[chosen], dataset.n_classes),
+    )
+
+
+def sample_and_evaluate(
+    ae: TrainedAutoencoder,
+    anchors: Anchors,
+    dataset: ImageDataset,
+    n_samples: int,
+    *,
+    bandwidth: float | str = "scott",
+    multiplier: float = 1.0,
+    spread: float = 1.0,
+    seed: int = 0,
+    batch_models: int = 256,
+    device: torch.device | str | None = None,
+    progress: ProgressFn | None = None,
+) -> GenerationReport:
+    """Fit the KDE to the anchors, draw n_samples, decode and evaluate them."""
+    kde = LatentKDE.fit(anchors.latents, bandwidth, multiplier, spread)
+    report(progress, 0.1, f"decoding {n_samples} samples")
+    generated = _decode(ae, kde.sample(n_samples, seed), batch_models)
+    report(progress, 0.5, "evaluating generated models")
+    predictions = predict(
+        ae.architecture, generated, dataset.test.x, batch_models=batch_models, device=device
+    )
+    accuracies = (predictions == dataset.test.y).double().mean(1)
+    gen_diversity = diversity(ae.architecture, generated, predictions, dataset.n_classes)
+    anchor_l2 = anchors.diversity["weight_l2"]
+    report(progress, 1.0, "generated")
+    return GenerationReport(
+        accuracies=[float(a) for a in accuracies],
+        accuracy=accuracy_summary(accuracies),
+        anchors=anchors.describe(),
+        diversity={
+            "generated": gen_diversity,
+            "anchors": anchors.diversity,
+            "weight_l2_ratio": gen_diversity["weight_l2"] / anchor_l2 if anchor_l2 else math.nan,
+        },
+        settings={
+            "bandwidth": bandwidth,
+            "multiplier": multiplier,
+            "spread": spread,
+            "n_samples": n_samples,
+            "seed": seed,
+            "mean_kernel_std": float(kde.bandwidths.mean()),
+        },
+        params=generated,
+        metadata={"architecture": ae.architecture.to_dict(), "dataset": getattr(dataset, "name", None)},
+    )
+
+
+# ---- high-level calls -------------------------------------------------------------------------
+@torch.no_grad()
+def generate(
+    ae: TrainedAutoencoder,
+    zoo_or_population: Zoo | Population,
+    dataset: ImageDataset | None = None,
+    n_samples: int = 100,
+    accuracy_threshold: float | None = None,
+    bandwidth: float | str = "scott",
+    diversity: float = 1.0,
+    seed: int = 0,
+    progress: ProgressFn | None = None,
+    *,
+    spread: float = 1.0,
+    split: str = "train",
+    batch_models: int = 256,
+) -> GenerationReport:
+    """Generate n_samples models from the latents of the good checkpoints of a zoo or population.
+
+    `accuracy_threshold`: anchors' minimum test accuracy (default: per data set,
+    DEFAULT_ACCURACY_THRESHOLDS). `bandwidth`: "scott" or an absolute kernel std. `diversity`:
+    the bandwidth multiplier, 0 decodes the anchors themselves; larger trades accuracy for
+    diversity. `spread`: > 1 pushes the kernel centres away from the anchors' mean (see
+    LatentKDE.fit). `split`: which split of a zoo gives the anchors.
+    """
+    if n_samples < 1:
+        raise ValueError("n_samples must be at least 1")
+    if dataset is None:
+        if not hasattr(zoo_or_population, "dataset"):
+            raise ZooscopeError("a population needs its data set: pass dataset=")
+        dataset = zoo_or_population.dataset()
+    device = getattr(ae, "device", None)
+    population = _population_of(zoo_or_population, split)
+    report(progress, 0.0, "encoding anchors")
+    anchors = select_anchors(
+        ae, population, dataset, accuracy_threshold, batch_models=batch_models, device=device
+    )
+    result = sample_and_evaluate(
+        ae,
+        anchors,
+        dataset,
+        n_samples,
+        bandwidth=bandwidth,
+        multiplier=diversity,
+        spread=spread,
+        seed=seed,
+        batch_models=batch_models,
+        device=device,
+        progress=scaled(progress, 0.3, 1.0),
+    )
+    result.settings["split"] = split
+    return result
+
+
+@torch.no_grad()
+def diversity_curve(
+    ae: TrainedAutoencoder,
+    population: Zoo | Population,
+    dataset: ImageDataset | None = None,
+    settings: Sequence[float] = DEFAULT_CURVE_SETTINGS,
+    n_samples: int = 50,
+    seed: int = 0,
+    *,
+    accuracy_threshold: float | None = None,
+    bandwidth: float | str = "scott",
+    knob: str = "bandwidth",
+    batch_models: int = 256,
+    progress: ProgressFn | None = None,
+) -> list[dict[str, Any]]:
+    """Accuracy against diversity for each setting (same anchors, same seed).
+
+    `knob` "bandwidth": settings are bandwidth multipliers (spread 1); "spread": settings are
+    spreads away from the anchors' mean (multiplier 1).
+    """
+    if knob not in ("bandwidth", "spread"):
+        raise ValueError(f"knob must be 'bandwidth' or 'spread', not {knob!r}")
+    if dataset is None:
+        dataset = population.dataset()
+    device = getattr(ae, "device", None)
+    anchors = select_anchors(
+        ae,
+        _population_of(population, "train"),
+        dataset,
+        accuracy_threshold,
+        batch_models=batch_models,
+        device=device,
+    )
+    rows = []
+    for i, setting in enumerate(settings):
+        multiplier, spread = (float(setting), 1.0) if knob == "bandwidth" else (1.0, float(setting))
+        result = sample_and_evaluate(
+            ae, anchors, dataset, n_samples, bandwidth=bandwidth, multiplier=multiplier, spread=spread,
+            seed=seed, batch_models=batch_models, device=device,
+        )  # fmt: skip
+        rows.append(
+            _json_safe(
+                {
+                    "knob": knob,
+                    "setting": float(setting),
+                    "multiplier": multiplier,
+                    "spread": spread,
+                    "accuracy_mean": result.accuracy["mean"],
+                    "accuracy_max": result.accuracy["max"],
+                    "accuracy_min": result.accuracy["min"],
+                    "weight_l2": result.diversity["generated"]["weight_l2"],
+                    "disagreement": result.diversity["generated"]["disagreement"],
+                    "anchor_weight_l2": anchors.diversity["weight_l2"],
+                    "anchor_disagreement": anchors.diversity["disagreement"],
+                    "weight_l2_ratio": result.diversity["weight_l2_ratio"],
+                    "anchor_accuracy_max": float(anchors.accuracies.max()),
+                    "n_anchors": int(anchors.accuracies.numel()),
+                }
+            )
+        )
+        report(progress, (i + 1) / len(settings), f"{knob} {setting}")
+    return rows

@@ -1,0 +1,159 @@
+"""Issue 3's targets for the reproduction, checked on an ablation's results.
+
+Each C+S+B column present is checked on its own: the paper's three terms (`csb`) and the cpu
+preset's recipe (`csb_stats`, with the layer-statistics term), so the results page shows which
+recipe meets which target instead of a single verdict. The slow reproduction test asserts the
+same checks (tests/zooscope/test_reproduction.py).
+
+The best reconstruction is checked twice. Against the best original of the test split, as
+method.md §11's reference run measured it ("98.8 % against a best original of 98.0 %"): an exact
+copy of the test split scores 0 there. And against the best model of the whole zoo, the issue's
+wording: when that model is a training-split checkpoint, only a reconstruction more accurate than
+its original can come within 0.5 points, so that row is reported, not required.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+# The C+S+B configurations the per-recipe targets apply to, in the order the page lists them.
+TARGET_CONFIGS = ("csb", "csb_stats")
+# The recipe the reproduction is held to: the cpu preset's own (experiment.ABLATIONS).
+REQUIRED_CONFIG = "csb_stats"
+
+
+@dataclass(frozen=True)
+class Target:
+    label: str
+    threshold: float
+    at_least: bool  # True: value >= threshold; False: value <= threshold
+    unit: str  # "%", "points", "x" or "" (how value and threshold are printed)
+    required: bool = True
+
+    def met(self, value: float | None) -> bool | None:
+        if value is None:
+            return None
+        return value >= self.threshold if self.at_least else value <= self.threshold
+
+    def describe(self) -> str:
+        return f"{'>=' if self.at_least else '<='} {_format(self.threshold, self.unit)}"
+
+
+@dataclass(frozen=True)
+class TargetCheck:
+    target: Target
+    values: dict[str, float | None]  # configuration name -> measured value
+
+    def met(self, config: str) -> bool | None:
+        return self.target.met(self.values.get(config))
+
+
+def _best_gap(result: dict[str, Any], reference: float | None) -> float | None:
+    best = result["evaluation"]["reconstructed_accuracy"]["max"]
+    return None if best is None or reference is None else 100.0 * (best - reference)
+
+
+def best_test_gap(result: dict[str, Any]) -> float | None:
+    """Best reconstruction against the best original of the same test split, in points."""
+    return _best_gap(result, result["evaluation"]["original_accuracy"]["max"])
+
+
+def _r2(result: dict[str, Any]) -> float | None:
+    return result.get("probes", {}).get("test_acc", {}).get("embedding", {}).get("r2_test")
+
+
+PER_CONFIG: tuple[tuple[Target, Callable[[dict[str, Any]], float | None]], ...] = (
+    (Target("mean agreement, all test checkpoints", 85.0, True, "%"),
+     lambda r: 100.0 * r["evaluation"]["agreement"]["mean"]),
+    (Target("mean agreement, originals >= 80 %", 97.0, True, "%"),
+     lambda r: 100.0 * r["evaluation"]["agreement_high_accuracy"]["mean"]),
+    (Target("best reconstruction vs best test original", -0.5, True, "points"), best_test_gap),
+    (Target("best reconstruction vs best zoo model (any split)", -0.5, True, "points", required=False),
+     lambda r: r["best_reconstruction_gap"]),  # run_config stores it
+    (Target("R^2 for test accuracy, ridge on the embedding", 0.9, True, ""), _r2),
+)  # fmt: skip
+STEP_COST = Target("a behavioural step over a structure-only step", 1.3, False, "x")
+
+
+def step_cost_ratio(configs: dict[str, dict[str, Any]], name: str = "csb") -> float | None:
+    """Seconds per step of configuration `name` (behaviour on) over a structure-only step, same run."""
+    try:
+        behavioural = configs[name]["timings"]["seconds_per_step"]
+        structural = configs["structure"]["timings"]["seconds_per_step"]
+    except KeyError:
+        return None
+    return behavioural / structural if behavioural and structural else None
+
+
+def check_targets(results: dict[str, Any]) -> list[TargetCheck]:
+    """Every target against every C+S+B configuration present in `results` (run_ablation's dict)."""
+    configs = results["configs"]
+    present = [name for name in TARGET_CONFIGS if name in configs]
+    checks = [
+        TargetCheck(target, {name: value(configs[name]) for name in present}) for target, value in PER_CONFIG
+    ]
+    checks.append(TargetCheck(STEP_COST, {name: step_cost_ratio(configs, name) for name in present}))
+    return checks
+
+
+def unmet_required(results: dict[str, Any], config: str = REQUIRED_CONFIG) -> list[str]:
+    """Labels of the required targets `config` misses (or could not be measured on)."""
+    return [c.target.label for c in check_targets(results) if c.target.required and c.met(config) is not True]
+
+
+def verdict(results: dict[str, Any], config: str) -> str:
+    """One line on `config`: every required target met, or which it missed and which this run could
+    not measure (the step cost needs a structure-only run beside it)."""
+    required = [c for c in check_targets(results) if c.target.required]
+    missed = [c.target.label for c in required if c.met(config) is False]
+    unmeasured = [c.target.label for c in required if c.met(config) is None]
+    if not missed and not unmeasured:
+        return "meets every target of issue 3"
+    parts = [f"misses: {'; '.join(missed)}"] if missed else []
+    parts += [f"not measured in this run: {'; '.join(unmeasured)}"] if unmeasured else []
+    return " / ".join(parts)
+
+
+def targets_markdown(results: dict[str, Any]) -> list[str]:
+    configs = results["configs"]
+    present = [name for name in TARGET_CONFIGS if name in configs]
+    if not present:
+        return []
+    labels = [configs[name]["config"]["label"] for name in present]
+    lines = [
+        "",
+        "## Issue 3's targets",
+        "",
+        "Checked by zooscope/experiments/targets.py on the numbers above (the slow reproduction test "
+        f"asserts the required ones for `{REQUIRED_CONFIG}`). The best zoo model row is reported, not "
+        "required: see the note above.",
+        "",
+        "| target | threshold | " + " | ".join(labels) + " |",
+        "|---|---|" + "---|" * len(present),
+    ]
+    for check in check_targets(results):
+        cells = []
+        for name in present:
+            value, met = check.values.get(name), check.met(name)
+            mark = "-" if met is None else ("met" if met else "missed")
+            cells.append(f"{_format(value, check.target.unit)} ({mark})")
+        label = check.target.label + ("" if check.target.required else " (reported)")
+        lines.append(f"| {label} | {check.target.describe()} | " + " | ".join(cells) + " |")
+    collapsed = configs.get("behaviour", {}).get("collapsed")
+    if collapsed is not None:
+        lines += ["", f"Behaviour-only collapses, as the paper reports: {'yes' if collapsed else 'no'}."]
+    return lines
+
+
+def _format(value: float | None, unit: str) -> str:
+    if value is None:
+        return "-"
+    if unit == "%":
+        return f"{value:.1f} %"
+    if unit == "points":
+        return f"{value:+.2f} points"
+    if unit == "x":
+        return f"{value:.2f}x"
+    return f"{value:.3f}"

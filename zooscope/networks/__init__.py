@@ -1,0 +1,2 @@
+"""The networks a zoo holds and their files: architectures, stacked parameters, checkpoint
+files, data sets."""

@@ -1,0 +1,111 @@
+/* A convolution of K models at once on the per-model layout of the population program, with the
+   max-pool that follows it (and a ReLU after that) in the same pass.
+
+   conv[k, o, i, j, :] = bias[k, o] + sum over c, di, dj of
+                         weight[k, o, c, di, dj] * in[k, c, i*sh + di*dh, j*sw + dj*dw, :]
+   out[k, o, pi, pj, :] = max(floor, max over a, b < pool of conv[k, o, pi*pool + a, pj*pool + b, :])
+
+   in     [K, C, H, W, n]    each model's activation, inputs innermost
+   weight [K, O, C, kh, kw]  bias [K, O], or NULL
+   out    [K, O, Ho/pool, Wo/pool, n]  n a multiple of LANES (the program pads its inputs to one);
+          pool 1 is the plain convolution, floor -INFINITY no ReLU, 0 a ReLU
+
+   Each model's filters differ, so over all models this is a grouped convolution; with 8 channels
+   a model, oneDNN's grouped kernel ran CNN-s's 5x5 layer at about 35 GFLOP/s. Here the vectors
+   run along the inputs, which every model sees alike: a tile of up to 3 output channels by 4
+   output columns by 16 inputs stays in registers while the taps stream past, each loaded vector
+   feeding up to 3 multiply-adds, and the pool is a max over tiles, so the positions it would
+   read are never written.
+
+   Built at run time by zooscope/population/compiled_kernels.py (-O3 -march=native -fopenmp); the OpenMP
+   threads are torch's own (see slab_max_product.c). */
+
+#include "vector.h"
+
+/* tile bounds: best and acc take 2 * MAX_OB * MAX_JB of the 32 vector registers */
+#define MAX_OB 3
+#define MAX_JB 4
+
+struct shape {
+    long channels, height, width, n, outs, kh, kw, sh, sw, dh, dw, pool, out_h, out_w;
+    float floor;
+};
+
+/* Output channels [o0, o0 + OB) x pooled columns [pj0, pj0 + JB) of pooled row pi, inputs
+   [v, v + LANES), one model. OB and JB are constants at every call site, so the loops over them
+   unroll into registers. */
+static inline __attribute__((always_inline)) void tile(const float *in, const float *weight, const float *bias,
+                                                       float *out, const struct shape *s, long o0, long pi,
+                                                       long pj0, long v, const int OB, const int JB) {
+    const long filter = s->channels * s->kh * s->kw; /* one output channel's weights */
+    vec best[MAX_OB][MAX_JB];
+    for (int o = 0; o < OB; o++)
+        for (int j = 0; j < JB; j++) best[o][j] = broadcast(s->floor);
+    for (long a = 0; a < s->pool; a++)
+        for (long b = 0; b < s->pool; b++) {
+            long i = pi * s->pool + a;
+            vec acc[MAX_OB][MAX_JB];
+            for (int o = 0; o < OB; o++)
+                for (int j = 0; j < JB; j++) acc[o][j] = broadcast(bias ? bias[o0 + o] : 0.0f);
+            for (long c = 0; c < s->channels; c++)
+                for (long di = 0; di < s->kh; di++) {
+                    const float *row = in + ((c * s->height + i * s->sh + di * s->dh) * s->width) * s->n + v;
+                    const float *taps = weight + o0 * filter + (c * s->kh + di) * s->kw;
+                    for (long dj = 0; dj < s->kw; dj++) {
+                        vec x[MAX_JB];
+                        for (int j = 0; j < JB; j++)
+                            x[j] = load(row + (((pj0 + j) * s->pool + b) * s->sw + dj * s->dw) * s->n);
+                        for (int o = 0; o < OB; o++) {
+                            float w = taps[o * filter + dj];
+                            for (int j = 0; j < JB; j++) acc[o][j] += w * x[j];
+                        }
+                    }
+                }
+            for (int o = 0; o < OB; o++)
+                for (int j = 0; j < JB; j++) best[o][j] = nan_max(best[o][j], acc[o][j]);
+        }
+    for (int o = 0; o < OB; o++)
+        for (int j = 0; j < JB; j++)
+            memcpy(out + (((o0 + o) * s->out_h + pi) * s->out_w + pj0 + j) * s->n + v, &best[o][j], sizeof(vec));
+}
+
+#define TILE_CASE(OB, JB) \
+    case (OB) * 8 + (JB): tile(in, weight, bias, out, s, o0, pi, pj0, v, OB, JB); break;
+#define TILE_ROW(OB) TILE_CASE(OB, 1) TILE_CASE(OB, 2) TILE_CASE(OB, 3) TILE_CASE(OB, 4)
+
+static void any_tile(const float *in, const float *weight, const float *bias, float *out, const struct shape *s,
+                     long o0, long pi, long pj0, long v, int ob, int jb) {
+    switch (ob * 8 + jb) {
+        TILE_ROW(1) TILE_ROW(2) TILE_ROW(3)
+    }
+}
+
+/* Blocks of at most `most`, as even as possible: 6 channels are 3 + 3, 8 columns 4 + 4. */
+static int block_size(long total, long most) {
+    long blocks = (total + most - 1) / most;
+    return (int)((total + blocks - 1) / blocks);
+}
+
+void model_conv(const float *in, const float *weight, const float *bias, float *out, long models, long channels,
+                long height, long width, long n, long outs, long kh, long kw, long sh, long sw, long dh, long dw,
+                long pool, float floor) {
+    struct shape s = {channels, height, width, n, outs, kh, kw, sh, sw, dh, dw, pool,
+                      ((height - dh * (kh - 1) - 1) / sh + 1) / pool, ((width - dw * (kw - 1) - 1) / sw + 1) / pool,
+                      floor};
+    int ob = block_size(outs, MAX_OB), jb = block_size(s.out_w, MAX_JB);
+#pragma omp parallel for collapse(2) schedule(static)
+    for (long k = 0; k < models; k++)
+        for (long pi = 0; pi < s.out_h; pi++) {
+            const float *in_k = in + k * channels * height * width * n;
+            const float *weight_k = weight + k * outs * channels * kh * kw;
+            const float *bias_k = bias ? bias + k * outs : NULL;
+            float *out_k = out + k * outs * s.out_h * s.out_w * n;
+            for (long o0 = 0; o0 < outs; o0 += ob)
+                for (long pj0 = 0; pj0 < s.out_w; pj0 += jb)
+                    for (long v = 0; v < n; v += LANES) {
+                        int o_here = (int)(outs - o0 < ob ? outs - o0 : ob);
+                        int j_here = (int)(s.out_w - pj0 < jb ? s.out_w - pj0 : jb);
+                        any_tile(in_k, weight_k, bias_k, out_k, &s, o0, pi, pj0, v, o_here, j_here);
+                    }
+        }
+}
