@@ -23,7 +23,7 @@ WORKDIR /srv/zooscope
 # Dependencies change less often than code: install them in their own layer.
 COPY pyproject.toml README.md ./
 COPY zooscope/__init__.py zooscope/__init__.py
-RUN pip install '.[service]' && pip uninstall -y zooscope
+RUN pip install '.[service,mnist]' && pip uninstall -y zooscope
 
 COPY zooscope ./zooscope
 COPY app ./app

