@@ -1,15 +1,20 @@
-"""Turning checkpoint files into stored checkpoint rows (the upload route and the worker share it).
+"""Storing checkpoints: the one path of uploads (the upload route) and of a job's outputs (the
+worker's reconstructions and generated models).
 
-A checkpoint is validated by the library (safe loading, architecture detection), then stored as a
-canonical safetensors blob, whatever format it came in, so downloads and the worker read one
-format. The blob's sha256 is the storage key and the deduplication key.
+An upload is validated by the library first (safe loading, architecture detection); a job's
+outputs are not audited again (the worker made them, and knows their architecture). Either way
+each checkpoint is stored as a canonical safetensors blob, whatever format it came in, so
+downloads and the worker read one format, with the architecture in its metadata, so a downloaded
+file says what it is. The blob's sha256 is the storage key and the deduplication key; the rows
+describe the architecture the same way for every kind.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-import os
-import tempfile
+import pickle
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,11 +22,11 @@ from typing import Any
 import torch
 from sqlalchemy.orm import Session
 
-from app.db.checkpoints import add_checkpoint
+from app.db.checkpoints import add_checkpoints
 from app.db.models import Checkpoint
-from app.storage import BlobStore, sha256_of_file
-from zooscope.errors import UnknownArchitectureError
-from zooscope.networks.architectures import ACTIVATIONS, Architecture, detect_architecture
+from app.storage import BlobStore
+from zooscope.errors import InvalidCheckpointError, UnknownArchitectureError
+from zooscope.networks.architectures import ACTIVATIONS, Architecture, detect_canonical
 from zooscope.networks.checkpoints import checkpoint_bytes, load_checkpoint
 from zooscope.weightspace.tokens import TokenLayout
 
@@ -30,8 +35,6 @@ from zooscope.weightspace.tokens import TokenLayout
 class ValidatedCheckpoint:
     state_dict: dict[str, torch.Tensor]
     architecture: Architecture
-    n_parameters: int
-    n_tokens: int
 
 
 def validate_checkpoint(
@@ -40,32 +43,89 @@ def validate_checkpoint(
     """Load safely and detect the architecture; raises the library's typed errors on bad input."""
     if activation not in ACTIVATIONS:
         raise UnknownArchitectureError(f"unknown activation {activation!r}; known: {', '.join(ACTIVATIONS)}")
-    state_dict = load_checkpoint(source, max_bytes=max_bytes)
-    return describe_state_dict(state_dict, activation=activation)
+    # either CNN-s key layout (with or without dropout modules) is stored in the canonical one
+    architecture, state_dict = detect_canonical(load_checkpoint(source, max_bytes=max_bytes), activation)
+    return ValidatedCheckpoint(state_dict, architecture)
 
 
-def describe_state_dict(
-    state_dict: dict[str, torch.Tensor], *, activation: str = "relu"
-) -> ValidatedCheckpoint:
-    arch = detect_architecture(state_dict, activation)
-    return ValidatedCheckpoint(
-        state_dict=state_dict,
-        architecture=arch,
-        n_parameters=arch.n_parameters,
-        n_tokens=TokenLayout.of(arch).n_tokens,
-    )
+def audit_archive_checkpoint(entry: str, data: bytes, *, max_bytes: int) -> str | None:
+    """app/archives.py's audit of a torch file in an uploaded zoo: why it is refused (its pickle
+    would import or call something beyond tensors and plain containers), or None. A file that
+    fails the audit for another reason (NaN, damage, not a state_dict) is left to the import,
+    which skips that model and says why."""
+    try:
+        load_checkpoint(data, max_bytes=max_bytes)
+    except InvalidCheckpointError as exc:
+        if isinstance(exc.__cause__, pickle.UnpicklingError):
+            return str(exc)
+    return None
 
 
-def canonical_blob(checkpoint: ValidatedCheckpoint, tmp_dir: Path) -> Path:
-    """Write the safetensors blob to a temp file; the architecture rides along in its metadata, so a
-    downloaded file says what it is (and the same weights with another activation are another blob)."""
-    metadata = {"architecture": json.dumps(checkpoint.architecture.to_dict(), sort_keys=True)}
-    data = checkpoint_bytes(checkpoint.state_dict, "safetensors", metadata=metadata)
-    tmp_dir.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=tmp_dir, prefix="blob-", suffix=".safetensors")
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    return Path(name)
+@dataclass(frozen=True)
+class StoredBlob:
+    """A checkpoint written to the blob store, waiting for its row (`add_checkpoint_rows`)."""
+
+    sha256: str
+    size_bytes: int
+    # Placed by this call: a blob stored just now has no row yet (add_checkpoints' `fresh`).
+    stored_now: bool
+
+
+def write_checkpoint_blobs(
+    store: BlobStore,
+    state_dicts: Sequence[dict[str, torch.Tensor]],
+    architecture: Architecture,
+    *,
+    provenance: Mapping[str, str] | None = None,
+) -> list[StoredBlob]:
+    """The canonical safetensors blobs of checkpoints of one architecture; touches no database.
+
+    The metadata holds the architecture (the same weights with another activation are another
+    blob) and `provenance` (a job's outputs: their kind and job). No timestamp, so a re-run of a
+    job writes the same bytes and finds them stored.
+    """
+    metadata = {"architecture": json.dumps(architecture.to_dict(), sort_keys=True), **(provenance or {})}
+    blobs = []
+    for state_dict in state_dicts:
+        data = checkpoint_bytes(state_dict, "safetensors", metadata=metadata)
+        sha256 = hashlib.sha256(data).hexdigest()
+        stored_now = store.put_bytes(data, sha256)  # False for bytes already stored
+        blobs.append(StoredBlob(sha256, len(data), stored_now))
+    return blobs
+
+
+def add_checkpoint_rows(
+    session: Session,
+    blobs: Sequence[StoredBlob],
+    architecture: Architecture,
+    *,
+    kind: str,
+    names: Sequence[str],
+    owner_id: str | None = None,
+    each: Sequence[Mapping[str, Any]] | None = None,
+    **common: Any,
+) -> list[tuple[str, bool]]:
+    """The rows of blobs from `write_checkpoint_blobs`, in one transaction; (id, created) per blob,
+    in order (deduplicated per owner by sha256: app.db.checkpoints.add_checkpoints).
+
+    `each` holds per-row fields (accuracy, extra, ...), `common` fields of every row (source_job_id,
+    zoo_id, upload_sha256, ...).
+    """
+    described = {
+        "kind": kind,
+        "architecture": architecture.to_dict(),
+        "architecture_name": architecture.name,
+        "n_parameters": architecture.n_parameters,
+        "n_tokens": TokenLayout.of(architecture).n_tokens,
+        "extra": {},
+        **common,
+    }
+    rows = [
+        {**described, "sha256": blob.sha256, "size_bytes": blob.size_bytes, "name": name, **own}
+        for blob, name, own in zip(blobs, names, each or [{}] * len(blobs), strict=True)
+    ]
+    fresh = {blob.sha256 for blob in blobs if blob.stored_now}
+    return add_checkpoints(session, rows, owner_id=owner_id, fresh=fresh)
 
 
 def store_checkpoint(
@@ -73,37 +133,15 @@ def store_checkpoint(
     store: BlobStore,
     checkpoint: ValidatedCheckpoint,
     *,
-    tmp_dir: Path,
     kind: str,
     name: str,
     owner_id: str | None = None,
-    upload_sha256: str | None = None,
     **row: Any,
 ) -> tuple[Checkpoint, bool]:
-    """Store the blob (if new) and add the row (deduplicated per owner). Returns (row, created).
-
-    The worker calls this for reconstructed, generated and zoo checkpoints: build a
-    ValidatedCheckpoint with describe_state_dict(sd, activation=...) first. Extra keyword
-    arguments (zoo_id, zoo_model_id, epoch, source_job_id, accuracy, extra) go to the row.
-    """
-    blob = canonical_blob(checkpoint, tmp_dir)
-    try:
-        sha256 = sha256_of_file(blob)
-        size = blob.stat().st_size
-        store.put_file(blob, sha256)
-    finally:
-        blob.unlink(missing_ok=True)
-    return add_checkpoint(
-        session,
-        sha256=sha256,
-        upload_sha256=upload_sha256,
-        kind=kind,
-        architecture=checkpoint.architecture.to_dict(),
-        architecture_name=checkpoint.architecture.name,
-        n_parameters=checkpoint.n_parameters,
-        n_tokens=checkpoint.n_tokens,
-        name=name,
-        size_bytes=size,
-        owner_id=owner_id,
-        **row,
+    """Store one checkpoint's blob (if new) and its row (deduplicated per owner): (row, created).
+    Extra keyword arguments (upload_sha256, zoo_id, ...) go to the row."""
+    blobs = write_checkpoint_blobs(store, [checkpoint.state_dict], checkpoint.architecture)
+    ((checkpoint_id, created),) = add_checkpoint_rows(
+        session, blobs, checkpoint.architecture, kind=kind, names=[name], owner_id=owner_id, **row
     )
+    return session.get_one(Checkpoint, checkpoint_id), created

@@ -21,16 +21,16 @@ from fastapi_offline import FastAPIOffline
 
 import zooscope
 from app.api.job_events import JobEndListener
-from app.api.problems import install_problem_handlers
+from app.api.problems import PROBLEM_RESPONSES, install_problem_handlers
 from app.api.routes import autoencoders, checkpoints, health, jobs, zoos
 from app.db.migrate import upgrade_to_head
 from app.db.session import make_engine, make_sessionmaker
 from app.queue import CeleryJobQueue, JobQueue
 from app.settings import Settings, get_settings
 from app.storage import BlobStore, LocalBlobStore
+from zooscope.client import API_PREFIX  # the client is the library's side of the HTTP contract
 
 log = logging.getLogger(__name__)
-API_PREFIX = "/api/v1"
 STATIC_DIR = Path(__file__).parent / "api" / "static"
 
 
@@ -68,6 +68,7 @@ def create_app(
     # page still fetches a logo from a CDN.
     app = FastAPIOffline(
         redoc_url=None,
+        responses=PROBLEM_RESPONSES,
         title="zooscope",
         version=zooscope.__version__,
         description="Model-zoo analysis: upload checkpoints, encode, reconstruct, generate, and read "
@@ -82,7 +83,27 @@ def create_app(
         health.router, prefix=API_PREFIX, include_in_schema=False
     )  # the client's /api/v1/healthz
     _mount_dashboard(app)
+    if not settings.auth_required:
+        _document_no_authentication(app)
     return app
+
+
+def _document_no_authentication(app: FastAPI) -> None:
+    """Without ZOOSCOPE_AUTH_REQUIRED no route needs a key: the OpenAPI document says so (no
+    bearer scheme, no per-route security) instead of declaring a key every client must send."""
+    build = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            schema = build()
+            for operations in schema.get("paths", {}).values():
+                for operation in operations.values():
+                    operation.pop("security", None)
+            schema.get("components", {}).pop("securitySchemes", None)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _mount_dashboard(app: FastAPI) -> None:

@@ -1,9 +1,9 @@
 """The Celery client of the API: sends tasks by name, revokes them, and pings the workers.
 
 The API never imports the worker package; it sends `zooscope.<kind>` with args [job_id] and the
-worker registers tasks under those names. Routing: kinds that run a model (train_autoencoder,
-reconstruct, evaluate, generate, encode) go to ZOOSCOPE_MODEL_QUEUE ("models", served by
-GPU-capable workers); build_zoo and import_zoo go to ZOOSCOPE_ZOO_QUEUE ("zoos").
+worker registers tasks under those names. Routing (each kind's queue is in app/job_kinds.py):
+kinds that run a model go to ZOOSCOPE_MODEL_QUEUE ("models", served by GPU-capable workers);
+build_zoo and import_zoo go to ZOOSCOPE_ZOO_QUEUE ("zoos").
 """
 
 from __future__ import annotations

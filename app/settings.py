@@ -14,22 +14,28 @@ from typing import Annotated
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-MODEL_JOB_KINDS = ("train_autoencoder", "reconstruct", "evaluate", "generate", "encode")
-ZOO_JOB_KINDS = ("build_zoo", "import_zoo")
+from app.job_kinds import job_kind
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ZOOSCOPE_", extra="ignore")
 
     data_dir: Path = Path(".zooscope")
-    # None means "derive from data_dir" (filled in by _fill_defaults, so readers always see a value).
+    # Empty means "derive from data_dir" (filled in by _fill_defaults, so readers always see a value).
     database_url: str = ""
     broker_url: str = ""
     auth_required: bool = False  # production sets true; the embedded mode has no keys
     max_upload_bytes: int = Field(
         default=64 * 1024 * 1024, gt=0
     )  # the zoo CNNs are < 1 MB; 64 MB is generous
-    # Kinds that run a model go to the (GPU-capable) model queue; zoo building/importing is CPU/IO work.
+    # Zoo archives uploaded to POST /zoos/archives (app/archives.py): the upload itself (streamed
+    # like a checkpoint upload), its entries, and what they unpack to (a deflate bomb is stopped
+    # there). Each pickle or torch file inside is also held to max_upload_bytes for its audit.
+    max_archive_bytes: int = Field(default=1024 * 1024 * 1024, gt=0)
+    max_archive_entries: int = Field(default=20_000, gt=0)
+    max_archive_unpacked_bytes: int = Field(default=4 * 1024 * 1024 * 1024, gt=0)
+    # Each kind names its queue (app/job_kinds.py): kinds that run a model go to the (GPU-capable)
+    # model queue; zoo building/importing is CPU/IO work.
     model_queue: str = "models"
     zoo_queue: str = "zoos"
     # A running job whose worker has not reported for this long is presumed dead (progress ticks
@@ -72,12 +78,17 @@ class Settings(BaseSettings):
 
     @property
     def upload_tmp_dir(self) -> Path:
-        # Beside the blobs, so moving a validated upload into storage is a rename, not a copy.
+        # Where an upload is streamed to while it is received and validated (app/api/uploads.py).
         return self.data_dir / "tmp"
+
+    @property
+    def archive_dir(self) -> Path:
+        # Uploaded zoo archives, unpacked: one folder per upload, which its import_zoo job reads.
+        return self.data_dir / "archives"
 
     def queue_for(self, kind: str) -> str:
         """The Celery queue a job kind is routed to."""
-        return self.zoo_queue if kind in ZOO_JOB_KINDS else self.model_queue
+        return self.zoo_queue if job_kind(kind).queue == "zoo" else self.model_queue
 
 
 @lru_cache

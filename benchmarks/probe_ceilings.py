@@ -1,8 +1,8 @@
-"""How well can anything predict a zoo's test accuracy with the issue's probe? Ceilings, no autoencoder.
+"""How well can anything predict a zoo's test accuracy with the property probe? Ceilings, no autoencoder.
 
     .venv/bin/python benchmarks/probe_ceilings.py ZOO_DIR
 
-The issue asks R^2 >= 0.9 for test accuracy from a ridge probe on the mean-pooled embedding. This
+The target is R^2 >= 0.9 for test accuracy from a ridge probe on the mean-pooled embedding. This
 script measures, on the same train/val/test split and with the same probe (zooscope/analysis/probing.py;
 an RBF kernel ridge probe beside it), what simpler representations of the same checkpoints reach:
 
@@ -37,16 +37,16 @@ from zooscope.autoencoder.layer_statistics import LOG_FLOOR, layer_statistics
 from zooscope.networks.architectures import Architecture
 from zooscope.networks.parameters import StackedParams
 from zooscope.weightspace.statistics import weight_statistics_features
-from zooscope.zoo.store import INIT_TYPES, Population, Zoo
+from zooscope.zoo.store import INIT_TYPES, CheckpointSet, Zoo
 
 SPLITS = ("train", "val", "test")
 PARTS = ("weights", "biases")
 PRINCIPAL_COMPONENTS = (16, 32)
 
 
-def hyperparameters(population: Population, with_epoch: bool) -> np.ndarray:
+def hyperparameters(checkpoint_set: CheckpointSet, with_epoch: bool) -> np.ndarray:
     """[K, F]: init one-hot, log10 lr, log10(wd + 1e-5), and optionally the epoch."""
-    p = population.properties
+    p = checkpoint_set.properties
     init = torch.nn.functional.one_hot(p["init"].long().clamp(min=0), len(INIT_TYPES)).double()
     columns = [init, p["lr"].log10()[:, None], (p["wd"] + 1e-5).log10()[:, None]]
     if with_epoch:
@@ -77,27 +77,27 @@ def principal_components(features: dict[str, np.ndarray], n: int) -> dict[str, n
     return {split: pca.transform(scaler.transform(values)) for split, values in features.items()}
 
 
-def config_oracle(populations: dict[str, Population], with_epoch: bool) -> tuple[float, float]:
+def config_oracle(checkpoint_sets: dict[str, CheckpointSet], with_epoch: bool) -> tuple[float, float]:
     """R^2 on val and test of predicting each checkpoint by the mean test accuracy of the training
     checkpoints with the same init, lr and wd (and epoch)."""
 
-    def keys(population: Population) -> list[tuple[float, ...]]:
-        p = population.properties
+    def keys(checkpoint_set: CheckpointSet) -> list[tuple[float, ...]]:
+        p = checkpoint_set.properties
         names = ("init", "lr", "wd", "epoch") if with_epoch else ("init", "lr", "wd")
         return list(zip(*(p[name].tolist() for name in names), strict=True))
 
     by_config: dict[tuple[float, ...], list[float]] = defaultdict(list)
     for key, accuracy in zip(
-        keys(populations["train"]), populations["train"].properties["test_acc"].tolist(), strict=True
+        keys(checkpoint_sets["train"]), checkpoint_sets["train"].properties["test_acc"].tolist(), strict=True
     ):
         by_config[key].append(accuracy)
-    overall = float(populations["train"].properties["test_acc"].mean())
+    overall = float(checkpoint_sets["train"].properties["test_acc"].mean())
     scores = []
     for split in ("val", "test"):
         prediction = [
-            np.mean(by_config[key]) if key in by_config else overall for key in keys(populations[split])
+            np.mean(by_config[key]) if key in by_config else overall for key in keys(checkpoint_sets[split])
         ]
-        scores.append(float(r2_score(populations[split].properties["test_acc"].numpy(), prediction)))
+        scores.append(float(r2_score(checkpoint_sets[split].properties["test_acc"].numpy(), prediction)))
     return scores[0], scores[1]
 
 
@@ -106,8 +106,8 @@ def main() -> None:
     parser.add_argument("zoo", type=Path)
     args = parser.parse_args()
     zoo = Zoo.open(args.zoo)
-    populations = {split: zoo.load_population(zoo.checkpoints(split=split)) for split in SPLITS}
-    targets = {split: populations[split].properties["test_acc"].numpy() for split in SPLITS}
+    checkpoint_sets = {split: zoo.load_checkpoints(zoo.checkpoints(split=split)) for split in SPLITS}
+    targets = {split: checkpoint_sets[split].properties["test_acc"].numpy() for split in SPLITS}
     representations = {
         "hyperparameters (init one-hot, log lr, log wd)": lambda p: hyperparameters(p, with_epoch=False),
         "hyperparameters and epoch": lambda p: hyperparameters(p, with_epoch=True),
@@ -134,13 +134,13 @@ def main() -> None:
     print("| representation | dim | ridge: val / test R^2 | RBF kernel ridge: val / test R^2 |")
     print("|---|---|---|---|")
     for with_epoch in (False, True):
-        val, test = config_oracle(populations, with_epoch)
+        val, test = config_oracle(checkpoint_sets, with_epoch)
         name = "oracle: mean accuracy of training checkpoints with the same init, lr, wd" + (
             " and epoch" if with_epoch else ""
         )
         print(f"| {name} | - | {val:.3f} / {test:.3f} | - |")
     for name, represent in representations.items():
-        features = {split: represent(populations[split]) for split in SPLITS}
+        features = {split: represent(checkpoint_sets[split]) for split in SPLITS}
         linear = ridge_probe(
             features["train"],
             targets["train"],

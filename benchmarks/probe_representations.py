@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/probe_representations.py AUTOENCODER_DIR ZOO_DIR
 
-The issue's probe is ridge regression on the mean-pooled latent (zooscope/analysis/probing.py). This script
+The property probe is ridge regression on the mean-pooled latent (zooscope/analysis/probing.py). This script
 puts other poolings of the same encoder beside it, and a kernel (RBF) ridge probe beside the
 linear one, with every regulariser (and kernel width) chosen on the validation split, so one can
 see whether the information is in the embedding at all or only not linearly readable. Prints a
@@ -112,19 +112,19 @@ def main() -> None:
     targets: dict[str, np.ndarray] = {}
     magnitudes: dict[str, dict[str, np.ndarray]] = {}
     for split in ("train", "val", "test"):
-        population = zoo.load_population(zoo.checkpoints(split=split))
+        checkpoint_set = zoo.load_checkpoints(zoo.checkpoints(split=split))
         blocks: dict[str, list[torch.Tensor]] = {}
-        for span in spans(len(population.properties["test_acc"]), BLOCK):
-            part = {key: value[span] for key, value in population.params.items()}
+        for span in spans(len(checkpoint_set.properties["test_acc"]), BLOCK):
+            part = {key: value[span] for key, value in checkpoint_set.params.items()}
             for name, value in representations(ae, part).items():
                 blocks.setdefault(name, []).append(value)
         blocks["weight statistics (the baseline)"] = [
-            weight_statistics_features(ae.architecture, population.params)
+            weight_statistics_features(ae.architecture, checkpoint_set.params)
         ]
         for name, values in blocks.items():
             features.setdefault(name, {})[split] = torch.cat(values).double().numpy()
-        targets[split] = np.asarray(population.properties["test_acc"], dtype=np.float64)
-        for name, values in layer_magnitudes(population.params, ae.architecture).items():
+        targets[split] = np.asarray(checkpoint_set.properties["test_acc"], dtype=np.float64)
+        for name, values in layer_magnitudes(checkpoint_set.params, ae.architecture).items():
             magnitudes.setdefault(name, {})[split] = values.double().numpy()
     print(f"autoencoder {args.autoencoder}, zoo {args.zoo}: R^2 for test accuracy, chosen on validation\n")
     print("| representation | dim | ridge: val / test R^2 | RBF kernel ridge: val / test R^2 |")
@@ -139,7 +139,8 @@ def main() -> None:
             f"| {kernel_val:.3f} / {kernel_test:.3f} |"
         )
 
-    # Which whole-layer magnitudes does the embedding carry linearly? (docs/tuning.md, session 6)
+    # Which whole-layer magnitudes does the embedding carry linearly? (docs/tuning.md, "The C+S+B
+    # embedding: which layer magnitudes it carries")
     embedding = features["latent, mean over tokens (the embedding)"]
     print("\n| layer | mean \\|value\\| from the embedding: ridge val / test R^2 |")
     print("|---|---|")

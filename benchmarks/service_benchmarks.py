@@ -53,18 +53,16 @@ def free_port() -> int:
 def build_artefacts(root: Path) -> tuple[Path, Path]:
     """A tiny digits zoo and an autoencoder of the CPU preset's size (one short epoch: its speed,
     not its quality, is what is measured)."""
-    from dataclasses import replace
-
-    from worker.presets import training_configs, zoo_config
-    from zooscope.autoencoder.config import AutoencoderConfig
+    from zooscope.autoencoder.config import AutoencoderConfig, TrainingConfig
     from zooscope.autoencoder.training import train_autoencoder
+    from zooscope.zoo.grid import ZooConfig
     from zooscope.zoo.store import Zoo, build_zoo
 
     zoo_dir, ae_dir = root / "zoo", root / "autoencoder"
-    zoo = Zoo.open(zoo_dir) if zoo_dir.exists() else build_zoo(zoo_config("tiny"), zoo_dir)
+    zoo = Zoo.open(zoo_dir) if zoo_dir.exists() else build_zoo(ZooConfig.tiny(), zoo_dir)
     if not ae_dir.exists():
-        _, training = training_configs("tiny")
-        train_autoencoder(zoo, AutoencoderConfig.cpu(), replace(training, epochs=1), ae_dir)
+        training = TrainingConfig.tiny().with_overrides(epochs=1)
+        train_autoencoder(zoo, AutoencoderConfig.cpu(), training, ae_dir)
     return zoo_dir, ae_dir
 
 
@@ -74,12 +72,12 @@ def distinct_checkpoints(zoo_dir: Path, n: int) -> list[dict[str, torch.Tensor]]
 
     zoo = Zoo.open(zoo_dir)
     records = zoo.checkpoints()
-    population = zoo.load_population(records)
+    checkpoint_set = zoo.load_checkpoints(records)
     generator = torch.Generator().manual_seed(0)
     out = []
     for i in range(n):
         k = i % len(records)
-        sd = {key: value[k].clone() for key, value in population.params.items()}
+        sd = {key: value[k].clone() for key, value in checkpoint_set.params.items()}
         for value in sd.values():
             if value.is_floating_point():
                 value.add_(1e-3 * torch.randn(value.shape, generator=generator))

@@ -10,7 +10,7 @@
    embedded broker), in WAL with synchronous=FULL and with NORMAL; PostgreSQL with
    synchronous_commit on and off.
 3. Inserting 100 checkpoint rows in one transaction through SQLAlchemy: executemany (what
-   `worker/records.py` does), one INSERT ... RETURNING, one multi-VALUES statement, and on
+   `app/db/checkpoints.add_checkpoints` does), one INSERT ... RETURNING, one multi-VALUES statement, and on
    PostgreSQL a raw COPY.
 Medians of repeated runs, milliseconds. Prints markdown tables.
 """

@@ -5,7 +5,8 @@
 
 `--set key=value` overrides a TrainingConfig field of the cpu preset, `--ae key=value` an
 AutoencoderConfig field. Prints one JSON line with the settings and the test-split numbers the
-issue's targets are about, and appends it to --record when given.
+autoencoder's targets are about (zooscope/experiments/targets.py), and appends it to --record when
+given.
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ from zooscope.population import forward as population
 from zooscope.population.forward import population_forward
 from zooscope.zoo.grid import ZooConfig
 from zooscope.zoo.store import build_zoo
-from zooscope.zoo.training import train_one_at_a_time, train_population
+from zooscope.zoo.training import train_models, train_one_at_a_time
 
 FORWARD_MODELS = 128
 FORWARD_INPUTS = (1000, 32)
@@ -116,7 +116,7 @@ def forward_rows(device: torch.device) -> list[list[str]]:
 def training_rows(device: torch.device) -> list[list[str]]:
     dataset = load_dataset("digits")
     config = ZooConfig.default_digits(n_seeds=1, epochs=2, checkpoint_epochs=(2,))  # 60 models
-    together = train_population(config, dataset, device=device)
+    together = train_models(config, dataset, device=device)
     together_rate = together.n_models * config.epochs / together.wall_seconds
     # one at a time is slow: time a slice of the grid with every init, rate per model-epoch
     specs = config.model_specs()[:: max(1, config.n_models // 8)]

@@ -3,8 +3,9 @@
 Both are ordinary jobs (visible in the API and dashboard, re-run if the worker dies); this thread
 only submits them, follows them, and prints their progress on the console. It submits nothing
 when a default autoencoder exists, and reuses a default build that is already queued or running
-(from a previous start). ZOOSCOPE_DEFAULT_PRESET picks the size: "cpu" (the default: the
-360-model digits zoo and the CPU autoencoder, tens of minutes on a laptop) or "tiny" (seconds).
+(from a previous start). ZOOSCOPE_DEFAULT_PRESET, an autoencoder preset, picks the size: "cpu"
+(the default: the "digits" zoo of 360 models and the CPU autoencoder, tens of minutes on a laptop)
+or "tiny" (the "tiny" zoo and autoencoder: seconds).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from app.db.models import Job
 from app.db.session import session_scope
 from app.queue import CeleryJobQueue
 from worker.settings import WorkerSettings
+from zooscope.autoencoder.config import AUTOENCODER_PRESETS, DEFAULT_AUTOENCODER_PRESET
+from zooscope.zoo.presets import DEFAULT_ZOO_PRESET
 
 POLL_S = 1.0
 PRINT_STEP = 0.05  # print progress when it moved by this much (or the message changed)
@@ -44,7 +47,9 @@ def _bootstrap_safely(stop: threading.Event, say: Say) -> None:
 
 
 def bootstrap_default_models(settings: WorkerSettings, stop: threading.Event, say: Say) -> None:
-    preset = os.environ.get("ZOOSCOPE_DEFAULT_PRESET", "cpu")
+    preset = os.environ.get("ZOOSCOPE_DEFAULT_PRESET") or DEFAULT_AUTOENCODER_PRESET
+    if preset not in AUTOENCODER_PRESETS:
+        raise ValueError(f"ZOOSCOPE_DEFAULT_PRESET={preset!r}; known: {', '.join(AUTOENCODER_PRESETS)}")
     queue = CeleryJobQueue(settings)
     url = settings.database_url
     with session_scope(url) as session:
@@ -53,7 +58,7 @@ def bootstrap_default_models(settings: WorkerSettings, stop: threading.Event, sa
         zoo = artefacts.find_zoo_by_path(session, str(settings.default_zoo_dir.resolve()))
         zoo_id = zoo.id if zoo is not None else None
     if zoo_id is None:
-        zoo_preset = "tiny" if preset == "tiny" else "default_digits"
+        zoo_preset = "tiny" if preset == "tiny" else DEFAULT_ZOO_PRESET
         say(f"no default zoo yet: building it ({zoo_preset}) as a job")
         job = _submit(settings, queue, "build_zoo", {"preset": zoo_preset, "name": "default digits zoo"})
         report = _follow(settings, job, stop, say)

@@ -86,6 +86,14 @@ def _stop_reporting_presence(**_: Any) -> None:
 
 
 @worker_ready.connect
+def _watch_the_supervisor(**_: Any) -> None:
+    """Under `zooscope serve`: stop within seconds when the supervisor dies (worker/supervision.py)."""
+    from worker.supervision import watch_supervisor
+
+    watch_supervisor()
+
+
+@worker_ready.connect
 def _start_sweeping(**_: Any) -> None:
     """Recover the jobs of dead workers at start, then keep doing so on a timer."""
     global _sweeper

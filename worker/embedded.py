@@ -12,7 +12,9 @@ claim wins). On first start the default zoo and autoencoder are built as jobs (s
 
 Ctrl-C (SIGINT) or SIGTERM: both children get SIGTERM (uvicorn stops serving, Celery finishes its
 running task: warm shutdown); after --shutdown-timeout the worker is killed, and its job is re-run
-on the next start. Children get SIGTERM if the supervisor itself dies (PR_SET_PDEATHSIG).
+on the next start. If the supervisor itself dies (SIGKILL included), the API gets SIGKILL
+(PR_SET_PDEATHSIG) and the worker kills its own process group within a second
+(worker/supervision.py): nothing is left running.
 """
 
 from __future__ import annotations
@@ -24,8 +26,11 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from worker.supervision import SUPERVISOR_ENV
 
 PR_SET_PDEATHSIG = 1
 KILL_GRACE_S = 5.0  # after the shutdown timeout: cold shutdown, then SIGKILL this much later
@@ -46,18 +51,30 @@ def embedded_environment(data_dir: Path) -> dict[str, str]:
     return {"ZOOSCOPE_DATA_DIR": str(data_dir)}
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: SIGTERM when the supervisor dies, so nothing is left running."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except OSError:  # not Linux: Ctrl-C still stops everything, a SIGKILLed supervisor may not
-        pass
+def _die_with_parent(sig: signal.Signals) -> Callable[[], None]:
+    """For the child, before exec: `sig` when the supervisor dies."""
+
+    def arrange() -> None:
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, sig)
+        except OSError:  # not Linux: Ctrl-C still stops everything, a SIGKILLed supervisor may not
+            pass
+
+    return arrange
+
+
+# The API has nobody to answer once the supervisor is gone: SIGKILL (a graceful uvicorn would
+# wait for open long polls). The worker gets SIGTERM only as a fallback: its main process
+# watches for the supervisor itself and kills its whole group, pool children included, which
+# this signal would not reach (worker/supervision.py).
+API_DEATH_SIGNAL = signal.SIGKILL
+WORKER_DEATH_SIGNAL = signal.SIGTERM
 
 
 def start_api(options: EmbeddedOptions, env: dict[str, str]) -> subprocess.Popen[bytes]:
     command = [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory"]
     command += ["--host", options.host, "--port", str(options.port), "--log-level", "warning"]
-    return subprocess.Popen(command, env=env, preexec_fn=_die_with_parent)
+    return subprocess.Popen(command, env=env, preexec_fn=_die_with_parent(API_DEATH_SIGNAL))
 
 
 def start_worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -67,7 +84,9 @@ def start_worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
     command += ["-Q", "models,zoos", "--concurrency", "1", "-n", "embedded@%h", "--loglevel", "INFO"]
     # No broadcast on the SQLite broker: skip the features that need it.
     command += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
-    return subprocess.Popen(command, env=env, process_group=0, preexec_fn=_die_with_parent)
+    return subprocess.Popen(
+        command, env=env, process_group=0, preexec_fn=_die_with_parent(WORKER_DEATH_SIGNAL)
+    )
 
 
 def prepare() -> None:
@@ -94,7 +113,7 @@ def run_embedded(options: EmbeddedOptions) -> int:
     env = embedded_environment(options.data_dir)
     os.environ.update(env)  # this process reads the same settings as its children
     prepare()
-    child_env = {**os.environ, **env}
+    child_env = {**os.environ, **env, SUPERVISOR_ENV: str(os.getpid())}
     worker = start_worker(child_env)
     api = start_api(options, child_env)
     say(f"serving on http://{options.host}:{options.port} (Ctrl-C stops)")

@@ -7,24 +7,23 @@ them. So a job that a dead worker left half-recorded is completed, not doubled, 
 
 from __future__ import annotations
 
-import hashlib
 from collections import OrderedDict
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import insert, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import select
 
-from app.db import artefacts, checkpoints
+from app.db import artefacts
 from app.db.models import Autoencoder, Checkpoint, Zoo
 from app.db.session import session_scope
-from app.db.types import new_id, utcnow
 from app.storage import LocalBlobStore
 from worker.autoencoders import AutoencoderCache
 from worker.runner import JobContext
 from worker.settings import get_worker_settings
 from zooscope.errors import InvalidCheckpointError, ZooscopeError
+
+if TYPE_CHECKING:
+    from app.ingest import StoredBlob
 
 _autoencoders: AutoencoderCache | None = None
 _zoos: OrderedDict[str, Any] = OrderedDict()  # opened zoos by path
@@ -143,33 +142,19 @@ def load_checkpoints(ctx: JobContext, ids: list[str]) -> list[dict[str, Any]]:
 
 
 # ---- outputs -----------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class StoredBlob:
-    """A made checkpoint written to the blob store, waiting for its row."""
+# Made checkpoints are stored as uploads are (app/ingest.py): the same blob metadata (the
+# architecture) and the same rows, without the upload's audit of bytes made just now. Imported
+# in the bodies: app/ingest.py imports torch, which the Celery main process does not load.
+def write_blobs(
+    ctx: JobContext, state_dicts: list[dict[str, Any]], kind: str, architecture: Any
+) -> list[StoredBlob]:
+    """Made checkpoints (reconstructed, generated) as blobs; their rows come after, from
+    `store_checkpoints`. Touches no database."""
+    from app.ingest import write_checkpoint_blobs
 
-    sha256: str
-    size_bytes: int
-    n_parameters: int
-    # Placed by this call. A checkpoint row exists only while its blob does (rows go in after their
-    # blob, a blob goes when its last row does), so a blob stored just now has no row yet.
-    stored_now: bool
-
-
-def write_blobs(ctx: JobContext, state_dicts: list[dict[str, Any]], kind: str) -> list[StoredBlob]:
-    """Made checkpoints (reconstructed, generated) as safetensors blobs; their rows come after,
-    from `store_checkpoints`. Touches no database."""
-    from zooscope.networks.checkpoints import checkpoint_bytes
-
-    store = blob_store(ctx)
-    blobs = []
-    for state_dict in state_dicts:
-        # The header records where it came from; no timestamp, so a re-run writes the same bytes.
-        data = checkpoint_bytes(state_dict, metadata={"zooscope_kind": kind, "zooscope_job": ctx.job_id})
-        sha256 = hashlib.sha256(data).hexdigest()
-        stored_now = store.put_bytes(data, sha256)  # False for bytes already stored (a re-run)
-        n_parameters = sum(int(t.numel()) for t in state_dict.values())
-        blobs.append(StoredBlob(sha256, len(data), n_parameters, stored_now))
-    return blobs
+    # The header also says where a blob came from; no timestamp, so a re-run writes the same bytes.
+    provenance = {"zooscope_kind": kind, "zooscope_job": ctx.job_id}
+    return write_checkpoint_blobs(blob_store(ctx), state_dicts, architecture, provenance=provenance)
 
 
 def store_checkpoints(
@@ -179,61 +164,26 @@ def store_checkpoints(
     kind: str,
     names: list[str],
     architecture: Any,
-    n_tokens: int,
     accuracies: list[float | None],
     extras: list[dict[str, Any]],
 ) -> list[str]:
-    """The rows of written blobs (`write_blobs`); their checkpoint ids, in order.
+    """The rows of written blobs (`write_blobs`), in one transaction; their checkpoint ids, in order
+    (a re-run finds the rows of its first run: deduplicated by sha256)."""
+    from app.ingest import add_checkpoint_rows
 
-    The rows go in with one INSERT and one commit (a commit per row cost more than a small
-    reconstruction on SQLite); if another writer raced us on the unique index, each row falls
-    back to add_checkpoint.
-    """
-    architecture_dict = architecture.to_dict()  # once: it is the same for every row
-    rows: list[dict[str, Any]] = [
-        {
-            "sha256": blob.sha256,
-            "kind": kind,
-            "architecture": architecture_dict,
-            "architecture_name": architecture.name,
-            "n_parameters": blob.n_parameters,
-            "n_tokens": n_tokens,
-            "name": name,
-            "size_bytes": blob.size_bytes,
-            "owner_id": ctx.owner_id,
-            "source_job_id": ctx.job_id,
-            "accuracy": accuracy,
-            "extra": extra,
-        }
-        for blob, name, accuracy, extra in zip(blobs, names, accuracies, extras, strict=True)
-    ]
+    each = [{"accuracy": acc, "extra": extra} for acc, extra in zip(accuracies, extras, strict=True)]
     with session_scope(ctx.settings.database_url) as session:
-        owner = Checkpoint.owner_id.is_(None) if ctx.owner_id is None else Checkpoint.owner_id == ctx.owner_id
-        shas = [row["sha256"] for row in rows]
-        # Only blobs that were there before can have rows already (a re-run, or the same bytes made
-        # twice); a fresh job's outputs skip the lookup. A row that appears meanwhile (a racing
-        # writer) trips the unique index below.
-        known = [blob.sha256 for blob in blobs if not blob.stored_now]
-        query = select(Checkpoint.sha256, Checkpoint.id).where(owner, Checkpoint.sha256.in_(known))
-        existing = dict(session.execute(query).tuples().all()) if known else {}
-        created_at = utcnow()
-        new = {
-            row["sha256"]: {**row, "id": new_id(), "blob_key": row["sha256"], "created_at": created_at}
-            for row in rows
-            if row["sha256"] not in existing
-        }
-        try:
-            if new:
-                # An executemany (pipelined by psycopg): faster than one INSERT ... RETURNING or
-                # one multi-VALUES statement (benchmarks/storage_microbenchmarks.py).
-                session.execute(insert(Checkpoint), list(new.values()))
-            session.commit()
-            existing.update({sha: row["id"] for sha, row in new.items()})
-        except IntegrityError:
-            session.rollback()
-            for row in rows:
-                existing[row["sha256"]] = checkpoints.add_checkpoint(session, **row)[0].id
-    return [existing[sha] for sha in shas]
+        made = add_checkpoint_rows(
+            session,
+            blobs,
+            architecture,
+            kind=kind,
+            names=names,
+            owner_id=ctx.owner_id,
+            each=each,
+            source_job_id=ctx.job_id,
+        )
+    return [checkpoint_id for checkpoint_id, _ in made]
 
 
 def existing_zoo(ctx: JobContext) -> Zoo | None:

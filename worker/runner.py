@@ -10,9 +10,13 @@ Errors:
 - transient database errors while claiming: re-raised, so Celery retries the task (nothing was
   claimed yet). While running or recording: the job is left `running` with a heartbeat that
   stops; the sweep re-queues it within about 1.5 heartbeat timeouts (the attempt counts).
-- invalid input (`ZooscopeError`, `ValueError`, `KeyError`, ...): the job fails with the message;
-  never retried, a second run would fail the same way.
-- the soft time limit: the job fails with that reason.
+- invalid input: the library's typed errors (`ZooscopeError` and its subclasses) and nothing
+  else. The job fails with their message (error_type "input"); never retried, a second run
+  would fail the same way.
+- any other exception is ours, not the caller's: its traceback goes to the worker log and the job
+  fails as an internal error (error_type "internal"), its message naming the exception and
+  pointing at the log.
+- the soft time limit: the job fails with that reason (error_type "time_limit").
 """
 
 from __future__ import annotations
@@ -22,7 +26,6 @@ import os
 import socket
 import threading
 import time
-import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -37,14 +40,15 @@ from app.db.session import session_scope
 from worker.heartbeat import Heartbeat
 from worker.settings import WorkerSettings
 from zooscope.errors import ZooscopeError
-from zooscope.progress import Cancelled
+from zooscope.progress import Cancelled, EtaEstimator
 
 log = logging.getLogger(__name__)
 
 # Errors worth a retry: the database or the broker was unreachable for a moment.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (OperationalError, BrokerError, ConnectionError)
-# Errors that say the request itself is wrong: retrying would fail the same way.
-INPUT_ERRORS: tuple[type[BaseException], ...] = (ZooscopeError, ValueError, KeyError, TypeError, LookupError)
+# Errors that say the request itself is wrong: retrying would fail the same way. Only the
+# library's typed errors: a ValueError or KeyError from deep inside is a bug, not bad input.
+INPUT_ERRORS: tuple[type[BaseException], ...] = (ZooscopeError,)
 
 
 def worker_identity() -> str:
@@ -90,6 +94,7 @@ class JobProgress:
         # The claim has just written the row (running, progress 0): the first progress write can
         # wait one interval like the others (a short job then writes none until it ends).
         self._last_write = time.monotonic()
+        self._eta = EtaEstimator(started=self._last_write)
         self.writes = 0
 
     @property
@@ -100,12 +105,13 @@ class JobProgress:
         if self._stop.is_set():
             raise Cancelled(f"job {self.job_id} was cancelled")
         now = time.monotonic()
+        eta_s = self._eta.update(fraction, now)  # every call is a sample, written or not
         if now - self._last_write < self.settings.progress_interval_s and fraction < 1.0:
             return
         self._last_write = now
         try:
             with session_scope(self.settings.database_url) as session:
-                stop = jobs.update_progress(session, self.job_id, fraction, message)
+                stop = jobs.update_progress(session, self.job_id, fraction, message, eta_s=eta_s)
             self.writes += 1
         except TRANSIENT_ERRORS:  # a lost progress write is harmless; the next one retries
             log.warning("job %s: progress write failed", self.job_id, exc_info=True)
@@ -152,15 +158,20 @@ def run_job(job_id: str, handler: Handler, settings: WorkerSettings, worker_id: 
         return "cancelled"
     except SoftTimeLimitExceeded:
         soft, _ = settings.time_limits(ctx.kind)
-        return _fail(job_id, f"the job exceeded its time limit of {soft:g} s", settings)
+        return _fail(job_id, f"the job exceeded its time limit of {soft:g} s", settings, "time_limit")
     except TRANSIENT_ERRORS:
         # Leave the claim: the heartbeat has stopped, so the sweep re-queues the job shortly.
         log.error("job %s: transient error; the sweep will re-queue it", job_id, exc_info=True)
         return "lost"
     except INPUT_ERRORS as exc:
-        return _fail(job_id, f"{type(exc).__name__}: {exc}", settings)
-    except Exception:
-        return _fail(job_id, traceback.format_exc(), settings)
+        return _fail(job_id, f"{type(exc).__name__}: {exc}", settings, "input")
+    except Exception as exc:
+        log.exception("job %s (%s): internal error", job_id, ctx.kind)
+        error = (
+            f"internal error ({type(exc).__name__}: {exc}); not caused by the request. The worker "
+            f"{worker_id} logged the traceback under job {job_id}."
+        )
+        return _fail(job_id, error, settings, "internal")
     if ctx.timings:
         report.setdefault("timings_s", ctx.timings)
     written = _write_with_retries(
@@ -174,9 +185,11 @@ def run_job(job_id: str, handler: Handler, settings: WorkerSettings, worker_id: 
     return "succeeded"
 
 
-def _fail(job_id: str, error: str, settings: WorkerSettings) -> str:
-    log.warning("job %s failed: %s", job_id, error.strip().splitlines()[-1] if error.strip() else error)
-    written = _write_with_retries(settings, lambda s: jobs.fail_job(s, job_id, error), f"job {job_id}: fail")
+def _fail(job_id: str, error: str, settings: WorkerSettings, error_type: str) -> str:
+    log.warning("job %s failed (%s): %s", job_id, error_type, error)
+    written = _write_with_retries(
+        settings, lambda s: jobs.fail_job(s, job_id, error, error_type=error_type), f"job {job_id}: fail"
+    )
     return "failed" if written is not None else "lost"
 
 

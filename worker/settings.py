@@ -10,15 +10,13 @@ from functools import lru_cache
 
 from pydantic import Field
 
+from app.job_kinds import job_kind
 from app.settings import Settings
-
-# Kinds that can take hours (a zoo of hundreds of models, a training run); the others handle a
-# batch of checkpoints in seconds to minutes.
-LONG_JOB_KINDS = ("train_autoencoder", "build_zoo", "import_zoo")
 
 
 class WorkerSettings(Settings):
-    # Soft limit: the task gets SoftTimeLimitExceeded and fails its job with that reason.
+    # Soft limit: the task gets SoftTimeLimitExceeded and fails its job with that reason. Which of
+    # the two a kind gets is its duration in app/job_kinds.py.
     short_job_time_limit_s: float = Field(default=30 * 60, gt=0)
     long_job_time_limit_s: float = Field(default=24 * 3600, gt=0)
     # Hard limit = soft + grace: the pool process is killed if the soft limit did not stop it.
@@ -32,6 +30,11 @@ class WorkerSettings(Settings):
     # never looks stale and a dead one is found within 1.5 timeouts.
     heartbeat_interval_s: float = Field(default=0, ge=0)
     sweep_interval_s: float = Field(default=0, ge=0)
+    # A job still queued this long after its task was sent, and never claimed, is sent again by
+    # the sweep: its message may be gone with the broker's queue (a restart without persistence,
+    # a flush, a failover). Duplicates are harmless (one claim wins); the bound keeps a long
+    # backlog from being re-sent on every sweep.
+    job_resend_after_s: float = Field(default=300, gt=0)
     # Transient database errors while a task writes its result: tries before giving up to the sweep.
     db_write_retries: int = Field(default=5, ge=1)
 
@@ -45,7 +48,8 @@ class WorkerSettings(Settings):
 
     def time_limits(self, kind: str) -> tuple[float, float]:
         """(soft, hard) seconds for a job kind."""
-        soft = self.long_job_time_limit_s if kind in LONG_JOB_KINDS else self.short_job_time_limit_s
+        long = job_kind(kind).duration == "long"
+        soft = self.long_job_time_limit_s if long else self.short_job_time_limit_s
         return soft, soft + self.time_limit_grace_s
 
 

@@ -1,9 +1,12 @@
-"""The sweep: no job stays `running` after its worker died.
+"""The sweep: no job stays `running` after its worker died, and none stays `queued` after its
+task message was lost.
 
 Every running job's heartbeat is refreshed by its progress reports and by a background beat
 (worker/heartbeat.py). A job whose heartbeat is older than ZOOSCOPE_JOB_HEARTBEAT_TIMEOUT_S is
 re-queued and its task sent again while attempts < ZOOSCOPE_JOB_MAX_ATTEMPTS, else failed with
-the reason (app.db.jobs.sweep_stale_jobs does the conditional updates).
+the reason (app.db.jobs.sweep_stale_jobs does the conditional updates). A job still queued
+ZOOSCOPE_JOB_RESEND_AFTER_S after its task was last sent, never claimed, is sent again: a broker
+that lost its queue costs a delay, never a job (app.db.jobs.claim_unsent_queued_jobs).
 
 Where it runs: in every worker's main process, once when the worker is ready and then on a
 timer thread (worker/celery_app.py), so there is no extra service to deploy: as long as one worker
@@ -41,10 +44,17 @@ def _sweep_engine(url: str) -> Engine:
 def sweep_once(
     settings: WorkerSettings, queue: JobQueue, heartbeat_timeout: float | None = None
 ) -> list[jobs.SweptJob]:
-    """Re-queue (and re-send) or fail every stale running job; returns what it did."""
+    """Re-queue (and re-send) or fail every stale running job, and re-send every queued job whose
+    message is overdue; returns what it did to running jobs."""
     timeout = settings.job_heartbeat_timeout_s if heartbeat_timeout is None else heartbeat_timeout
     with session_scope(_sweep_engine(settings.database_url)) as session:
         swept = jobs.sweep_stale_jobs(session, timeout, settings.job_max_attempts)
+        unsent = jobs.claim_unsent_queued_jobs(session, settings.job_resend_after_s)
+    for job_id, kind in unsent:
+        log.warning(
+            "sweep: job %s (%s) queued without a claim for too long; its task is sent again", job_id, kind
+        )
+        resend(queue, kind, job_id)
     for job in swept:
         if job.requeued:
             log.warning("sweep: job %s (%s) lost its worker; re-queued", job.job_id, job.kind)

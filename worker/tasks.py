@@ -4,22 +4,26 @@ Each body is: read the job's inputs, one call into the library with the job's pr
 record the outputs through app.db, return the report (stored on the job row by the runner).
 The claim, heartbeat, cancellation and error policy live in worker/runner.py.
 
-Params are the API's (app/api/job_params.py, validated there); the worker resolves what they
-leave as None (the default autoencoder, the default zoo, the library's presets). Jobs the
-embedded mode makes for its first-start build also carry `target: "default"` (write to the
-service's default zoo/autoencoder folders) and may name the `tiny` presets.
+Every kind of app/job_kinds.py has exactly one body here (`job_task` refuses other kinds, and this
+module fails to import, so the worker does not start, if a kind has none). Params are the API's
+(app/job_kinds.py, validated there); the worker resolves what they leave as None (the default
+autoencoder, the default zoo, the library's presets). Jobs the embedded mode makes for its
+first-start build also carry `target: "default"` (write to the service's default zoo/autoencoder
+folders).
 Library imports are inside the bodies: the Celery main process forks its pool without loading
 torch, and a process that never runs a kind never pays for its imports.
 """
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from celery import Task
 
+from app.job_kinds import JOB_KINDS, job_kind
 from app.queue import task_name
 from worker import records
 from worker.celery_app import app, settings
@@ -30,9 +34,12 @@ BODIES: dict[str, JobBody] = {}  # kind -> body, to run a kind in-process (tests
 
 
 def job_task(kind: str) -> Callable[[JobBody], Task]:
-    """Register `body` as the Celery task of `kind`, with the kind's time limits."""
+    """Register `body` as the handler and Celery task of `kind`, with the kind's time limits."""
+    job_kind(kind)  # refuses a kind app/job_kinds.py does not list
 
     def register(body: JobBody) -> Task:
+        if kind in BODIES:
+            raise ValueError(f"job kind {kind!r} has two handlers: {BODIES[kind].__name__}, {body.__name__}")
         BODIES[kind] = body
         soft, hard = settings.time_limits(kind)
 
@@ -71,7 +78,7 @@ def encode(ctx: JobContext) -> dict[str, Any]:
     """Embeddings (mean over token latents) of a batch of checkpoints."""
     ae_row, ae = records.load_autoencoder(ctx)
     ids = list(ctx.params["checkpoint_ids"])
-    embeddings = ae.encode(records.load_checkpoints(ctx, ids))
+    embeddings = ae.embed(records.load_checkpoints(ctx, ids))
     ctx.progress(1.0, "encoded")
     return {
         "autoencoder_id": ae_row.id,
@@ -103,7 +110,7 @@ def reconstruct(ctx: JobContext) -> dict[str, Any]:
     # Written after the evaluation, not on a thread beside it: on a 2-core machine a writer
     # thread slowed the evaluation by more than it saved (docs/benchmarks.md).
     with ctx.phase("store_blobs"):
-        blobs = records.write_blobs(ctx, unstack(result.reconstructed), "reconstructed")
+        blobs = records.write_blobs(ctx, unstack(result.reconstructed), "reconstructed", ae.architecture)
     with ctx.phase("store_rows"):
         made = records.store_checkpoints(
             ctx,
@@ -111,7 +118,6 @@ def reconstruct(ctx: JobContext) -> dict[str, Any]:
             kind="reconstructed",
             names=[f"reconstruction of {item['checkpoint_id']}" for item in items],
             architecture=ae.architecture,
-            n_tokens=ae.token_layout.n_tokens,
             accuracies=[item["reconstructed_accuracy"] for item in items],
             extras=[{"original_id": item["checkpoint_id"], "autoencoder_id": ae_row.id} for item in items],
         )
@@ -146,11 +152,10 @@ def generate(ctx: JobContext) -> dict[str, Any]:
     n = len(result.accuracies)
     report["generated_ids"] = records.store_checkpoints(
         ctx,
-        records.write_blobs(ctx, unstack(result.params), "generated"),
+        records.write_blobs(ctx, unstack(result.params), "generated", ae.architecture),
         kind="generated",
         names=[f"generated #{index} (seed {seed})" for index in range(n)],
         architecture=ae.architecture,
-        n_tokens=ae.token_layout.n_tokens,
         accuracies=list(result.accuracies),
         extras=[{"index": index, "seed": seed, "autoencoder_id": ae_row.id} for index in range(n)],
     )
@@ -181,25 +186,25 @@ def evaluate(ctx: JobContext) -> dict[str, Any]:
 @job_task("train_autoencoder")
 def train_autoencoder(ctx: JobContext) -> dict[str, Any]:
     """Train an autoencoder on a zoo, evaluate it on the zoo's test split, register it."""
-    from worker.presets import DEFAULT_PRESET, training_configs
     from zooscope.analysis.evaluation import evaluate_autoencoder
+    from zooscope.autoencoder.config import (
+        DEFAULT_AUTOENCODER_PRESET,
+        TRAINING_OVERRIDES,
+        AutoencoderConfig,
+        TrainingConfig,
+    )
     from zooscope.autoencoder.training import train_autoencoder as train
     from zooscope.progress import scaled
 
     p = ctx.params
     zoo_row = records.zoo_row(ctx, p.get("zoo_id")) if p.get("zoo_id") else records.default_zoo_row(ctx)
     zoo = records.open_zoo(zoo_row.path)
-    # API names -> TrainingConfig fields; None means "the preset's value".
-    fields = {
-        "gamma": "gamma",
-        "beta": "beta",
-        "query_source": "query_source",
-        "epochs": "epochs",
-        "learning_rate": "lr",
-        "seed": "seed",
-    }
-    overrides = {field: p[name] for name, field in fields.items() if p.get(name) is not None}
-    ae_config, training_config = training_configs(p.get("preset", DEFAULT_PRESET), overrides)
+    preset = p.get("preset") or DEFAULT_AUTOENCODER_PRESET
+    ae_config = AutoencoderConfig.preset(preset)
+    # The params are named as the library's overrides; None (or absent) keeps the preset's value.
+    training_config = TrainingConfig.preset(preset).with_overrides(
+        {name: p.get(name) for name in TRAINING_OVERRIDES}
+    )
     out_dir = _artefact_dir(ctx, "autoencoders", ctx.settings.default_autoencoder_dir)
     evaluating = bool(p.get("evaluate", True))
     trained = train(
@@ -229,20 +234,17 @@ def train_autoencoder(ctx: JobContext) -> dict[str, Any]:
 @job_task("build_zoo")
 def build_zoo(ctx: JobContext) -> dict[str, Any]:
     """Train a population of small CNNs over a hyperparameter grid and register the zoo."""
-    from worker.presets import zoo_config
+    from zooscope.zoo.grid import ZooConfig
+    from zooscope.zoo.presets import DEFAULT_ZOO_PRESET
     from zooscope.zoo.store import build_zoo as build
 
     p = ctx.params
-    overrides: dict[str, Any] = {"dataset": p.get("dataset") or "digits"}
+    overrides: dict[str, Any] = {"dataset": p["dataset"]} if p.get("dataset") else {}
     if p.get("seeds"):
         overrides["n_seeds"] = int(p["seeds"])
+    config = ZooConfig.preset(p.get("preset") or DEFAULT_ZOO_PRESET, **overrides)
     if p.get("epochs"):
-        epochs = int(p["epochs"])
-        base = zoo_config(p.get("preset") or "default_digits")
-        # Keep the checkpoint epochs that still exist, and always the last one.
-        kept = tuple(e for e in base.checkpoint_epochs if e < epochs) + (epochs,)
-        overrides.update(epochs=epochs, checkpoint_epochs=kept)
-    config = zoo_config(p.get("preset") or "default_digits", overrides)
+        config = config.with_epochs(int(p["epochs"]))
     out_dir = _artefact_dir(ctx, "zoos", ctx.settings.default_zoo_dir)
     if out_dir.is_dir() and any(out_dir.iterdir()):
         zoo = records.open_zoo(str(out_dir))  # an earlier attempt wrote it (zoos are written whole)
@@ -254,25 +256,71 @@ def build_zoo(ctx: JobContext) -> dict[str, Any]:
 
 @job_task("import_zoo")
 def import_zoo(ctx: JobContext) -> dict[str, Any]:
-    """Convert a public Model Zoos folder into a zoo; report the models it had to skip."""
+    """Convert a public Model Zoos folder into a zoo; report the models it had to skip. The folder
+    is one on the worker's machine (params.path) or an uploaded archive the API unpacked
+    (params.archive_id, app/archives.py), which may also hold a zoo in our own format."""
     from app.import_roots import check_import_path
     from zooscope.zoo.import_public import import_public_zoo
 
-    source = check_import_path(ctx.settings, ctx.params["path"])  # again: the folder may have changed
-    if not source.is_dir():
-        raise ValueError(f"import source {source} is not a folder on the worker's machine")
+    archive = None
+    layout = "public"
     out_dir = _artefact_dir(ctx, "zoos", None)
+    done = out_dir.is_dir() and any(out_dir.iterdir())  # an earlier attempt wrote it (written whole)
+    if ctx.params.get("archive_id"):
+        from app.archives import archive_folder, locate_zoo_in
+
+        archive = archive_folder(ctx.settings.archive_dir, ctx.params["archive_id"])
+        if done:
+            source = archive  # possibly removed already, after the earlier attempt recorded the zoo
+        elif not archive.is_dir():
+            raise ValueError(f"the uploaded archive's folder {archive} is gone; upload the archive again")
+        else:
+            source, layout = locate_zoo_in(archive)
+    else:
+        source = check_import_path(ctx.settings, ctx.params["path"])  # again: the folder may have changed
+        if not source.is_dir():
+            raise ValueError(f"import source {source} is not a folder on the worker's machine")
     name = ctx.params.get("name") or source.name
-    if out_dir.is_dir() and any(out_dir.iterdir()):  # an earlier attempt wrote it (written whole)
-        zoo_id = records.record_zoo(ctx, records.open_zoo(str(out_dir)), name)
-        return {"zoo_id": zoo_id, "path": str(out_dir), "skipped": []}
-    result = import_public_zoo(source, out_dir, progress=ctx.progress, dataset=ctx.params.get("dataset"))
-    zoo_id = records.record_zoo(ctx, result.zoo, name)
+    skipped: list[tuple[str, str]] = []
+    if done:
+        zoo = records.open_zoo(str(out_dir))
+    elif layout == "zooscope":
+        zoo = _copy_own_zoo(ctx, source, out_dir)
+    else:
+        result = import_public_zoo(source, out_dir, progress=ctx.progress, dataset=ctx.params.get("dataset"))
+        zoo, skipped = result.zoo, result.skipped
+    zoo_id = records.record_zoo(ctx, zoo, name)
+    if archive is not None:  # the zoo now lives in out_dir; the unpacked upload is not needed again
+        shutil.rmtree(archive, ignore_errors=True)
     return {
         "zoo_id": zoo_id,
         "path": str(out_dir),
-        "skipped": [{"model": model, "reason": reason} for model, reason in result.skipped],
+        "layout": layout,
+        "skipped": [{"model": model, "reason": reason} for model, reason in skipped],
     }
+
+
+def _copy_own_zoo(ctx: JobContext, source: Path, out_dir: Path) -> Any:
+    """A zoo in our format from an upload: opened (its files checked), every checkpoint read with
+    the safe loader, then copied into place whole (through a hidden partial folder)."""
+    from zooscope.networks.checkpoints import load_checkpoint
+    from zooscope.zoo.store import Zoo
+
+    zoo = Zoo.open(source)
+    checkpoints = zoo.checkpoints()
+    base = source.resolve()
+    for i, record in enumerate(checkpoints):
+        # models.json came with the upload: a model id such as "../x" must not lead the reads out
+        if not record.path.resolve().is_relative_to(base):
+            raise ValueError(f"model id {record.model_id!r} leads outside the uploaded zoo")
+        ctx.progress(0.9 * i / max(1, len(checkpoints)), f"checking {record.model_id} epoch {record.epoch}")
+        load_checkpoint(record.path)  # raises InvalidCheckpointError naming what is wrong
+    partial = out_dir.with_name(f".{out_dir.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.copytree(source, partial, symlinks=True)
+    partial.rename(out_dir)
+    ctx.progress(1.0, f"imported {len(zoo.models)} models")
+    return Zoo.open(out_dir)
 
 
 def _artefact_dir(ctx: JobContext, folder: str, default: Path | None) -> Path:
@@ -281,3 +329,14 @@ def _artefact_dir(ctx: JobContext, folder: str, default: Path | None) -> Path:
     if ctx.params.get("target") == "default" and default is not None:
         return Path(default).resolve()
     return (ctx.settings.data_dir / folder / ctx.job_id).resolve()
+
+
+def check_handlers() -> None:
+    """Raise unless every kind of app/job_kinds.py has a body (a kind the API accepts but no worker
+    runs would wait in its queue forever)."""
+    missing = [kind for kind in JOB_KINDS if kind not in BODIES]
+    if missing:
+        raise RuntimeError(f"job kinds without a task in worker/tasks.py: {', '.join(missing)}")
+
+
+check_handlers()  # at import: a worker missing a kind's task does not start

@@ -26,3 +26,43 @@ def scaled(progress: ProgressFn | None, start: float, end: float) -> ProgressFn 
     if progress is None:
         return None
     return lambda fraction, message="": progress(start + (end - start) * fraction, message)
+
+
+# The ETA reads the pace of the recent past, so that a job whose phases run at different speeds
+# (training, then evaluation) is estimated by the phase it is in: the last RECENT_SHARE of the
+# elapsed time, but never less than MIN_WINDOW_S.
+RECENT_SHARE = 0.25
+MIN_WINDOW_S = 10.0
+MAX_SAMPLES = 512  # older samples are thinned out: memory stays bounded on a days-long job
+
+
+class EtaEstimator:
+    """Seconds left of a piece of work, from the fractions it reported and when.
+
+    `update(fraction, now)` records a sample and returns the estimate: the fraction left divided
+    by the pace (fraction per second) over the recent window. None until two samples with
+    progress between them exist; 0 once the work is done.
+    """
+
+    def __init__(self, started: float) -> None:
+        self.started = started
+        self._samples: list[tuple[float, float]] = [(started, 0.0)]
+
+    def update(self, fraction: float, now: float) -> float | None:
+        fraction = min(max(fraction, 0.0), 1.0)
+        if fraction >= 1.0:
+            return 0.0
+        if fraction < self._samples[-1][1]:  # progress went back (a re-run phase): start afresh
+            self._samples = [(now, fraction)]
+            return None
+        self._samples.append((now, fraction))
+        if len(self._samples) > MAX_SAMPLES:
+            self._samples = self._samples[::2] + ([self._samples[-1]] if len(self._samples) % 2 == 0 else [])
+        window = max(MIN_WINDOW_S, RECENT_SHARE * (now - self.started))
+        first = next((s for s in self._samples if s[0] >= now - window), self._samples[-1])
+        if first is self._samples[-1]:
+            first = self._samples[-2]
+        seconds, done = now - first[0], fraction - first[1]
+        if seconds <= 0 or done <= 0:
+            return None
+        return (1.0 - fraction) * seconds / done

@@ -1,18 +1,29 @@
-"""Request dependencies: settings, a database session per request, the caller, storage, queue."""
+"""Request dependencies: settings, a database session per request, the caller, storage, queue; and
+the lookup of a row the caller may see (404 otherwise)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.interfaces import ORMOption
 
 from app.api.auth import Principal, authenticate
+from app.api.problems import not_found
+from app.db.visibility import Row, find_visible
 from app.queue import JobQueue
 from app.settings import Settings
 from app.storage import BlobStore
+
+# Paging of every list. The offset is bounded too: past a 32-bit integer it would overflow the
+# database's, and no list is that long.
+MAX_PAGE_SIZE = 500
+MAX_OFFSET = 2**31 - 1
+PageLimit = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE, description="items per page")]
+PageOffset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="items to skip, newest first")]
 
 
 # The dependencies that only read app.state are `async def`: FastAPI runs a plain `def`
@@ -59,3 +70,13 @@ def get_principal(
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+def get_visible(
+    session: Session, principal: Principal, model: type[Row], row_id: str, *options: ORMOption
+) -> Row:
+    """The row of `model` with this id that the caller may see, else a 404 problem."""
+    row = find_visible(session, model, row_id, principal.owner_id, *options)
+    if row is None:
+        raise not_found(model.__name__.lower(), row_id)
+    return row

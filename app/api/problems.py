@@ -6,6 +6,8 @@ Library exceptions map to statuses here: bad input is 422, other library errors 
 
 from __future__ import annotations
 
+import logging
+import uuid
 from http import HTTPStatus
 from typing import Any
 
@@ -21,6 +23,8 @@ from zooscope.errors import (
     ZooscopeError,
 )
 
+log = logging.getLogger(__name__)
+
 PROBLEM_JSON = "application/problem+json"
 TYPE_BASE = "https://zooscope.dev/problems/"  # stable identifiers; not fetched by clients
 
@@ -30,6 +34,37 @@ LIBRARY_STATUS: list[tuple[type[ZooscopeError], int, str]] = [
     (ArchitectureMismatchError, 422, "architecture-mismatch"),
     (ZooscopeError, 400, "bad-request"),
 ]
+
+
+PROBLEM_SCHEMA = {
+    "type": "object",
+    "required": ["type", "title", "status", "detail"],
+    "properties": {
+        "type": {"type": "string", "description": "a stable identifier of the kind of problem"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string", "description": "what went wrong and what to do"},
+        "instance": {"type": "string"},
+    },
+    "additionalProperties": True,
+}
+# The error statuses any route may answer, declared once for the OpenAPI document (every route
+# gets them): their bodies are application/problem+json.
+PROBLEM_STATUSES = {
+    400: "malformed request (e.g. a multipart body that cannot be parsed)",
+    401: "an API key is required and missing or not valid",
+    404: "no such resource, or it belongs to another key",
+    409: "the resource is in a state that does not allow this (e.g. a report not ready yet)",
+    413: "the upload is larger than the service accepts",
+    415: "the body is not of a media type this route reads",
+    422: "invalid input: the detail says which field and why",
+    500: "a fault of the service (logged with the request's id), not of the request",
+    503: "the database or the job queue is unreachable; try again later",
+}
+PROBLEM_RESPONSES: dict[int | str, dict] = {
+    status: {"description": description, "content": {PROBLEM_JSON: {"schema": PROBLEM_SCHEMA}}}
+    for status, description in PROBLEM_STATUSES.items()
+}
 
 
 class Problem(Exception):
@@ -87,6 +122,15 @@ def _validation_detail(errors: list[dict[str, Any]]) -> str:
     return "; ".join(parts) or "the request is invalid"
 
 
+def _allowed_methods(request: Request) -> list[str]:
+    methods: set[str] = set()
+    for route in request.app.routes:
+        pattern = getattr(route, "path_regex", None)
+        if pattern is not None and getattr(route, "methods", None) and pattern.match(request.url.path):
+            methods |= set(route.methods)
+    return sorted(methods)
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> JSONResponse:
@@ -116,11 +160,31 @@ def install_problem_handlers(app: FastAPI) -> None:
             request, 422, _validation_detail(errors), type_="validation-error", extra={"errors": errors}
         )
 
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # A bug or a fault of ours: the traceback goes to the log under an id the client gets, the
+        # client gets no traceback.
+        request_id = uuid.uuid4().hex
+        log.error("request %s %s %s failed", request_id, request.method, request.url.path, exc_info=exc)
+        return problem_response(
+            request,
+            500,
+            "an internal error of the service, not caused by the request; "
+            f"it was logged as request {request_id}",
+            type_="internal-error",
+            headers={"X-Request-ID": request_id},
+            extra={"request_id": request_id},
+        )
+
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
         if exc.status_code == 404 and detail == "Not Found":
             detail = f"no route {request.method} {request.url.path}; see /docs for the API"
+        headers = getattr(exc, "headers", None)
         if exc.status_code == 405:
             detail = f"{request.method} is not allowed on {request.url.path}; see /docs for the API"
-        return problem_response(request, exc.status_code, detail, headers=getattr(exc, "headers", None))
+            # Starlette names the methods of the first route matching the path only; a path
+            # served by several routes (GET and POST /jobs) allows all of theirs.
+            headers = {**(headers or {}), "Allow": ", ".join(_allowed_methods(request))}
+        return problem_response(request, exc.status_code, detail, headers=headers)

@@ -7,7 +7,7 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.api.job_params import JobKind
+from app.job_kinds import JobKindName
 
 T = TypeVar("T")
 
@@ -78,7 +78,7 @@ class AutoencoderDetail(AutoencoderOut):
 
 class JobIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    kind: JobKind
+    kind: JobKindName
     params: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -87,9 +87,19 @@ class JobOut(_FromRow):
     kind: str
     state: str = Field(description="queued | running | succeeded | failed | cancelled")
     progress: float = Field(ge=0, le=1)
+    eta_s: float | None = Field(
+        default=None,
+        description="estimated seconds left, from the job's own pace so far; null while unknown "
+        "(queued, or no progress yet), 0 when it succeeded",
+    )
     message: str
     params: dict[str, Any]
     error: str | None
+    error_type: str | None = Field(
+        default=None,
+        description="why it failed: input (the request was wrong; the error says what to change), "
+        "internal (a fault of the service, not of the request), time_limit or lost_worker",
+    )
     attempts: int
     cancel_requested: bool
     has_report: bool

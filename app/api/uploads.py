@@ -12,6 +12,7 @@ import os
 import re
 import tempfile
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,6 +66,18 @@ def check_filename(filename: str | None) -> None:
         raise Problem(422, "the upload's file name contains control characters", type_="invalid-filename")
 
 
+def multipart_body(file_description: str, fields: dict[str, str]) -> dict:
+    """The OpenAPI request body of an upload route (its `openapi_extra`): the streamed parser reads
+    the body itself, so FastAPI cannot infer it. `fields`: the optional text fields and what
+    each means."""
+    properties: dict[str, dict] = {
+        "file": {"type": "string", "format": "binary", "description": file_description}
+    }
+    properties |= {name: {"type": "string", "description": text} for name, text in fields.items()}
+    schema = {"type": "object", "required": ["file"], "properties": properties}
+    return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}}
+
+
 def too_large(max_bytes: int) -> Problem:
     return Problem(
         413,
@@ -74,8 +87,25 @@ def too_large(max_bytes: int) -> Problem:
     )
 
 
+@dataclass(frozen=True)
+class UploadKind:
+    """What an upload is, for its messages: a checkpoint (the default) or a zoo archive."""
+
+    what: str = "the checkpoint"
+    too_large: Callable[[int], Problem] = too_large
+    empty_type: str = "invalid-checkpoint"
+
+
+CHECKPOINT_UPLOAD = UploadKind()
+
+
 async def receive_upload(
-    request: Request, *, max_bytes: int, tmp_dir: Path, file_field: str = "file"
+    request: Request,
+    *,
+    max_bytes: int,
+    tmp_dir: Path,
+    file_field: str = "file",
+    kind: UploadKind = CHECKPOINT_UPLOAD,
 ) -> ReceivedUpload:
     """Stream a multipart/form-data body: the `file_field` part to a temp file, other parts as text."""
     content_type, params = parse_options_header(request.headers.get("content-type", ""))
@@ -83,12 +113,12 @@ async def receive_upload(
     if content_type != b"multipart/form-data" or not boundary:
         raise Problem(
             415,
-            "send the checkpoint as multipart/form-data with the file in the field 'file'",
+            f"send {kind.what} as multipart/form-data with the file in the field '{file_field}'",
             type_="unsupported-media-type",
         )
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes + MULTIPART_OVERHEAD_BYTES:
-        raise too_large(max_bytes)
+        raise kind.too_large(max_bytes)
 
     tmp_dir.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=tmp_dir, prefix="upload-", suffix=".part")
@@ -131,7 +161,7 @@ async def receive_upload(
         if state.name == file_field:
             result.size += len(chunk)
             if result.size > max_bytes:
-                raise too_large(max_bytes)
+                raise kind.too_large(max_bytes)
             digest.update(chunk)
             out.write(chunk)
         else:
@@ -169,11 +199,11 @@ async def receive_upload(
         if not state.seen_file:
             raise Problem(
                 422,
-                f"no file in the form: send the checkpoint in the field '{file_field}'",
+                f"no file in the form: send {kind.what} in the field '{file_field}'",
                 type_="validation-error",
             )
         if result.size == 0:
-            raise Problem(422, "the uploaded file is empty", type_="invalid-checkpoint")
+            raise Problem(422, "the uploaded file is empty", type_=kind.empty_type)
     except Problem:
         result.discard()
         raise

@@ -1,22 +1,79 @@
-"""Checkpoint rows: add (deduplicated per owner by sha256), find, delete with blob reference counts."""
+"""Checkpoint rows: add (deduplicated per owner by sha256), find, delete with blob reference counts.
+
+The blobs and the rows of new checkpoints (uploads and a job's outputs alike) are written by
+app/ingest.py, which calls `add_checkpoints` here.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.db.models import Checkpoint
+from app.db.types import new_id, utcnow
+
+
+def _owned_by(owner_id: str | None) -> ColumnElement[bool]:
+    return Checkpoint.owner_id.is_(None) if owner_id is None else Checkpoint.owner_id == owner_id
 
 
 def find_by_sha256(session: Session, owner_id: str | None, sha256: str) -> Checkpoint | None:
     """The owner's own row with these bytes (shared rows when owner_id is None)."""
-    owner = Checkpoint.owner_id.is_(None) if owner_id is None else Checkpoint.owner_id == owner_id
     return session.scalars(
-        select(Checkpoint).where(owner, (Checkpoint.sha256 == sha256) | (Checkpoint.upload_sha256 == sha256))
+        select(Checkpoint).where(
+            _owned_by(owner_id), (Checkpoint.sha256 == sha256) | (Checkpoint.upload_sha256 == sha256)
+        )
     ).first()
+
+
+def add_checkpoints(
+    session: Session,
+    rows: Sequence[dict[str, Any]],
+    *,
+    owner_id: str | None,
+    fresh: Collection[str] = (),
+) -> list[tuple[str, bool]]:
+    """Insert checkpoints of one owner whose blobs are stored; (id, created) per row, in order.
+
+    `rows` hold add_checkpoint's fields. A row whose sha256 the owner already has gives that row
+    (created False). Blobs in `fresh` were placed just now, so they cannot have rows yet (a row
+    exists only while its blob does: rows go in after their blob, a blob goes with its last row):
+    they skip the lookup, and a fresh job's outputs cost no query before the insert. The rows go in
+    with one INSERT and one commit (a commit per row cost more than a small reconstruction on
+    SQLite); if another writer raced us on the unique index, each row falls back to add_checkpoint.
+    """
+    shas = [row["sha256"] for row in rows]
+    known = [sha for sha in dict.fromkeys(shas) if sha not in fresh]
+    query = select(Checkpoint.sha256, Checkpoint.id).where(_owned_by(owner_id), Checkpoint.sha256.in_(known))
+    existing = dict(session.execute(query).tuples().all()) if known else {}
+    created_at = utcnow()
+    new = {
+        row["sha256"]: {
+            **row,
+            "id": new_id(),
+            "blob_key": row.get("blob_key") or row["sha256"],
+            "owner_id": owner_id,
+            "created_at": created_at,
+        }
+        for row in rows
+        if row["sha256"] not in existing
+    }
+    try:
+        if new:
+            # An executemany (pipelined by psycopg): faster than one INSERT ... RETURNING or
+            # one multi-VALUES statement (benchmarks/storage_microbenchmarks.py).
+            session.execute(insert(Checkpoint), list(new.values()))
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        made = [add_checkpoint(session, **{**row, "owner_id": owner_id}) for row in rows]
+        return [(checkpoint.id, created) for checkpoint, created in made]
+    ids = {**existing, **{sha: row["id"] for sha, row in new.items()}}
+    return [(ids[sha], sha in new) for sha in shas]
 
 
 def add_checkpoint(

@@ -25,7 +25,7 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.db.models import Job
+from app.db.models import JOB_ERROR_TYPES, Job
 from app.db.session import commit_without_waiting_for_disk
 from app.db.types import new_id, utcnow
 
@@ -119,6 +119,7 @@ def claim_job(
             started_at=now,
             attempts=Job.attempts + 1,
             progress=0.0,  # a re-run starts over
+            eta_s=None,
             message="running",
         )
         .execution_options(synchronize_session=False)
@@ -129,14 +130,17 @@ def claim_job(
     return session.get(Job, job_id, populate_existing=True)
 
 
-def update_progress(session: Session, job_id: str, fraction: float, message: str = "") -> bool:
-    """Record progress and a heartbeat. Returns True when the job should stop (cancelled or gone)."""
+def update_progress(
+    session: Session, job_id: str, fraction: float, message: str = "", eta_s: float | None = None
+) -> bool:
+    """Record progress, the estimated seconds left and a heartbeat. Returns True when the job
+    should stop (cancelled or gone)."""
     fraction = min(max(float(fraction), 0.0), 1.0)
     commit_without_waiting_for_disk(session)
     result = session.execute(
         update(Job)
         .where(Job.id == job_id, Job.state == "running", Job.cancel_requested.is_(False))
-        .values(progress=fraction, message=message[:1000], heartbeat_at=utcnow())
+        .values(progress=fraction, message=message[:1000], heartbeat_at=utcnow(), eta_s=eta_s)
         .execution_options(synchronize_session=False)
     )
     session.commit()
@@ -162,7 +166,9 @@ def finish_job(session: Session, job_id: str, report: dict[str, Any], message: s
     result = session.execute(
         update(Job)
         .where(Job.id == job_id, Job.state == "running", Job.report.is_(None))
-        .values(state="succeeded", report=report, progress=1.0, message=message, finished_at=utcnow())
+        .values(
+            state="succeeded", report=report, progress=1.0, eta_s=0.0, message=message, finished_at=utcnow()
+        )
         .execution_options(synchronize_session=False)
     )
     if result.rowcount == 1:
@@ -171,12 +177,22 @@ def finish_job(session: Session, job_id: str, report: dict[str, Any], message: s
     return result.rowcount == 1
 
 
-def fail_job(session: Session, job_id: str, error: str) -> bool:
-    """queued | running -> failed with a reason. False if the job had already ended."""
+def fail_job(session: Session, job_id: str, error: str, *, error_type: str) -> bool:
+    """queued | running -> failed with a reason and its type (models.JOB_ERROR_TYPES). False if
+    the job had already ended."""
+    if error_type not in JOB_ERROR_TYPES:
+        raise ValueError(f"unknown error type {error_type!r}")
     result = session.execute(
         update(Job)
         .where(Job.id == job_id, Job.state.in_(("queued", "running")))
-        .values(state="failed", error=error[-MAX_ERROR_CHARS:], message="failed", finished_at=utcnow())
+        .values(
+            state="failed",
+            error=error[-MAX_ERROR_CHARS:],
+            error_type=error_type,
+            eta_s=None,
+            message="failed",
+            finished_at=utcnow(),
+        )
         .execution_options(synchronize_session=False)
     )
     if result.rowcount == 1:
@@ -224,6 +240,8 @@ def sweep_stale_jobs(session: Session, heartbeat_timeout: float, max_attempts: i
             values: dict[str, Any] = {
                 "state": "queued",
                 "worker_id": None,
+                "eta_s": None,
+                "sent_at": utcnow(),  # the caller sends its task again now
                 "message": f"re-queued: worker {job.worker_id} stopped reporting",
             }
         else:
@@ -231,6 +249,8 @@ def sweep_stale_jobs(session: Session, heartbeat_timeout: float, max_attempts: i
                 "state": "failed",
                 "finished_at": utcnow(),
                 "message": "failed",
+                "error_type": "lost_worker",
+                "eta_s": None,
                 "error": (
                     f"the worker ({job.worker_id}) stopped reporting for over {heartbeat_timeout:g} s "
                     f"on attempt {job.attempts} of {max_attempts}; giving up"
@@ -246,3 +266,28 @@ def sweep_stale_jobs(session: Session, heartbeat_timeout: float, max_attempts: i
                 _announce_end(session, job.id)
     session.commit()
     return swept
+
+
+def claim_unsent_queued_jobs(session: Session, resend_after_s: float) -> list[tuple[str, str]]:
+    """Queued jobs whose task message was sent more than `resend_after_s` ago and never claimed:
+    the broker may have lost it. Marks each as sent now (conditionally, so that of several
+    sweeping workers one re-sends it) and returns their (id, kind) for the caller to send."""
+    now = utcnow()
+    cutoff = now - timedelta(seconds=resend_after_s)
+    last_sent = func.coalesce(Job.sent_at, Job.created_at)
+    candidates = session.execute(
+        select(Job.id, Job.kind, Job.sent_at).where(Job.state == "queued", last_sent < cutoff)
+    ).all()
+    claimed: list[tuple[str, str]] = []
+    for job_id, kind, sent_at in candidates:
+        same_send = Job.sent_at.is_(None) if sent_at is None else Job.sent_at == sent_at
+        result = session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.state == "queued", same_send)
+            .values(sent_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount == 1:
+            claimed.append((job_id, kind))
+    session.commit()
+    return claimed

@@ -36,9 +36,11 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
-JOB_KINDS = ("encode", "reconstruct", "generate", "evaluate", "train_autoencoder", "build_zoo", "import_zoo")
 JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 TERMINAL_JOB_STATES = ("succeeded", "failed", "cancelled")
+# Why a job failed: the caller's input (the library's typed errors), a bug or fault of ours
+# ("internal": the traceback is in the worker log), or the job's time limit.
+JOB_ERROR_TYPES = ("input", "internal", "time_limit", "lost_worker")
 CHECKPOINT_KINDS = ("uploaded", "reconstructed", "generated", "zoo")
 
 ID = String(36)
@@ -180,9 +182,11 @@ class Job(_Owned, Base):
 
     id: Mapped[str] = mapped_column(ID, primary_key=True, default=new_id)
     owner_id: Mapped[str | None] = mapped_column(ID, ForeignKey("owners.id", ondelete="CASCADE"), index=True)
-    kind: Mapped[str] = mapped_column(String(30), index=True)  # one of JOB_KINDS
+    kind: Mapped[str] = mapped_column(String(30), index=True)  # one of app.job_kinds.JOB_KINDS
     state: Mapped[str] = mapped_column(String(20), default="queued", index=True)  # one of JOB_STATES
     progress: Mapped[float] = mapped_column(Float, default=0.0)
+    # Seconds left, estimated by the worker from the job's own pace (zooscope.progress.EtaEstimator).
+    eta_s: Mapped[float | None] = mapped_column(Float)
     message: Mapped[str] = mapped_column(Text, default="")
     params: Mapped[dict[str, Any]] = mapped_column(default=dict)
     idempotency_key: Mapped[str | None] = mapped_column(String(200))
@@ -194,7 +198,12 @@ class Job(_Owned, Base):
     heartbeat_at: Mapped[datetime | None]
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     error: Mapped[str | None] = mapped_column(Text)
+    error_type: Mapped[str | None] = mapped_column(String(20))  # one of JOB_ERROR_TYPES
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    # When the job's task message was last sent (None: at created_at). A job queued far longer
+    # than this without a claim has lost its message (a broker that forgot its queue): the sweep
+    # sends it again.
+    sent_at: Mapped[datetime | None]
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     # The report is large (embeddings): listings should not load it.

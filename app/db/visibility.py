@@ -1,10 +1,15 @@
-"""Who sees which rows: a key sees its own rows plus shared ones (owner_id NULL)."""
+"""Who sees which rows: a key sees its own rows plus shared ones (owner_id NULL). The lookups and
+the listings of the routes go through here, so each applies the rule the same way."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, or_
+from sqlalchemy import ColumnElement, func, or_, select
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.interfaces import ORMOption
+
+Row = TypeVar("Row")
 
 
 def visible_to(model: Any, owner_id: str | None) -> ColumnElement[bool]:
@@ -12,3 +17,34 @@ def visible_to(model: Any, owner_id: str | None) -> ColumnElement[bool]:
     if owner_id is None:
         return model.owner_id.is_(None)
     return or_(model.owner_id.is_(None), model.owner_id == owner_id)
+
+
+def find_visible(
+    session: Session, model: type[Row], row_id: str, owner_id: str | None, *options: ORMOption
+) -> Row | None:
+    """The row of `model` with this id if `owner_id` may see it (`options`: e.g. undefer a column)."""
+    query = select(model).where(model.id == row_id, visible_to(model, owner_id))  # type: ignore[attr-defined]
+    return session.scalars(query.options(*options)).first()
+
+
+def is_visible(session: Session, model: Any, row_id: str, owner_id: str | None) -> bool:
+    """Whether that row exists and `owner_id` may see it; reads the id only."""
+    query = select(model.id).where(model.id == row_id, visible_to(model, owner_id))
+    return session.scalars(query).first() is not None
+
+
+def visible_page(
+    session: Session,
+    model: Any,
+    owner_id: str | None,
+    *filters: ColumnElement[bool],
+    limit: int,
+    offset: int,
+) -> dict[str, Any]:
+    """One page of the rows `owner_id` may see that pass `filters`, newest first, with the count of
+    all of them: the body of a listing (app.api.schemas.Page)."""
+    where = (visible_to(model, owner_id), *filters)
+    total = session.scalar(select(func.count()).select_from(model).where(*where)) or 0
+    query = select(model).where(*where).order_by(model.created_at.desc(), model.id.desc())
+    items = session.scalars(query.limit(limit).offset(offset)).all()
+    return {"items": items, "total": total, "limit": limit, "offset": offset}

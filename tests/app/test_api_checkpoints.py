@@ -104,3 +104,26 @@ def test_unknown_checkpoint_is_a_problem_404(api: Api) -> None:
         assert response.headers["content-type"] == "application/problem+json"
         body = response.json()
         assert {"type", "title", "status", "detail", "instance"} <= set(body) and "nope" in body["detail"]
+
+
+def test_uploads_of_either_cnn_s_key_layout_are_one_architecture(api: Api) -> None:
+    import io
+
+    from zooscope.networks.architectures import Architecture, canonical_state_dict, initialise
+
+    bodies = {}
+    for dropout_layers in (True, False):
+        arch = Architecture("cnn_s", 1, 28, dropout_layers=dropout_layers)
+        module = arch.build()
+        initialise(module, "kaiming_uniform", torch.Generator().manual_seed(int(dropout_layers)))
+        buffer = io.BytesIO()
+        torch.save(module.state_dict(), buffer)
+        response = upload(api, buffer.getvalue(), filename="model.pt", activation="tanh")
+        assert response.status_code == 201, response.text
+        bodies[dropout_layers] = (response.json(), canonical_state_dict(module.state_dict(), arch))
+    for body, canonical in bodies.values():
+        assert body["architecture"] == "cnn_s-1x28x28"  # stored in the canonical layout
+        download = api.client.get(f"{URL}/{body['id']}/download", params={"format": "safetensors"})
+        loaded = load_checkpoint(download.content, max_bytes=10**7)
+        assert loaded.keys() == canonical.keys()
+        assert all(torch.equal(loaded[key], value) for key, value in canonical.items())

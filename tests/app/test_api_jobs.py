@@ -204,7 +204,7 @@ def test_the_job_end_listener_wakes_the_long_poll(api: Api, monkeypatch) -> None
         time.sleep(0.3)
         with session_scope(api.settings.database_url) as session:
             job_repo.claim_job(session, job["id"], "w1")
-            job_repo.fail_job(session, job["id"], "out of memory")
+            job_repo.fail_job(session, job["id"], "out of memory", error_type="internal")
 
     thread = threading.Thread(target=worker_finishes_later)
     started = time.monotonic()
@@ -213,3 +213,7 @@ def test_the_job_end_listener_wakes_the_long_poll(api: Api, monkeypatch) -> None
     thread.join()
     assert done["state"] == "failed" and done["error"] == "out of memory"
     assert time.monotonic() - started < 10  # woken by the notification, not by the 30 s look
+    # A failure of ours has its own type, on the job and on the report's problem.
+    assert done["error_type"] == "internal" and done["eta_s"] is None
+    problem = api.client.get(f"{URL}/{job['id']}/report")
+    assert problem.status_code == 409 and problem.json()["type"].endswith("/job-internal-error")

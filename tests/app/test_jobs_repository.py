@@ -29,7 +29,7 @@ def test_claim_is_exclusive_and_finish_writes_once(database_url: str) -> None:
 
         assert jobs.finish_job(session, job.id, {"items": [1]}) is True
         assert jobs.finish_job(session, job.id, {"items": [2]}) is False  # a redelivered task
-        assert jobs.fail_job(session, job.id, "late") is False
+        assert jobs.fail_job(session, job.id, "late", error_type="input") is False
         row = session.get(Job, job.id, populate_existing=True)
         assert row.state == "succeeded" and row.report == {"items": [1]} and row.finished_at is not None
 

@@ -44,10 +44,10 @@ def zoo_checkpoint_files(service: Service, tmp_path_factory: pytest.TempPathFact
     zoo_dirs = sorted(p for p in service.data_dir.glob("zoos/*") if p.is_dir())
     assert zoo_dirs, "the service built no zoo under its data directory"
     zoo = Zoo.open(zoo_dirs[0])
-    population = zoo.load_population(zoo.checkpoints()[:4])
+    checkpoint_set = zoo.load_checkpoints(zoo.checkpoints()[:4])
     out = tmp_path_factory.mktemp("uploads")
     files = []
-    for i, state_dict in enumerate(unstack(population.params)):
+    for i, state_dict in enumerate(unstack(checkpoint_set.params)):
         path = out / f"zoo-member-{i}.safetensors"
         save_checkpoint(state_dict, path, {"source": "browser test"})
         files.append(path)

@@ -24,6 +24,7 @@ from app.db.migrate import upgrade_to_head
 from app.db.models import Job
 from app.db.session import session_scope
 from app.worker_presence import PRESENCE_STALE_S
+from tests.processes import descendants, live_in_group, still_running
 
 STARTUP_TIMEOUT_S = 120
 JOB_TIMEOUT_S = 180
@@ -96,20 +97,6 @@ class Serve:
             self.proc.wait()
 
 
-def live_processes_in_group(pgid: int) -> list[int]:
-    """Processes of a process group that still run (zombies waiting for a reaper do not count)."""
-    live = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[2]) == pgid and fields[0] != "Z":
-                live.append(int(entry.name))
-    return live
-
-
 @pytest.fixture
 def services() -> Iterator[list[Serve]]:
     started: list[Serve] = []
@@ -152,7 +139,7 @@ def test_embedded_round_trip_and_a_queued_job_survives_a_restart(
     assert "no worker has reported" in client.get("/readyz").json()["checks"]["workers"]
     assert serve.interrupt() == 0
     assert "stopped" in serve.tail()
-    assert live_processes_in_group(worker) == []  # the frozen worker was killed, pool included
+    assert live_in_group(worker) == []  # the frozen worker was killed, pool included
     with session_scope(database_url) as session:  # nothing ran it before the restart
         stored = session.get(Job, job_id)
         assert (stored.state, stored.attempts) == ("queued", 0)
@@ -166,3 +153,44 @@ def test_embedded_round_trip_and_a_queued_job_survives_a_restart(
         2:
     ]
     assert restarted.interrupt() == 0
+
+
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM then SIGKILL after 2 s"])
+def test_nothing_of_serve_outlives_its_supervisor(
+    tmp_path: Path, tiny_artefacts: dict[str, Path], services: list[Serve], how: str
+) -> None:
+    data_dir = tmp_path / "data"
+    database_url = f"sqlite:///{data_dir / 'zooscope.sqlite'}"
+    data_dir.mkdir()
+    upgrade_to_head(database_url)
+    zoo_id, _ = register_artefacts(database_url, tiny_artefacts)
+    serve = Serve(data_dir, free_port(), tmp_path / "serve.log")
+    services.append(serve)
+    client = httpx.Client(base_url=serve.url, timeout=30)
+    # A long training job (thousands of tiny epochs), running when the supervisor dies.
+    job_id = submit(client, "train_autoencoder", {"zoo_id": zoo_id, "preset": "tiny", "epochs": 5000})
+    wait_for(
+        lambda: client.get(f"/api/v1/jobs/{job_id}").json()["progress"] > 0,
+        JOB_TIMEOUT_S,
+        "the job to make progress",
+        serve.tail,
+    )
+    tree = descendants(serve.proc.pid)
+    assert len(tree) >= 3, tree  # the API, the worker and its pool process at least
+    if how == "SIGKILL":
+        serve.proc.kill()  # the supervisor only; its children are left to fend for themselves
+    else:  # what process managers do: ask, then kill the supervisor if it has not exited
+        serve.proc.terminate()
+        try:
+            serve.proc.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            serve.proc.kill()
+    serve.proc.wait()
+    deadline = time.monotonic() + 15
+    while still_running(tree) and time.monotonic() < deadline:
+        time.sleep(0.25)
+    left = still_running(tree)
+    print(f"supervisor {how}: {len(tree)} processes, {len(left)} alive 15 s later")
+    assert left == [], f"alive 15 s after the supervisor: {left}\n{serve.tail()}"
+    with session_scope(database_url) as session:  # left to the next start, not finished by an orphan
+        assert session.get(Job, job_id).state == "running"

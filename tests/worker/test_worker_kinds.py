@@ -148,10 +148,10 @@ def test_a_rerun_reconstruct_records_its_checkpoints_once(
     made = [{k: v + 0.5 for k, v in state_dict.items()}, {k: v - 0.5 for k, v in state_dict.items()}]
 
     def run_once() -> tuple[list[bool], list[str]]:
-        blobs = records.write_blobs(ctx, made, "reconstructed")
+        blobs = records.write_blobs(ctx, made, "reconstructed", architecture)
         ids = records.store_checkpoints(
             ctx, blobs, kind="reconstructed", names=["a", "b"], architecture=architecture,
-            n_tokens=1, accuracies=[None, None], extras=[{}, {}],
+            accuracies=[None, None], extras=[{}, {}],
         )  # fmt: skip
         return [blob.stored_now for blob in blobs], ids
 
@@ -185,3 +185,68 @@ def test_import_outside_the_roots_fails_in_the_worker_too(
     outcome, report, error = run(settings, "import_zoo", {"path": str(root / "zoo")})
     assert outcome == "failed" and report is None
     assert "outside the folders imports may read" in error
+
+
+def test_every_registered_kind_has_a_task_and_no_other_kind_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    """app/job_kinds.py lists the kinds; worker/tasks.py has one body and one Celery task for each,
+    refuses a body for a kind not listed, and refuses to import (the worker to start) with one missing."""
+    from app.job_kinds import JOB_KINDS, UnknownJobKindError
+    from app.queue import task_name
+    from worker import tasks
+    from worker.celery_app import app
+
+    assert set(BODIES) == set(JOB_KINDS)
+    assert {task_name(kind) for kind in JOB_KINDS} <= set(app.tasks)
+    with pytest.raises(UnknownJobKindError, match="explode"):
+        tasks.job_task("explode")
+    with pytest.raises(ValueError, match="two handlers"):
+        tasks.job_task("encode")(lambda ctx: {})
+    monkeypatch.delitem(tasks.BODIES, "import_zoo")
+    with pytest.raises(RuntimeError, match="import_zoo"):
+        tasks.check_handlers()
+
+
+def test_time_limits_follow_the_registered_duration() -> None:
+    from app.job_kinds import JOB_KINDS, UnknownJobKindError
+
+    settings = WorkerSettings(database_url="sqlite://", broker_url="memory://")
+    for kind in JOB_KINDS.values():
+        soft, _ = settings.time_limits(kind.name)
+        expected = {"long": settings.long_job_time_limit_s, "short": settings.short_job_time_limit_s}
+        assert soft == expected[kind.duration]
+    with pytest.raises(UnknownJobKindError):
+        settings.time_limits("explode")
+
+
+def test_a_reconstruction_downloads_with_the_metadata_an_upload_gets(
+    sqlite_settings: WorkerSettings, seeded: dict, tiny_artefacts: dict[str, Path]
+) -> None:
+    """Uploads and a job's outputs are stored by one path (app/ingest.py): the downloaded file of a
+    reconstruction says what architecture it is, as an uploaded one does, and their rows agree."""
+    import json
+
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+    from tests.app.service_fixtures import RecordingQueue
+    from zooscope.client import API_PREFIX
+    from zooscope.networks.checkpoints import read_metadata
+
+    outcome, report, error = run(sqlite_settings, "reconstruct", {"checkpoint_ids": seeded["checkpoint_ids"]})
+    assert outcome == "succeeded", error
+    made_id = report["items"][0]["reconstruction_id"]
+    source = ZooStore.open(tiny_artefacts["zoo"]).checkpoints(split="train")[0].path  # not seeded
+    with TestClient(create_app(sqlite_settings, queue=RecordingQueue(), migrate=False)) as client:
+        made = client.get(f"{API_PREFIX}/checkpoints/{made_id}").json()
+        made_file = client.get(f"{API_PREFIX}/checkpoints/{made_id}/download")
+        uploaded = client.post(
+            f"{API_PREFIX}/checkpoints", files={"file": ("original.safetensors", source.read_bytes())}
+        ).json()
+        uploaded_file = client.get(f"{API_PREFIX}/checkpoints/{uploaded['id']}/download")
+    made_meta, uploaded_meta = read_metadata(made_file.content), read_metadata(uploaded_file.content)
+    assert uploaded["kind"] == "uploaded" and made_meta["architecture"] == uploaded_meta["architecture"]
+    architecture = json.loads(made_meta["architecture"])
+    assert architecture == made["architecture_config"] == uploaded["architecture_config"]
+    assert (made_meta["zooscope_kind"], made_meta["zooscope_job"]) == ("reconstructed", made["source_job_id"])
+    for field in ("architecture", "n_parameters", "n_tokens"):
+        assert made[field] == uploaded[field], field

@@ -42,7 +42,7 @@ def row(settings: WorkerSettings, job_id: str) -> SimpleNamespace:
     """The job's columns, read in one session (the report column loads lazily)."""
     with session_scope(settings.database_url) as session:
         job = session.get(Job, job_id)
-        names = ("state", "report", "progress", "attempts", "error")
+        names = ("state", "report", "progress", "attempts", "error", "error_type", "eta_s", "sent_at")
         return SimpleNamespace(**{name: getattr(job, name) for name in names})
 
 
@@ -77,7 +77,50 @@ def test_invalid_input_fails_with_the_message_and_is_not_retried(sqlite_settings
     assert run_job(job_id, body, sqlite_settings) == "failed"
     job = row(sqlite_settings, job_id)
     assert job.state == "failed" and "wrong architecture" in job.error and job.report is None
+    assert job.error_type == "input"
     assert run_job(job_id, body, sqlite_settings) == "skipped"
+
+
+@pytest.mark.parametrize(
+    "error", [ValueError("bad shape"), KeyError("weight"), TypeError("None"), IndexError("3")]
+)
+def test_a_bug_is_an_internal_error_with_its_traceback_logged(
+    sqlite_settings: WorkerSettings, error: Exception, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Only the library's typed errors are the caller's fault; anything else is ours.
+    job_id = new_job(sqlite_settings)
+
+    def body(ctx: JobContext) -> dict[str, Any]:
+        raise error
+
+    with caplog.at_level("ERROR", logger="worker.runner"):
+        assert run_job(job_id, body, sqlite_settings) == "failed"
+    job = row(sqlite_settings, job_id)
+    assert job.error_type == "internal"
+    assert job.error.startswith("internal error") and type(error).__name__ in job.error
+    assert "not caused by the request" in job.error and job_id in job.error
+    logged = [r for r in caplog.records if r.exc_info and job_id in r.getMessage()]
+    assert logged and logged[0].exc_info[0] is type(error)  # the traceback is in the worker's log
+
+
+def test_a_running_job_reports_a_decreasing_eta(sqlite_settings: WorkerSettings) -> None:
+    settings = sqlite_settings.model_copy(update={"progress_interval_s": 0.0})
+    job_id = new_job(settings)
+    seen: list[float | None] = []
+
+    def body(ctx: JobContext) -> dict[str, Any]:
+        for step in range(1, 6):
+            time.sleep(0.05)
+            ctx.progress(step / 10, f"epoch {step}")
+            seen.append(row(settings, ctx.job_id).eta_s)
+        return {}
+
+    assert run_job(job_id, body, settings) == "succeeded"
+    assert all(eta is not None and eta > 0 for eta in seen), seen
+    assert all(a > b for a, b in zip(seen, seen[1:], strict=False)), seen
+    # 0.05 s a tenth: about 0.05 s per remaining tenth (generous bounds: a shared CPU).
+    assert 0.1 < seen[0] < 2.0
+    assert row(settings, job_id).eta_s == 0.0  # done
 
 
 def test_cancel_stops_the_job_at_its_next_progress_report(sqlite_settings: WorkerSettings) -> None:
@@ -130,6 +173,32 @@ def test_a_dead_workers_job_is_requeued_then_failed_after_max_attempts(
     job = row(sqlite_settings, job_id)
     assert job.state == "failed" and "stopped reporting" in job.error
     assert queue.sent == [("encode", job_id)] * (sqlite_settings.job_max_attempts - 1)
+
+
+def test_a_queued_job_whose_message_was_lost_is_sent_again_once_per_bound(
+    sqlite_settings: WorkerSettings,
+) -> None:
+    settings = sqlite_settings.model_copy(update={"job_resend_after_s": 0.2})
+    lost = new_job(settings)
+    queue = SentQueue()
+    sweep_once(settings, queue)
+    assert queue.sent == []  # just sent: not yet overdue
+    time.sleep(0.3)
+    fresh = new_job(settings)
+    sweep_once(settings, queue)
+    assert queue.sent == [("encode", lost)]  # the overdue one only
+    sweep_once(settings, queue)
+    assert queue.sent == [("encode", lost)]  # marked as sent: not again before the bound
+    time.sleep(0.3)
+    sweep_once(settings, queue)
+    assert sorted(queue.sent) == sorted([("encode", lost), ("encode", lost), ("encode", fresh)])
+    # A claimed job is never re-sent, and the re-sent one still runs exactly once.
+    assert run_job(lost, lambda ctx: {"ok": True}, settings) == "succeeded"
+    assert run_job(lost, lambda ctx: {"ok": True}, settings) == "skipped"
+    time.sleep(0.3)
+    queue.sent.clear()
+    sweep_once(settings, queue)
+    assert queue.sent == [("encode", fresh)]
 
 
 def test_a_transient_database_error_mid_job_leaves_it_to_the_sweep(sqlite_settings: WorkerSettings) -> None:

@@ -6,6 +6,7 @@ worker is `celery -A worker.celery_app worker` in a subprocess sharing the datab
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -79,7 +80,7 @@ def test_a_sigkilled_workers_job_is_rerun_and_reported_once(
     assert api.get(f"/api/v1/jobs/{job_id}/report").json()["autoencoder_id"]
 
 
-def test_a_cancelled_job_ends_cancelled_and_records_nothing(
+def test_a_training_job_reports_its_eta_and_a_cancelled_job_records_nothing(
     api: TestClient,
     service_settings: WorkerSettings,
     registered: dict[str, str],
@@ -90,6 +91,14 @@ def test_a_cancelled_job_ends_cancelled_and_records_nothing(
         api, "train_autoencoder", {"zoo_id": registered["zoo_id"], "preset": "tiny", "epochs": 500}
     )
     wait_for(lambda: job(api, job_id)["progress"] > 0, JOB_TIMEOUT_S, "the job to make progress", worker.tail)
+    # While it trains, the job says how long it has left, from its own epochs' pace: present, and
+    # shrinking as the epochs go by.
+    etas = []
+    for _ in range(4):
+        time.sleep(1.0)
+        etas.append(job(api, job_id)["eta_s"])
+    assert all(eta is not None and eta > 0 for eta in etas), etas
+    assert etas[-1] < etas[0], etas
     response = api.post(f"/api/v1/jobs/{job_id}/cancel")
     assert response.status_code == 200 and response.json()["state"] == "cancelled"
     # The worker stops at its next progress report instead of training 500 epochs.

@@ -37,6 +37,8 @@ TEST_TIMING = {
     "heartbeat_interval_s": 0.5,
     "sweep_interval_s": 1.0,
     "progress_interval_s": 0.1,
+    # A queued job unclaimed this long after its send is sent again (its message may be lost).
+    "job_resend_after_s": 5.0,
 }
 
 
@@ -196,14 +198,14 @@ def wait_for(
 @pytest.fixture(scope="session")
 def tiny_artefacts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """{"zoo": dir, "autoencoder": dir}: 12 digits CNNs, 2 epochs, and a tiny autoencoder on them."""
-    from worker.presets import training_configs, zoo_config
+    from zooscope.autoencoder.config import AutoencoderConfig, TrainingConfig
     from zooscope.autoencoder.training import train_autoencoder
+    from zooscope.zoo.grid import ZooConfig
     from zooscope.zoo.store import build_zoo
 
     root = tmp_path_factory.mktemp("tiny-artefacts")
-    zoo = build_zoo(zoo_config("tiny", {"epochs": 2, "checkpoint_epochs": (1, 2)}), root / "zoo")
-    ae_config, training_config = training_configs("tiny")
-    train_autoencoder(zoo, ae_config, training_config, root / "autoencoder")
+    zoo = build_zoo(ZooConfig.tiny(epochs=2, checkpoint_epochs=(1, 2)), root / "zoo")
+    train_autoencoder(zoo, AutoencoderConfig.tiny(), TrainingConfig.tiny(), root / "autoencoder")
     return {"zoo": root / "zoo", "autoencoder": root / "autoencoder"}
 
 

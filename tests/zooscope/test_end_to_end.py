@@ -63,7 +63,7 @@ def test_library_pipeline_writes_loadable_reports(zoo: Zoo, ae_dir: Path) -> Non
     for item in evaluation.items:
         assert 0.0 <= item.agreement <= 1.0 and item.structural_distance >= item.structural_distance_real > 0
     # The report's original accuracies are the zoo's own test accuracies (same data, same weights).
-    zoo_acc = zoo.load_population(test_records).properties["test_acc"]
+    zoo_acc = zoo.load_checkpoints(test_records).properties["test_acc"]
     assert torch.allclose(
         torch.tensor([i.original_accuracy for i in evaluation.items]), zoo_acc.float(), atol=1e-4
     )
@@ -95,11 +95,11 @@ def test_library_pipeline_writes_loadable_reports(zoo: Zoo, ae_dir: Path) -> Non
 
 
 def test_cli_commands_write_checkpoints_and_reports(zoo: Zoo, ae_dir: Path, tmp_path: Path) -> None:
-    population = zoo.load_population(zoo.checkpoints(split="test")[:2])
+    checkpoint_set = zoo.load_checkpoints(zoo.checkpoints(split="test")[:2])
     files = []
     for i in range(2):
         path = tmp_path / f"ckpt{i}.safetensors"
-        save_checkpoint({k: v[i] for k, v in population.params.items()}, path)
+        save_checkpoint({k: v[i] for k, v in checkpoint_set.params.items()}, path)
         files.append(str(path))
     runner = CliRunner()
 
@@ -115,7 +115,7 @@ def test_cli_commands_write_checkpoints_and_reports(zoo: Zoo, ae_dir: Path, tmp_
     report = json.loads((tmp_path / "rec" / "report.json").read_text())
     assert [item["checkpoint_id"] for item in report["items"]] == ["ckpt0", "ckpt1"]
     rebuilt = load_checkpoint(tmp_path / "rec" / "ckpt0.reconstructed.safetensors")
-    assert set(rebuilt) >= set(population.params)
+    assert set(rebuilt) >= set(checkpoint_set.params)
 
     result = runner.invoke(
         app, ["generate", "--ae", str(ae_dir), "--n", "3", "--out", str(tmp_path / "gen"), "--threshold", "0"]
@@ -150,8 +150,8 @@ def test_ablation_writes_results_page(zoo: Zoo, tmp_path: Path) -> None:
     assert [c[0]["knob"] for c in saved["configs"]["csb"]["diversity_curves"]] == ["bandwidth", "spread"]
     assert "## Accuracy vs diversity, spread (C+S+B)" in page
     assert (tmp_path / "runs" / "csb" / "evaluation.json").exists()
-    # The page ends with issue 3's targets for the C+S+B column, one row per target.
-    assert "## Issue 3's targets" in page and "| target | threshold | C+S+B |" in page
+    # The page ends with the autoencoder's targets for the C+S+B column, one row per target.
+    assert "## The autoencoder's targets" in page and "| target | threshold | C+S+B |" in page
     assert "| R^2 for test accuracy, ridge on the embedding | >= 0.900 |" in page
     # The latent's size beside the checkpoint's, so a reader sees whether the autoencoder compresses.
     csb = saved["configs"]["csb"]
@@ -207,7 +207,7 @@ def test_cli_trains_with_a_smaller_latent(zoo: Zoo, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     trained = TrainedAutoencoder.load(out)
     assert trained.config.latent_dim == 2
-    assert trained.latents(zoo.load_population(zoo.checkpoints(split="test")).params).shape[-1] == 2
+    assert trained.latents(zoo.load_checkpoints(zoo.checkpoints(split="test")).params).shape[-1] == 2
     refused = runner.invoke(
         app, ["ae", "train", "--zoo", str(zoo.path), "--out", str(out), "--latent-dim", "0"]
     )

@@ -1,7 +1,7 @@
 """Fidelity of reconstructions: accuracy, agreement, structural and behavioural distance.
 
 Every report carries, per checkpoint, the original and its reconstruction side by side
-(method.md §7). Accuracy alone overstates fidelity (a weak original can come back as a better
+(docs/method.md §7). Accuracy alone overstates fidelity (a weak original can come back as a better
 model), so agreement and distances are always reported beside it.
 
 All model forwards are batched `population_forward` calls over blocks of models and blocks of
@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-import zooscope
 from zooscope.errors import ArtefactError, ZooscopeError
 from zooscope.networks.architectures import Architecture
-from zooscope.networks.parameters import StackedParams, stack_state_dicts
-from zooscope.population.batching import concat, inputs_per_call, n_models, spans, take, to_device
+from zooscope.networks.parameters import StackedParams, n_models, stack_state_dicts
+from zooscope.population.batching import concat, inputs_per_call, spans, take, to_device
 from zooscope.population.forward import population_forward
 from zooscope.progress import ProgressFn, report, scaled
+from zooscope.version import code_version
 
 if TYPE_CHECKING:  # only for annotations: the library modules import each other lazily
     from zooscope.autoencoder.artefact import TrainedAutoencoder
@@ -31,7 +31,9 @@ if TYPE_CHECKING:  # only for annotations: the library modules import each other
     from zooscope.weightspace.tokens import TokenLayout
     from zooscope.zoo.store import Zoo
 
-# The paper reports agreement also over originals that work (method.md §9 uses 80 % for SVHN).
+# Agreement is also reported over the originals that work (at least 80 %, the paper's SVHN anchor
+# threshold, docs/method.md §8): failed originals rebuilt as working models pull the mean over all
+# down (docs/method.md §11).
 HIGH_ACCURACY_THRESHOLD = 0.8
 METRICS = (
     "original_accuracy",
@@ -75,6 +77,19 @@ def structural_distance(
 
 
 # ---- the report ---------------------------------------------------------------------------------
+def json_safe(value: Any) -> Any:
+    """`value` with every non-finite float (NaN: the diversity of fewer than two models; infinity)
+    turned into None, through dicts, lists and tuples (tuples become lists): strict JSON has no
+    NaN or Infinity, so the reports and results.json stay readable by any JSON parser."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 @dataclass(frozen=True)
 class ReconstructionItem:
     """One checkpoint and its reconstruction."""
@@ -99,7 +114,7 @@ class ReconstructionReport:
     def to_dict(self) -> dict[str, Any]:
         return {
             "version": REPORT_VERSION,
-            "code_version": zooscope.__version__,
+            "code_version": code_version(),
             "metadata": self.metadata,
             "aggregate": self.aggregate,
             "items": [asdict(item) for item in self.items],
@@ -161,18 +176,21 @@ def predict(
     *,
     batch_models: int = 256,
     device: torch.device | str | None = None,
+    activations: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Predicted classes [K, N] of K models on inputs [N, C, H, W], in blocks of models and inputs."""
+    """Predicted classes [K, N] of K models on inputs [N, C, H, W], in blocks of models and inputs;
+    `activations`: per-model activation codes where they differ (CheckpointSet.activations)."""
     device = torch.device(device) if device is not None else next(iter(params.values())).device
     rows = []
     with torch.no_grad():
         for block in spans(n_models(params), batch_models):
             sub = to_device(take(params, block), device)
+            own = None if activations is None else activations[block]
             step = inputs_per_call(arch, block.stop - block.start)
             rows.append(
                 torch.cat(
                     [
-                        population_forward(arch, sub, x[s].to(device)).argmax(-1).cpu()
+                        population_forward(arch, sub, x[s].to(device), activations=own).argmax(-1).cpu()
                         for s in spans(x.shape[0], step)
                     ],
                     dim=1,
@@ -188,6 +206,7 @@ def _behaviour_sums(
     x: torch.Tensor,
     y: torch.Tensor,
     progress: ProgressFn | None,
+    activations: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """Per-model sums over all inputs of: correct (original, reconstruction), agreement, softmax L2."""
     k = n_models(originals)
@@ -197,8 +216,8 @@ def _behaviour_sums(
     blocks = list(spans(x.shape[0], step))
     for i, block in enumerate(blocks):
         xb, yb = x[block].to(device), y[block].to(device)
-        logits_o = population_forward(arch, originals, xb)
-        logits_r = population_forward(arch, reconstructions, xb)
+        logits_o = population_forward(arch, originals, xb, activations=activations)
+        logits_r = population_forward(arch, reconstructions, xb, activations=activations)
         n = xb.shape[0]
         sums["correct_o"] += (accuracy(logits_o, yb) * n).double().cpu()
         sums["correct_r"] += (accuracy(logits_r, yb) * n).double().cpu()
@@ -221,8 +240,11 @@ def evaluate_reconstructions(
     *,
     reconstructed_tokens: torch.Tensor | None = None,
     device: torch.device | str | None = None,
+    activations: torch.Tensor | None = None,
 ) -> ReconstructionReport:
     """Compare K originals with their reconstructions on the FULL test split of `dataset`.
+
+    `activations`: per-checkpoint activation codes where they differ (CheckpointSet.activations).
 
     `reconstructed_tokens` [K, T, W]: the decoder's raw output, padding included, for the
     paper's structural distance; without it the reconstructions are re-tokenized, so padding is
@@ -245,7 +267,8 @@ def evaluate_reconstructions(
         orig = to_device(take(originals, block), device)
         rec = to_device(take(reconstructions, block), device)
         sub = scaled(progress, b / len(blocks), (b + 1) / len(blocks))
-        sums = _behaviour_sums(arch, orig, rec, x, y, sub)
+        own = None if activations is None else activations[block]
+        sums = _behaviour_sums(arch, orig, rec, x, y, sub, own)
         tokens_o = token_layout.tokenize(orig)
         tokens_r = (
             reconstructed_tokens[block].to(device)
@@ -314,13 +337,13 @@ def evaluate_autoencoder(
     records = zoo.checkpoints(split=split)
     if not records:
         raise ZooscopeError(f"the zoo has no checkpoints in split {split!r}")
-    population = zoo.load_population(records)
+    checkpoints = zoo.load_checkpoints(records)
     report(progress, 0.0, f"reconstructing {len(records)} checkpoints")
-    reconstructed, tokens = reconstruct_with_tokens(ae, population.params, batch_models)
+    reconstructed, tokens = reconstruct_with_tokens(ae, checkpoints.params, batch_models)
     report(progress, 0.2, "evaluating")
     result = evaluate_reconstructions(
         ae.architecture,
-        population.params,
+        checkpoints.params,
         reconstructed,
         zoo.dataset(),
         ae.token_layout,
@@ -329,6 +352,7 @@ def evaluate_autoencoder(
         scaled(progress, 0.2, 1.0),
         reconstructed_tokens=tokens,
         device=_device_of(ae),
+        activations=checkpoints.activations,
     )
     result.metadata["split"] = split
     return result

@@ -1,10 +1,10 @@
 """Sampling new models: a kernel density estimate over the latents of good checkpoints.
 
-Anchors are checkpoints whose test accuracy passes a threshold (method.md §8). Their per-token
+Anchors are checkpoints whose test accuracy passes a threshold (docs/method.md §8). Their per-token
 latents, flattened to one vector each, are the points of a Gaussian KDE; samples are decoded into
 weights and evaluated. The paper's generated models collapsed onto a few points (diversity 10-15x
-below the zoo, §9). The bandwidth multiplier is the knob that trades accuracy for diversity, and
-`diversity_curve` measures that trade-off setting by setting.
+below the zoo, docs/method.md §9). The bandwidth multiplier is the knob that trades accuracy for
+diversity, and `diversity_curve` measures that trade-off setting by setting.
 """
 
 from __future__ import annotations
@@ -16,20 +16,20 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-import zooscope
-from zooscope.analysis.evaluation import predict
+from zooscope.analysis.evaluation import json_safe, predict
 from zooscope.errors import ArtefactError, ZooscopeError
 from zooscope.networks.architectures import Architecture
-from zooscope.networks.parameters import FlatLayout, StackedParams
-from zooscope.population.batching import map_models, n_models, spans, take
+from zooscope.networks.parameters import FlatLayout, StackedParams, n_models
+from zooscope.population.batching import concat, map_models, spans, take
 from zooscope.progress import ProgressFn, report, scaled
+from zooscope.version import code_version
 
 if TYPE_CHECKING:
     from zooscope.autoencoder.artefact import TrainedAutoencoder
     from zooscope.networks.datasets import ImageDataset
-    from zooscope.zoo.store import Population, Zoo
+    from zooscope.zoo.store import CheckpointSet, Zoo
 
-# Anchor thresholds on test accuracy. SVHN, CIFAR-10, EuroSAT: the paper's (method.md §8). Ours for
+# Anchor thresholds on test accuracy. SVHN, CIFAR-10, EuroSAT: the paper's (docs/method.md §8). Ours for
 # the rest: about the upper third of a zoo of that data set (digits zoo: mean 0.76, max 0.99).
 DEFAULT_ACCURACY_THRESHOLDS: dict[str, float] = {
     "svhn": 0.8,
@@ -160,12 +160,12 @@ class GenerationReport:
     def to_dict(self) -> dict[str, Any]:
         return {
             "version": REPORT_VERSION,
-            "code_version": zooscope.__version__,
+            "code_version": code_version(),
             "settings": self.settings,
             "metadata": self.metadata,
             "accuracy": self.accuracy,
             "anchors": self.anchors,
-            "diversity": _json_safe(self.diversity),
+            "diversity": json_safe(self.diversity),
             "accuracies": self.accuracies,
         }
 
@@ -181,15 +181,6 @@ class GenerationReport:
             settings=data["settings"],
             metadata=data.get("metadata", {}),
         )
-
-
-def _json_safe(value: Any) -> Any:
-    """NaN (undefined diversity of fewer than two models) becomes JSON null."""
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return value
 
 
 def accuracy_summary(accuracies: torch.Tensor) -> dict[str, float | None]:
@@ -237,11 +228,11 @@ def default_threshold(dataset_name: str | None, accuracies: torch.Tensor) -> flo
     return float(torch.quantile(accuracies.double(), FALLBACK_ANCHOR_QUANTILE))
 
 
-def _population_of(zoo_or_population: Zoo | Population, split: str) -> Population:
-    if hasattr(zoo_or_population, "load_population"):
-        zoo = zoo_or_population
-        return zoo.load_population(zoo.checkpoints(split=split))
-    return zoo_or_population
+def _checkpoints_of(zoo_or_checkpoints: Zoo | CheckpointSet, split: str) -> CheckpointSet:
+    if hasattr(zoo_or_checkpoints, "load_checkpoints"):
+        zoo = zoo_or_checkpoints
+        return zoo.load_checkpoints(zoo.checkpoints(split=split))
+    return zoo_or_checkpoints
 
 
 def _latents(ae: TrainedAutoencoder, params: StackedParams, batch_models: int) -> torch.Tensor:
@@ -253,21 +244,28 @@ def _decode(ae: TrainedAutoencoder, latents: torch.Tensor, batch_models: int) ->
     for s in spans(latents.shape[0], batch_models):
         decoded = ae.decode_latents(latents[s])
         parts.append({k: v.detach().cpu() for k, v in decoded.items()})
-    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+    return concat(parts)
 
 
 def select_anchors(
     ae: TrainedAutoencoder,
-    population: Population,
+    checkpoints: CheckpointSet,
     dataset: ImageDataset,
     accuracy_threshold: float | None = None,
     *,
     batch_models: int = 256,
     device: torch.device | str | None = None,
 ) -> Anchors:
-    """The population's checkpoints at or above the threshold, encoded, with their diversity."""
+    """The checkpoints at or above the threshold, encoded, with their diversity."""
     arch = ae.architecture
-    predictions = predict(arch, population.params, dataset.test.x, batch_models=batch_models, device=device)
+    predictions = predict(
+        arch,
+        checkpoints.params,
+        dataset.test.x,
+        batch_models=batch_models,
+        device=device,
+        activations=getattr(checkpoints, "activations", None),
+    )
     accuracies = (predictions == dataset.test.y).double().mean(1)
     threshold = (
         accuracy_threshold
@@ -277,9 +275,9 @@ def select_anchors(
     chosen = torch.nonzero(accuracies >= threshold).flatten()
     relaxed = chosen.numel() < MIN_ANCHORS
     if relaxed:  # a KDE over fewer points is no density; take the best checkpoints instead
-        count = min(n_models(population.params), max(MIN_ANCHORS, math.ceil(0.1 * accuracies.numel())))
+        count = min(n_models(checkpoints.params), max(MIN_ANCHORS, math.ceil(0.1 * accuracies.numel())))
         chosen = accuracies.argsort(descending=True)[:count]
-    params = take(population.params, chosen)
+    params = take(checkpoints.params, chosen)
     return Anchors(
         params=params,
         accuracies=accuracies[chosen],
@@ -342,7 +340,7 @@ def sample_and_evaluate(
 @torch.no_grad()
 def generate(
     ae: TrainedAutoencoder,
-    zoo_or_population: Zoo | Population,
+    zoo_or_checkpoints: Zoo | CheckpointSet,
     dataset: ImageDataset | None = None,
     n_samples: int = 100,
     accuracy_threshold: float | None = None,
@@ -355,7 +353,7 @@ def generate(
     split: str = "train",
     batch_models: int = 256,
 ) -> GenerationReport:
-    """Generate n_samples models from the latents of the good checkpoints of a zoo or population.
+    """Generate n_samples models from the latents of the good checkpoints of a zoo or checkpoint set.
 
     `accuracy_threshold`: anchors' minimum test accuracy (default: per data set,
     DEFAULT_ACCURACY_THRESHOLDS). `bandwidth`: "scott" or an absolute kernel std. `diversity`:
@@ -366,14 +364,14 @@ def generate(
     if n_samples < 1:
         raise ValueError("n_samples must be at least 1")
     if dataset is None:
-        if not hasattr(zoo_or_population, "dataset"):
-            raise ZooscopeError("a population needs its data set: pass dataset=")
-        dataset = zoo_or_population.dataset()
+        if not hasattr(zoo_or_checkpoints, "dataset"):
+            raise ZooscopeError("a checkpoint set needs its data set: pass dataset=")
+        dataset = zoo_or_checkpoints.dataset()
     device = getattr(ae, "device", None)
-    population = _population_of(zoo_or_population, split)
+    checkpoints = _checkpoints_of(zoo_or_checkpoints, split)
     report(progress, 0.0, "encoding anchors")
     anchors = select_anchors(
-        ae, population, dataset, accuracy_threshold, batch_models=batch_models, device=device
+        ae, checkpoints, dataset, accuracy_threshold, batch_models=batch_models, device=device
     )
     result = sample_and_evaluate(
         ae,
@@ -395,7 +393,7 @@ def generate(
 @torch.no_grad()
 def diversity_curve(
     ae: TrainedAutoencoder,
-    population: Zoo | Population,
+    zoo_or_checkpoints: Zoo | CheckpointSet,
     dataset: ImageDataset | None = None,
     settings: Sequence[float] = DEFAULT_CURVE_SETTINGS,
     n_samples: int = 50,
@@ -415,11 +413,11 @@ def diversity_curve(
     if knob not in ("bandwidth", "spread"):
         raise ValueError(f"knob must be 'bandwidth' or 'spread', not {knob!r}")
     if dataset is None:
-        dataset = population.dataset()
+        dataset = zoo_or_checkpoints.dataset()
     device = getattr(ae, "device", None)
     anchors = select_anchors(
         ae,
-        _population_of(population, "train"),
+        _checkpoints_of(zoo_or_checkpoints, "train"),
         dataset,
         accuracy_threshold,
         batch_models=batch_models,
@@ -433,7 +431,7 @@ def diversity_curve(
             seed=seed, batch_models=batch_models, device=device,
         )  # fmt: skip
         rows.append(
-            _json_safe(
+            json_safe(
                 {
                     "knob": knob,
                     "setting": float(setting),

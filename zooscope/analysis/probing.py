@@ -1,7 +1,7 @@
 """Property prediction: linear probes on embeddings, against the weight-statistics baseline.
 
 A ridge regression on the mean-pooled embeddings of training-split checkpoints, its regulariser
-chosen on validation, scored by R^2 on test (method.md §8). The baseline (Unterthiner et al.
+chosen on validation, scored by R^2 on test (docs/method.md §8). The baseline (Unterthiner et al.
 2020, "Predicting neural network accuracy from weights") is the same probe on simple statistics
 of each layer's weights and biases.
 """
@@ -107,13 +107,13 @@ def predict_properties(
     features: dict[str, dict[str, torch.Tensor]] = {"embedding": {}, "weight_statistics": {}}
     targets: dict[str, dict[str, torch.Tensor]] = {}
     for i, split in enumerate(("train", "val", "test")):
-        population = zoo.load_population(zoo.checkpoints(split=split))
-        features["embedding"][split] = embeddings(ae, population.params)
-        features["weight_statistics"][split] = weight_statistics_features(ae.architecture, population.params)
-        missing = [p for p in properties if p not in population.properties]
+        checkpoints = zoo.load_checkpoints(zoo.checkpoints(split=split))
+        features["embedding"][split] = embeddings(ae, checkpoints.params)
+        features["weight_statistics"][split] = weight_statistics_features(ae.architecture, checkpoints.params)
+        missing = [p for p in properties if p not in checkpoints.properties]
         if missing:
             raise ZooscopeError(f"the zoo's checkpoints carry no {', '.join(missing)}")
-        targets[split] = {p: torch.as_tensor(population.properties[p]).double() for p in properties}
+        targets[split] = {p: torch.as_tensor(checkpoints.properties[p]).double() for p in properties}
         report(progress, (i + 1) / 4, f"encoded {split}")
     results: dict[str, dict[str, ProbeResult]] = {}
     for prop in properties:

@@ -27,10 +27,10 @@ from zooscope.autoencoder.model import WeightAutoencoder
 from zooscope.autoencoder.normalisation import TokenNormaliser
 from zooscope.errors import ArchitectureMismatchError, ArtefactError
 from zooscope.networks.architectures import Architecture, reference_state_dict
-from zooscope.networks.parameters import StackedParams, check_state_dict, stack_state_dicts
-from zooscope.population.batching import concat, n_models, spans, take, to_device
+from zooscope.networks.parameters import StackedParams, check_state_dict, n_models, stack_state_dicts
+from zooscope.population.batching import concat, spans, take, to_device
+from zooscope.version import code_version
 from zooscope.weightspace.tokens import TokenLayout
-from zooscope.zoo.store import code_version
 
 FORMAT = "zooscope-autoencoder"
 FORMAT_VERSION = 1
@@ -195,10 +195,10 @@ class TrainedAutoencoder:
 
     @torch.no_grad()
     def encode_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Real tokens [K,T,W] -> latents [K,T,L]."""
+        """Real tokens [K,T,W] -> per-token latents [K,T,L]."""
         return torch.cat(
             [
-                self.model.encode(self.normaliser.normalise(tokens[s].to(self.device)), self.positions)
+                self.model.encode_tokens(self.normaliser.normalise(tokens[s].to(self.device)), self.positions)
                 for s in spans(tokens.shape[0], BLOCK)
             ]
         )
@@ -280,7 +280,7 @@ class TrainedAutoencoder:
                 ) from error
         return stack_state_dicts(self.architecture, state_dicts)
 
-    def encode(self, state_dicts: Sequence[dict[str, torch.Tensor]]) -> torch.Tensor:
+    def embed(self, state_dicts: Sequence[dict[str, torch.Tensor]]) -> torch.Tensor:
         """Embeddings [K, L] (mean-pooled token latents) of K checkpoints, on the CPU."""
         return self.embed_params(self.stack(state_dicts)).cpu()
 

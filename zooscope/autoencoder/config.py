@@ -1,20 +1,22 @@
 """Configuration of the weight-space autoencoder (its size) and of its training (the recipe).
 
 Both are frozen dataclasses with `to_dict()` / `from_dict()` so every artefact can record them.
-Numbers without a source comment are our own choices; the paper's settings are in method.md §3, §6.
+Numbers without a source comment are our own choices; the paper's settings are in docs/method.md §3, §6.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Literal
 
 
-def _from_dict(cls: type, data: dict[str, Any]) -> Any:
-    """Build a dataclass from a dict, ignoring unknown keys (older or newer artefacts) and turning
-    JSON lists back into the tuples the dataclass declares."""
+def _from_dict(cls: type, data: dict[str, Any], legacy: Mapping[str, Any]) -> Any:
+    """Build a dataclass from a recorded dict: a key it lacks takes its value in `legacy` (what a
+    config recorded before the key existed ran with), unknown keys (newer artefacts) are ignored,
+    and JSON lists become the tuples the dataclass declares."""
     known = {f.name for f in fields(cls)}
-    values = {}
+    values = {key: value for key, value in legacy.items() if key in known}
     for key, value in data.items():
         if key in known:
             values[key] = tuple(value) if isinstance(value, list) else value
@@ -27,27 +29,27 @@ LATENT_ACTIVATIONS = ("none", "relu", "softplus")
 
 @dataclass(frozen=True)
 class AutoencoderConfig:
-    """Size of the SANE-style transformer autoencoder (method.md §3)."""
+    """Size of the SANE-style transformer autoencoder (docs/method.md §3)."""
 
     d_model: int = 128
     n_heads: int = 4
     n_encoder_layers: int = 4
     n_decoder_layers: int = 4
-    d_ff: int = 256  # the sizes' defaults are the cpu preset's (which also widens the latent)
-    # Per token; a checkpoint is T x latent_dim numbers. The field defaults stay those of the first
-    # cpu preset, so an artefact recorded before a field existed reads back as what it ran with.
-    latent_dim: int = 32
+    d_ff: int = 256  # 2 x d_model, not the usual 4x: see cpu()
+    # Numbers per token; a checkpoint's latent is T x latent_dim numbers, and the embedding that
+    # property prediction reads is their mean over tokens [latent_dim].
+    latent_dim: int = 64
     dropout: float = 0.0  # the zoos are small and the views already augment; 0 keeps runs reproducible
-    projection_dim: int = 30  # output of the contrastive projection head (method.md §3)
-    # What the contrastive head reads: "flatten" = the whole latent sequence [T*L] (method.md §3);
+    projection_dim: int = 30  # output of the contrastive projection head (docs/method.md §3)
+    # What the contrastive head reads: "flatten" = the whole latent sequence [T*L] (docs/method.md §3);
     # "mean" = the mean-pooled embedding [L], the vector property prediction reads, so the
     # contrastive loss shapes that vector directly (docs/tuning.md, "Property prediction").
     contrast_on: str = "flatten"
-    # A nonlinearity on the per-token latent: "none" (method.md), "relu" or "softplus". A linear
-    # code averaged over tokens keeps the mean of the weights and loses their spread; a
+    # A nonlinearity on the per-token latent: "none" (docs/method.md §3), "relu" or "softplus". A
+    # linear code averaged over tokens keeps the mean of the weights and loses their spread; a
     # non-negative code must split signs over units, and its mean keeps magnitudes
     # (docs/tuning.md, "Property prediction").
-    latent_activation: str = "none"
+    latent_activation: str = "relu"
     # The pre-norm encoder's closing LayerNorm before the latent map. It rescales every token to
     # unit spread, so a token's magnitude reaches the latent only through nonlinear cues; without
     # it, the residual stream (magnitudes included) meets the linear latent map directly
@@ -78,13 +80,22 @@ class AutoencoderConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AutoencoderConfig:
-        return _from_dict(cls, data)
+        """A recorded config (an artefact's config.json); a missing key reads as LEGACY_AUTOENCODER."""
+        return _from_dict(cls, data, LEGACY_AUTOENCODER)
 
     # ---- presets --------------------------------------------------------------------------------
     @classmethod
     def paper(cls) -> AutoencoderConfig:
-        """The paper's GPU size: about 21.5 M parameters at CNN3's token width (289)."""
-        return cls(d_model=256, n_heads=8, n_encoder_layers=8, n_decoder_layers=8, d_ff=2048, latent_dim=64)
+        """The paper's GPU size: about 21.5 M parameters at CNN3's token width (289), linear latent."""
+        return cls(
+            d_model=256,
+            n_heads=8,
+            n_encoder_layers=8,
+            n_decoder_layers=8,
+            d_ff=2048,
+            latent_dim=64,
+            latent_activation="none",
+        )
 
     @classmethod
     def cpu(cls) -> AutoencoderConfig:
@@ -92,34 +103,57 @@ class AutoencoderConfig:
 
         d_ff is 2 x d_model rather than the usual 4x: on a CPU the feed-forward matmuls are most of
         the step, and halving them costs little reconstruction quality at this token count (~42).
-        A ReLU latent of 64 per token (session 7; the first preset: linear, 32): the mean-pooled
-        embedding then keeps each layer's magnitudes, biases included. With the layer-statistics
-        term, R^2 for test accuracy went from 0.87 to 0.92, at higher agreement (docs/tuning.md,
-        "The cpu preset of session 7").
+        A ReLU latent of 64 per token: the mean-pooled embedding then keeps each layer's
+        magnitudes, biases included. With the layer-statistics
+        term it reaches R^2 0.92 for test accuracy where a linear latent of 32 reaches 0.87, at
+        higher agreement (docs/tuning.md, "The cpu preset (2026-11-27)"). These are the field
+        defaults: `AutoencoderConfig() == AutoencoderConfig.cpu()`.
         """
-        return cls(
-            d_model=128,
-            n_heads=4,
-            n_encoder_layers=4,
-            n_decoder_layers=4,
-            d_ff=256,
-            latent_dim=64,
-            latent_activation="relu",
-        )
+        return cls()
 
     @classmethod
     def tiny(cls) -> AutoencoderConfig:
         """For tests: a few thousand parameters, a step takes milliseconds."""
-        return cls(d_model=16, n_heads=2, n_encoder_layers=1, n_decoder_layers=1, d_ff=32, latent_dim=4)
+        return cls(
+            d_model=16,
+            n_heads=2,
+            n_encoder_layers=1,
+            n_decoder_layers=1,
+            d_ff=32,
+            latent_dim=4,
+            latent_activation="none",
+        )
 
     @classmethod
     def preset(cls, name: str) -> AutoencoderConfig:
-        if name not in PRESETS:
-            raise ValueError(f"unknown autoencoder preset {name!r}; known: {', '.join(PRESETS)}")
+        if name not in AUTOENCODER_PRESETS:
+            raise ValueError(f"unknown autoencoder preset {name!r}; known: {', '.join(AUTOENCODER_PRESETS)}")
         return getattr(cls, name)()
 
 
-PRESETS = ("cpu", "paper", "tiny")
+# What an artefact recorded before a key existed ran with: the first cpu preset, a linear latent
+# of 32. AutoencoderConfig.from_dict fills a missing key from here, never from the field defaults
+# (they follow the current recipe). Every field has an entry: a new field adds the value that
+# configs recorded without it ran with.
+LEGACY_AUTOENCODER: dict[str, Any] = {
+    "d_model": 128,
+    "n_heads": 4,
+    "n_encoder_layers": 4,
+    "n_decoder_layers": 4,
+    "d_ff": 256,
+    "latent_dim": 32,
+    "dropout": 0.0,
+    "projection_dim": 30,
+    "contrast_on": "flatten",
+    "latent_activation": "none",
+    "encoder_final_norm": True,
+    "max_positions": (500, 50, 100),
+}
+
+# The presets of both configs (AutoencoderConfig.preset, TrainingConfig.preset), by the name the
+# CLI (`ae train --preset`), the service's train_autoencoder jobs and ZOOSCOPE_DEFAULT_PRESET use.
+AUTOENCODER_PRESETS = ("cpu", "paper", "tiny")
+DEFAULT_AUTOENCODER_PRESET = "cpu"
 
 BehaviouralKind = Literal["mse", "mse_scaled", "logits", "kl"]
 BEHAVIOURAL_KINDS = ("mse", "mse_scaled", "logits", "kl")
@@ -130,21 +164,26 @@ TOKEN_NORMALISATIONS = ("none", "layer", "tensor")  # normalisation.py's kinds
 
 @dataclass(frozen=True)
 class TrainingConfig:
-    """The training recipe: L = gamma*L_C + (1-gamma)*(beta*L_S + (1-beta)*L_B) (method.md §4, §6)."""
+    """The training recipe: L = gamma*L_C + (1-gamma)*(beta*L_S + (1-beta)*L_B) (docs/method.md §4, §6).
+
+    The field defaults are the cpu recipe (`TrainingConfig() == TrainingConfig.cpu()`, why each
+    value: cpu()); the paper's values are noted beside them. No field depends on the device: `amp`
+    only acts on CUDA and `device` "auto" picks CUDA when there is one.
+    """
 
     # ---- loss weights ----
     gamma: float = 0.05  # weight of the contrastive term (paper)
     beta: float = 0.1  # weight of STRUCTURE in the rest: 1 = structure-only baseline, 0 = behaviour-only
     # Structure-first warm-up: beta moves linearly from 1 to `beta` over this many epochs. Short CPU
-    # runs otherwise fall into the one-constant-class solution (method.md §11). 0 disables it.
+    # runs otherwise fall into the one-constant-class solution (docs/method.md §11). 0 disables it.
     beta_warmup_epochs: int = 20
-    # Beyond method.md: weight delta of a fourth term, added outside the formula above, that asks
+    # Beyond docs/method.md: weight delta of a fourth term, added outside the formula above, that asks
     # the mean-pooled embedding to carry each layer's weight statistics through a linear head
     # (layer_statistics.py; docs/tuning.md, "What bounds R^2 on this zoo"). 0: the paper's C+S+B.
-    statistics_weight: float = 0.0
+    statistics_weight: float = 1.0
     # Where delta ends: it moves linearly from `statistics_weight` at the end of the beta warm-up
     # to this value at the last epoch. None keeps delta constant.
-    statistics_weight_final: float | None = None
+    statistics_weight_final: float | None = 0.1
     # "mse": MSE between softmaxes, the paper's stable variant. A weak original's softmax is nearly
     # flat, so under "mse" it costs almost nothing to rebuild it as a different, better model.
     # "mse_scaled" divides each model's softmax MSE by the variance of its original's softmax;
@@ -166,14 +205,14 @@ class TrainingConfig:
     # Standardisation of the tokens, fitted on the training split (normalisation.py): "none" reads
     # raw weights (paper), "layer" per layer as in the SANE code, "tensor" per state_dict tensor
     # (a layer's weights and its bias apart).
-    token_normalisation: TokenNormalisation = "none"
+    token_normalisation: TokenNormalisation = "tensor"
 
     # ---- optimisation ----
-    lr: float = 1e-4  # paper: 1e-5 with L_B on a GPU for 500 epochs; 1e-4 for short runs (method.md §11)
+    lr: float = 1e-3  # paper: 1e-5 with L_B on a GPU for 500 epochs (docs/method.md §6)
     weight_decay: float = 3e-9  # paper
-    batch_size: int = 64  # checkpoints per step (paper)
-    epochs: int = 60
-    lr_schedule: LRSchedule = "none"  # paper: no scheduler
+    batch_size: int = 16  # checkpoints per step (paper: 64)
+    epochs: int = 80
+    lr_schedule: LRSchedule = "cosine"  # paper: no scheduler
     min_lr_ratio: float = 0.1  # cosine decays to lr * this
     grad_clip: float | None = None  # paper: no clipping
 
@@ -188,7 +227,7 @@ class TrainingConfig:
     # A model is "constant" when one class takes at least this fraction of its predictions.
     constant_class_fraction: float = 0.95
     # Warn loudly when at least this fraction of validation reconstructions are constant while
-    # fewer originals are: the collapse of method.md §9 and §11.
+    # fewer originals are: the collapse of docs/method.md §9 and §11.
     collapse_threshold: float = 0.5
 
     # ---- bookkeeping ----
@@ -251,61 +290,154 @@ class TrainingConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainingConfig:
-        return _from_dict(cls, data)
+        """A recorded config (an artefact's config.json); a missing key reads as LEGACY_TRAINING."""
+        return _from_dict(cls, data, LEGACY_TRAINING)
 
     # ---- presets --------------------------------------------------------------------------------
     @classmethod
     def paper(cls) -> TrainingConfig:
-        """The paper's GPU recipe (method.md §6): lr 1e-5, 500 epochs, no warm-up."""
+        """The paper's GPU recipe (docs/method.md §6): C+S+B on raw weights, batch 64, lr 1e-5 without
+        a schedule, 500 epochs, 256 queries, no warm-up."""
         return cls(
-            lr=1e-5, epochs=500, n_queries=256, beta_warmup_epochs=0, validate_every=10, checkpoint_every=25
+            statistics_weight=0.0,
+            statistics_weight_final=None,
+            token_normalisation="none",
+            lr=1e-5,
+            batch_size=64,
+            epochs=500,
+            lr_schedule="none",
+            n_queries=256,
+            beta_warmup_epochs=0,
+            validate_every=10,
+            checkpoint_every=25,
         )
 
     @classmethod
     def cpu(cls) -> TrainingConfig:
-        """The CPU recipe for the default digits zoo (docs/tuning.md): method.md §11's warm-up run with
-        cheaper steps (128 queries, one decoded view), plus per-layer token standardisation and
-        many more, larger optimiser steps. At the defaults (batch 64, lr 1e-4) a 60-epoch run is
-        about 1,100 steps, too few for the decoder to learn structure: it rebuilds every checkpoint
-        as the same generic good model (structural L2 on real values ~20, like the zoo's spread).
-        Batch 16 costs about the same per epoch on a CPU and gives 4x the steps; lr 1e-3 with a
-        cosine decay halved the structural L2 in 12-epoch runs without collapsing, and 30 epochs
-        reached 75 % mean test agreement (old recipe on an H200, 60 epochs: 56 %). The field
-        defaults keep the earlier recipe: a config recorded before a field existed reads back as
-        what it ran with.
+        """The CPU recipe for the default digits zoo (docs/tuning.md): the structure-first warm-up of
+        docs/method.md §11 with cheaper steps (128 queries, one decoded view), plus:
 
-        Session 7 made three more changes, measured in docs/tuning.md ("The cpu preset of session
-        7"). First, each state_dict tensor is standardised on its own ("tensor"), so a layer's
-        biases are no longer at a quarter of its weights' scale. Second, the layer-statistics term
-        is on (delta 1, beyond method.md). Third, 80 epochs instead of 60: at 60, agreement was
-        still climbing. With the cpu autoencoder's ReLU latent, R^2 for test accuracy went from
-        0.41 to 0.92, and test agreement from 86.2 % to 88.8 % (docs/results.md, csb_stats). The
-        ablation's paper configurations (structure, behaviour, csb) still set delta 0.
+        - Many more, larger optimiser steps: batch 16, lr 1e-3 with a cosine decay. At batch 64 and
+          lr 1e-4 a 60-epoch run is about 1,100 steps, too few for the decoder to learn structure:
+          it rebuilds every checkpoint as the same generic good model (structural L2 on real
+          values ~20, like the zoo's spread). Batch 16 costs about the same per epoch on a CPU and
+          gives 4x the steps; lr 1e-3 with a cosine decay halves the structural L2 without a
+          collapse once the tokens are standardised.
+        - Each state_dict tensor standardised on its own ("tensor"), so a layer's biases are not
+          at a quarter of its weights' scale.
+        - The layer-statistics term (beyond docs/method.md): delta 1 until the end of the warm-up,
+          then falling linearly to 0.1 at the last epoch. With the cpu autoencoder's ReLU latent it
+          lifts R^2 for test accuracy from 0.665 to 0.921 (docs/results.md, csb against
+          csb_stats). Held at 1 it is most of the loss late in training (its normalised value stays
+          near 0.15 while the others fall under 0.05) and costs fidelity; fading, the embedding
+          keeps what it learnt (R^2 0.907 either way on seed 1) and agreement over originals
+          >= 80 % rises from 96.7 % to 97.3 % (docs/tuning.md, "The fourth term fades").
+        - 80 epochs: at 60, agreement is still climbing.
 
-        Session 8: delta falls linearly from 1 after the warm-up to 0.1 at the last epoch. At a
-        constant 1 the fourth term was most of the loss late in training (its normalised value
-        stays near 0.15 while the others fall under 0.05) and cost fidelity; decayed, the
-        embedding keeps what it learnt (R^2 0.907 either way on seed 1) and agreement over originals
-        >= 80 % rose from 96.7 % to 97.3 % (docs/tuning.md, "Session 8")."""
-        return cls(
-            token_normalisation="tensor",
-            statistics_weight=1.0,
-            statistics_weight_final=0.1,
-            epochs=80,
-            batch_size=16,
-            lr=1e-3,
-            lr_schedule="cosine",
-        )
+        These are the field defaults: `TrainingConfig() == TrainingConfig.cpu()`; a config recorded
+        before a field existed reads back with LEGACY_TRAINING instead. The ablation's paper
+        configurations (structure, behaviour, csb) set delta 0."""
+        return cls()
 
     @classmethod
     def tiny(cls) -> TrainingConfig:
-        """For tests: a couple of epochs on a handful of checkpoints."""
+        """For tests: a couple of epochs on a handful of checkpoints, C+S+B on raw weights."""
         return cls(
-            epochs=2, batch_size=8, n_queries=16, beta_warmup_epochs=0, val_inputs=64, checkpoint_every=1
+            statistics_weight=0.0,
+            statistics_weight_final=None,
+            token_normalisation="none",
+            lr=1e-4,
+            lr_schedule="none",
+            epochs=2,
+            batch_size=8,
+            n_queries=16,
+            beta_warmup_epochs=0,
+            val_inputs=64,
+            checkpoint_every=1,
         )
 
     @classmethod
     def preset(cls, name: str) -> TrainingConfig:
-        if name not in PRESETS:
-            raise ValueError(f"unknown training preset {name!r}; known: {', '.join(PRESETS)}")
+        if name not in AUTOENCODER_PRESETS:
+            raise ValueError(f"unknown training preset {name!r}; known: {', '.join(AUTOENCODER_PRESETS)}")
         return getattr(cls, name)()
+
+    # ---- overrides ------------------------------------------------------------------------------
+    def with_overrides(self, overrides: Mapping[str, Any] | None = None, /, **named: Any) -> TrainingConfig:
+        """This recipe with some fields changed, each named as in TRAINING_OVERRIDES (the CLI's
+        options, a train_autoencoder job's params, the ablation's configurations).
+
+        A None value keeps this recipe's value, so a caller passes every option it has and only
+        those that were given change anything. Turning the fourth term off (statistics_weight 0)
+        also drops this recipe's schedule of it, unless statistics_weight_final is given too: there
+        is no term left to schedule.
+        """
+        given = {**(overrides or {}), **named}
+        unknown = sorted(set(given) - set(TRAINING_OVERRIDES))
+        if unknown:
+            raise ValueError(
+                f"unknown training override(s) {', '.join(unknown)}; known: {', '.join(TRAINING_OVERRIDES)}"
+            )
+        changes = {TRAINING_OVERRIDES[name]: value for name, value in given.items() if value is not None}
+        if changes.get("statistics_weight") == 0.0 and "statistics_weight_final" not in changes:
+            changes["statistics_weight_final"] = None
+        return replace(self, **changes)
+
+
+# What a config recorded before a key existed ran with: the first recipe (C+S+B on raw weights,
+# batch 64, lr 1e-4 without a schedule, 60 epochs). TrainingConfig.from_dict fills a missing key
+# from here, never from the field defaults (they follow the current recipe). Every field has an
+# entry: a new field adds the value that configs recorded without it ran with.
+LEGACY_TRAINING: dict[str, Any] = {
+    "gamma": 0.05,
+    "beta": 0.1,
+    "beta_warmup_epochs": 20,
+    "statistics_weight": 0.0,
+    "statistics_weight_final": None,
+    "behavioural_loss": "mse",
+    "kl_temperature": 2.0,
+    "contrastive_temperature": 0.1,
+    "n_queries": 128,
+    "query_source": "train",
+    "decode_both_views": False,
+    "token_normalisation": "none",
+    "lr": 1e-4,
+    "weight_decay": 3e-9,
+    "batch_size": 64,
+    "epochs": 60,
+    "lr_schedule": "none",
+    "min_lr_ratio": 0.1,
+    "grad_clip": None,
+    "token_width": None,
+    "include_batchnorm": True,
+    "zoo_epochs": None,
+    "validate_every": 1,
+    "val_inputs": 2000,
+    "constant_class_fraction": 0.95,
+    "collapse_threshold": 0.5,
+    "seed": 0,
+    "device": "auto",
+    "amp": True,
+    "checkpoint_every": 5,
+}
+
+
+# What a caller may change in a preset's TrainingConfig (TrainingConfig.with_overrides): the name it
+# is given by (a CLI option, a job parameter) -> the field it sets. Most are the field's own name.
+TRAINING_OVERRIDES: dict[str, str] = {
+    "gamma": "gamma",
+    "beta": "beta",
+    "warmup_epochs": "beta_warmup_epochs",
+    "statistics_weight": "statistics_weight",
+    "statistics_weight_final": "statistics_weight_final",
+    "behavioural_loss": "behavioural_loss",
+    "queries": "n_queries",
+    "query_source": "query_source",
+    "token_normalisation": "token_normalisation",
+    "learning_rate": "lr",
+    "batch_size": "batch_size",
+    "epochs": "epochs",
+    "lr_schedule": "lr_schedule",
+    "seed": "seed",
+    "device": "device",
+}

@@ -1,4 +1,4 @@
-"""An optional fourth training term, beyond method.md: the embedding must carry layer statistics.
+"""An optional fourth training term, beyond docs/method.md: the embedding must carry layer statistics.
 
 Why: on the default digits zoo, test accuracy is read linearly from each layer's order statistics
 (mean, std and quantiles of its weights and of its biases, and their logarithms), not from any
@@ -10,8 +10,9 @@ This term asks exactly that, without labels: a LINEAR head (the property probe i
 mean-pooled embedding to the statistics of the input checkpoint's own weights, standardised over
 the training split, and the loss is their mean squared error. The head is training machinery
 only: it is not part of the saved autoencoder. Its weight (TrainingConfig.statistics_weight)
-defaults to 0, which is method.md's C+S+B (the paper preset); the cpu preset sets 1 since session
-7, where with a ReLU latent it lifts R^2 past 0.9 (docs/tuning.md, "The cpu preset of session 7").
+defaults to 0, which is docs/method.md's C+S+B (the paper preset); the cpu preset sets 1, fading to
+0.1 after the warm-up, and with its ReLU latent the term lifts R^2 past 0.9 (docs/tuning.md, "The
+cpu preset (2026-11-27)" and "The fourth term fades").
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
-"""The three training losses and their weighted, normalised sum (method.md §4).
+"""The three training losses and their weighted, normalised sum (docs/method.md §4).
 
 L = gamma * L_C + (1 - gamma) * (beta * L_S + (1 - beta) * L_B), each term divided by its own
 value on the first batch where it was computed, so all three start near 1 and gamma and beta mean
 what they say. beta weighs STRUCTURE: beta = 1 is the structure-only baseline. An optional
-fourth term beyond method.md, delta * L_T (layer_statistics.py), is added outside that formula;
+fourth term beyond docs/method.md, delta * L_T (layer_statistics.py), is added outside that formula;
 delta = 0 (the default) is the paper's loss.
 """
 
@@ -63,6 +63,8 @@ class BehaviouralLoss(nn.Module):
       it keeps the ranking of classes, hence the argmax, of weak and strong originals alike.
     kind "kl": distillation, T^2 * KL(original || reconstruction) at temperature T.
     Models whose loss is not finite are dropped from the mean (and from the gradient).
+    `activations` ([K] codes, CheckpointSet.activations) runs each model with its own activation
+    where a zoo mixes them; None runs every model with `arch.activation`.
     """
 
     def __init__(
@@ -87,9 +89,13 @@ class BehaviouralLoss(nn.Module):
         self.to_real = to_real or _identity
 
     @torch.no_grad()
-    def targets(self, params: StackedParams, queries: torch.Tensor) -> torch.Tensor:
+    def targets(
+        self, params: StackedParams, queries: torch.Tensor, activations: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Logits of the original networks on the queries, [K, N, classes], no gradient."""
-        return population_forward(self.arch, params, queries, chunk_size=self.chunk_size).float()
+        return population_forward(
+            self.arch, params, queries, chunk_size=self.chunk_size, activations=activations
+        ).float()
 
     def per_model(
         self,
@@ -97,10 +103,13 @@ class BehaviouralLoss(nn.Module):
         target_logits: torch.Tensor,
         queries: torch.Tensor,
         reference: StackedParams | None = None,
+        activations: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """[K] loss per reconstructed model; non-finite values are left in (see `forward`)."""
         params = self.layout.detokenize(self.to_real(reconstruction.float()), reference=reference)
-        logits = population_forward(self.arch, params, queries, chunk_size=self.chunk_size).float()
+        logits = population_forward(
+            self.arch, params, queries, chunk_size=self.chunk_size, activations=activations
+        ).float()
         return self._compare(logits, target_logits)
 
     def _compare(self, logits: torch.Tensor, target_logits: torch.Tensor) -> torch.Tensor:
@@ -128,6 +137,7 @@ class BehaviouralLoss(nn.Module):
         target_logits: torch.Tensor,
         queries: torch.Tensor,
         reference: StackedParams | None = None,
+        activations: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Mean over the models with a finite loss. `reconstruction` may hold several views of the
         batch ([V*K, T, W] against K targets): the targets are repeated to match.
@@ -142,7 +152,9 @@ class BehaviouralLoss(nn.Module):
             target_logits = target_logits.repeat(views, 1, 1)
             if reference is not None:
                 reference = {k: v.repeat(views, *([1] * (v.dim() - 1))) for k, v in reference.items()}
-        losses = self.per_model(reconstruction, target_logits, queries, reference)
+        if activations is not None and activations.shape[0] != reconstruction.shape[0]:
+            activations = activations.repeat(reconstruction.shape[0] // activations.shape[0])
+        losses = self.per_model(reconstruction, target_logits, queries, reference, activations)
         finite = torch.isfinite(losses)
         if bool(finite.all()):
             return losses.mean()
@@ -150,7 +162,10 @@ class BehaviouralLoss(nn.Module):
             return losses.new_zeros(())  # nothing to learn from this batch's behaviour
         keep = finite.nonzero().squeeze(1)
         kept_reference = None if reference is None else {k: v[keep] for k, v in reference.items()}
-        return self.per_model(reconstruction[keep], target_logits[keep], queries, kept_reference).mean()
+        kept_activations = None if activations is None else activations[keep.to(activations.device)]
+        return self.per_model(
+            reconstruction[keep], target_logits[keep], queries, kept_reference, kept_activations
+        ).mean()
 
 
 class ContrastiveLoss(nn.Module):

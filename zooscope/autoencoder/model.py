@@ -1,4 +1,4 @@
-"""The SANE-style transformer autoencoder over weight tokens (method.md §3).
+"""The SANE-style transformer autoencoder over weight tokens (docs/method.md §3).
 
 tokens [K,T,W] -> linear to d_model + position embedding -> transformer encoder -> linear to a
 per-token latent [K,T,L] -> linear to d_model + position embedding -> transformer decoder ->
@@ -129,8 +129,8 @@ class WeightAutoencoder(nn.Module):
                 f"tables {list(self.config.max_positions)}"
             )
 
-    def encode(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """tokens [K,T,W], positions [T,3] -> latents [K,T,L]."""
+    def encode_tokens(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """tokens [K,T,W], positions [T,3] -> per-token latents [K,T,L] (`embed` pools them)."""
         h = self.token_in(tokens) + self.encoder_positions(positions)
         return self.latent_of(self.encoder(h))
 
@@ -145,7 +145,7 @@ class WeightAutoencoder(nn.Module):
 
     def embed(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """One vector per checkpoint for analysis: the mean of its token latents, [K,L]."""
-        return self.encode(tokens, positions).mean(dim=1)
+        return self.encode_tokens(tokens, positions).mean(dim=1)
 
     def project(self, latents: torch.Tensor) -> torch.Tensor:
         """latents [K,T,L] -> [K, projection_dim] for the contrastive loss: of the flattened
@@ -158,7 +158,7 @@ class WeightAutoencoder(nn.Module):
         self, tokens: torch.Tensor, positions: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(reconstruction [K,T,W], latents [K,T,L], projection [K,projection_dim])."""
-        latents = self.encode(tokens, positions)
+        latents = self.encode_tokens(tokens, positions)
         return self.decode(latents, positions), latents, self.project(latents)
 
     @property

@@ -1,4 +1,4 @@
-"""Training the autoencoder on a zoo with the composite loss (method.md §4, §6).
+"""Training the autoencoder on a zoo with the composite loss (docs/method.md §4, §6).
 
 One step: take a batch of checkpoints, draw two random neuron permutations of each (the two
 contrastive views), tokenize them, encode and decode, and compare:
@@ -40,7 +40,7 @@ from zooscope.progress import ProgressFn, report
 from zooscope.weightspace.permutations import PermutationIndex, permute_flat
 from zooscope.weightspace.tokens import TokenLayout
 
-__all__ = ["TrainingConfig", "train_autoencoder", "train_on_populations", "resolve_device"]
+__all__ = ["TrainingConfig", "train_autoencoder", "train_on_checkpoints", "resolve_device"]
 
 LogFn = Callable[[str], None]
 # Models per block when validating: bounds memory of the validation forward.
@@ -75,9 +75,9 @@ def train_autoencoder(
     if len(train_records) < 2:
         raise ZooscopeError(f"the zoo has {len(train_records)} training checkpoints; at least 2 are needed")
     val_records = zoo.checkpoints(split="val", epochs=epochs)
-    return train_on_populations(
-        zoo.load_population(train_records),
-        zoo.load_population(val_records) if val_records else None,
+    return train_on_checkpoints(
+        zoo.load_checkpoints(train_records),
+        zoo.load_checkpoints(val_records) if val_records else None,
         zoo.dataset(),
         ae_config,
         training_config,
@@ -133,6 +133,8 @@ class _Run:
         self.model.check_positions(self.positions)
 
         self.train_flat = self.flat_layout.flatten(train.params).to(self.device, torch.float32)
+        # per-checkpoint activation codes where the zoo mixes activations (CheckpointSet.activations)
+        self.train_activations: torch.Tensor | None = getattr(train, "activations", None)
         # Fitted on the training split only (permutations do not change a layer's statistics).
         self.normaliser = TokenNormaliser.fit(
             self.layout, self.layout.tokenize(train.params), kind=tc.token_normalisation
@@ -221,7 +223,7 @@ class _Run:
         # reconstruction losses learn as much from one random view as from two, for 3/4 of the cost.
         decoded = len(views) if tc.decode_both_views else 1
         with self.autocast():
-            latents = model.encode(tokens, self.positions)
+            latents = model.encode_tokens(tokens, self.positions)
             reconstruction = model.decode(latents[: decoded * k], self.positions)
             structural = self.structural(reconstruction, tokens[: decoded * k])
             contrastive = None
@@ -236,11 +238,14 @@ class _Run:
             # Fresh queries every step, shared by every model; the originals run without gradient
             # once, and every decoded view compares against them (a permutation keeps the function).
             queries = self.queries.sample(self.generator).to(self.device)
-            targets = self.behavioural.targets(self.flat_layout.unflatten(flat), queries)
+            activations = None if self.train_activations is None else self.train_activations[batch.cpu()]
+            targets = self.behavioural.targets(self.flat_layout.unflatten(flat), queries, activations)
             reference = {
                 key: torch.cat([params[key] for params, _ in views[:decoded]]) for key in views[0][0]
             }
-            behavioural = self.behavioural(reconstruction, targets, queries, reference=reference)
+            behavioural = self.behavioural(
+                reconstruction, targets, queries, reference=reference, activations=activations
+            )
         delta = self.tc.statistics_weight_at(self.step / self.steps_per_epoch)
         total = self.composite(
             contrastive, structural, behavioural, beta=beta, statistics=statistics, delta=delta
@@ -338,16 +343,22 @@ class _Validation:
         self.run = run
         tc = run.tc
         self.params = {k: v.to(run.device, torch.float32) for k, v in val.params.items()}
+        self.activations: torch.Tensor | None = getattr(val, "activations", None)
         self.tokens = run.normaliser.normalise(run.layout.tokenize(self.params))
         self.inputs = dataset.val.x[: tc.val_inputs].to(run.device)
         self.labels = dataset.val.y[: tc.val_inputs].to(run.device)
         with torch.no_grad():
             self.original_predictions = torch.cat(
                 [
-                    population_forward(run.arch, take(self.params, s), self.inputs).argmax(-1)
+                    population_forward(
+                        run.arch, take(self.params, s), self.inputs, activations=self._activations(s)
+                    ).argmax(-1)
                     for s in spans(self.tokens.shape[0], VALIDATION_BLOCK)
                 ]
             )
+
+    def _activations(self, s: slice) -> torch.Tensor | None:
+        return None if self.activations is None else self.activations[s]
 
     def _constant(self, predictions: torch.Tensor) -> torch.Tensor:
         """[K] bool: the model gives one class for at least constant_class_fraction of inputs."""
@@ -366,7 +377,9 @@ class _Validation:
             structural.append(run.structural.per_model(reconstruction, tokens))
             real = run.normaliser.denormalise(reconstruction)
             params = run.layout.detokenize(real, reference=take(self.params, s))
-            predictions.append(population_forward(run.arch, params, self.inputs).argmax(-1))
+            predictions.append(
+                population_forward(run.arch, params, self.inputs, activations=self._activations(s)).argmax(-1)
+            )
         run.model.train()
         recon = torch.cat(predictions)
         original = self.original_predictions
@@ -385,7 +398,7 @@ class _Validation:
         }
 
 
-def train_on_populations(
+def train_on_checkpoints(
     train: Any,
     val: Any | None,
     dataset: ImageDataset,
@@ -398,7 +411,7 @@ def train_on_populations(
     log: LogFn | None = None,
     zoo_info: dict[str, Any] | None = None,
 ) -> TrainedAutoencoder:
-    """The training loop on populations (objects with .arch and .params, like zoo.store.Population).
+    """The training loop on checkpoint sets (objects with .arch and .params, like zoo.store.CheckpointSet).
 
     `dataset` gives the query inputs and the validation inputs. Writes the artefact to `out_dir`.
     """
@@ -489,7 +502,7 @@ def _collapse_warning(entry: dict[str, Any]) -> str:
         f"WARNING: COLLAPSE at epoch {entry['epoch']}: {entry['val_constant_fraction']:.0%} of the "
         "validation reconstructions predict a single class (originals: "
         f"{entry['val_original_constant_fraction']:.0%}). The behavioural loss fell into the "
-        "constant-class solution (method.md §11): use a longer structure-first warm-up "
+        "constant-class solution (docs/method.md §11): use a longer structure-first warm-up "
         "(--warmup-epochs), a lower learning rate or a larger model."
     )
 

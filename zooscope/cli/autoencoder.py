@@ -1,9 +1,10 @@
-"""`zooscope ae ...`: train and inspect weight-space autoencoders.
+"""`zooscope ae ...`: train, inspect and evaluate weight-space autoencoders.
 
 zooscope ae train --zoo /tmp/zoo-digits --out /tmp/ae-digits            # the CPU recipe
 zooscope ae train --zoo Z --out A --beta 1                               # structure-only baseline
 zooscope ae train --zoo Z --out A --resume                               # continue a stopped run
 zooscope ae show /tmp/ae-digits
+zooscope ae evaluate /tmp/ae-digits                                      # writes evaluation.json
 """
 
 from __future__ import annotations
@@ -18,22 +19,23 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from zooscope.autoencoder.config import AUTOENCODER_PRESETS, DEFAULT_AUTOENCODER_PRESET
+from zooscope.cli.common import err, fail, load_autoencoder, zoo_of
 from zooscope.errors import ZooscopeError
 
 app = typer.Typer(no_args_is_help=True)
 console = Console()
 
 
-def _fail(error: Exception) -> None:
-    console.print(f"[red]error:[/red] {error}")
-    raise typer.Exit(code=1)
-
-
 @app.command("train")
 def train(
     zoo: Path = typer.Option(..., "--zoo", help="Zoo directory (zooscope zoo build / import)."),
     out: Path = typer.Option(..., "--out", help="Artefact directory to write."),
-    preset: str = typer.Option("cpu", "--preset", help="Model size and recipe: cpu | paper | tiny."),
+    preset: str = typer.Option(
+        DEFAULT_AUTOENCODER_PRESET,
+        "--preset",
+        help=f"Model size and recipe: {' | '.join(AUTOENCODER_PRESETS)}.",
+    ),
     latent_dim: int | None = typer.Option(
         None,
         "--latent-dim",
@@ -43,14 +45,14 @@ def train(
     contrast_on: str | None = typer.Option(
         None,
         "--contrast-on",
-        help="What the contrastive head reads: flatten (the latent sequence, method.md) | mean "
+        help="What the contrastive head reads: flatten (the latent sequence, docs/method.md §3) | mean "
         "(the mean-pooled embedding that property prediction reads).",
     ),
     latent_activation: str | None = typer.Option(
         None,
         "--latent-activation",
-        help="Nonlinearity on the per-token latent: none (method.md, the paper preset) | relu (the cpu "
-        "preset) | softplus.",
+        help="Nonlinearity on the per-token latent: none (docs/method.md §3, the paper preset) | relu "
+        "(the cpu preset) | softplus.",
     ),
     encoder_final_norm: bool | None = typer.Option(
         None,
@@ -62,7 +64,7 @@ def train(
     statistics_weight: float | None = typer.Option(
         None,
         "--statistics-weight",
-        help="Beyond method.md: weight of a fourth term that asks the mean-pooled embedding to carry "
+        help="Beyond docs/method.md: weight of a fourth term that asks the mean-pooled embedding to carry "
         "each layer's weight statistics (0 = the paper's C+S+B; the cpu preset uses 1).",
     ),
     statistics_weight_final: float | None = typer.Option(
@@ -100,23 +102,6 @@ def train(
     from zooscope.autoencoder.training import train_autoencoder
     from zooscope.zoo.store import Zoo
 
-    overrides: dict[str, Any] = {
-        "gamma": gamma,
-        "beta": beta,
-        "statistics_weight": statistics_weight,
-        "statistics_weight_final": statistics_weight_final,
-        "lr": lr,
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "n_queries": queries,
-        "query_source": query_source,
-        "beta_warmup_epochs": warmup_epochs,
-        "lr_schedule": lr_schedule,
-        "behavioural_loss": behavioural_loss,
-        "token_normalisation": token_normalisation,
-        "device": device,
-        "seed": seed,
-    }
     try:
         ae_config = AutoencoderConfig.preset(preset)
         ae_overrides = {
@@ -126,13 +111,27 @@ def train(
             "encoder_final_norm": encoder_final_norm,
         }
         ae_config = dataclasses.replace(ae_config, **{k: v for k, v in ae_overrides.items() if v is not None})
-        training_config = dataclasses.replace(
-            TrainingConfig.preset(preset), **{k: v for k, v in overrides.items() if v is not None}
+        # Options not given are None: the preset's value stays.
+        training_config = TrainingConfig.preset(preset).with_overrides(
+            gamma=gamma,
+            beta=beta,
+            warmup_epochs=warmup_epochs,
+            statistics_weight=statistics_weight,
+            statistics_weight_final=statistics_weight_final,
+            behavioural_loss=behavioural_loss,
+            queries=queries,
+            query_source=query_source,
+            token_normalisation=token_normalisation,
+            learning_rate=lr,
+            batch_size=batch_size,
+            epochs=epochs,
+            lr_schedule=lr_schedule,
+            seed=seed,
+            device=device,
         )
         source = Zoo.open(zoo)
     except (ZooscopeError, ValueError) as error:
-        _fail(error)
-        return
+        raise fail(error) from error
     console.print(f"[bold]autoencoder[/bold] {preset}: {ae_config}")
     console.print(f"[bold]training[/bold]: {training_config}")
     columns = (
@@ -159,8 +158,7 @@ def train(
                 log=lambda line: bar.console.print(line),
             )
         except (ZooscopeError, ValueError) as error:
-            _fail(error)
-            return
+            raise fail(error) from error
     console.print(f"wrote {out} ({trained.model.n_parameters:,} parameters)")
     _print_summary(trained.training_log)
 
@@ -176,8 +174,7 @@ def show(
     try:
         ae = TrainedAutoencoder.load(directory)
     except ZooscopeError as error:
-        _fail(error)
-        return
+        raise fail(error) from error
     meta = ae.describe()
     console.print(f"[bold]{directory}[/bold]: {ae.architecture.name}, {meta['n_parameters']:,} parameters")
     console.print(f"tokens {ae.token_layout.n_tokens} x {ae.token_layout.width}, code {meta['code_version']}")
@@ -237,11 +234,44 @@ def _print_summary(log: list[dict[str, Any]], every: int = 0) -> None:
         console.print(f"[bold red]COLLAPSE[/bold red] flagged at epochs {collapsed}")
 
 
-def _register_evaluate() -> None:
-    # `ae evaluate` lives in its own module (evaluation's owner); imported here so the group has it.
-    from zooscope.cli import ae_evaluate
+@app.command("evaluate")
+def evaluate(
+    ae_dir: Path = typer.Argument(..., exists=True, file_okay=False, help="Trained autoencoder folder."),
+    split: str = typer.Option("test", help="Which split of the zoo to reconstruct: train, val or test."),
+    zoo: Path | None = typer.Option(None, help="Zoo folder, when the one the autoencoder recorded moved."),
+    device: str = typer.Option("cpu", help="cpu, cuda, auto, ..."),
+) -> None:
+    """Reconstruct a split of the autoencoder's zoo and write evaluation.json into its folder."""
+    from zooscope.analysis.evaluation import evaluate_autoencoder
 
-    ae_evaluate.register(app)
+    if split not in ("train", "val", "test"):
+        raise typer.BadParameter(f"train, val or test, not {split!r}", param_hint="--split")
+    try:
+        ae = load_autoencoder(ae_dir, device)
+        result = evaluate_autoencoder(ae, zoo_of(ae, zoo), split)
+    except ZooscopeError as error:
+        raise fail(error) from error
+    path = ae.save_evaluation(result.to_dict(), ae_dir)
+    title = f"{len(result.items)} {split} checkpoints reconstructed"
+    console.print(_aggregate_table(title, result.aggregate))
+    err.print(f"report written to {path}")
 
 
-_register_evaluate()
+def _aggregate_table(title: str, aggregate: dict[str, Any]) -> Table:
+    """The mean/std/max/min of each metric of a reconstruction report."""
+    from zooscope.analysis.evaluation import METRICS
+
+    table = Table(title=title)
+    for column in ("metric", "mean", "std", "max", "min"):
+        table.add_column(column, justify="left" if column == "metric" else "right")
+
+    def fmt(x: float | None) -> str:
+        return "-" if x is None else f"{x:.4f}"
+
+    for metric in (*METRICS, "agreement_high_accuracy"):
+        s = aggregate[metric]
+        label = (
+            metric if metric in METRICS else f"agreement, originals >= {s['threshold']:.0%} (n={s['count']})"
+        )
+        table.add_row(label, *(fmt(s[k]) for k in ("mean", "std", "max", "min")))
+    return table

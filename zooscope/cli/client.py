@@ -9,31 +9,18 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from enum import IntEnum
 from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
 from zooscope.cli import client_tables
+from zooscope.cli.common import ExitCode, err, fail, out
 from zooscope.client import ClientConnectionError, ClientError, ClientTimeoutError, ZooscopeClient
 from zooscope.client.http import DEFAULT_URL
 
-
-class ExitCode(IntEnum):
-    OK = 0
-    JOB_FAILED = 1
-    USAGE = 2  # what click itself returns for a bad option, kept for our own checks too
-    API_ERROR = 3
-    CONNECTION = 4
-    TIMEOUT = 5
-
-
 app = typer.Typer(no_args_is_help=True)
-out = Console()
-err = Console(stderr=True)  # messages and bars go to stderr so stdout stays parseable
 
 
 @app.callback()
@@ -54,14 +41,11 @@ def _client(ctx: typer.Context) -> Iterator[ZooscopeClient]:
         with ZooscopeClient(ctx.obj["url"], ctx.obj["key"], ctx.obj["timeout"]) as client:
             yield client
     except ClientError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False)
-        raise typer.Exit(ExitCode.API_ERROR) from exc
+        raise fail(exc, ExitCode.API_ERROR) from exc
     except ClientConnectionError as exc:
-        err.print(f"[red]connection error:[/red] {exc}", highlight=False)
-        raise typer.Exit(ExitCode.CONNECTION) from exc
+        raise fail(exc, ExitCode.CONNECTION, label="connection error") from exc
     except ClientTimeoutError as exc:
-        err.print(f"[red]timeout:[/red] {exc}", highlight=False)
-        raise typer.Exit(ExitCode.TIMEOUT) from exc
+        raise fail(exc, ExitCode.TIMEOUT, label="timeout") from exc
 
 
 def _print_json(data: Any) -> None:
@@ -93,6 +77,41 @@ def upload(
         _print_json(uploaded)
     else:
         out.print(client_tables.checkpoints_table(uploaded))
+
+
+zoos_app = typer.Typer(no_args_is_help=True, help="Zoos: list them, upload an archive of one.")
+app.add_typer(zoos_app, name="zoos")
+
+
+@zoos_app.command("upload")
+def zoos_upload(
+    ctx: typer.Context,
+    archive: Path = typer.Argument(..., exists=True, dir_okay=False, help="A .zip or .tar.gz of a zoo."),
+    name: str | None = typer.Option(None, "--name", help="The zoo's name (default: the file's)."),
+    dataset: str | None = typer.Option(None, "--dataset", help="The data set, if params.json does not tell."),
+    wait_: bool = typer.Option(False, "--wait", help="Wait for the import and exit with its outcome."),
+    wait_timeout: float | None = typer.Option(None, "--timeout", help="Seconds to wait with --wait."),
+) -> None:
+    """Upload a zoo archive; it becomes an import_zoo job, whose id is printed on stdout."""
+    with _client(ctx) as client:
+        job = client.upload_zoo_archive(archive, name=name, dataset=dataset)
+        print(job["id"])
+        if wait_:
+            _wait_with_bar(client, job["id"], wait_timeout)
+            zoo_id = (client.report(job["id"]) or {}).get("zoo_id")
+            err.print(f"zoo {zoo_id}")
+
+
+@zoos_app.command("list")
+def zoos_list(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
+    """List the zoos (id, name, models, data set)."""
+    with _client(ctx) as client:
+        page = client.list_zoos()
+    if as_json:
+        _print_json(page)
+        return
+    for zoo in page.get("items", []):
+        out.print(f"{zoo['id']}  {zoo.get('name')}  {zoo.get('n_models')} models  {zoo.get('dataset') or ''}")
 
 
 @app.command()
@@ -164,6 +183,15 @@ def wait(
         _wait_with_bar(client, job_id, timeout)
 
 
+def seconds_text(seconds: float) -> str:
+    """12.3 s, 4 min 5 s, 2.5 h: the service's ETA as the dashboard writes it."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)} min {round(seconds % 60)} s"
+    return f"{seconds / 3600:.1f} h"
+
+
 def _wait_with_bar(client: ZooscopeClient, job_id: str, timeout: float | None) -> None:
     columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn())
     with Progress(*columns, console=err, transient=False) as bar:
@@ -171,6 +199,8 @@ def _wait_with_bar(client: ZooscopeClient, job_id: str, timeout: float | None) -
 
         def on_poll(job: dict[str, Any]) -> None:
             label = job.get("message") or job.get("state") or ""
+            if job.get("state") == "running" and job.get("eta_s") is not None:
+                label += f" ({seconds_text(job['eta_s'])} left)"
             bar.update(
                 task, completed=float(job.get("progress") or 0.0), description=f"job {job_id}: {label}"
             )
@@ -179,7 +209,7 @@ def _wait_with_bar(client: ZooscopeClient, job_id: str, timeout: float | None) -
     state = job.get("state")
     if state != "succeeded":
         err.print(f"[red]job {job_id} {state}[/red]: {job.get('error') or job.get('message') or ''}")
-        raise typer.Exit(ExitCode.JOB_FAILED)
+        raise typer.Exit(ExitCode.FAILED)
     err.print(f"[green]job {job_id} succeeded[/green]")
 
 

@@ -10,13 +10,13 @@ import sys
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
+from zooscope.autoencoder.config import AUTOENCODER_PRESETS, DEFAULT_AUTOENCODER_PRESET
+from zooscope.cli.common import err, fail
 from zooscope.errors import ZooscopeError
 
 app = typer.Typer(no_args_is_help=True)
-err = Console(stderr=True)
 
 
 @app.command("ablation")
@@ -30,7 +30,9 @@ def ablation(
     data_dir: Path = typer.Option(
         Path("./data"), help="Where the default zoo lives or is built (zoos/default)."
     ),
-    preset: str = typer.Option("cpu", help="Autoencoder and training preset: cpu, paper or tiny."),
+    preset: str = typer.Option(
+        DEFAULT_AUTOENCODER_PRESET, help=f"Autoencoder and training preset: {', '.join(AUTOENCODER_PRESETS)}."
+    ),
     epochs: int | None = typer.Option(
         None, min=1, help="Training epochs of every configuration (default: preset's)."
     ),
@@ -85,8 +87,7 @@ def ablation(
                 progress=progress, log=bar.console.print, resume=resume, latent_dim=latent_dim,
             )  # fmt: skip
         except (ZooscopeError, ValueError) as error:
-            err.print(f"[red]error:[/red] {error}", highlight=False)
-            raise typer.Exit(1) from error
+            raise fail(error) from error
     for name, result in results["configs"].items():
         agg = result["evaluation"]
         err.print(

@@ -12,15 +12,12 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from zooscope.cli.common import fail
 from zooscope.errors import ZooscopeError
+from zooscope.zoo.presets import DEFAULT_ZOO_PRESET, ZOO_PRESETS
 
 app = typer.Typer(no_args_is_help=True)
 console = Console()
-
-
-def _fail(error: Exception) -> None:
-    console.print(f"[red]error:[/red] {error}")
-    raise typer.Exit(code=1)
 
 
 @contextmanager
@@ -54,8 +51,14 @@ def _floats(text: str | None) -> tuple[float, ...] | None:
 @app.command()
 def build(
     out: Path = typer.Option(..., "--out", help="New (or empty) folder to write the zoo into."),
-    dataset: str = typer.Option("digits", help="Data set name (see zooscope.networks.datasets.DATASETS)."),
-    preset: str = typer.Option("default", help="default (digits-sized grid) or paper (1,200 CNN3 models)."),
+    dataset: str | None = typer.Option(
+        None, help="Data set name (zooscope.networks.datasets.DATASETS); default: the preset's."
+    ),
+    preset: str = typer.Option(
+        DEFAULT_ZOO_PRESET,
+        help=f"{' | '.join(ZOO_PRESETS)}: the 360-model digits grid, 12 models in seconds, 96 CNN-s "
+        "models on real MNIST images (needs the mnist extra), or the paper's 1,200 CNN3 models.",
+    ),
     seeds: int | None = typer.Option(None, help="Models per grid cell."),
     epochs: int | None = typer.Option(None, help="Training epochs (later checkpoint epochs are dropped)."),
     inits: str | None = typer.Option(None, help="Comma-separated init schemes, e.g. kaiming_uniform,normal."),
@@ -73,18 +76,12 @@ def build(
     from zooscope.zoo.store import build_zoo
 
     try:
-        if preset == "default":
-            config = ZooConfig.default_digits(dataset=dataset)
-        elif preset == "paper":
-            config = ZooConfig.paper(dataset)
-        else:
-            raise ZooscopeError(f"unknown preset {preset!r}; choose default or paper")
+        config = ZooConfig.preset(preset, **({"dataset": dataset} if dataset else {}))
+        if epochs is not None:
+            config = config.with_epochs(epochs)
         changes: dict[str, Any] = {}
         if seeds is not None:
             changes["n_seeds"] = seeds
-        if epochs is not None:
-            kept = tuple(e for e in config.checkpoint_epochs if e < epochs) + (epochs,)
-            changes.update(epochs=epochs, checkpoint_epochs=kept)
         if inits is not None:
             changes["inits"] = tuple(part.strip() for part in inits.split(",") if part.strip())
         for name, text in (("learning_rates", lrs), ("weight_decays", wds)):
@@ -95,7 +92,9 @@ def build(
             changes["seed"] = seed
         if resize is not None:
             changes["resize"] = resize
-        data = load_dataset(dataset, data_root, resize=resize, seed=seed if seed is not None else config.seed)
+        data = load_dataset(
+            config.dataset, data_root, resize=resize, seed=seed if seed is not None else config.seed
+        )
         if architecture is not None or tuple(data.input_shape) != config.architecture.input_shape:
             family = architecture or config.architecture.family
             channels, size, _ = data.input_shape
@@ -108,8 +107,7 @@ def build(
         with _progress_bar("building") as on_progress:
             zoo = build_zoo(config, out, on_progress, dataset=data)
     except (ZooscopeError, ValueError) as error:
-        _fail(error)
-        return
+        raise fail(error) from error
     console.print(f"wrote {zoo.root} in {zoo.manifest['source'].get('train_seconds', 0):.0f} s of training")
     _print_summary(zoo)
 
@@ -122,8 +120,7 @@ def show(directory: Path = typer.Argument(..., help="A zoo folder.")) -> None:
     try:
         zoo = Zoo.open(directory)
     except ZooscopeError as error:
-        _fail(error)
-        return
+        raise fail(error) from error
     manifest = zoo.manifest
     console.print(f"[bold]{zoo.root}[/bold]: {zoo.architecture.name} ({zoo.architecture.activation})")
     console.print(
@@ -148,9 +145,15 @@ def import_(
         with _progress_bar("importing") as on_progress:
             result = import_public_zoo(path, out, epochs=kept, progress=on_progress, dataset=dataset)
     except (ZooscopeError, ValueError) as error:
-        _fail(error)
-        return
+        raise fail(error) from error
     console.print(f"imported {len(result.zoo.models)} models into {result.zoo.root}")
+    manifest = result.zoo.manifest
+    if manifest.get("mixed_activations"):
+        counts = ", ".join(f"{name} {n}" for name, n in manifest["activations"].items())
+        console.print(f"the models mix activations ({counts}); each runs with its own")
+    if len(manifest["source"].get("key_layouts", [])) > 1:
+        layouts = ", ".join(manifest["source"]["key_layouts"])
+        console.print(f"checkpoints came in {layouts}; stored as {result.zoo.architecture.name}")
     if result.skipped:
         table = Table(title=f"skipped {len(result.skipped)} models")
         table.add_column("model folder")

@@ -16,9 +16,10 @@ from zooscope.client.errors import (
     ClientTimeoutError,
     TransportError,
 )
-from zooscope.client.http import TERMINAL_STATES, ZooscopeClient
+from zooscope.client.http import API_PREFIX, TERMINAL_STATES, ZooscopeClient
 
 __all__ = [
+    "API_PREFIX",
     "TERMINAL_STATES",
     "ClientConnectionError",
     "ClientError",

@@ -13,6 +13,8 @@ import httpx
 from zooscope.client.errors import ClientConnectionError, ClientError, ClientTimeoutError
 from zooscope.client.problems import error_from_response
 
+# Where the API lives: the service mounts its routes under it (app/main.py imports this one), and
+# the dashboard's app/api/static/api.js repeats it (tests/app/test_api_prefix.py keeps them equal).
 API_PREFIX = "/api/v1"
 DEFAULT_URL = "http://127.0.0.1:8000"
 TERMINAL_STATES = frozenset({"succeeded", "failed", "cancelled"})
@@ -126,6 +128,25 @@ class ZooscopeClient:
 
     def get_zoo(self, zoo_id: Id) -> dict[str, Any]:
         return self._json("GET", f"/zoos/{zoo_id}")
+
+    def upload_zoo_archive(
+        self,
+        archive: str | Path,
+        name: str | None = None,
+        dataset: str | None = None,
+        *,
+        timeout: float = 600.0,
+    ) -> dict[str, Any]:
+        """Uploads a zoo archive (.zip or .tar.gz, public Model Zoos layout or ours), streamed from
+        the file; returns the import_zoo job it became (202). The service checks and unpacks the
+        whole archive before it answers, hence the longer read `timeout`."""
+        path = Path(archive)
+        fields = _drop_none({"name": name, "dataset": dataset})
+        read = max(timeout, self._http.timeout.read or 0.0)
+        read_timeout = httpx.Timeout(self._http.timeout.connect, read=read)
+        with path.open("rb") as handle:
+            files = {"file": (path.name, handle, "application/octet-stream")}
+            return self._json("POST", "/zoos/archives", files=files, data=fields, timeout=read_timeout)
 
     def list_autoencoders(self) -> dict[str, Any]:
         return self._json("GET", "/autoencoders")

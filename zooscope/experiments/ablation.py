@@ -1,13 +1,14 @@
-"""The ablation of the paper (method.md §9) on one zoo, written up as docs/results.md.
+"""The ablation of the paper (docs/method.md §9) on one zoo, written up as docs/results.md
+(report.py renders the page from the results this module measures).
 
 Configurations, all on the same budget (same preset, same epochs, same seed):
   structure   structure-only baseline C+S (gamma 0.05, beta 1)
   behaviour   behaviour-only (beta 0): the paper reports a collapse to one constant class
   csb         C+S+B (gamma 0.05, beta 0.1), the method
   csb_noise   C+S+B with uniform-noise queries (the query ablation)
-  csb_stats   C+S+B plus the layer-statistics term (beyond method.md: the embedding must carry each
+  csb_stats   C+S+B plus the layer-statistics term (beyond docs/method.md: the embedding must carry each
               layer's weight statistics; zooscope/autoencoder/layer_statistics.py); the cpu preset's
-              own recipe since session 7
+              own recipe
   structure_stats  structure-only plus the layer-statistics term: the baseline of the cpu preset's
               recipe, so the behavioural term is ablated inside it too
 For each: reconstruction fidelity on the test split, generation, property prediction against the
@@ -18,7 +19,6 @@ on a GPU machine without the web stack.
 from __future__ import annotations
 
 import json
-import math
 import platform
 import statistics
 import sys
@@ -30,9 +30,11 @@ from typing import Any
 
 import torch
 
-import zooscope
-from zooscope.experiments.targets import best_test_gap, step_cost_ratio, targets_markdown
+from zooscope.autoencoder.config import DEFAULT_AUTOENCODER_PRESET
+from zooscope.experiments.report import results_markdown
+from zooscope.experiments.targets import step_cost_ratio
 from zooscope.progress import ProgressFn, report, scaled
+from zooscope.version import code_version
 
 LogFn = Callable[[str], None]
 
@@ -48,10 +50,10 @@ class AblationConfig:
     gamma: float
     beta: float
     query_source: str = "train"
-    # The structure-first warm-up belongs to the method's CPU recipe (method.md §11); the baselines
+    # The structure-first warm-up belongs to the method's CPU recipe (docs/method.md §11); the baselines
     # run without it, as in the paper (for structure-only it changes nothing).
     warmup: bool = True
-    statistics_weight: float = 0.0  # the fourth term beyond method.md (TrainingConfig.statistics_weight)
+    statistics_weight: float = 0.0  # the fourth term beyond docs/method.md (TrainingConfig.statistics_weight)
 
 
 ABLATIONS: dict[str, AblationConfig] = {
@@ -79,21 +81,8 @@ CURVE_CONFIGS = ("csb", "csb_stats")
 CURVE_SETTINGS = (0.0, 1.0, 2.0, 4.0, 8.0)
 # Spreads of the kernel centres away from the anchors' mean (extrapolation), the second knob.
 SPREAD_SETTINGS = (1.0, 1.5, 2.0, 3.0)
-# The structure-only baseline's learning rate in the paper (method.md §6); only used with preset "paper".
+# The structure-only baseline's learning rate in the paper (docs/method.md §6); only used with preset "paper".
 PAPER_STRUCTURE_LR = 1e-4
-
-# method.md §9: SVHN / CIFAR-10 / EuroSAT, structure-only (C+S) and C+S+B.
-PAPER_NUMBERS: dict[str, tuple[str, str]] = {
-    "agreement_mean": ("50.0 / 31.9 / 35.9", "87.0 / 59.6 / 65.8"),
-    "structural_l2_mean": ("30.7 / 31.3 / 41.4", "27.1 / 30.0 / 43.6"),
-    "best_reconstruction_gap": ("-16.5 / -18.9 / -19.9", "-0.6 / -0.6 / -0.8"),
-    "best_generated_gap": ("-29.7 / -24.1 / -32.0", "-0.6 / -0.6 / -1.0"),
-    "r2_test_acc": ("0.742 / 0.890 / 0.957", "0.886 / 0.947 / 0.969"),
-    "generated_weight_l2": (
-        "13.4 / 14.9 / 16.8 (zoo 23.3 / 22.9 / 23.0)",
-        "1.5 / 1.3 / 2.1 (zoo 23.3 / 22.9 / 23.0)",
-    ),
-}
 
 
 def machine_info(device: str) -> dict[str, Any]:
@@ -121,21 +110,17 @@ def machine_info(device: str) -> dict[str, Any]:
 
 
 def _training_config(base: Any, config: AblationConfig, *, epochs: int | None, seed: int, device: str) -> Any:
-    changes: dict[str, Any] = {
-        "gamma": config.gamma,
-        "beta": config.beta,
-        "query_source": config.query_source,
-        "statistics_weight": config.statistics_weight,
-        "seed": seed,
-        "device": device,
-    }
-    if config.statistics_weight == 0.0:
-        changes["statistics_weight_final"] = None  # the paper's three terms: no fourth term to schedule
-    if epochs is not None:
-        changes["epochs"] = epochs
-    if not config.warmup:
-        changes["beta_warmup_epochs"] = 0
-    return replace(base, **changes)
+    # statistics_weight 0 (the paper's three terms) also drops the preset's schedule of the fourth.
+    return base.with_overrides(
+        gamma=config.gamma,
+        beta=config.beta,
+        query_source=config.query_source,
+        statistics_weight=config.statistics_weight,
+        seed=seed,
+        device=device,
+        epochs=epochs,  # None: the preset's
+        warmup_epochs=None if config.warmup else 0,
+    )
 
 
 def _timings(log: Sequence[dict[str, Any]], behavioural: bool) -> dict[str, float | None]:
@@ -200,7 +185,7 @@ def run_config(
         ae_config = replace(ae_config, latent_dim=latent_dim)
     tc = _training_config(TrainingConfig.preset(preset), config, epochs=epochs, seed=seed, device=device)
     if preset == "paper" and config.beta >= 1.0:
-        tc = replace(tc, lr=PAPER_STRUCTURE_LR)
+        tc = tc.with_overrides(learning_rate=PAPER_STRUCTURE_LR)
     say(
         f"[{config.name}] training {config.label}: gamma {tc.gamma}, beta {tc.beta}, lr {tc.lr}, "
         f"{tc.epochs} epochs"
@@ -278,7 +263,7 @@ def run_ablation(
     zoo: Any,
     out_dir: str | Path,
     *,
-    preset: str = "cpu",
+    preset: str = DEFAULT_AUTOENCODER_PRESET,
     epochs: int | None = None,
     configs: Sequence[str] = DEFAULT_CONFIGS,
     query_ablation: bool = False,
@@ -294,6 +279,7 @@ def run_ablation(
 ) -> dict[str, Any]:
     """Run the configurations on `zoo`; write results.json (in out_dir and beside results_path) and
     results_path (markdown). Returns the results dict."""
+    from zooscope.analysis.evaluation import json_safe
     from zooscope.autoencoder.training import resolve_device
 
     names = list(configs) + (["csb_noise"] if query_ablation and "csb_noise" not in configs else [])
@@ -304,7 +290,7 @@ def run_ablation(
     out.mkdir(parents=True, exist_ok=True)
     resolved = str(resolve_device(device))
     results: dict[str, Any] = {
-        "code_version": zooscope.__version__,
+        "code_version": code_version(),
         "command": command,
         "machine": machine_info(resolved),
         "seed": seed,
@@ -322,7 +308,7 @@ def run_ablation(
             latent_dim=latent_dim,
         )  # fmt: skip
     results["behavioural_step_cost_ratio"] = step_cost_ratio(results["configs"])
-    text = json.dumps(_json_safe(results), indent=2) + "\n"
+    text = json.dumps(json_safe(results), indent=2) + "\n"
     (out / "results.json").write_text(text)
     if results_path is not None:
         md = Path(results_path)
@@ -339,192 +325,3 @@ def _describe_zoo(zoo: Any) -> dict[str, Any]:
     info["architecture"] = zoo.architecture.name
     info["checkpoints"] = {split: len(zoo.checkpoints(split=split)) for split in ("train", "val", "test")}
     return info
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
-        return None
-    return value
-
-
-# ---- the markdown page --------------------------------------------------------------------------
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.1f}"
-
-
-def _num(x: float | None, spec: str = ".2f") -> str:
-    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
-
-
-def _rows(r: dict[str, Any]) -> dict[str, str]:
-    ev, gen, probes, t = r["evaluation"], r["generation"], r["probes"], r["timings"]
-    high = ev["agreement_high_accuracy"]
-    div = gen["diversity"]
-
-    def probe(prop: str) -> str:
-        p = probes.get(prop, {})
-        embedding = p.get("embedding", {}).get("r2_test")
-        baseline = p.get("weight_statistics", {}).get("r2_test")
-        return f"{_num(embedding, '.3f')} ({_num(baseline, '.3f')})"
-
-    def mean_max(summary: dict[str, Any]) -> str:
-        return f"{_pct(summary['mean'])} / {_pct(summary['max'])}"
-
-    return {
-        "agreement_mean": f"{_pct(ev['agreement']['mean'])} ± {_pct(ev['agreement']['std'])}",
-        "agreement_high": f"{_pct(high['mean'])} (n={high['count']})",
-        "structural_l2_mean": _num(ev["structural_distance"]["mean"]),
-        "structural_l2_real": _num(ev["structural_distance_real"]["mean"]),
-        "behavioural_distance": _num(ev["behavioural_distance"]["mean"], ".3f"),
-        "original_accuracy": mean_max(ev["original_accuracy"]),
-        "reconstructed_accuracy": mean_max(ev["reconstructed_accuracy"]),
-        "best_reconstruction_gap": _num(r["best_reconstruction_gap"], "+.1f"),
-        "best_reconstruction_gap_test": _num(best_test_gap(r), "+.1f"),
-        "best_generated_gap": _num(gen["best_generated_gap"], "+.1f"),
-        "generated_accuracy": mean_max(gen["accuracy"]),
-        "r2_test_acc": probe("test_acc"),
-        "r2_gen_gap": probe("gen_gap"),
-        "r2_epoch": probe("epoch"),
-        "generated_weight_l2": (
-            f"{_num(div['generated']['weight_l2'])} (anchors {_num(div['anchors']['weight_l2'])})"
-        ),
-        "generated_disagreement": (
-            f"{_pct(div['generated']['disagreement'])} (anchors {_pct(div['anchors']['disagreement'])})"
-        ),
-        "seconds_per_epoch": _num(t["seconds_per_epoch"], ".1f"),
-        "seconds_per_step": _num(t["seconds_per_step"], ".3f"),
-        "collapsed": "yes" if r["collapsed"] else "no",
-    }
-
-
-ROW_LABELS = {
-    "agreement_mean": "mean agreement with original (%)",
-    "agreement_high": "mean agreement, originals >= 80 % accuracy (%)",
-    "structural_l2_mean": "mean structural L2 (tokens, padding included)",
-    "structural_l2_real": "mean structural L2 (real parameters only)",
-    "behavioural_distance": "mean behavioural distance (softmax L2)",
-    "original_accuracy": "original accuracy, mean / max (%)",
-    "reconstructed_accuracy": "reconstructed accuracy, mean / max (%)",
-    "best_reconstruction_gap": "best reconstruction vs best zoo model (points)",
-    "best_reconstruction_gap_test": "best reconstruction vs best test original (points)",
-    "best_generated_gap": "best generated vs best zoo model (points)",
-    "generated_accuracy": "generated accuracy, mean / max (%)",
-    "r2_test_acc": "R^2 test accuracy: embedding (weight statistics)",
-    "r2_gen_gap": "R^2 generalisation gap: embedding (weight statistics)",
-    "r2_epoch": "R^2 epoch: embedding (weight statistics)",
-    "generated_weight_l2": "generated diversity, mean pairwise weight L2",
-    "generated_disagreement": "generated diversity, mean pairwise disagreement (%)",
-    "seconds_per_epoch": "seconds per training epoch",
-    "seconds_per_step": "seconds per training step (median)",
-    "collapsed": "collapse flagged at the last validation",
-}
-
-
-def _latent_lines(results: dict[str, Any]) -> list[str]:
-    """The latent's size beside the checkpoint's: below 1 the autoencoder must compress."""
-    first = next(iter(results["configs"].values()), None)
-    if first is None or "latent_numbers" not in first:  # results written before session 9
-        return []
-    latent, parameters = first["latent_numbers"], first["checkpoint_parameters"]
-    width = first["autoencoder_config"]["latent_dim"]
-    source = "overrides the preset's" if results.get("latent_dim") is not None else "the preset's"
-    return [
-        f"- latent: {width} per token ({source}), {latent:,} numbers per checkpoint for its "
-        f"{parameters:,} parameters ({latent / parameters:.2f}x)"
-    ]
-
-
-def results_markdown(results: dict[str, Any]) -> str:
-    configs = results["configs"]
-    names = list(configs)
-    rows = {name: _rows(configs[name]) for name in names}
-    header = ["metric", *(configs[n]["config"]["label"] for n in names), "paper C+S", "paper C+S+B"]
-    lines = [
-        "# Results: the structure / behaviour ablation",
-        "",
-        "Written by `zooscope experiment ablation` (zooscope/experiments/ablation.py); do not edit by hand.",
-        "",
-        f"- command: `{results.get('command') or 'run_ablation(...)'}`",
-        f"- zoo: {results['zoo'].get('path', '?')} ({results['zoo']['architecture']}, "
-        f"checkpoints train/val/test {results['zoo']['checkpoints']})",
-        f"- preset: {results['preset']}, epochs: {results['epochs'] or 'preset default'}, "
-        f"seed: {results['seed']}",
-        *_latent_lines(results),
-        f"- machine: {results['machine']['platform']}; CPU {results['machine']['cpu']} "
-        f"({results['machine']['cpu_threads']} threads); GPU {results['machine']['gpu'] or 'none'}; "
-        f"device {results['machine']['device']}; torch {results['machine']['torch']}; "
-        f"python {results['machine']['python']}",
-        f"- zooscope {results['code_version']}",
-        "",
-        "| " + " | ".join(header) + " |",
-        "|" + "---|" * len(header),
-    ]
-    for key, label in ROW_LABELS.items():
-        paper = PAPER_NUMBERS.get(key, ("", ""))
-        lines.append("| " + " | ".join([label, *(rows[n][key] for n in names), *paper]) + " |")
-    ratio = results.get("behavioural_step_cost_ratio")
-    lines += [
-        "",
-        "Cost of a C+S+B step over a structure-only step, measured in this run: "
-        f"{'not measured (needs structure and csb)' if ratio is None else format(ratio, '.2f') + 'x'} "
-        "(the paper implies about 2x; method.md §11 measured 1.23x on an H200 and 1.9x on a 2-core CPU).",
-        *_best_model_note(configs[names[0]]),
-        "",
-        "Paper columns: SVHN / CIFAR-10 / EuroSAT zoos of CNN3, 720 test checkpoints each, best zoo models "
-        "91.0 / 70.1 / 88.5 % (method.md §9). Agreement, not accuracy, is the fidelity measure: a weak "
-        "original can come back as a better model.",
-        *targets_markdown(results),
-    ]
-    for name in names:
-        for curve in configs[name].get("diversity_curves") or []:
-            lines += _curve_lines(configs[name]["config"]["label"], curve)
-    return "\n".join(lines) + "\n"
-
-
-def _best_model_note(result: dict[str, Any]) -> list[str]:
-    """Where the best zoo model sits: when it is not in the test split, a perfect copy of every test
-    checkpoint still scores below 0 on 'best reconstruction vs best zoo model'."""
-    best_zoo = result["best_zoo_accuracy"]
-    best_test = result["evaluation"]["original_accuracy"]["max"]
-    if best_test is None or best_test >= best_zoo:
-        return []
-    return [
-        "",
-        f"The best zoo model ({_pct(best_zoo)} %) is a training-split checkpoint; the best test original "
-        f"reaches {_pct(best_test)} %, so an exact copy of the test split scores "
-        f"{100 * (best_test - best_zoo):+.1f} points on 'best reconstruction vs best zoo model' and 0 on "
-        "'best reconstruction vs best test original'.",
-    ]
-
-
-CURVE_NOTES = {
-    "bandwidth": "bandwidth multiplier of the latent KDE (Scott's rule per dimension x multiplier; 0 decodes "
-    "the anchors themselves)",
-    "spread": "spread of the kernel centres away from the anchors' mean (1: the anchors; above 1: "
-    "extrapolation), bandwidth multiplier 1",
-}
-
-
-def _curve_lines(label: str, curve: list[dict[str, Any]]) -> list[str]:
-    knob = curve[0]["knob"]
-    lines = [
-        "",
-        f"## Accuracy vs diversity, {knob} ({label})",
-        "",
-        f"Setting: the {CURVE_NOTES[knob]}. Beyond the paper, whose generated models collapsed to about "
-        "1/15 of the zoo's diversity.",
-        "",
-        f"| {knob} | accuracy mean / max (%) | weight L2 (anchors) | disagreement (anchors) (%) |",
-        "|---|---|---|---|",
-    ]
-    for row in curve:
-        lines.append(
-            f"| {row['setting']:g} | {_pct(row['accuracy_mean'])} / {_pct(row['accuracy_max'])} | "
-            f"{_num(row['weight_l2'])} ({_num(row['anchor_weight_l2'])}) | "
-            f"{_pct(row['disagreement'])} ({_pct(row['anchor_disagreement'])}) |"
-        )
-    return lines

@@ -1,14 +1,14 @@
-"""Issue 3's targets for the reproduction, checked on an ablation's results.
+"""The autoencoder's targets on the default digits zoo, checked on an ablation's results.
 
 Each C+S+B column present is checked on its own: the paper's three terms (`csb`) and the cpu
 preset's recipe (`csb_stats`, with the layer-statistics term), so the results page shows which
 recipe meets which target instead of a single verdict. The slow reproduction test asserts the
-same checks (tests/zooscope/test_reproduction.py).
+same checks (tests/zooscope/experiments/test_reproduction.py).
 
 The best reconstruction is checked twice. Against the best original of the test split, as
-method.md §11's reference run measured it ("98.8 % against a best original of 98.0 %"): an exact
-copy of the test split scores 0 there. And against the best model of the whole zoo, the issue's
-wording: when that model is a training-split checkpoint, only a reconstruction more accurate than
+docs/method.md §11's reference run measured it ("98.8 % against a best original of 98.0 %"): an exact
+copy of the test split scores 0 there. And against the best model of the whole zoo, as the target
+is worded: when that model is a training-split checkpoint, only a reconstruction more accurate than
 its original can come within 0.5 points, so that row is reported, not required.
 """
 
@@ -110,7 +110,7 @@ def verdict(results: dict[str, Any], config: str) -> str:
     missed = [c.target.label for c in required if c.met(config) is False]
     unmeasured = [c.target.label for c in required if c.met(config) is None]
     if not missed and not unmeasured:
-        return "meets every target of issue 3"
+        return "meets every target"
     parts = [f"misses: {'; '.join(missed)}"] if missed else []
     parts += [f"not measured in this run: {'; '.join(unmeasured)}"] if unmeasured else []
     return " / ".join(parts)
@@ -124,7 +124,7 @@ def targets_markdown(results: dict[str, Any]) -> list[str]:
     labels = [configs[name]["config"]["label"] for name in present]
     lines = [
         "",
-        "## Issue 3's targets",
+        "## The autoencoder's targets",
         "",
         "Checked by zooscope/experiments/targets.py on the numbers above (the slow reproduction test "
         f"asserts the required ones for `{REQUIRED_CONFIG}`). The best zoo model row is reported, not "

@@ -1,7 +1,7 @@
 """The architecture families of the public model zoos, plus a small CNN for 8x8 digits.
 
 Every family is an `nn.Sequential` called `module_list`, so state_dict keys read
-`module_list.<i>.weight` exactly as in the public Model Zoos (method.md §2, §10). An
+`module_list.<i>.weight` exactly as in the public Model Zoos (docs/method.md §2, §10). An
 `Architecture` is a frozen description; `build()` makes the module, `parameter_layers()` lists the
 layers that carry parameters in the order tokens, permutations and flat vectors use.
 """
@@ -9,7 +9,9 @@ layers that carry parameters in the order tokens, permutations and flat vectors 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from typing import Literal
 
 import torch
@@ -23,8 +25,11 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
     "gelu": nn.GELU,
     "sigmoid": nn.Sigmoid,
 }
+# The order of ACTIVATIONS numbers them: a per-model activation code (activation_codes) is an
+# index into ACTIVATION_NAMES.
+ACTIVATION_NAMES: tuple[str, ...] = tuple(ACTIVATIONS)
 FAMILIES = ("cnn_s", "cnn3", "cnn_digits")
-# The public zoos initialise every bias to this constant (method.md §2).
+# The public zoos initialise every bias to this constant (docs/method.md §2).
 BIAS_INIT = 0.01
 
 
@@ -239,6 +244,80 @@ def detect_architecture(state_dict: dict[str, torch.Tensor], activation: str = "
         f"the state_dict matches no known architecture ({', '.join(FAMILIES)}); "
         f"it holds {len(shapes)} tensors: {summary}"
     )
+
+
+# ---- one canonical key layout per architecture ---------------------------------------------------
+# CNN-s is published with and without nn.Dropout modules; dropout holds no tensor and is the
+# identity in eval mode, so both layouts hold the same tensors and compute the same function, only
+# under shifted keys (0,4,8,11,14 with, 0,3,6,9,11 without). The canonical layout is the one
+# WITHOUT dropout modules: it is the layout of the default Architecture and of every built zoo
+# trained without dropout, it names only what the function needs, and its population program has
+# no dropout steps. CNN3 (always with dropout modules) and cnn_digits (never) have one layout.
+
+
+def canonical_architecture(arch: Architecture) -> Architecture:
+    """`arch` in its canonical key layout: CNN-s without dropout modules, the dropout rate (a
+    training setting that changes no tensor and no eval-mode output) at 0."""
+    return Architecture(**{**arch.to_dict(), "dropout": 0.0, "dropout_layers": False})
+
+
+def same_function_family(a: Architecture, b: Architecture) -> bool:
+    """Whether checkpoints of `a` and `b` can share a zoo: the same canonical layout, the
+    activation (recorded per model where a zoo mixes them) aside."""
+    return canonical_architecture(a.with_activation("relu")) == canonical_architecture(
+        b.with_activation("relu")
+    )
+
+
+@lru_cache(maxsize=64)
+def _layer_signature(arch: Architecture) -> tuple[tuple[str, str, tuple[int, ...]], ...]:
+    return tuple((layer.key, layer.kind, layer.weight_shape) for layer in arch.parameter_layers())
+
+
+def convert_state_dict(
+    state_dict: Mapping[str, torch.Tensor], source: Architecture, target: Architecture
+) -> dict[str, torch.Tensor]:
+    """The tensors of a `source` state_dict under `target`'s keys (the same tensor objects): layers
+    with parameters are matched in forward order, and must agree in kind and shape."""
+    src, dst = _layer_signature(source), _layer_signature(target)
+    if [s[1:] for s in src] != [d[1:] for d in dst]:
+        raise UnknownArchitectureError(f"{source.name} and {target.name} do not hold the same layers")
+    prefix = {s[0]: d[0] for s, d in zip(src, dst, strict=True)}
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state_dict.items():
+        layer, _, name = key.rpartition(".")
+        if layer not in prefix:
+            raise UnknownArchitectureError(f"{key} belongs to no layer with parameters of {source.name}")
+        out[f"{prefix[layer]}.{name}"] = value
+    return out
+
+
+def canonical_state_dict(
+    state_dict: Mapping[str, torch.Tensor], arch: Architecture
+) -> dict[str, torch.Tensor]:
+    """A state_dict of `arch` (either layout) in the canonical layout of canonical_architecture(arch)."""
+    return convert_state_dict(state_dict, arch, canonical_architecture(arch))
+
+
+def detect_canonical(
+    state_dict: Mapping[str, torch.Tensor], activation: str = "relu"
+) -> tuple[Architecture, dict[str, torch.Tensor]]:
+    """detect_architecture for checkpoints of either key layout: (the canonical architecture, the
+    state_dict in its layout). Both CNN-s layouts give the same architecture, so uploads and
+    imports of either land together."""
+    arch = detect_architecture(dict(state_dict), activation)
+    return canonical_architecture(arch), canonical_state_dict(state_dict, arch)
+
+
+def activation_codes(activations: Iterable[str]) -> torch.Tensor:
+    """Per-model activation names as indices into ACTIVATION_NAMES (population_forward's
+    `activations`)."""
+    codes = []
+    for name in activations:
+        if name not in ACTIVATIONS:
+            raise UnknownArchitectureError(f"unknown activation {name!r}; known: {', '.join(ACTIVATIONS)}")
+        codes.append(ACTIVATION_NAMES.index(name))
+    return torch.tensor(codes, dtype=torch.long)
 
 
 def _CANDIDATES_BY_PREFERENCE() -> list[Architecture]:  # noqa: N802 - cached constant

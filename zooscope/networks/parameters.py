@@ -19,6 +19,11 @@ from zooscope.networks.architectures import Architecture, reference_state_dict
 StackedParams = dict[str, torch.Tensor]
 
 
+def n_models(params: StackedParams) -> int:
+    """K, the number of models stacked in `params`."""
+    return next(iter(params.values())).shape[0]
+
+
 @dataclass(frozen=True)
 class FlatLayout:
     """Where each tensor of a state_dict lives in the flat parameter vector."""
@@ -51,7 +56,7 @@ class FlatLayout:
 
     def flatten(self, params: StackedParams) -> torch.Tensor:
         """{key: [K, *shape]} -> [K, P]."""
-        k = next(iter(params.values())).shape[0]
+        k = n_models(params)
         return torch.cat([params[key].reshape(k, -1) for key in self.keys], dim=1)
 
     def unflatten(self, flat: torch.Tensor) -> StackedParams:
@@ -82,7 +87,7 @@ def stack_state_dicts(arch: Architecture, state_dicts: Sequence[dict[str, torch.
 
 def unstack(params: StackedParams) -> list[dict[str, torch.Tensor]]:
     """{key: [K, ...]} -> K state_dicts (contiguous copies, ready to save)."""
-    k = next(iter(params.values())).shape[0]
+    k = n_models(params)
     return [{key: value[i].detach().clone().contiguous() for key, value in params.items()} for i in range(k)]
 
 

@@ -13,15 +13,11 @@ from functools import lru_cache
 import torch
 
 from zooscope.networks.architectures import Architecture
-from zooscope.networks.parameters import StackedParams
+from zooscope.networks.parameters import StackedParams, n_models
 
 # Floats one population_forward call may hold in its largest activation (about 1 GiB):
 # bounds memory on a CPU and on a GPU alike, while keeping calls large enough to be efficient.
 ACTIVATION_BUDGET = 2**28
-
-
-def n_models(params: StackedParams) -> int:
-    return next(iter(params.values())).shape[0]
 
 
 def take(params: StackedParams, index: slice | torch.Tensor) -> StackedParams:
@@ -50,16 +46,11 @@ def map_models(
     return torch.cat([fn(take(params, s)) for s in spans(n_models(params), batch_models)])
 
 
-def map_models_to_params(
-    fn: Callable[[StackedParams], StackedParams], params: StackedParams, batch_models: int
-) -> StackedParams:
-    """fn over blocks of models for functions that return stacked parameters."""
-    return concat([fn(take(params, s)) for s in spans(n_models(params), batch_models)])
-
-
 @lru_cache(maxsize=32)
-def activation_size(arch: Architecture) -> int:
-    """Floats of the largest activation one input produces in `arch` (the peak of a forward)."""
+def widest_activation(arch: Architecture) -> int:
+    """Floats of the largest activation of one model on one input, the input included: what sizes
+    the input chunks of the population program, the blocks of the high-level calls and the
+    evaluation chunks of zoo training."""
     module = arch.build().eval()
     x = torch.zeros(1, *arch.input_shape)
     peak = x.numel()
@@ -73,4 +64,4 @@ def activation_size(arch: Architecture) -> int:
 def inputs_per_call(arch: Architecture, models: int, budget: int = ACTIVATION_BUDGET) -> int:
     """How many inputs to send with `models` models so that one call stays within `budget`."""
     # x3: the input of a layer, its output and the activation after it can be alive at once.
-    return max(1, budget // (3 * activation_size(arch) * max(1, models)))
+    return max(1, budget // (3 * widest_activation(arch) * max(1, models)))

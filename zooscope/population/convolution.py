@@ -245,7 +245,9 @@ def shared_input_conv(x: torch.Tensor, prepared: PreparedConv) -> torch.Tensor:
         # strided and cost a second copy) into chunk memory (fresh memory each chunk cost its
         # page faults: the gather took as long as half the convolution's kernel for CNN-s)
         image, index = with_one.T.contiguous(), plan.by_tap.view(-1)
-        out = prepared.memory.out(f"{prepared.name} im2col", (index.shape[0], n), image)
+        # the product with the filters saves the columns for backward when the filters need a
+        # gradient: reused memory only when neither does (a later chunk or call would overwrite them)
+        out = prepared.memory.out(f"{prepared.name} im2col", (index.shape[0], n), image, prepared.weight)
         columns = torch.index_select(image, 0, index, out=out)  # [taps * S*Ho*Wo, n]
         return columns.view(plan.columns.shape[1], plan.slabs, positions * n)
     columns = with_one[:, plan.columns].reshape(-1, plan.columns.shape[1])  # [n*S*Ho*Wo, taps]

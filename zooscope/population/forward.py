@@ -23,7 +23,10 @@ step wants (`_Activation`):
   strided views, and a monotone activation before a pool runs after it, on a quarter of the
   values;
 * flatten gives [K, n, C*H*W] (per model, nn.Flatten's order), and linear layers are one
-  batched matmul over K.
+  batched matmul over K;
+* a zoo that mixes activations passes `activations` (one per model): the models are grouped by
+  activation and each group runs its own activation's program (so the reorderings above still
+  apply per group), the logits put back in model order.
 
 Why it is fast on a CPU: one model's layers are tiny (8 channels), so a loop of nn.Module
 forwards pays for many small, memory-bound kernels; the program turns them into a few large
@@ -37,6 +40,7 @@ the reference implementation; the parity tests hold both to the plain nn.Module.
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Literal
@@ -46,8 +50,9 @@ import torch.nn.functional as F  # noqa: N812 - the conventional name
 from torch import nn
 from torch.func import functional_call, vmap
 
-from zooscope.networks.architectures import Architecture
-from zooscope.networks.parameters import StackedParams
+from zooscope.networks.architectures import ACTIVATION_NAMES, Architecture, activation_codes
+from zooscope.networks.parameters import StackedParams, n_models
+from zooscope.population.batching import spans, take, widest_activation
 from zooscope.population.compiled_kernels import LANES, model_conv_kernel
 from zooscope.population.convolution import (
     ChunkMemory,
@@ -74,7 +79,7 @@ from zooscope.population.convolution import (
 CHUNK_FLOATS = 2**23
 # Inputs in a chunk are a multiple of this (16 float32 = one 64-byte cache line), so that rows of
 # the per-model layout [K*C, H*W*n] start on a cache line and the compiled kernels' vector stores
-# stay aligned (unaligned, they split across two lines: slower in a session-5 probe).
+# stay aligned (unaligned, they split across two lines, which measured slower).
 CHUNK_ALIGNMENT = 16
 
 StepKind = Literal["conv", "batchnorm", "pool", "elementwise", "dropout", "flatten", "linear"]
@@ -164,6 +169,7 @@ def population_forward(
     *,
     train: bool = False,
     chunk_size: int | None = None,
+    activations: torch.Tensor | Sequence[str] | None = None,
 ) -> torch.Tensor:
     """Logits of K models: [K, N, n_classes].
 
@@ -172,27 +178,71 @@ def population_forward(
     dropout is active, drawn independently per model. BatchNorm always uses the running
     statistics carried in `params` (population training does not update them).
     `chunk_size` bounds memory by running that many models at a time.
+    `activations` gives each model its own activation (a zoo that mixes them): [K] indices into
+    ACTIVATION_NAMES (architectures.activation_codes) or K names; None runs every model with
+    `arch.activation`. Models are grouped by activation and each group runs the program of its
+    own activation, so a single-activation call is the same fast path as without it.
     Differentiable with respect to `params` (and `inputs`).
     """
+    if activations is not None:
+        return _forward_per_activation(arch, params, inputs, activations, train, chunk_size)
     if train and arch.batchnorm:
         raise ValueError("population training of BatchNorm architectures is not supported")
     shared = inputs.dim() == len(arch.input_shape) + 1
-    k = next(iter(params.values())).shape[0]
+    k = n_models(params)
     if chunk_size is not None and chunk_size < k:
         blocks = []
-        for start in range(0, k, chunk_size):
-            block = {key: value[start : start + chunk_size] for key, value in params.items()}
-            x = inputs if shared else inputs[start : start + chunk_size]
-            blocks.append(_forward_all_inputs(arch, block, x, shared, train))
+        for s in spans(k, chunk_size):
+            x = inputs if shared else inputs[s]
+            blocks.append(_forward_all_inputs(arch, take(params, s), x, shared, train))
         return torch.cat(blocks)
     return _forward_all_inputs(arch, params, inputs, shared, train)
+
+
+def _forward_per_activation(
+    arch: Architecture,
+    params: StackedParams,
+    inputs: torch.Tensor,
+    activations: torch.Tensor | Sequence[str],
+    train: bool,
+    chunk_size: int | None,
+) -> torch.Tensor:
+    """population_forward with one activation per model: one call per activation group, the
+    logits put back in model order (index_select, so gradients flow to every group)."""
+    codes = (
+        activations.cpu().long() if isinstance(activations, torch.Tensor) else activation_codes(activations)
+    )
+    k = n_models(params)
+    if codes.shape != (k,):
+        raise ValueError(f"activations: expected one per model ({k}), got shape {tuple(codes.shape)}")
+    groups = sorted(set(codes.tolist()))
+    if not all(0 <= code < len(ACTIVATION_NAMES) for code in groups):
+        raise ValueError(f"activation codes must index ACTIVATION_NAMES {ACTIVATION_NAMES}, got {groups}")
+    if len(groups) == 1:
+        own = arch.with_activation(ACTIVATION_NAMES[groups[0]])
+        return population_forward(own, params, inputs, train=train, chunk_size=chunk_size)
+    shared = inputs.dim() == len(arch.input_shape) + 1
+    device = next(iter(params.values())).device
+    blocks, order = [], []
+    for code in groups:
+        members = (codes == code).nonzero().squeeze(1)
+        index = members.to(device)
+        sub = {key: value.index_select(0, index) for key, value in params.items()}
+        x = inputs if shared else inputs.index_select(0, index.to(inputs.device))
+        own = arch.with_activation(ACTIVATION_NAMES[code])
+        blocks.append(population_forward(own, sub, x, train=train, chunk_size=chunk_size))
+        order.append(members)
+    position = torch.empty(k, dtype=torch.long)
+    position[torch.cat(order)] = torch.arange(k)
+    logits = torch.cat(blocks)
+    return logits.index_select(0, position.to(logits.device))
 
 
 def _forward_all_inputs(
     arch: Architecture, params: StackedParams, inputs: torch.Tensor, shared: bool, train: bool
 ) -> torch.Tensor:
     """The program over input chunks sized by CHUNK_FLOATS; logits [K, N, classes]."""
-    k = next(iter(params.values())).shape[0]
+    k = n_models(params)
     n_inputs = inputs.shape[0] if shared else inputs.shape[1]
     memory = _chunk_memory()
     plans = _convolution_plans(arch, shared, str(inputs.device), _compiled_kernels_serve(params, inputs))
@@ -222,7 +272,7 @@ def inputs_per_chunk(arch: Architecture, k: int, *, multiple_of: int = 1) -> int
     """How many inputs the program runs at a time for K models: CHUNK_FLOATS for the widest
     activation, rounded down to a multiple of CHUNK_ALIGNMENT when there are many, and to a
     multiple of `multiple_of` (at least one multiple) always."""
-    step = max(1, CHUNK_FLOATS // (k * _widest_activation(arch)))
+    step = max(1, CHUNK_FLOATS // (k * widest_activation(arch)))
     if step >= 4 * CHUNK_ALIGNMENT:  # where rounding costs at most a fifth of the chunk
         step -= step % CHUNK_ALIGNMENT
     return max(multiple_of, step - step % multiple_of)
@@ -313,17 +363,6 @@ def _plan_on(plan: ConvPlan, device: str) -> ConvPlan:
     if isinstance(plan, DenseConv):
         return replace(plan, entries=plan.entries.to(device))
     return plan
-
-
-@lru_cache(maxsize=32)
-def _widest_activation(arch: Architecture) -> int:
-    """Floats of the largest activation of one model on one input."""
-    widest, probe = 0, torch.zeros(1, *arch.input_shape)
-    with torch.no_grad():
-        for module in _template(arch).module_list.eval():  # type: ignore[union-attr]
-            probe = module(probe)
-            widest = max(widest, probe.numel())
-    return widest
 
 
 Layout = Literal["shared", "wide", "slabs", "model", "flat"]
@@ -486,7 +525,7 @@ def _run_program(
     train: bool,
 ) -> torch.Tensor:
     """All K models on one chunk of inputs: [n, C, H, W] shared or [K, n, C, H, W] -> [K, classes, n]."""
-    k = next(iter(params.values())).shape[0]
+    k = n_models(params)
     if shared:
         h = _Activation(x.permute(0, 2, 3, 1), "shared", k)  # [n, H, W, C]: no model axis yet
     else:

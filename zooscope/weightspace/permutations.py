@@ -1,4 +1,4 @@
-"""Random function-preserving neuron permutations, drawn on the fly for K models at once (method.md §5).
+"""Random function-preserving neuron permutations, drawn on the fly for K models at once (docs/method.md §5).
 
 Permuting the output channels of a hidden layer (rows of its weight and bias, its BatchNorm's
 weight, bias and running statistics) together with the matching input columns of the next

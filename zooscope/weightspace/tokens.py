@@ -1,4 +1,4 @@
-"""Weights <-> tokens: one token per output neuron/channel (method.md §2).
+"""Weights <-> tokens: one token per output neuron/channel (docs/method.md §2).
 
 A layer's weight is read as rows [out, -1] with the bias appended as the last value of each row;
 a row becomes one token, zero-padded to the token width, or several consecutive tokens (chunks)

@@ -15,11 +15,12 @@ import numpy as np
 
 from zooscope.errors import ZooscopeError
 from zooscope.networks.architectures import INIT_TYPES, Architecture
+from zooscope.zoo.presets import ZOO_PRESETS
 
 # A healthy small CNN keeps every weight well under this; normal init starts near |w| = 4-5.
 # A model whose largest weight passes it has run away (it is flagged, never dropped).
 DEFAULT_DIVERGENCE_THRESHOLD = 100.0
-# The paper splits BY MODEL 80/5/15 (method.md §6).
+# The paper splits BY MODEL 80/5/15 (docs/method.md §6).
 DEFAULT_SPLIT_FRACTIONS = (0.8, 0.05, 0.15)
 SPLITS = ("train", "val", "test")
 
@@ -161,6 +162,58 @@ class ZooConfig:
             checkpoint_epochs=(20, 30, 40, 50),
         )
         return base.replace(**overrides) if overrides else base
+
+    @classmethod
+    def tiny(cls, **overrides: Any) -> ZooConfig:
+        """A digits zoo built in seconds, for tests and demos: 2 inits x 2 learning rates x 1 weight
+        decay x 3 seeds = 12 models, 4 epochs; enough for a split with every side non-empty."""
+        base = cls.default_digits(
+            inits=("kaiming_uniform", "kaiming_normal"),
+            learning_rates=(1e-3, 1e-2),
+            weight_decays=(0.0,),
+            n_seeds=3,
+            epochs=4,
+            checkpoint_epochs=(2, 4),
+            split_fractions=(0.5, 0.25, 0.25),
+        )
+        return base.replace(**overrides) if overrides else base
+
+    @classmethod
+    def mnist5k_cnn_s(cls, **overrides: Any) -> ZooConfig:
+        """CNN-s, the public Model Zoos' small CNN (2,464 parameters), on the 5,000 real MNIST
+        images of mnist5k (3,000 train): 4 inits x 3 learning rates x 2 weight decays x 4 seeds =
+        96 models, 24 epochs, kept every 6. Sized to build in about ten minutes on a 2-core CPU
+        (docs/benchmarks.md); the uniform and normal inits again give the spread of accuracies
+        that property prediction needs."""
+        base = cls(
+            dataset="mnist5k",
+            architecture=Architecture("cnn_s", 1, 28),
+            learning_rates=(1e-3, 3e-3, 1e-2),
+            weight_decays=(0.0, 1e-3),
+            n_seeds=4,
+            epochs=24,
+            checkpoint_epochs=(6, 12, 18, 24),
+        )
+        return base.replace(**overrides) if overrides else base
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> ZooConfig:
+        """A zoo preset by name (zooscope.zoo.presets.ZOO_PRESETS), with field overrides
+        (`dataset` included)."""
+        makers = {
+            "digits": cls.default_digits,
+            "tiny": cls.tiny,
+            "mnist5k-cnn-s": cls.mnist5k_cnn_s,
+            "paper": cls.paper,
+        }
+        if name not in ZOO_PRESETS or name not in makers:
+            raise ZooConfigError(f"unknown zoo preset {name!r}; known: {', '.join(ZOO_PRESETS)}")
+        return makers[name](**overrides)
+
+    def with_epochs(self, epochs: int) -> ZooConfig:
+        """Trained for `epochs`: the checkpoint epochs before it are kept, and the last one added."""
+        kept = tuple(e for e in self.checkpoint_epochs if e < epochs) + (epochs,)
+        return self.replace(epochs=epochs, checkpoint_epochs=kept)
 
     def replace(self, **changes: Any) -> ZooConfig:
         data = {f.name: getattr(self, f.name) for f in fields(self)}

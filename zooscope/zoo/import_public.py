@@ -1,9 +1,16 @@
-"""Convert a zoo in the public Model Zoos layout (method.md §10) into our zoo format.
+"""Convert a zoo in the public Model Zoos layout (docs/method.md §10) into our zoo format.
 
 The source is a folder with one sub-folder per trained model, each holding `params.json`,
 `result.json` (JSON lines, one per epoch) and `checkpoint_000050/checkpoints` (older zoos:
 `checkpoint_50/checkpoints`). Every model that cannot be used is skipped and listed with the
 reason: unreadable files, unknown architecture, NaN or runaway weights.
+
+Public zoos are not uniform. CNN-s checkpoints come with and without dropout modules (keys
+0,4,8,11,14 or 0,3,6,9,11): both are converted to the canonical layout (without dropout modules,
+networks.architectures.canonical_state_dict) and share one zoo; each model's source layout is
+kept in its record. Models of one zoo may differ in `model::nlin`: every model is kept with its
+own activation (ModelRecord.activation), the manifest says the zoo mixes activations, and
+`Zoo.load_checkpoints` hands the per-checkpoint activations to population_forward.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +27,14 @@ from typing import Any
 import torch
 
 from zooscope.errors import ZooFormatError, ZooscopeError
-from zooscope.networks.architectures import ACTIVATIONS, Architecture, detect_architecture
+from zooscope.networks.architectures import (
+    ACTIVATIONS,
+    Architecture,
+    canonical_architecture,
+    canonical_state_dict,
+    detect_architecture,
+    same_function_family,
+)
 from zooscope.networks.checkpoints import load_checkpoint
 from zooscope.networks.datasets import DATASETS
 from zooscope.progress import ProgressFn, report
@@ -53,8 +68,9 @@ class _Model:
 
     folder: str
     params: dict[str, Any]
-    architecture: Architecture
-    checkpoints: dict[int, dict[str, torch.Tensor]]
+    architecture: Architecture  # canonical (canonical_architecture), with the model's activation
+    source_layout: str  # the architecture name of the key layout the checkpoints came in
+    checkpoints: dict[int, dict[str, torch.Tensor]]  # in the canonical layout
     metrics: dict[str, list[float | None]]
 
 
@@ -67,6 +83,8 @@ class _Accepted:
     params: dict[str, Any]
     epochs: tuple[int, ...]
     metrics: dict[str, list[float | None]]
+    activation: str
+    source_layout: str
 
 
 class _Skip(Exception):
@@ -88,7 +106,9 @@ def import_public_zoo(
 
     `epochs` keeps only those checkpoint epochs (default: every checkpoint found); `dataset`
     names the data set when the source does not tell (it is guessed from params.json
-    otherwise). Models are split 80/5/15 BY MODEL with `seed`.
+    otherwise). Models are split 80/5/15 BY MODEL with `seed` (no split left empty when there
+    are 3 models or more). Checkpoints of either CNN-s key layout are stored in the canonical
+    one; models keep their own activation.
     """
     source = Path(src)
     if not source.is_dir():
@@ -112,10 +132,9 @@ def import_public_zoo(
                 if zoo_arch is None:
                     zoo_arch = model.architecture
                     writer = ZooWriter(out, zoo_arch.name)
-                elif not _same_weights_layout(model.architecture, zoo_arch):
+                elif not same_function_family(model.architecture, zoo_arch):
                     raise _Skip(
-                        f"architecture {model.architecture.name} ({model.architecture.activation}) "
-                        f"differs from the zoo's {zoo_arch.name} ({zoo_arch.activation})"
+                        f"architecture {model.architecture.name} differs from the zoo's {zoo_arch.name}"
                     )
             except _Skip as reason:
                 skipped.append((folder.name, str(reason)))
@@ -125,13 +144,25 @@ def import_public_zoo(
             for epoch, state_dict in model.checkpoints.items():
                 writer.add_checkpoint(model_id, epoch, state_dict)
             accepted.append(
-                _Accepted(model_id, folder.name, model.params, tuple(model.checkpoints), model.metrics)
+                _Accepted(
+                    model_id,
+                    folder.name,
+                    model.params,
+                    tuple(model.checkpoints),
+                    model.metrics,
+                    model.architecture.activation,
+                    model.source_layout,
+                )
             )
             dataset_name = dataset_name or _guess_dataset(model.params)
         if writer is None or zoo_arch is None:
             listing = "; ".join(f"{name}: {reason}" for name, reason in skipped[:5])
             raise ZooFormatError(f"no model under {source} could be imported ({listing})")
         splits = assign_splits(len(accepted), split_fractions, seed)
+        counts = Counter(model.activation for model in accepted)
+        # the zoo's architecture carries the commonest activation (the first seen on a tie)
+        zoo_arch = zoo_arch.with_activation(counts.most_common(1)[0][0])
+        mixed = len(counts) > 1
         models = [_model_record(model, split) for model, split in zip(accepted, splits, strict=True)]
         manifest = new_manifest(
             architecture=zoo_arch,
@@ -145,8 +176,12 @@ def import_public_zoo(
                 "path": str(source.resolve()),
                 "weight_threshold": weight_threshold,
                 "skipped": [list(s) for s in skipped],
+                "key_layouts": sorted({model.source_layout for model in accepted}),
             },
         )
+        # per-model activations are in models.json; the manifest says that there are several
+        manifest["mixed_activations"] = mixed
+        manifest["activations"] = dict(sorted(counts.items()))
         writer.finish(manifest, models, {model.model_id: model.metrics for model in accepted})
     finally:
         if writer is not None:
@@ -166,7 +201,7 @@ def _read_model(folder: Path, wanted: set[int] | None, weight_threshold: float) 
         have = ", ".join(str(e) for e in sorted(found)) or "none"
         raise _Skip(f"no checkpoint for the requested epochs (has: {have})")
     checkpoints: dict[int, dict[str, torch.Tensor]] = {}
-    architecture: Architecture | None = None
+    architecture: Architecture | None = None  # the layout as found
     for epoch in epochs:
         path = found[epoch] / CHECKPOINT_FILE
         try:
@@ -187,12 +222,12 @@ def _read_model(folder: Path, wanted: set[int] | None, weight_threshold: float) 
                 f"{found[epoch].name}: architecture {arch.name} differs from the model's other checkpoints"
             )
         architecture = arch
-        checkpoints[epoch] = {k: v.to(torch.float32) for k, v in state_dict.items() if v.is_floating_point()}
+        floats = {k: v.to(torch.float32) for k, v in state_dict.items() if v.is_floating_point()}
+        checkpoints[epoch] = canonical_state_dict(floats, arch)
     assert architecture is not None
-    dropout = float(params.get("model::dropout") or 0.0)
-    if dropout > 0 and architecture.family != "cnn_digits":
-        architecture = Architecture(**{**architecture.to_dict(), "dropout": dropout})
-    return _Model(folder.name, params, architecture, checkpoints, _read_metrics(folder))
+    # the dropout rate is a per-model training setting (models.json extra.dropout), not layout
+    canonical = canonical_architecture(architecture)
+    return _Model(folder.name, params, canonical, architecture.name, checkpoints, _read_metrics(folder))
 
 
 def _read_params(folder: Path) -> dict[str, Any]:
@@ -259,18 +294,14 @@ def _model_record(model: _Accepted, split: str) -> ModelRecord:
         seed=int(number("seed", -1)),
         split=split,
         checkpoint_epochs=model.epochs,
+        activation=model.activation,
         extra={
             "source": model.folder,
             "model_type": params.get("model::type"),
             "dropout": number("model::dropout", 0.0),
-            "activation": params.get("model::nlin"),
+            "key_layout": model.source_layout,
         },
     )
-
-
-def _same_weights_layout(a: Architecture, b: Architecture) -> bool:
-    # the dropout rate changes no weight, so models that differ only in it share a zoo
-    return {**a.to_dict(), "dropout": 0.0} == {**b.to_dict(), "dropout": 0.0}
 
 
 def _guess_dataset(params: dict[str, Any]) -> str | None:

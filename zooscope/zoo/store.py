@@ -2,7 +2,7 @@
 
 A zoo folder holds `manifest.json` (what made it), `models.json` (one row per model, with its
 split), `metrics.json` (per model and epoch) and one safetensors file per kept checkpoint,
-`checkpoints/<model_id>/epoch_<EEE>.safetensors`. `Zoo.load_population` turns checkpoint
+`checkpoints/<model_id>/epoch_<EEE>.safetensors`. `Zoo.load_checkpoints` turns checkpoint
 records into the stacked tensors the autoencoder trains on.
 """
 
@@ -12,7 +12,6 @@ import json
 import math
 import os
 import shutil
-import subprocess
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -23,14 +22,14 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-import zooscope
 from zooscope.errors import ZooFormatError
-from zooscope.networks.architectures import INIT_TYPES, Architecture
+from zooscope.networks.architectures import INIT_TYPES, Architecture, activation_codes
 from zooscope.networks.checkpoints import save_checkpoint
 from zooscope.networks.parameters import FlatLayout, StackedParams
 from zooscope.progress import ProgressFn, report, scaled
+from zooscope.version import code_version
 from zooscope.zoo.grid import SPLITS, ZooConfig
-from zooscope.zoo.training import METRIC_NAMES, TrainedPopulation, train_population
+from zooscope.zoo.training import METRIC_NAMES, TrainedModels, train_models
 
 if TYPE_CHECKING:
     from zooscope.networks.datasets import ImageDataset
@@ -41,7 +40,7 @@ MODELS_FILE = "models.json"
 METRICS_FILE = "metrics.json"
 CHECKPOINT_DIR = "checkpoints"
 # Numeric properties every checkpoint carries; `init` is a category, given as its index in
-# INIT_TYPES in Population.properties (-1 where the init is not one of ours).
+# INIT_TYPES in CheckpointSet.properties (-1 where the init is not one of ours).
 NUMERIC_PROPERTIES = (
     "test_acc",
     "train_acc",
@@ -71,6 +70,8 @@ class ModelRecord:
     diverged: bool = False
     diverged_epoch: int | None = None
     diverged_reason: str | None = None
+    # the model's own activation where its zoo mixes them (an import); None: the zoo architecture's
+    activation: str | None = None
     # anything else known about the model (replicate index, dropout, source folder of an import)
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
@@ -92,6 +93,7 @@ class ModelRecord:
             diverged=bool(data.get("diverged", False)),
             diverged_epoch=data.get("diverged_epoch"),
             diverged_reason=data.get("diverged_reason"),
+            activation=data.get("activation"),
             extra=dict(data.get("extra") or {}),
         )
 
@@ -109,13 +111,17 @@ class CheckpointRecord:
 
 
 @dataclass
-class Population:
-    """Checkpoints of one architecture as stacked tensors: what the autoencoder trains on."""
+class CheckpointSet:
+    """Checkpoints of one architecture as stacked tensors, with their records and numeric
+    properties: what `Zoo.load_checkpoints` returns and the autoencoder trains on."""
 
     arch: Architecture
     params: StackedParams  # {key: [K, *shape]}
     properties: dict[str, torch.Tensor]  # {name: [K]}, see NUMERIC_PROPERTIES
     records: list[CheckpointRecord]
+    # [K] indices into ACTIVATION_NAMES where the checkpoints mix activations (pass them to
+    # population_forward's `activations`); None: every checkpoint runs with arch.activation
+    activations: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.records)
@@ -190,6 +196,15 @@ class Zoo:
     def checkpoint_path(self, model_id: str, epoch: int) -> Path:
         return self.root / checkpoint_relative_path(model_id, epoch)
 
+    def activation_of(self, model: ModelRecord) -> str:
+        """The activation `model` runs with: its own where recorded, else the architecture's."""
+        return model.activation or self.architecture.activation
+
+    @property
+    def mixed_activations(self) -> bool:
+        """Whether the models of this zoo do not all share one activation."""
+        return len({self.activation_of(m) for m in self.models}) > 1
+
     def metrics(self, model_id: str) -> dict[str, list[float | None]]:
         """{"epochs": [...], "test_acc": [...], ...} of one model (None where not measured)."""
         return self._metrics[model_id]
@@ -232,7 +247,7 @@ class Zoo:
             model.model_id, epoch, self.checkpoint_path(model.model_id, epoch), model.split, properties
         )
 
-    def load_population(self, records: Sequence[CheckpointRecord]) -> Population:
+    def load_checkpoints(self, records: Sequence[CheckpointRecord]) -> CheckpointSet:
         """The checkpoints of `records` stacked: params {key: [K, ...]} and properties {name: [K]}."""
         layout = FlatLayout.of(self.architecture)
         if not records:
@@ -252,7 +267,11 @@ class Zoo:
                 for r in records
             ]
         )
-        return Population(self.architecture, params, properties, list(records))
+        activations = None
+        if self.mixed_activations:
+            by_id = {m.model_id: self.activation_of(m) for m in self.models}
+            activations = activation_codes(by_id[r.model_id] for r in records)
+        return CheckpointSet(self.architecture, params, properties, list(records), activations)
 
     def _load(self, path: Path, layout: FlatLayout) -> dict[str, torch.Tensor]:
         try:
@@ -309,7 +328,7 @@ def build_zoo(
     if dataset is None:
         dataset = load_dataset(config.dataset, data_root, resize=config.resize, seed=config.seed)
     report(progress, 0.0, f"training {config.n_models} models")
-    trained = train_population(config, dataset, scaled(progress, 0.0, 0.95), device=device)
+    trained = train_models(config, dataset, scaled(progress, 0.0, 0.95), device=device)
     splits = assign_splits(trained.n_models, config.split_fractions, config.seed)
     models = [
         ModelRecord(
@@ -347,10 +366,21 @@ def build_zoo(
 
 
 def assign_splits(n_models: int, fractions: Sequence[float], seed: int) -> list[str]:
-    """A seeded split BY MODEL: every checkpoint of a model lands on the model's side."""
+    """A seeded split BY MODEL: every checkpoint of a model lands on the model's side.
+
+    No split with a positive fraction is left empty when there are models enough for every such
+    split (10 models at 0.8/0.05/0.15 give 7/1/2, not 8/0/2): an empty split takes one model from
+    the largest one."""
     n_train = round(fractions[0] * n_models)
     n_val = min(round(fractions[1] * n_models), n_models - n_train)
-    labels = ["train"] * n_train + ["val"] * n_val + ["test"] * (n_models - n_train - n_val)
+    counts = [n_train, n_val, n_models - n_train - n_val]
+    if n_models >= sum(1 for f in fractions if f > 0):
+        for i, fraction in enumerate(fractions):
+            if fraction > 0 and counts[i] == 0:
+                donor = max(range(len(counts)), key=lambda j: counts[j])
+                counts[donor] -= 1
+                counts[i] += 1
+    labels = ["train"] * counts[0] + ["val"] * counts[1] + ["test"] * counts[2]
     # a stream of its own, so changing the grid's other random draws never moves the split
     order = np.random.default_rng([seed, 0x5B11]).permutation(n_models)
     out = [""] * n_models
@@ -433,27 +463,11 @@ class ZooWriter:
         os.replace(self.staging, self.out)
 
 
-def code_version() -> str:
-    """zooscope's version, plus the git commit when the code runs from a checkout."""
-    try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=Path(__file__).parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return zooscope.__version__
-    return f"{zooscope.__version__}+g{sha}" if sha else zooscope.__version__
-
-
 def checkpoint_relative_path(model_id: str, epoch: int) -> Path:
     return Path(CHECKPOINT_DIR) / model_id / f"epoch_{epoch:03d}.safetensors"
 
 
-def metrics_table(trained: TrainedPopulation) -> dict[str, dict[str, list[float | None]]]:
+def metrics_table(trained: TrainedModels) -> dict[str, dict[str, list[float | None]]]:
     epochs = list(range(trained.config.epochs + 1))
     table = {}
     for i, spec in enumerate(trained.specs):

@@ -26,7 +26,8 @@ from torch import nn
 
 from zooscope.errors import ArchitectureMismatchError
 from zooscope.networks.architectures import Architecture, initialise
-from zooscope.networks.parameters import FlatLayout, StackedParams
+from zooscope.networks.parameters import FlatLayout, StackedParams, n_models
+from zooscope.population.batching import widest_activation
 from zooscope.population.forward import population_forward
 from zooscope.progress import ProgressFn, report
 from zooscope.zoo.grid import ModelSpec, ZooConfig, ZooConfigError
@@ -48,7 +49,7 @@ EVAL_MEMORY_BUDGET_BYTES = 256 * 2**20
 
 
 @dataclass
-class TrainedPopulation:
+class TrainedModels:
     """The outcome of training a zoo: kept weights, per-epoch metrics and divergence flags."""
 
     config: ZooConfig
@@ -71,14 +72,14 @@ class TrainedPopulation:
         return len(self.specs)
 
 
-def train_population(
+def train_models(
     config: ZooConfig,
     dataset: ImageDataset,
     progress: ProgressFn | None = None,
     *,
     device: str | torch.device = "cpu",
     specs: Sequence[ModelSpec] | None = None,
-) -> TrainedPopulation:
+) -> TrainedModels:
     """Train the models of `config` (or the given subset `specs`) together; see the module doc."""
     started = time.perf_counter()
     arch = _check_architecture(config, dataset)
@@ -111,7 +112,7 @@ def train_population(
         # are the epoch's running means (see METRIC_NAMES), which cost nothing extra.
         splits = SPLIT_NAMES if epoch == 0 else ("val", "test")
         params = layout.unflatten(flat)
-        for name, value in evaluate_population(arch, params, dataset, config.eval_batch_size, splits).items():
+        for name, value in evaluate_models(arch, params, dataset, config.eval_batch_size, splits).items():
             metrics[name][:, epoch] = value.cpu()
         if epoch in config.checkpoint_epochs:
             checkpoints[epoch] = {key: v.detach().cpu().clone() for key, v in params.items()}
@@ -152,7 +153,7 @@ def train_population(
             record(epoch)
             report(progress, epoch / config.epochs, f"epoch {epoch}/{config.epochs}, {k} models")
 
-    return TrainedPopulation(
+    return TrainedModels(
         config=config,
         specs=specs,
         checkpoints=checkpoints,
@@ -193,7 +194,7 @@ class BatchedAdam:
 
 
 @torch.no_grad()
-def evaluate_population(
+def evaluate_models(
     arch: Architecture,
     params: StackedParams,
     dataset: ImageDataset,
@@ -202,7 +203,7 @@ def evaluate_population(
 ) -> dict[str, torch.Tensor]:
     """Mean cross-entropy and accuracy of every model on each split: {"val_loss": [K], ...}."""
     out: dict[str, torch.Tensor] = {}
-    k = next(iter(params.values())).shape[0]
+    k = n_models(params)
     chunk = models_per_chunk(arch, batch_size)
     for split_name in splits:
         split = getattr(dataset, split_name)
@@ -224,18 +225,8 @@ def evaluate_population(
 
 def models_per_chunk(arch: Architecture, batch_size: int) -> int:
     """How many models one evaluation call may run on `batch_size` inputs within the memory budget."""
-    per_sample = _largest_activation_numel(arch) * 4  # float32 bytes
+    per_sample = widest_activation(arch) * 4  # float32 bytes
     return max(1, EVAL_MEMORY_BUDGET_BYTES // (per_sample * batch_size * 2))
-
-
-def _largest_activation_numel(arch: Architecture) -> int:
-    probe = torch.zeros(1, *arch.input_shape)
-    largest = probe.numel()
-    with torch.no_grad():
-        for module in arch.build().eval().module_list:
-            probe = module(probe)
-            largest = max(largest, probe.numel())
-    return largest
 
 
 def train_one_at_a_time(
@@ -244,10 +235,10 @@ def train_one_at_a_time(
     progress: ProgressFn | None = None,
     *,
     specs: Sequence[ModelSpec] | None = None,
-) -> TrainedPopulation:
+) -> TrainedModels:
     """The reference path: each model an nn.Module trained by torch.optim.Adam, one after another.
 
-    Same init, same data order and same divergence rule as `train_population`; slow. It exists to
+    Same init, same data order and same divergence rule as `train_models`; slow. It exists to
     check the batched path (parity test) and to measure what batching buys (benchmark).
     """
     started = time.perf_counter()
@@ -286,7 +277,7 @@ def train_one_at_a_time(
                     )
                     if reason is not None:
                         diverged_epoch[i], diverged_reason[i] = epoch, reason
-                else:  # frozen: the population path still runs it on the epoch's batches
+                else:  # frozen: the batched path still runs it on the epoch's batches
                     running = _running_metrics(module, x_train, y_train, order, config, steps)
                 metrics["train_loss"][i, epoch], metrics["train_acc"][i, epoch] = running
                 record(epoch)
@@ -296,7 +287,7 @@ def train_one_at_a_time(
         epoch: {key: torch.stack([sd[key] for sd in sds]) for key in layout.keys}
         for epoch, sds in kept.items()
     }
-    return TrainedPopulation(
+    return TrainedModels(
         config=config,
         specs=specs,
         checkpoints=checkpoints,
@@ -320,7 +311,7 @@ def _train_module_epoch(
     """One epoch: (divergence reason or None, (running loss, running accuracy)).
 
     On divergence the weights go back to before the offending step and training stops, as in
-    the population path, whose frozen models still run on the rest of the epoch's batches.
+    the batched path, whose frozen models still run on the rest of the epoch's batches.
     """
     module.train()
     loss_sum, correct = 0.0, 0
@@ -374,7 +365,7 @@ def _running_sums(
 
 
 def _divergence(module: nn.Module, threshold: float) -> str | None:
-    """The same rule as train_population: the reason a model diverged, or None."""
+    """The same rule as train_models: the reason a model diverged, or None."""
     weights = torch.cat([p.detach().flatten() for p in module.parameters()])
     if not torch.isfinite(weights).all():
         return "non-finite weights"

@@ -3,59 +3,31 @@
 from __future__ import annotations
 
 import io
-from typing import Annotated, Literal
+from typing import Literal
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, StreamingResponse
-from sqlalchemy import func, select
 
-from app.api.deps import PrincipalDep, SessionDep, SettingsDep, StoreDep
-from app.api.problems import Problem, not_found
+from app.api.deps import PageLimit, PageOffset, PrincipalDep, SessionDep, SettingsDep, StoreDep, get_visible
+from app.api.problems import Problem
 from app.api.schemas import CheckpointOut, Page
-from app.api.uploads import display_name, receive_upload
+from app.api.uploads import display_name, multipart_body, receive_upload
 from app.db.checkpoints import delete_checkpoint, find_by_sha256
-from app.db.models import Checkpoint, Zoo
-from app.db.visibility import visible_to
+from app.db.models import CHECKPOINT_KINDS, Checkpoint, Zoo
+from app.db.visibility import is_visible, visible_page
 from app.ingest import store_checkpoint, validate_checkpoint
 
 router = APIRouter(prefix="/checkpoints", tags=["checkpoints"])
 
-UPLOAD_OPENAPI = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["file"],
-                    "properties": {
-                        "file": {
-                            "type": "string",
-                            "format": "binary",
-                            "description": ".safetensors or torch .pt/.pth",
-                        },
-                        "name": {"type": "string", "description": "display name (default: the file name)"},
-                        "activation": {
-                            "type": "string",
-                            "description": "relu (default), tanh, gelu, sigmoid",
-                        },
-                        "zoo_id": {"type": "string"},
-                    },
-                }
-            }
-        },
-    }
-}
-
-
-def get_visible(session: SessionDep, principal: PrincipalDep, checkpoint_id: str) -> Checkpoint:
-    row = session.scalars(
-        select(Checkpoint).where(Checkpoint.id == checkpoint_id, visible_to(Checkpoint, principal.owner_id))
-    ).first()
-    if row is None:
-        raise not_found("checkpoint", checkpoint_id)
-    return row
+UPLOAD_OPENAPI = multipart_body(
+    ".safetensors or torch .pt/.pth",
+    {
+        "name": "display name (default: the file name)",
+        "activation": "relu (default), tanh, gelu, sigmoid",
+        "zoo_id": "the zoo the checkpoint belongs to, if any",
+    },
+)
 
 
 @router.post(
@@ -83,13 +55,7 @@ async def upload_checkpoint(
             response.status_code = 200
             return existing
         zoo_id = upload.fields.get("zoo_id") or None
-        if (
-            zoo_id is not None
-            and session.scalars(
-                select(Zoo.id).where(Zoo.id == zoo_id, visible_to(Zoo, principal.owner_id))
-            ).first()
-            is None
-        ):
+        if zoo_id is not None and not is_visible(session, Zoo, zoo_id, principal.owner_id):
             raise Problem(422, f"zoo_id {zoo_id!r}: no such zoo", type_="unknown-reference")
         activation = (upload.fields.get("activation") or "relu").strip().lower()
         # torch.load and architecture detection are CPU work: keep them off the event loop.
@@ -102,7 +68,6 @@ async def upload_checkpoint(
             session,
             store,
             checkpoint,
-            tmp_dir=settings.upload_tmp_dir,
             kind="uploaded",
             name=name,
             owner_id=principal.owner_id,
@@ -120,34 +85,26 @@ async def upload_checkpoint(
 def list_checkpoints(
     session: SessionDep,
     principal: PrincipalDep,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: PageLimit = 50,
+    offset: PageOffset = 0,
     architecture: str | None = None,
     zoo_id: str | None = None,
-    kind: Literal["uploaded", "reconstructed", "generated", "zoo"] | None = None,
+    kind: Literal[CHECKPOINT_KINDS] | None = None,  # type: ignore[valid-type]
 ) -> dict:
     """Newest first. `architecture` is a name such as cnn_s-1x28x28."""
-    where = [visible_to(Checkpoint, principal.owner_id)]
+    filters = []
     if architecture:
-        where.append(Checkpoint.architecture_name == architecture)
+        filters.append(Checkpoint.architecture_name == architecture)
     if zoo_id:
-        where.append(Checkpoint.zoo_id == zoo_id)
+        filters.append(Checkpoint.zoo_id == zoo_id)
     if kind:
-        where.append(Checkpoint.kind == kind)
-    total = session.scalar(select(func.count()).select_from(Checkpoint).where(*where)) or 0
-    items = session.scalars(
-        select(Checkpoint)
-        .where(*where)
-        .order_by(Checkpoint.created_at.desc(), Checkpoint.id)
-        .limit(limit)
-        .offset(offset)
-    ).all()
-    return {"items": items, "total": total, "limit": limit, "offset": offset}
+        filters.append(Checkpoint.kind == kind)
+    return visible_page(session, Checkpoint, principal.owner_id, *filters, limit=limit, offset=offset)
 
 
 @router.get("/{checkpoint_id}", response_model=CheckpointOut)
 def get_checkpoint(checkpoint_id: str, session: SessionDep, principal: PrincipalDep) -> Checkpoint:
-    return get_visible(session, principal, checkpoint_id)
+    return get_visible(session, principal, Checkpoint, checkpoint_id)
 
 
 @router.get(
@@ -164,7 +121,7 @@ def download_checkpoint(
     format: Literal["safetensors", "pt"] = "safetensors",
 ) -> Response:
     """The stored safetensors file, or the same weights as a torch.save zip (format=pt)."""
-    row = get_visible(session, principal, checkpoint_id)
+    row = get_visible(session, principal, Checkpoint, checkpoint_id)
     try:
         path = store.open_path(row.blob_key)
     except FileNotFoundError as exc:
@@ -195,7 +152,7 @@ def remove_checkpoint(
     checkpoint_id: str, session: SessionDep, principal: PrincipalDep, store: StoreDep
 ) -> Response:
     """Delete a checkpoint; its file goes when no other record (another owner's) uses it."""
-    row = get_visible(session, principal, checkpoint_id)
+    row = get_visible(session, principal, Checkpoint, checkpoint_id)
     if row.owner_id != principal.owner_id:
         raise Problem(
             403,

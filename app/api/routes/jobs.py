@@ -11,25 +11,26 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session, undefer
 
 from app.api.auth import Principal
-from app.api.deps import PrincipalDep, QueueDep, SessionDep, SettingsDep
+from app.api.deps import PageLimit, PageOffset, PrincipalDep, QueueDep, SessionDep, SettingsDep, get_visible
 from app.api.job_events import JobEndListener
-from app.api.job_params import PARAMS_BY_KIND
-from app.api.problems import Problem, not_found
+from app.api.problems import Problem
 from app.api.schemas import JobIn, JobOut, Page
 from app.db import jobs as job_repo
 from app.db.artefacts import get_default_autoencoder
-from app.db.models import TERMINAL_JOB_STATES, Autoencoder, Checkpoint, Job, Zoo
-from app.db.visibility import visible_to
+from app.db.models import JOB_STATES, TERMINAL_JOB_STATES, Autoencoder, Checkpoint, Job, Zoo
+from app.db.visibility import is_visible, visible_page, visible_to
 from app.import_roots import ImportPathRefused, check_import_path
+from app.job_kinds import JobKindName, job_kind
+from app.queue import JobQueue
 from app.settings import Settings
+from zooscope.client import API_PREFIX
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/jobs", tags=["jobs"])
-API_PREFIX = "/api/v1"
 MAX_IDEMPOTENCY_KEY = 200
 MAX_WAIT_S = 60.0  # the longest long poll: below common proxy idle timeouts
 
@@ -38,19 +39,9 @@ def job_location(job_id: str) -> str:
     return f"{API_PREFIX}/jobs/{job_id}"
 
 
-def get_visible(session: Session, principal: Principal, job_id: str, *, with_report: bool = False) -> Job:
-    query = select(Job).where(Job.id == job_id, visible_to(Job, principal.owner_id))
-    if with_report:
-        query = query.options(undefer(Job.report))
-    row = session.scalars(query).first()
-    if row is None:
-        raise not_found("job", job_id)
-    return row
-
-
 def _validate_params(kind: str, params: dict[str, Any]) -> dict[str, Any]:
     try:
-        model = PARAMS_BY_KIND[kind].model_validate(params)
+        model = job_kind(kind).params.model_validate(params)
     except ValidationError as exc:
         errors = [
             {"loc": ["params", *e["loc"]], "msg": e["msg"], "type": e["type"]}
@@ -81,14 +72,7 @@ def _resolve_references(
                     type_="no-default-autoencoder",
                 )
             params["autoencoder_id"] = default.id
-        elif (
-            session.scalars(
-                select(Autoencoder.id).where(
-                    Autoencoder.id == params["autoencoder_id"], visible_to(Autoencoder, owner)
-                )
-            ).first()
-            is None
-        ):
+        elif not is_visible(session, Autoencoder, params["autoencoder_id"], owner):
             raise Problem(
                 404,
                 f"params.autoencoder_id: no autoencoder with id {params['autoencoder_id']!r}",
@@ -111,15 +95,17 @@ def _resolve_references(
                 missing=missing,
             )
     if kind == "import_zoo":
+        if params.get("archive_id") is not None:
+            raise Problem(
+                422,
+                "params.archive_id is set by the service: upload the archive with POST /zoos/archives",
+                type_="validation-error",
+            )
         try:
             check_import_path(settings, params["path"])
         except ImportPathRefused as exc:
             raise Problem(422, f"params.path: {exc}", type_="import-path-refused") from exc
-    if (
-        params.get("zoo_id") is not None
-        and session.scalars(select(Zoo.id).where(Zoo.id == params["zoo_id"], visible_to(Zoo, owner))).first()
-        is None
-    ):
+    if params.get("zoo_id") is not None and not is_visible(session, Zoo, params["zoo_id"], owner):
         raise Problem(404, f"params.zoo_id: no zoo with id {params['zoo_id']!r}", type_="not-found")
     return params
 
@@ -170,40 +156,41 @@ def submit_job(
     )
     if not created:  # a concurrent retry won the race
         return _replay(job, fingerprint, response)
+    send_job(session, queue, job)
+    response.headers["Location"] = job_location(job.id)
+    return job
+
+
+def send_job(session: Session, queue: JobQueue, job: Job) -> None:
+    """Send a created job's task; if the broker cannot take it, fail the job and answer 503."""
     try:
         queue.send(job.kind, job.id)
     except Exception as exc:
         log.exception("job %s: could not send its task", job.id)
-        job_repo.fail_job(session, job.id, f"the task could not be queued: {exc}")
+        job_repo.fail_job(session, job.id, f"the task could not be queued: {exc}", error_type="internal")
         raise Problem(
             503,
             "the job queue (broker) is unreachable; the job was not queued, try again later",
             type_="broker-unavailable",
         ) from exc
-    response.headers["Location"] = job_location(job.id)
-    return job
 
 
 @router.get("", response_model=Page[JobOut])
 def list_jobs(
     session: SessionDep,
     principal: PrincipalDep,
-    state: Literal["queued", "running", "succeeded", "failed", "cancelled"] | None = None,
-    kind: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    state: Literal[JOB_STATES] | None = None,  # type: ignore[valid-type]
+    kind: JobKindName | None = None,
+    limit: PageLimit = 50,
+    offset: PageOffset = 0,
 ) -> dict:
     """Newest first."""
-    where = [visible_to(Job, principal.owner_id)]
+    filters = []
     if state:
-        where.append(Job.state == state)
+        filters.append(Job.state == state)
     if kind:
-        where.append(Job.kind == kind)
-    total = session.scalar(select(func.count()).select_from(Job).where(*where)) or 0
-    items = session.scalars(
-        select(Job).where(*where).order_by(Job.created_at.desc(), Job.id.desc()).limit(limit).offset(offset)
-    ).all()
-    return {"items": items, "total": total, "limit": limit, "offset": offset}
+        filters.append(Job.kind == kind)
+    return visible_page(session, Job, principal.owner_id, *filters, limit=limit, offset=offset)
 
 
 @router.get("/{job_id}", response_model=JobOut)
@@ -223,7 +210,7 @@ async def get_job(
     ] = 0.0,
 ) -> Job:
     """A job's state; with `wait`, a long poll: one request instead of many to see a job end."""
-    job = await run_in_threadpool(get_visible, session, principal, job_id)
+    job = await run_in_threadpool(get_visible, session, principal, Job, job_id)
     if wait <= 0 or job.state in TERMINAL_JOB_STATES:
         return job
     listener: JobEndListener = request.app.state.job_events
@@ -244,13 +231,13 @@ def _read_again(session: Session, principal: Principal, job_id: str) -> Job:
     # End the read transaction first: under SQLite's WAL a transaction keeps its snapshot, and
     # the worker's update would stay invisible to it.
     session.rollback()
-    return get_visible(session, principal, job_id)
+    return get_visible(session, principal, Job, job_id)
 
 
 @router.post("/{job_id}/cancel", response_model=JobOut)
 def cancel_job(job_id: str, session: SessionDep, principal: PrincipalDep, queue: QueueDep) -> Job:
     """queued or running -> cancelled; a running worker stops at its next progress report."""
-    job = get_visible(session, principal, job_id)
+    job = get_visible(session, principal, Job, job_id)
     if job.owner_id != principal.owner_id:
         raise Problem(
             403, "this job is shared; only a request without a key may cancel it", type_="forbidden"
@@ -279,7 +266,7 @@ def cancel_job(job_id: str, session: SessionDep, principal: PrincipalDep, queue:
 @router.get("/{job_id}/report")
 def get_report(job_id: str, session: SessionDep, principal: PrincipalDep) -> dict[str, Any]:
     """The stored report of a succeeded job (409 while it is queued or running, or if it did not succeed)."""
-    job = get_visible(session, principal, job_id, with_report=True)
+    job = get_visible(session, principal, Job, job_id, undefer(Job.report))
     if job.state != "succeeded" or job.report is None:
         lines = (job.error or "").strip().splitlines()
         hint = {
@@ -288,5 +275,7 @@ def get_report(job_id: str, session: SessionDep, principal: PrincipalDep) -> dic
             "failed": f"it failed: {lines[-1] if lines else 'no reason recorded'}",
             "cancelled": "it was cancelled",
         }.get(job.state, job.state)
-        raise Problem(409, f"job {job_id} has no report: {hint}", type_="report-not-ready", state=job.state)
+        # A failure of ours is told apart from a wrong request by its problem type.
+        type_ = "job-internal-error" if job.error_type == "internal" else "report-not-ready"
+        raise Problem(409, f"job {job_id} has no report: {hint}", type_=type_, state=job.state)
     return job.report

@@ -29,13 +29,22 @@ export function fmtTime(iso) {
   return Number.isNaN(d.getTime()) ? iso : d.toLocaleString();
 }
 
-export function fmtDuration(startIso, endIso) {
-  if (!startIso) return "–";
-  const end = endIso ? new Date(endIso) : new Date();
-  const s = Math.max(0, (end - new Date(startIso)) / 1000);
+export function fmtSeconds(s) {
   if (s < 60) return `${s.toFixed(1)} s`;
   if (s < 3600) return `${Math.floor(s / 60)} min ${Math.round(s % 60)} s`;
   return `${(s / 3600).toFixed(1)} h`;
+}
+
+export function fmtDuration(startIso, endIso) {
+  if (!startIso) return "–";
+  const end = endIso ? new Date(endIso) : new Date();
+  return fmtSeconds(Math.max(0, (end - new Date(startIso)) / 1000));
+}
+
+// The time left of a running job, as the service estimated it (eta_s); blank otherwise.
+export function fmtEta(job) {
+  if (job.state !== "running" || job.eta_s == null) return "";
+  return `${fmtSeconds(job.eta_s)} left`;
 }
 
 export function flash(message, kind = "error") {

@@ -1,4 +1,4 @@
-"""A tiny population of cnn_digits checkpoints and the digits data set, shared by the tests here."""
+"""A tiny set of cnn_digits checkpoints and the digits data set, shared by the tests here."""
 
 from __future__ import annotations
 
@@ -15,16 +15,16 @@ ARCH = Architecture("cnn_digits", 1, 8)
 
 
 @dataclass
-class TinyPopulation:
-    """What the trainer needs of zoo.store.Population: the architecture and stacked parameters."""
+class TinyCheckpointSet:
+    """What the trainer needs of zoo.store.CheckpointSet: the architecture and stacked parameters."""
 
     arch: Architecture
     params: StackedParams
 
 
-def make_population(k: int, seed: int) -> TinyPopulation:
+def make_checkpoint_set(k: int, seed: int) -> TinyCheckpointSet:
     torch.manual_seed(seed)
-    return TinyPopulation(ARCH, stack_state_dicts(ARCH, [ARCH.build().state_dict() for _ in range(k)]))
+    return TinyCheckpointSet(ARCH, stack_state_dicts(ARCH, [ARCH.build().state_dict() for _ in range(k)]))
 
 
 @pytest.fixture(scope="session")
@@ -33,5 +33,5 @@ def digits() -> ImageDataset:
 
 
 @pytest.fixture(scope="session")
-def populations() -> tuple[TinyPopulation, TinyPopulation]:
-    return make_population(24, seed=0), make_population(6, seed=1)
+def checkpoint_sets() -> tuple[TinyCheckpointSet, TinyCheckpointSet]:
+    return make_checkpoint_set(24, seed=0), make_checkpoint_set(6, seed=1)

@@ -11,20 +11,20 @@ import torch
 
 from zooscope.autoencoder.artefact import CONFIG, WEIGHTS, TrainedAutoencoder
 from zooscope.autoencoder.config import AutoencoderConfig, TrainingConfig
-from zooscope.autoencoder.training import train_on_populations
+from zooscope.autoencoder.training import train_on_checkpoints
 from zooscope.errors import ArchitectureMismatchError, ArtefactError
 from zooscope.networks.architectures import Architecture
 from zooscope.networks.parameters import unstack
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, populations, digits) -> tuple[TrainedAutoencoder, Path]:
+def trained(tmp_path_factory, checkpoint_sets, digits) -> tuple[TrainedAutoencoder, Path]:
     out = tmp_path_factory.mktemp("ae")
     tc = dataclasses.replace(TrainingConfig.tiny(), epochs=1, seed=3)
-    return train_on_populations(*populations, digits, AutoencoderConfig.tiny(), tc, out), out
+    return train_on_checkpoints(*checkpoint_sets, digits, AutoencoderConfig.tiny(), tc, out), out
 
 
-def test_save_and_load_round_trip(trained, populations) -> None:
+def test_save_and_load_round_trip(trained, checkpoint_sets) -> None:
     ae, out = trained
     loaded = TrainedAutoencoder.load(out)
     state, loaded_state = ae.model.state_dict(), loaded.model.state_dict()
@@ -37,18 +37,18 @@ def test_save_and_load_round_trip(trained, populations) -> None:
     assert (
         meta["seed"] == 3 and meta["code_version"] and meta["token_layout"]["width"] == ae.token_layout.width
     )
-    params = populations[1].params
+    params = checkpoint_sets[1].params
     assert torch.equal(ae.latents(params), loaded.latents(params))
 
 
-def test_high_level_calls_agree_with_each_other(trained, populations) -> None:
+def test_high_level_calls_agree_with_each_other(trained, checkpoint_sets) -> None:
     ae, _ = trained
-    params = populations[1].params
+    params = checkpoint_sets[1].params
     state_dicts = unstack(params)
     k, t, latent = len(state_dicts), ae.token_layout.n_tokens, ae.config.latent_dim
     latents = ae.latents(params)
     assert latents.shape == (k, t, latent)
-    embeddings = ae.encode(state_dicts)
+    embeddings = ae.embed(state_dicts)
     assert embeddings.shape == (k, latent)
     assert torch.allclose(embeddings, latents.mean(dim=1), atol=1e-6)
     assert torch.allclose(ae.encode_tokens(ae.token_layout.tokenize(params)), latents, atol=1e-6)
@@ -70,7 +70,7 @@ def test_wrong_architecture_is_refused_with_its_name(trained) -> None:
     ae, _ = trained
     other = Architecture("cnn_s", 1, 28).build().state_dict()
     with pytest.raises(ArchitectureMismatchError, match="trained on cnn_digits"):
-        ae.encode([other])
+        ae.embed([other])
     with pytest.raises(ArchitectureMismatchError, match="latents of shape"):
         ae.decode_latents(torch.zeros(2, 3, 4))
 
@@ -102,3 +102,26 @@ def test_evaluation_is_saved_beside_the_artefact(trained, tmp_path: Path) -> Non
     assert loaded.evaluation is None
     loaded.save_evaluation({"aggregate": {"agreement": 0.9}})
     assert TrainedAutoencoder.load(copy).evaluation == {"aggregate": {"agreement": 0.9}}
+
+
+def test_an_artefact_recorded_before_the_newer_keys_loads_as_it_ran(trained, tmp_path: Path) -> None:
+    ae, _ = trained
+    old = tmp_path / "old"
+    ae.save(old)
+    meta = json.loads((old / CONFIG).read_text())
+    for key in ("latent_activation", "contrast_on", "encoder_final_norm"):
+        del meta["autoencoder"][key]
+    for key in ("statistics_weight", "statistics_weight_final", "token_normalisation", "lr_schedule"):
+        del meta["training"][key]
+    (old / CONFIG).write_text(json.dumps(meta))
+    loaded = TrainedAutoencoder.load(old)
+    # The values those artefacts ran with, not today's defaults (the cpu recipe).
+    assert loaded.config == ae.config and loaded.config.latent_activation == "none"
+    tc = loaded.training_config
+    assert (tc.statistics_weight, tc.statistics_weight_final, tc.token_normalisation, tc.lr_schedule) == (
+        0.0,
+        None,
+        "none",
+        "none",
+    )
+    assert TrainingConfig().token_normalisation == "tensor"

@@ -8,15 +8,15 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from zooscope.autoencoder.config import AutoencoderConfig, TrainingConfig
-from zooscope.autoencoder.training import train_on_populations
+from zooscope.autoencoder.training import train_on_checkpoints
 from zooscope.cli.autoencoder import app
 
 runner = CliRunner()
 
 
-def test_show_prints_config_and_curves(tmp_path: Path, populations, digits) -> None:
+def test_show_prints_config_and_curves(tmp_path: Path, checkpoint_sets, digits) -> None:
     tc = dataclasses.replace(TrainingConfig.tiny(), epochs=2)
-    train_on_populations(*populations, digits, AutoencoderConfig.tiny(), tc, tmp_path)
+    train_on_checkpoints(*checkpoint_sets, digits, AutoencoderConfig.tiny(), tc, tmp_path)
     result = runner.invoke(app, ["show", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert "cnn_digits" in result.output and "training curves" in result.output

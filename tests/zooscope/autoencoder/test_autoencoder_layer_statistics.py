@@ -1,4 +1,4 @@
-"""The optional fourth term (beyond method.md): the embedding must carry each layer's weight statistics."""
+"""The optional fourth term (beyond docs/method.md): the embedding must carry layer weight statistics."""
 
 from __future__ import annotations
 
@@ -13,22 +13,22 @@ from zooscope.autoencoder.artefact import TRAINING_LOG, TrainedAutoencoder
 from zooscope.autoencoder.config import AutoencoderConfig, TrainingConfig
 from zooscope.autoencoder.layer_statistics import LayerStatisticsLoss, layer_statistics
 from zooscope.autoencoder.losses import CompositeLoss
-from zooscope.autoencoder.training import train_on_populations
+from zooscope.autoencoder.training import train_on_checkpoints
 from zooscope.errors import ArtefactError
 from zooscope.networks.architectures import Architecture
 from zooscope.networks.parameters import FlatLayout
 from zooscope.weightspace.permutations import PermutationIndex, permute_flat
 from zooscope.weightspace.statistics import weight_statistics_features
 
-ARCH = Architecture("cnn_digits", 1, 8)  # the populations fixture's
+ARCH = Architecture("cnn_digits", 1, 8)  # the checkpoint_sets fixture's
 AE = AutoencoderConfig.tiny()
 TC = dataclasses.replace(
     TrainingConfig.tiny(), lr=3e-3, beta=0.5, gamma=0.05, n_queries=16, batch_size=8, statistics_weight=0.5
 )
 
 
-def test_statistics_are_the_probe_features_and_their_logs_and_ignore_permutations(populations) -> None:
-    train, _ = populations
+def test_statistics_are_the_probe_features_and_their_logs_and_ignore_permutations(checkpoint_sets) -> None:
+    train, _ = checkpoint_sets
     statistics = layer_statistics(ARCH, train.params)
     plain = weight_statistics_features(ARCH, train.params)
     assert statistics.shape == (24, 2 * plain.shape[1])
@@ -43,8 +43,8 @@ def test_statistics_are_the_probe_features_and_their_logs_and_ignore_permutation
     )
 
 
-def test_targets_are_standardised_on_the_training_split_and_a_silent_head_costs_one(populations) -> None:
-    train, val = populations
+def test_targets_are_standardised_on_the_training_split_and_a_silent_head_costs_one(checkpoint_sets) -> None:
+    train, val = checkpoint_sets
     loss = LayerStatisticsLoss(ARCH, latent_dim=4, train_params=train.params)
     targets = loss.targets(train.params)
     varying = layer_statistics(ARCH, train.params).std(0) > 1e-6
@@ -78,29 +78,29 @@ def test_composite_adds_the_fourth_term_outside_the_papers_formula() -> None:
     ).item()
     assert second == pytest.approx(1.0 + delta * 0.5)
     assert composite.normalisers()["statistics"] == pytest.approx(3.0)
-    # delta 0 is method.md's loss: the fourth term is neither needed nor counted.
+    # delta 0 is docs/method.md's loss: the fourth term is neither needed nor counted.
     assert CompositeLoss(gamma, beta)(
         torch.tensor(4.0), torch.tensor(0.5), torch.tensor(0.02), statistics=torch.tensor(9.0)
     ).item() == pytest.approx(1.0)
 
 
 def test_training_with_the_term_logs_it_resumes_and_saves_no_head(
-    tmp_path: Path, populations, digits
+    tmp_path: Path, checkpoint_sets, digits
 ) -> None:
-    train, val = populations
-    straight = train_on_populations(train, val, digits, AE, dataclasses.replace(TC, epochs=4), tmp_path / "a")
+    train, val = checkpoint_sets
+    straight = train_on_checkpoints(train, val, digits, AE, dataclasses.replace(TC, epochs=4), tmp_path / "a")
     log = [json.loads(line) for line in (tmp_path / "a" / TRAINING_LOG).read_text().splitlines()]
     assert all(entry["statistics"] is not None for entry in log)
     assert log[0]["normalisers"]["statistics"] > 0
     # The term reaches the encoder: the same seed without it trains other weights.
-    without = train_on_populations(
+    without = train_on_checkpoints(
         train, val, digits, AE, dataclasses.replace(TC, epochs=4, statistics_weight=0.0), tmp_path / "c"
     )
     encoder = "encoder.layers.0.linear1.weight"
     assert not torch.allclose(straight.model.state_dict()[encoder], without.model.state_dict()[encoder])
 
-    train_on_populations(train, val, digits, AE, dataclasses.replace(TC, epochs=2), tmp_path / "b")
-    resumed = train_on_populations(
+    train_on_checkpoints(train, val, digits, AE, dataclasses.replace(TC, epochs=2), tmp_path / "b")
+    resumed = train_on_checkpoints(
         train, val, digits, AE, dataclasses.replace(TC, epochs=4), tmp_path / "b", resume=True
     )
     a, b = straight.model.state_dict(), resumed.model.state_dict()
@@ -111,21 +111,23 @@ def test_training_with_the_term_logs_it_resumes_and_saves_no_head(
     assert loaded.training_config.statistics_weight == 0.5
 
 
-def test_a_scheduled_weight_fades_epoch_by_epoch_and_is_recorded(tmp_path: Path, populations, digits) -> None:
-    train, val = populations
+def test_a_scheduled_weight_fades_epoch_by_epoch_and_is_recorded(
+    tmp_path: Path, checkpoint_sets, digits
+) -> None:
+    train, val = checkpoint_sets
     tc = dataclasses.replace(TC, epochs=3, beta_warmup_epochs=0, statistics_weight_final=0.1)
-    ae = train_on_populations(train, val, digits, AE, tc, tmp_path)
+    ae = train_on_checkpoints(train, val, digits, AE, tc, tmp_path)
     deltas = [entry["delta"] for entry in ae.training_log]
     assert 0.5 > deltas[0] > deltas[1] > deltas[2] > 0.1  # each epoch's mean over its steps
     assert TrainedAutoencoder.load(tmp_path).training_config.statistics_weight_final == 0.1
 
 
-def test_resume_refuses_a_checkpoint_made_without_the_term(tmp_path: Path, populations, digits) -> None:
-    train, val = populations
+def test_resume_refuses_a_checkpoint_made_without_the_term(tmp_path: Path, checkpoint_sets, digits) -> None:
+    train, val = checkpoint_sets
     without = dataclasses.replace(TC, statistics_weight=0.0, epochs=1)
-    train_on_populations(train, val, digits, AE, without, tmp_path)
+    train_on_checkpoints(train, val, digits, AE, without, tmp_path)
     with pytest.raises(ArtefactError, match="layer-statistics"):
-        train_on_populations(train, val, digits, AE, dataclasses.replace(TC, epochs=2), tmp_path, resume=True)
+        train_on_checkpoints(train, val, digits, AE, dataclasses.replace(TC, epochs=2), tmp_path, resume=True)
 
 
 def test_a_negative_weight_is_refused() -> None:

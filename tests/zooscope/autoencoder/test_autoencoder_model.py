@@ -29,7 +29,7 @@ def test_shapes_of_every_output() -> None:
     assert reconstruction.shape == (3, T, W)
     assert latents.shape == (3, T, CONFIG.latent_dim)
     assert projection.shape == (3, CONFIG.projection_dim)
-    assert model.encode(tokens, _positions()).shape == (3, T, CONFIG.latent_dim)
+    assert model.encode_tokens(tokens, _positions()).shape == (3, T, CONFIG.latent_dim)
     assert model.decode(latents, _positions()).shape == (3, T, W)
     embedding = model.embed(tokens, _positions())
     assert torch.allclose(embedding, latents.mean(dim=1), atol=1e-6)
@@ -58,8 +58,8 @@ def test_attention_runs_across_tokens_of_one_model() -> None:
     tokens = torch.randn(1, T, W)
     changed = tokens.clone()
     changed[0, 0] += 5.0
-    latents = model.encode(tokens, _positions())
-    latents_changed = model.encode(changed, _positions())
+    latents = model.encode_tokens(tokens, _positions())
+    latents_changed = model.encode_tokens(changed, _positions())
     assert not torch.allclose(latents[0, 1:], latents_changed[0, 1:], atol=1e-4)
 
 
@@ -68,7 +68,9 @@ def test_positions_change_the_encoding() -> None:
     tokens = torch.randn(2, T, W)
     shuffled = _positions().clone()
     shuffled[:, 2] = shuffled[:, 2].flip(0)
-    assert not torch.allclose(model.encode(tokens, _positions()), model.encode(tokens, shuffled))
+    assert not torch.allclose(
+        model.encode_tokens(tokens, _positions()), model.encode_tokens(tokens, shuffled)
+    )
 
 
 def test_positions_outside_the_tables_are_refused() -> None:
@@ -81,7 +83,7 @@ def test_positions_outside_the_tables_are_refused() -> None:
 
 
 def test_paper_preset_has_the_paper_size_at_cnn3_width() -> None:
-    # method.md §3: about 21.5 M parameters at CNN3 (93 tokens x 289).
+    # docs/method.md §3: about 21.5 M parameters at CNN3 (93 tokens x 289).
     model = WeightAutoencoder(AutoencoderConfig.paper(), token_width=289, n_tokens=93)
     assert 20.5e6 < model.n_parameters < 22.5e6
 
@@ -115,7 +117,7 @@ def test_a_latent_activation_keeps_the_parameter_names_and_bounds_the_latents(ac
     torch.manual_seed(0)
     model = WeightAutoencoder(replace(CONFIG, latent_activation=activation), token_width=W, n_tokens=T)
     assert model.state_dict().keys() == _model().state_dict().keys()  # old artefacts still load
-    latents = model.encode(torch.randn(3, T, W), _positions())
+    latents = model.encode_tokens(torch.randn(3, T, W), _positions())
     assert bool((latents >= 0).all()) and bool((latents > 0).any())
     with pytest.raises(ValueError, match="latent_activation"):
         AutoencoderConfig(latent_activation="tanh")
@@ -130,7 +132,7 @@ def test_the_encoders_final_norm_can_be_left_out() -> None:
     normed = WeightAutoencoder(CONFIG, token_width=W, n_tokens=T)
     # otherwise the same parameters: an artefact of either kind loads into its own configuration
     assert set(normed.state_dict()) - set(plain.state_dict()) == {"encoder.norm.weight", "encoder.norm.bias"}
-    latents = plain.encode(torch.randn(3, T, W), _positions())
+    latents = plain.encode_tokens(torch.randn(3, T, W), _positions())
     assert latents.shape == (3, T, CONFIG.latent_dim) and bool(torch.isfinite(latents).all())
     stored = {**CONFIG.to_dict(), "encoder_final_norm": False}
     assert AutoencoderConfig.from_dict(stored).encoder_final_norm is False

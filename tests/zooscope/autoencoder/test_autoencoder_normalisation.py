@@ -12,7 +12,7 @@ import torch
 from zooscope.autoencoder.artefact import CONFIG, TrainedAutoencoder
 from zooscope.autoencoder.config import AutoencoderConfig, TrainingConfig
 from zooscope.autoencoder.normalisation import TokenNormaliser
-from zooscope.autoencoder.training import train_on_populations
+from zooscope.autoencoder.training import train_on_checkpoints
 from zooscope.networks.architectures import Architecture
 from zooscope.networks.parameters import stack_state_dicts
 from zooscope.weightspace.tokens import TokenLayout
@@ -22,7 +22,7 @@ ARCH_BN = Architecture("cnn_digits", 1, 8, batchnorm=True)
 
 
 @dataclass
-class _Population:
+class _CheckpointSet:
     arch: Architecture
     params: dict[str, torch.Tensor]
 
@@ -122,11 +122,11 @@ def test_bad_statistics_are_refused() -> None:
 
 
 def test_training_fits_on_the_train_split_only_and_the_artefact_keeps_it(tmp_path: Path, digits) -> None:
-    # Train and val populations at very different scales: a normaliser that saw val would differ.
-    train = _Population(ARCH, _scaled_population(12, 0, 1.0))
-    val = _Population(ARCH, _scaled_population(4, 1, 10.0))
+    # Train and val checkpoint_sets at very different scales: a normaliser that saw val would differ.
+    train = _CheckpointSet(ARCH, _scaled_population(12, 0, 1.0))
+    val = _CheckpointSet(ARCH, _scaled_population(4, 1, 10.0))
     tc = replace(TrainingConfig.tiny(), epochs=1, token_normalisation="layer", device="cpu")
-    ae = train_on_populations(train, val, digits, AutoencoderConfig.tiny(), tc, tmp_path)
+    ae = train_on_checkpoints(train, val, digits, AutoencoderConfig.tiny(), tc, tmp_path)
     layout = ae.token_layout
     expected = TokenNormaliser.fit(layout, layout.tokenize(train.params))
     assert torch.equal(ae.normaliser.mean, expected.mean) and torch.equal(ae.normaliser.std, expected.std)
@@ -136,20 +136,20 @@ def test_training_fits_on_the_train_split_only_and_the_artefact_keeps_it(tmp_pat
     # The public calls speak real weights: the reconstruction is de-standardised.
     assert torch.allclose(loaded.reconstruct_tokens(val.params), ae.reconstruct_tokens(val.params))
     raw = ae.model.decode(
-        ae.model.encode(expected.normalise(layout.tokenize(val.params)), ae.positions), ae.positions
+        ae.model.encode_tokens(expected.normalise(layout.tokenize(val.params)), ae.positions), ae.positions
     )
     assert torch.allclose(ae.reconstruct_tokens(val.params), expected.denormalise(raw), atol=1e-5)
 
 
-def test_an_artefact_without_a_normaliser_loads_as_identity(tmp_path: Path, populations, digits) -> None:
-    train, val = populations
+def test_an_artefact_without_a_normaliser_loads_as_identity(tmp_path: Path, checkpoint_sets, digits) -> None:
+    train, val = checkpoint_sets
     tc = replace(TrainingConfig.tiny(), epochs=1, device="cpu")
-    train_on_populations(train, val, digits, AutoencoderConfig.tiny(), tc, tmp_path)
+    train_on_checkpoints(train, val, digits, AutoencoderConfig.tiny(), tc, tmp_path)
     meta = json.loads((tmp_path / CONFIG).read_text())
     meta.pop("token_normaliser")  # as written before normalisation existed
     (tmp_path / CONFIG).write_text(json.dumps(meta))
     loaded = TrainedAutoencoder.load(tmp_path)
     assert loaded.normaliser.is_identity
     tokens = loaded.tokens(val.params)
-    raw = loaded.model.decode(loaded.model.encode(tokens, loaded.positions), loaded.positions)
+    raw = loaded.model.decode(loaded.model.encode_tokens(tokens, loaded.positions), loaded.positions)
     assert torch.allclose(loaded.reconstruct_tokens(val.params), raw, atol=1e-6)

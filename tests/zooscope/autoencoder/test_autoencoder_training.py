@@ -1,4 +1,4 @@
-"""A few training steps on a tiny population: the loss goes down, the log is written, resume continues
+"""A few training steps on a tiny checkpoint set: the loss goes down, the log is written, resume continues
 exactly where a run stopped, and the collapse guard reports constant-class reconstructions."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import torch
 
 from zooscope.autoencoder.artefact import TRAINING_LOG, TRAINING_STATE, TrainedAutoencoder
 from zooscope.autoencoder.config import AutoencoderConfig, TrainingConfig
-from zooscope.autoencoder.training import _collapse_warning, _Run, train_on_populations
+from zooscope.autoencoder.training import _collapse_warning, _Run, train_on_checkpoints
 from zooscope.errors import ArtefactError
 
 AE = AutoencoderConfig.tiny()
@@ -27,12 +27,12 @@ def _weights(ae: TrainedAutoencoder) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in ae.model.state_dict().items()}
 
 
-def test_training_lowers_the_loss_and_writes_the_log(tmp_path: Path, populations, digits) -> None:
-    train, val = populations
+def test_training_lowers_the_loss_and_writes_the_log(tmp_path: Path, checkpoint_sets, digits) -> None:
+    train, val = checkpoint_sets
     messages: list[str] = []
     progress: list[float] = []
     tc = dataclasses.replace(TC, epochs=6)
-    ae = train_on_populations(
+    ae = train_on_checkpoints(
         train, val, digits, AE, tc, tmp_path, log=messages.append, progress=lambda f, m: progress.append(f)
     )
     log = [json.loads(line) for line in (tmp_path / TRAINING_LOG).read_text().splitlines()]
@@ -57,29 +57,29 @@ def test_training_lowers_the_loss_and_writes_the_log(tmp_path: Path, populations
     assert (tmp_path / TRAINING_STATE).exists()
 
 
-def test_structure_only_skips_the_behavioural_loss(tmp_path: Path, populations, digits) -> None:
-    train, val = populations
+def test_structure_only_skips_the_behavioural_loss(tmp_path: Path, checkpoint_sets, digits) -> None:
+    train, val = checkpoint_sets
     tc = dataclasses.replace(TC, beta=1.0, epochs=1)
-    train_on_populations(train, val, digits, AE, tc, tmp_path)
+    train_on_checkpoints(train, val, digits, AE, tc, tmp_path)
     entry = json.loads((tmp_path / TRAINING_LOG).read_text().splitlines()[0])
     assert entry["behavioural"] is None
     assert entry["normalisers"]["behavioural"] is None
 
 
-def test_warm_up_starts_structure_only_then_adds_behaviour(tmp_path: Path, populations, digits) -> None:
-    train, val = populations
+def test_warm_up_starts_structure_only_then_adds_behaviour(tmp_path: Path, checkpoint_sets, digits) -> None:
+    train, val = checkpoint_sets
     tc = dataclasses.replace(TC, beta=0.1, beta_warmup_epochs=2, epochs=3)
-    ae = train_on_populations(train, val, digits, AE, tc, tmp_path)
+    ae = train_on_checkpoints(train, val, digits, AE, tc, tmp_path)
     betas = [e["beta"] for e in ae.training_log]
     assert betas[0] < 1.0 and betas[0] > betas[1] > betas[2] == pytest.approx(0.1)
 
 
-def test_resume_continues_exactly_where_the_run_stopped(tmp_path: Path, populations, digits) -> None:
-    train, val = populations
-    straight = train_on_populations(train, val, digits, AE, dataclasses.replace(TC, epochs=4), tmp_path / "a")
+def test_resume_continues_exactly_where_the_run_stopped(tmp_path: Path, checkpoint_sets, digits) -> None:
+    train, val = checkpoint_sets
+    straight = train_on_checkpoints(train, val, digits, AE, dataclasses.replace(TC, epochs=4), tmp_path / "a")
 
-    train_on_populations(train, val, digits, AE, dataclasses.replace(TC, epochs=2), tmp_path / "b")
-    resumed = train_on_populations(
+    train_on_checkpoints(train, val, digits, AE, dataclasses.replace(TC, epochs=2), tmp_path / "b")
+    resumed = train_on_checkpoints(
         train, val, digits, AE, dataclasses.replace(TC, epochs=4), tmp_path / "b", resume=True
     )
     a, b = _weights(straight), _weights(resumed)
@@ -88,24 +88,24 @@ def test_resume_continues_exactly_where_the_run_stopped(tmp_path: Path, populati
     assert resumed.training_log[3]["loss"] == pytest.approx(straight.training_log[3]["loss"], rel=1e-5)
 
 
-def test_resume_refuses_a_different_model_size(tmp_path: Path, populations, digits) -> None:
-    train, val = populations
-    train_on_populations(train, val, digits, AE, dataclasses.replace(TC, epochs=1), tmp_path)
+def test_resume_refuses_a_different_model_size(tmp_path: Path, checkpoint_sets, digits) -> None:
+    train, val = checkpoint_sets
+    train_on_checkpoints(train, val, digits, AE, dataclasses.replace(TC, epochs=1), tmp_path)
     bigger = dataclasses.replace(AE, d_model=32)
     with pytest.raises(ArtefactError, match="different autoencoder config"):
-        train_on_populations(train, val, digits, bigger, TC, tmp_path, resume=True)
+        train_on_checkpoints(train, val, digits, bigger, TC, tmp_path, resume=True)
 
 
 def _zero_decoder(run: _Run) -> None:
     # A decoder that outputs zeros rebuilds every network with zero weights: logits all 0, so every
-    # reconstruction predicts class 0 on every input, the collapse of method.md §9.
+    # reconstruction predicts class 0 on every input, the collapse of docs/method.md §9.
     with torch.no_grad():
         run.model.token_out.weight.zero_()
         run.model.token_out.bias.zero_()
 
 
-def test_collapse_guard_flags_constant_reconstructions_loudly(populations, digits) -> None:
-    train, val = populations
+def test_collapse_guard_flags_constant_reconstructions_loudly(checkpoint_sets, digits) -> None:
+    train, val = checkpoint_sets
     run = _Run(train, val, digits, AE, TC)
     _zero_decoder(run)
     collapsed = run.validation()
@@ -115,9 +115,9 @@ def test_collapse_guard_flags_constant_reconstructions_loudly(populations, digit
     assert "COLLAPSE" in _collapse_warning({"epoch": 3, **collapsed})
 
 
-def test_collapse_guard_ignores_originals_that_are_constant_themselves(populations, digits) -> None:
+def test_collapse_guard_ignores_originals_that_are_constant_themselves(checkpoint_sets, digits) -> None:
     # Failed originals that predict one class are rebuilt as such: that is fidelity, not collapse.
-    train, val = populations
+    train, val = checkpoint_sets
     dead = dataclasses.replace(val, params={k: torch.zeros_like(v) for k, v in val.params.items()})
     run = _Run(train, dead, digits, AE, TC)
     _zero_decoder(run)
@@ -127,19 +127,21 @@ def test_collapse_guard_ignores_originals_that_are_constant_themselves(populatio
     assert not result["collapse"]
 
 
-def test_decoding_both_views_trains_with_behaviour_on_both(tmp_path: Path, populations, digits) -> None:
-    train, val = populations
+def test_decoding_both_views_trains_with_behaviour_on_both(tmp_path: Path, checkpoint_sets, digits) -> None:
+    train, val = checkpoint_sets
     tc = dataclasses.replace(TC, epochs=1, decode_both_views=True)
-    entry = train_on_populations(train, val, digits, AE, tc, tmp_path).training_log[0]
+    entry = train_on_checkpoints(train, val, digits, AE, tc, tmp_path).training_log[0]
     assert entry["behavioural"] is not None and entry["contrastive"] is not None
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda_mixed_precision_run_matches_the_cpu_losses_roughly(tmp_path: Path, populations, digits) -> None:
-    train, val = populations
+def test_cuda_mixed_precision_run_matches_the_cpu_losses_roughly(
+    tmp_path: Path, checkpoint_sets, digits
+) -> None:
+    train, val = checkpoint_sets
     tc = dataclasses.replace(TC, epochs=2, device="cuda", amp=True)
-    gpu = train_on_populations(train, val, digits, AE, tc, tmp_path / "gpu")
-    cpu = train_on_populations(
+    gpu = train_on_checkpoints(train, val, digits, AE, tc, tmp_path / "gpu")
+    cpu = train_on_checkpoints(
         train, val, digits, AE, dataclasses.replace(tc, device="cpu"), tmp_path / "cpu"
     )
     assert gpu.device.type == "cuda"

@@ -1,14 +1,14 @@
 """The reproduction as a benchmark: the full ablation on the default digits zoo (slow: pytest -m slow).
 
 It runs what docs/results.md reports (about 43 minutes on the 2-core CPU, zoo build included) and
-checks issue 3's targets on the 216 held-out test checkpoints with zooscope/experiments/targets.py,
-the code that writes the targets table of docs/results.md. Two readings are ours (README, "Issue
-3's targets, and how we hold them"):
+checks the autoencoder's targets on the 216 held-out test checkpoints with
+zooscope/experiments/targets.py, the code that writes the targets table of docs/results.md. Two
+readings are ours (README, "The autoencoder's targets, and how we hold them"):
 - The targets are held by the cpu preset's recipe (csb_stats: C+S+B plus the layer-statistics
   term). The paper's three-term C+S+B must meet every target but R^2, which it reaches only to
   about 0.67 on this zoo (docs/tuning.md, "What bounds R^2 on this zoo").
-- The best reconstruction is held to within 0.5 points of the best TEST original (method.md §11's
-  reading). The best zoo model (98.3 %) is a training-split checkpoint, against which an exact
+- The best reconstruction is held to within 0.5 points of the best TEST original (the reading of
+  docs/method.md §11). The best zoo model (98.3 %) is a training-split checkpoint, against which an exact
   copy of the test split scores -0.56; that row is reported, not asserted.
 Behaviour-only must collapse, as the paper reports.
 """

@@ -153,9 +153,10 @@ def test_chunked_inputs_and_reused_chunk_memory_give_each_chunk_its_own_result(
     arch: Architecture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import zooscope.population.forward as population
+    from zooscope.population.batching import widest_activation
 
     # chunks of 4 inputs: the 40 inputs run in 10 chunks that reuse one chunk memory
-    monkeypatch.setattr(population, "CHUNK_FLOATS", 4 * N_MODELS * population._widest_activation(arch))
+    monkeypatch.setattr(population, "CHUNK_FLOATS", 4 * N_MODELS * widest_activation(arch))
     state_dicts = _population(arch, seed=6)
     params = stack_state_dicts(arch, state_dicts)
     first_inputs, second_inputs = torch.randn(

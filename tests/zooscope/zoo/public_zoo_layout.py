@@ -1,4 +1,4 @@
-"""Writes small zoos in the public Model Zoos layout (method.md §10) for the import tests."""
+"""Writes small zoos in the public Model Zoos layout (docs/method.md §10) for the import tests."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def write_model(
     seed: int,
     *,
     old_names: bool = False,
-    poison: str | None = None,  # "nan", "corrupt", "huge" at the last epoch
+    poison: str | None = None,  # "nan", "corrupt", "truncated", "huge" at the last epoch
     shuffle_results: bool = False,
     dropout: float = 0.0,
 ) -> dict[int, dict[str, torch.Tensor]]:
@@ -59,6 +59,9 @@ def write_model(
             (checkpoint / "checkpoints").write_bytes(b"PK\x03\x04 this is not a torch zip")
         else:
             torch.save(state, checkpoint / "checkpoints")
+        if last and poison == "truncated":  # a download cut short: the first half of the file
+            data = (checkpoint / "checkpoints").read_bytes()
+            (checkpoint / "checkpoints").write_bytes(data[: len(data) // 2])
         torch.save({"state": {}}, checkpoint / "optimizer")
         written[epoch] = state
     lines = [
@@ -96,4 +99,29 @@ def write_public_zoo(root: Path, arch: Architecture) -> dict[str, dict[int, dict
     write_model(root, "model_huge", arch, 6, poison="huge", dropout=dropout)
     (root / "model_no_params").mkdir()
     (root / "experiment_state.json").write_text("{}")  # a file beside the model folders is ignored
+    return good
+
+
+# The held-out zoo as real public zoos are: CNN-s on MNIST, 12 models, half trained with dropout
+# modules (keys 0,4,8,11,14) and half without (0,3,6,9,11), model::nlin varying inside the zoo,
+# one checkpoint file cut short and one model gone NaN.
+# model_i's model::nlin; odd i have dropout modules, so both layouts see several activations
+HELDOUT_ACTIVATIONS = (
+    "tanh", "relu", "sigmoid", "gelu", "tanh", "relu", "sigmoid", "gelu", "relu", "sigmoid", "gelu", "tanh",
+)  # fmt: skip
+HELDOUT_TRUNCATED = "model_05"
+HELDOUT_NAN = "model_08"
+
+
+def write_heldout_zoo(root: Path) -> dict[str, tuple[Architecture, dict[int, dict[str, torch.Tensor]]]]:
+    """{folder: (architecture as written, state_dict per epoch)} of the 10 good models."""
+    good = {}
+    for i in range(12):
+        name = f"model_{i:02d}"
+        with_dropout = i % 2 == 1
+        arch = Architecture("cnn_s", 1, 28, activation=HELDOUT_ACTIVATIONS[i], dropout_layers=with_dropout)
+        poison = {HELDOUT_TRUNCATED: "truncated", HELDOUT_NAN: "nan"}.get(name)
+        written = write_model(root, name, arch, 10 + i, poison=poison, dropout=0.1 if with_dropout else 0.0)
+        if poison is None:
+            good[name] = (arch, written)
     return good

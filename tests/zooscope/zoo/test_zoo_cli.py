@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from public_zoo_layout import write_public_zoo
+from public_zoo_layout import write_heldout_zoo, write_public_zoo
 from typer.testing import CliRunner
 
 from zooscope.cli.zoo import app
@@ -48,6 +48,16 @@ def test_build_then_show(tmp_path: Path) -> None:
     assert "test accuracy by epoch" in shown.output and "kaiming_uniform" in shown.output
 
 
+def test_build_the_tiny_preset(tmp_path: Path) -> None:
+    out = tmp_path / "zoo"
+    args = ["build", "--preset", "tiny", "--out", str(out), "--seeds", "1", "--epochs", "1"]
+    built = runner.invoke(app, args)
+    assert built.exit_code == 0, built.output
+    assert len(Zoo.open(out).models) == 4  # 2 inits x 2 learning rates x 1 weight decay x 1 seed
+    unknown = runner.invoke(app, ["build", "--preset", "huge", "--out", str(tmp_path / "other")])
+    assert unknown.exit_code == 1 and "unknown zoo preset" in unknown.output
+
+
 def test_errors_are_messages_with_exit_code_1(tmp_path: Path) -> None:
     missing = runner.invoke(app, ["show", str(tmp_path / "nowhere")])
     assert missing.exit_code == 1 and "error" in missing.output and "not a folder" in missing.output
@@ -64,3 +74,13 @@ def test_import_lists_skipped_models(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "imported 3 models" in result.output
     assert "skipped 4 models" in result.output and "model_corrupt" in result.output
+
+
+def test_import_says_when_a_zoo_mixes_activations_and_layouts(tmp_path: Path) -> None:
+    write_heldout_zoo(tmp_path / "public")
+    result = runner.invoke(app, ["import", str(tmp_path / "public"), "--out", str(tmp_path / "zoo")])
+    assert result.exit_code == 0, result.output
+    assert "imported 10 models" in result.output and "skipped 2 models" in result.output
+    text = " ".join(result.output.split())  # rich wraps long lines
+    assert "mix activations (gelu 3, relu 1, sigmoid 3, tanh 3)" in text
+    assert "stored as cnn_s-1x28x28" in text

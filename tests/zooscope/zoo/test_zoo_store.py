@@ -1,4 +1,4 @@
-"""The zoo format: building, opening, the split by model, populations, and broken folders."""
+"""The zoo format: building, opening, the split by model, checkpoint sets, and broken folders."""
 
 from __future__ import annotations
 
@@ -78,6 +78,19 @@ def test_assign_splits_is_seeded_and_sized_as_the_paper() -> None:
     assert splits != assign_splits(1200, (0.8, 0.05, 0.15), seed=1)
 
 
+@pytest.mark.parametrize("n", range(3, 25))
+def test_assign_splits_leaves_no_split_empty_when_there_are_models_enough(n: int) -> None:
+    splits = assign_splits(n, (0.8, 0.05, 0.15), seed=0)
+    counts = [splits.count(s) for s in ("train", "val", "test")]
+    assert sum(counts) == n and min(counts) >= 1, counts
+    assert counts[0] >= n // 2  # the train split only gives what the empty ones need
+
+
+def test_assign_splits_of_too_few_models_or_a_zero_fraction() -> None:
+    assert assign_splits(2, (0.8, 0.05, 0.15), seed=0) == ["train", "train"]  # not 3: as rounded
+    assert assign_splits(5, (1.0, 0.0, 0.0), seed=0) == ["train"] * 5
+
+
 def test_diverged_models_are_kept_and_flagged(zoo_dir: Path) -> None:
     zoo = Zoo.open(zoo_dir)
     assert len(zoo.models) == 12
@@ -86,20 +99,20 @@ def test_diverged_models_are_kept_and_flagged(zoo_dir: Path) -> None:
     assert summarise(zoo).n_diverged == len(flagged)
 
 
-def test_checkpoint_records_and_population(zoo_dir: Path) -> None:
+def test_checkpoint_records_and_checkpoint_set(zoo_dir: Path) -> None:
     zoo = Zoo.open(zoo_dir)
     records = zoo.checkpoints(split="train", epochs=[2])
     assert records and all(r.epoch == 2 and r.split == "train" for r in records)
-    population = zoo.load_population(records)
-    assert len(population) == len(records)
-    assert population.params["module_list.0.weight"].shape == (len(records), 8, 1, 3, 3)
+    checkpoint_set = zoo.load_checkpoints(records)
+    assert len(checkpoint_set) == len(records)
+    assert checkpoint_set.params["module_list.0.weight"].shape == (len(records), 8, 1, 3, 3)
     for i, record in enumerate(records):
         p = record.properties
         assert p["gen_gap"] == pytest.approx(p["train_acc"] - p["test_acc"])
         metrics = zoo.metrics(record.model_id)
         assert p["test_acc"] == pytest.approx(metrics["test_acc"][metrics["epochs"].index(2)])
-        assert population.properties["test_acc"][i] == pytest.approx(p["test_acc"])
-        assert population.properties["lr"][i] == pytest.approx(p["lr"])
+        assert checkpoint_set.properties["test_acc"][i] == pytest.approx(p["test_acc"])
+        assert checkpoint_set.properties["lr"][i] == pytest.approx(p["lr"])
     assert zoo.dataset().input_shape == zoo.architecture.input_shape
     by_epoch = summarise(zoo).test_acc_by_epoch
     assert set(by_epoch) == {0, 1, 2} and by_epoch[2].count == 12
@@ -149,4 +162,14 @@ def test_a_checkpoint_of_the_wrong_shape_is_reported(zoo_dir: Path, tmp_path: Pa
     )
     zoo = Zoo.open(copy)
     with pytest.raises(ZooFormatError, match="does not hold"):
-        zoo.load_population(zoo.checkpoints(epochs=[0])[:1])
+        zoo.load_checkpoints(zoo.checkpoints(epochs=[0])[:1])
+
+
+def test_every_zoo_preset_name_builds_a_config() -> None:
+    from zooscope.zoo.grid import ZooConfig
+    from zooscope.zoo.presets import ZOO_PRESETS
+
+    configs = {name: ZooConfig.preset(name) for name in ZOO_PRESETS}
+    cnn_s = configs["mnist5k-cnn-s"]
+    assert (cnn_s.dataset, cnn_s.architecture.name, cnn_s.n_models) == ("mnist5k", "cnn_s-1x28x28", 96)
+    assert configs["digits"] == ZooConfig.default_digits() and configs["tiny"].n_models == 12

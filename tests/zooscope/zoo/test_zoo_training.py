@@ -1,4 +1,4 @@
-"""Population training: determinism, parity with one-at-a-time training, divergence handling."""
+"""Batched zoo training: determinism, parity with one-at-a-time training, divergence handling."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 from zooscope.networks.architectures import INIT_TYPES, Architecture
 from zooscope.networks.datasets import ImageDataset, ImageSplit, load_dataset
 from zooscope.zoo.grid import ZooConfig, ZooConfigError
-from zooscope.zoo.training import BatchedAdam, train_one_at_a_time, train_population
+from zooscope.zoo.training import BatchedAdam, train_models, train_one_at_a_time
 
 
 @pytest.fixture(scope="module")
@@ -40,19 +40,19 @@ def tiny_config(**changes: object) -> ZooConfig:
 
 def test_two_builds_with_one_seed_give_identical_tensors(small_digits: ImageDataset) -> None:
     config = tiny_config()
-    first, second = train_population(config, small_digits), train_population(config, small_digits)
+    first, second = train_models(config, small_digits), train_models(config, small_digits)
     for epoch in config.checkpoint_epochs:
         for key, value in first.checkpoints[epoch].items():
             assert torch.equal(value, second.checkpoints[epoch][key]), (epoch, key)
     for name, value in first.metrics.items():
         assert torch.equal(value, second.metrics[name]), name
-    other_seed = train_population(config.replace(seed=1), small_digits)
+    other_seed = train_models(config.replace(seed=1), small_digits)
     key = next(iter(first.checkpoints[0]))
     assert not torch.equal(first.checkpoints[0][key], other_seed.checkpoints[0][key])
 
 
 def test_training_learns_and_records_every_epoch(small_digits: ImageDataset) -> None:
-    trained = train_population(tiny_config(epochs=3, checkpoint_epochs=(3,)), small_digits)
+    trained = train_models(tiny_config(epochs=3, checkpoint_epochs=(3,)), small_digits)
     assert trained.metrics["test_acc"].shape == (8, 4)
     assert torch.isfinite(trained.metrics["test_acc"]).all()
     best_kaiming = trained.metrics["val_acc"][:4, 3].max()  # kaiming_uniform models come first
@@ -60,9 +60,9 @@ def test_training_learns_and_records_every_epoch(small_digits: ImageDataset) -> 
     assert (trained.metrics["train_loss"][:, 3] < trained.metrics["train_loss"][:, 0]).any()
 
 
-def test_population_matches_one_model_at_a_time(small_digits: ImageDataset) -> None:
+def test_batched_training_matches_one_model_at_a_time(small_digits: ImageDataset) -> None:
     config = tiny_config(inits=("kaiming_uniform", "kaiming_normal"), weight_decays=(1e-3,))
-    together = train_population(config, small_digits)
+    together = train_models(config, small_digits)
     alone = train_one_at_a_time(config, small_digits)
     for epoch in config.checkpoint_epochs:
         for key, value in together.checkpoints[epoch].items():
@@ -92,7 +92,7 @@ def test_batched_adam_is_torch_adam_per_model() -> None:
 
 def test_divergent_models_are_flagged_frozen_and_kept(small_digits: ImageDataset) -> None:
     config = tiny_config(inits=("kaiming_uniform",), learning_rates=(1e-3, 50.0), divergence_threshold=20.0)
-    trained = train_population(config, small_digits)
+    trained = train_models(config, small_digits)
     lrs = [spec.lr for spec in trained.specs]
     diverged = [i for i, e in enumerate(trained.diverged_epoch) if e is not None]
     assert diverged and all(lrs[i] == 50.0 for i in diverged), "only the lr-50 models should diverge"
@@ -105,7 +105,7 @@ def test_divergent_models_are_flagged_frozen_and_kept(small_digits: ImageDataset
     assert all(v.abs().max() <= config.divergence_threshold for v in last.values())
     # the healthy models train exactly as they would without their diverging neighbours
     healthy = [s for s in config.model_specs() if s.lr != 50.0]
-    alone = train_population(config, small_digits, specs=healthy)
+    alone = train_models(config, small_digits, specs=healthy)
     indices = [i for i, s in enumerate(trained.specs) if s.lr != 50.0]
     for key, value in alone.checkpoints[config.epochs].items():
         torch.testing.assert_close(last[key][indices], value)
@@ -125,6 +125,21 @@ def test_config_presets_and_round_trip() -> None:
     assert len({s.seed for s in specs}) == len(specs), "two models share a seed"
 
 
+def test_zoo_presets_by_name() -> None:
+    from zooscope.zoo.presets import DEFAULT_ZOO_PRESET, ZOO_PRESETS
+
+    assert DEFAULT_ZOO_PRESET in ZOO_PRESETS
+    assert ZooConfig.preset("digits") == ZooConfig.default_digits()
+    assert ZooConfig.preset("paper", dataset="cifar10") == ZooConfig.paper("cifar10")
+    tiny = ZooConfig.preset("tiny", n_seeds=1)
+    assert (tiny.n_models, tiny.dataset, tiny.checkpoint_epochs) == (4, "digits", (2, 4))
+    assert ZooConfig.tiny().n_models == 12
+    assert ZooConfig.tiny().with_epochs(3).checkpoint_epochs == (2, 3)
+    assert ZooConfig.tiny().with_epochs(1).checkpoint_epochs == (1,)
+    with pytest.raises(ZooConfigError, match="default_digits"):
+        ZooConfig.preset("default_digits")
+
+
 @pytest.mark.parametrize(
     "changes",
     [
@@ -142,4 +157,4 @@ def test_bad_configs_are_refused(changes: dict) -> None:
 
 def test_batch_larger_than_training_split_is_refused(small_digits: ImageDataset) -> None:
     with pytest.raises(ZooConfigError, match="batch size"):
-        train_population(tiny_config(batch_size=10_000), small_digits)
+        train_models(tiny_config(batch_size=10_000), small_digits)

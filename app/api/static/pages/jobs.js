@@ -2,7 +2,7 @@
 // at all otherwise), and a form that submits a reconstruct or generate job.
 
 import { get, idempotencyKey, post, query } from "../api.js";
-import { flash, fmt, fmtDuration, fmtTime, h, shortId } from "../dom.js";
+import { flash, fmt, fmtDuration, fmtEta, fmtTime, h, shortId } from "../dom.js";
 
 const POLL_MS = 1000;
 const ACTIVE = new Set(["queued", "running"]);
@@ -20,6 +20,7 @@ function jobRow(job) {
       h("small", {}, job.message || "")),
     h("td", {}, fmtTime(job.created_at)),
     h("td", {}, fmtDuration(job.started_at, job.finished_at)),
+    h("td", { class: "eta" }, fmtEta(job)),
     h("td", { class: "error" }, job.error ? fmt(job.error) : ""),
     h("td", {}, done ? h("a", { href: `#/jobs/${encodeURIComponent(job.id)}`, class: "report-link" }, "report") : ""),
   );
@@ -27,7 +28,7 @@ function jobRow(job) {
 
 function jobsTable() {
   return h("table", { id: "jobs-table", class: "data" },
-    h("thead", {}, h("tr", {}, ["id", "kind", "state", "progress", "created", "duration", "error", ""].map((t) => h("th", {}, t)))),
+    h("thead", {}, h("tr", {}, ["id", "kind", "state", "progress", "created", "duration", "ETA", "error", ""].map((t) => h("th", {}, t)))),
     h("tbody", {}));
 }
 

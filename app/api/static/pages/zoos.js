@@ -1,8 +1,8 @@
 // Zoos: each zoo's models and splits, and its accuracy by epoch.
 
-import { get } from "../api.js";
+import { get, request } from "../api.js";
 import { lines } from "../charts.js";
-import { fmt, h, keyValueTable } from "../dom.js";
+import { flash, fmt, h, keyValueTable } from "../dom.js";
 
 // The accuracy-by-epoch shape is read defensively: a list of {epoch, mean, ...} rows, a dict
 // {epoch: number | {mean, ...}}, or columns {epochs: [...], mean: [...], ...}.
@@ -54,9 +54,64 @@ function countOf(v) {
   return Array.isArray(v) ? v.length : (v && typeof v === "object" ? Object.keys(v).length : v);
 }
 
+// Upload a zoo archive (.zip / .tar.gz): the service checks and unpacks it and answers with the
+// import_zoo job, which is followed here until it ends (a link leads to the jobs page).
+function uploadCard() {
+  const picker = h("input", { type: "file", id: "zoo-archive-file", accept: ".zip,.tar.gz,.tgz,application/zip,application/gzip" });
+  const name = h("input", { type: "text", id: "zoo-archive-name", placeholder: "name (default: the file's)" });
+  const button = h("button", { type: "submit", id: "zoo-archive-upload" }, "Upload zoo archive");
+  const status = h("p", { class: "upload-log", id: "zoo-archive-status" });
+  const form = h("form", { class: "card", id: "zoo-archive-form" },
+    h("h2", {}, "Upload a zoo"),
+    h("p", { class: "meta" }, "A .zip or .tar.gz of a zoo in the public Model Zoos layout or zooscope's own; it becomes an import_zoo job."),
+    h("div", { class: "row" }, picker, name, button), status);
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const file = picker.files && picker.files[0];
+    if (!file) { flash("choose a .zip or .tar.gz archive first"); return; }
+    const body = new FormData();
+    body.append("file", file, file.name);
+    if (name.value.trim()) body.append("name", name.value.trim());
+    button.disabled = true;
+    status.className = "upload-log";
+    status.textContent = `uploading ${file.name}…`;
+    try {
+      const job = await request("POST", "/zoos/archives", { form: body });
+      status.replaceChildren(`import job `, h("a", { href: `#/jobs/${encodeURIComponent(job.id)}`, class: "mono" }, job.id), `: ${job.state}`);
+      status.dataset.jobId = job.id;
+      await follow(job, status);
+    } catch (err) {
+      status.className = "upload-log error";
+      status.textContent = `${file.name}: ${err.message}`;
+    } finally {
+      button.disabled = false;
+    }
+  });
+  return form;
+}
+
+async function follow(job, status) {
+  let current = job;
+  while (!["succeeded", "failed", "cancelled"].includes(current.state)) {
+    if (!status.isConnected) return; // the user left the page: stop following
+    current = await get(`/jobs/${encodeURIComponent(job.id)}?wait=20`);
+    const pct = Math.round(100 * (current.progress || 0));
+    status.lastChild.textContent = `: ${current.state} ${pct}% ${current.message || ""}`;
+  }
+  status.dataset.state = current.state;
+  status.className = `upload-log ${current.state === "succeeded" ? "ok" : "error"}`;
+  if (current.state !== "succeeded") {
+    status.lastChild.textContent = `: ${current.state}: ${current.error || ""}`;
+    return;
+  }
+  const report = await get(`/jobs/${encodeURIComponent(job.id)}/report`);
+  const skipped = (report.skipped || []).length;
+  status.lastChild.textContent = `: succeeded, zoo ${report.zoo_id}${skipped ? ` (${skipped} models skipped)` : ""}; reload the page to see it`;
+}
+
 export async function render(view) {
   const page = await get("/zoos");
-  view.append(h("h1", {}, "Zoos"));
+  view.append(h("h1", {}, "Zoos"), uploadCard());
   if (!(page.items || []).length) view.append(h("p", {}, "No zoos yet: a build_zoo or import_zoo job makes one."));
   for (const item of page.items || []) {
     const zoo = await get(`/zoos/${encodeURIComponent(item.id)}`);

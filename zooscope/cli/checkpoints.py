@@ -1,82 +1,19 @@
-"""Top-level `zooscope encode`, `reconstruct` and `generate`: checkpoints through a trained autoencoder.
+"""`zooscope encode`, `reconstruct` and `generate`: checkpoint files through a trained autoencoder.
 
 Checkpoint files are read with `load_checkpoint` (safetensors, or torch zips with weights_only=True);
-everything written is safetensors plus a JSON report.
+everything written is safetensors plus a JSON report. Results go to stdout, notes to stderr.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from zooscope.cli.common import dataset_of, err, fail, load_autoencoder, out, read_checkpoints, zoo_of
 from zooscope.errors import ZooscopeError
-
-out = Console()
-err = Console(stderr=True)  # messages go to stderr so stdout stays parseable
-
-
-def fail(error: Exception) -> typer.Exit:
-    err.print(f"[red]error:[/red] {error}", highlight=False)
-    return typer.Exit(1)
-
-
-def load_autoencoder(directory: Path, device: str) -> Any:
-    from zooscope.autoencoder.artefact import TrainedAutoencoder
-    from zooscope.autoencoder.training import resolve_device
-
-    return TrainedAutoencoder.load(directory, resolve_device(device))
-
-
-def zoo_of(ae: Any, zoo: Path | None) -> Any:
-    """The zoo given, or the one the autoencoder was trained on (recorded in its config.json)."""
-    from zooscope.zoo.store import Zoo
-
-    path = zoo or (Path(ae.zoo["path"]) if ae.zoo and ae.zoo.get("path") else None)
-    if path is None or not path.exists():
-        raise ZooscopeError(
-            f"the autoencoder's zoo ({path or 'not recorded'}) is not on this machine: pass --zoo DIR"
-        )
-    return Zoo.open(path)
-
-
-def dataset_of(ae: Any, name: str | None, zoo: Path | None) -> Any:
-    """The data set to evaluate on: --dataset, else the autoencoder's zoo's data set."""
-    if name is not None:
-        from zooscope.networks.datasets import load_dataset
-
-        return load_dataset(name)
-    return zoo_of(ae, zoo).dataset()
-
-
-def read_checkpoints(paths: list[Path]) -> list[dict]:
-    from zooscope.networks.checkpoints import load_checkpoint
-
-    return [load_checkpoint(path) for path in paths]
-
-
-def aggregate_table(title: str, aggregate: dict[str, Any]) -> Table:
-    """The mean/std/max/min of each metric of a reconstruction report."""
-    from zooscope.analysis.evaluation import METRICS
-
-    table = Table(title=title)
-    for column in ("metric", "mean", "std", "max", "min"):
-        table.add_column(column, justify="left" if column == "metric" else "right")
-
-    def fmt(x: float | None) -> str:
-        return "-" if x is None else f"{x:.4f}"
-
-    for metric in (*METRICS, "agreement_high_accuracy"):
-        s = aggregate[metric]
-        label = (
-            metric if metric in METRICS else f"agreement, originals >= {s['threshold']:.0%} (n={s['count']})"
-        )
-        table.add_row(label, *(fmt(s[k]) for k in ("mean", "std", "max", "min")))
-    return table
 
 
 def encode(
@@ -92,7 +29,7 @@ def encode(
     """Embed checkpoints: one vector each (the mean of its token latents)."""
     try:
         ae = load_autoencoder(ae_dir, device)
-        embeddings = ae.encode(read_checkpoints(checkpoints))
+        embeddings = ae.embed(read_checkpoints(checkpoints))
     except ZooscopeError as error:
         raise fail(error) from error
     data = {
@@ -202,7 +139,8 @@ def generate(
     try:
         width: float | str = bandwidth if bandwidth == "scott" else float(bandwidth)
     except ValueError as error:
-        raise fail(ValueError(f"--bandwidth must be 'scott' or a number, not {bandwidth!r}")) from error
+        message = f"'scott' or a number, not {bandwidth!r}"
+        raise typer.BadParameter(message, param_hint="--bandwidth") from error
     try:
         ae = load_autoencoder(ae_dir, device)
         result = generate_models(

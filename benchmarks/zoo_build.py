@@ -1,0 +1,80 @@
+"""Builds one zoo preset and prints what it cost and what it holds, as markdown tables
+(docs/benchmarks.md, "Zoo presets").
+
+    .venv/bin/python benchmarks/zoo_build.py --preset mnist5k-cnn-s [--out DIR]
+
+Prints the machine (CPU model and vector flags: a figure from one CPU does not hold on another),
+the wall time of the build (training, evaluation and writing), then test accuracy by kept epoch
+and by init at the last epoch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from zooscope.zoo.grid import ZooConfig
+from zooscope.zoo.presets import ZOO_PRESETS
+from zooscope.zoo.store import build_zoo
+
+VECTOR_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile")
+
+
+def cpu_description() -> str:
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and ":" in line:
+                model = line.split(":", 1)[1].strip()
+            elif line.startswith("flags") and ":" in line:
+                flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    have = [f for f in VECTOR_FLAGS if f in flags]
+    return f"{model}, {os.cpu_count()} cores, flags {' '.join(have) or 'none of ' + '/'.join(VECTOR_FLAGS)}"
+
+
+def accuracy_table(title: str, groups: dict[str, dict]) -> list[str]:
+    lines = [f"| {title} | models | mean | median | max | min |", "|---|---|---|---|---|---|"]
+    for name, s in groups.items():
+        cells = [name, str(s["count"])] + [f"{s[k]:.1%}" for k in ("mean", "median", "max", "min")]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="mnist5k-cnn-s", choices=ZOO_PRESETS)
+    parser.add_argument("--out", type=Path, default=None, help="keep the zoo here (default: a temp folder)")
+    args = parser.parse_args()
+    config = ZooConfig.preset(args.preset)
+    print(f"machine: {cpu_description()}; torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"load average (1 min) at start: {os.getloadavg()[0]:.1f}\n")
+    with tempfile.TemporaryDirectory() as tmp:
+        out = args.out or Path(tmp) / "zoo"
+        started = time.perf_counter()
+        zoo = build_zoo(config, out)
+        wall = time.perf_counter() - started
+        summary = zoo.summary()
+    print("| preset | architecture | data set | models | epochs | checkpoints | build wall time |")
+    print("|---|---|---|---|---|---|---|")
+    print(
+        f"| {args.preset} | {summary['architecture']} | {summary['dataset']} | {summary['n_models']} "
+        f"| {config.epochs} | {summary['n_checkpoints']} | {wall:.0f} s ({wall / 60:.1f} min) |\n"
+    )
+    by_epoch = {f"epoch {e}": s for e, s in summary["test_acc_by_epoch"].items()}
+    print("\n".join(accuracy_table("test accuracy, all models", by_epoch)) + "\n")
+    by_init = summary["test_acc_by_hyperparameter"]["init"]
+    print("\n".join(accuracy_table(f"test accuracy at epoch {summary['last_epoch']}, by init", by_init)))
+    print(f"\ndiverged models: {summary['n_diverged']}; splits by model: {summary['models_per_split']}")
+    print(f"load average (1 min) at end: {os.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+    main()

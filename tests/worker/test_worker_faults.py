@@ -1,0 +1,120 @@
+"""Faults of the production shape (PostgreSQL, Redis, a real Celery worker), each ending with a
+count of jobs submitted / succeeded / failed / lost, where lost must be 0.
+
+The Redis here is the test's own, on its own port and without persistence, so that killing it
+loses its queue as a real restart would, and the machine's own Redis is left alone.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from fastapi.testclient import TestClient
+from worker_fixtures import WorkerProcess, register_artefacts, wait_for
+from worker_roundtrip import submit, upload_zoo_checkpoints
+
+from app.db.models import Job
+from app.db.session import session_scope
+from app.main import create_app
+from tests.processes import children as children_of
+from worker.settings import WorkerSettings
+
+pytestmark = pytest.mark.service
+N_JOBS = 30
+RECOVERY_TIMEOUT_S = 240
+
+
+class OwnRedis:
+    """redis-server on a free loopback port, no RDB snapshots, no AOF: a restart empties it."""
+
+    def __init__(self, tmp: Path) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.dir = tmp
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        command = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
+        command += ["--appendonly", "no", "--dir", str(self.dir)]
+        self.proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = redis.Redis.from_url(self.url, socket_timeout=1)
+        wait_for(lambda: _pings(client), 20, "the test's Redis to start")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+
+def _pings(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
+    server = OwnRedis(tmp_path)
+    server.start()
+    yield server
+    server.kill()
+
+
+def tally(settings: WorkerSettings, ids: list[str]) -> dict[str, int]:
+    with session_scope(settings.database_url) as session:
+        states = [session.get(Job, job_id).state for job_id in ids]
+    counts = {state: states.count(state) for state in ("succeeded", "failed", "cancelled")}
+    return {"submitted": len(ids), **counts, "lost": len(ids) - sum(counts.values())}
+
+
+def test_a_lost_broker_queue_and_a_killed_pool_child_lose_no_job(
+    service_settings: WorkerSettings,
+    tiny_artefacts: dict[str, Path],
+    own_redis: OwnRedis,
+    worker_factory: Callable[[WorkerSettings], WorkerProcess],
+) -> None:
+    settings = service_settings.model_copy(
+        update={"broker_url": own_redis.url, "model_queue": "models-faults", "zoo_queue": "zoos-faults"}
+    )
+    _, ae_id = register_artefacts(settings.database_url, tiny_artefacts)
+    with TestClient(create_app(settings)) as api:
+        ids = upload_zoo_checkpoints(api, tiny_artefacts["zoo"], 4)
+        worker = worker_factory(settings)
+        jobs = [
+            submit(api, "reconstruct", {"checkpoint_ids": ids, "autoencoder_id": ae_id})
+            for _ in range(N_JOBS)
+        ]
+        # The broker restarts with an empty queue while most of the batch is still in it.
+        own_redis.kill()
+        own_redis.start()
+        # And the pool process dies in the middle of whatever it was running.
+        children = children_of(worker.proc.pid)
+        assert children, worker.tail()
+        os.kill(children[0], signal.SIGKILL)
+
+        def all_ended() -> bool:
+            counts = tally(settings, jobs)
+            return counts["lost"] == 0
+
+        wait_for(all_ended, RECOVERY_TIMEOUT_S, "every job to end", worker.tail)
+        counts = tally(settings, jobs)
+        print("broker queue lost + pool child killed: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+        assert counts == {"submitted": N_JOBS, "succeeded": N_JOBS, "failed": 0, "cancelled": 0, "lost": 0}
+        # Each report was written once: one set of reconstructions per job, the same four rows.
+        for job_id in jobs:
+            report = api.get(f"/api/v1/jobs/{job_id}/report").json()
+            assert [item["checkpoint_id"] for item in report["items"]] == ids
+        assert "queued without a claim for too long; its task is sent again" in worker.tail(2000)
