@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError as DBAPIOperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from zooscope.errors import (
@@ -158,6 +159,19 @@ def install_problem_handlers(app: FastAPI) -> None:
         ]
         return problem_response(
             request, 422, _validation_detail(errors), type_="validation-error", extra={"errors": errors}
+        )
+
+    @app.exception_handler(DBAPIOperationalError)
+    async def _database_unavailable(request: Request, exc: DBAPIOperationalError) -> JSONResponse:
+        # The database went away (restarted, connections terminated, refusing connections): not a
+        # bug, and the pool reconnects by itself once it is back (pre-ping), so no restart.
+        log.warning("request %s %s: the database is unavailable: %s", request.method, request.url.path, exc)
+        return problem_response(
+            request,
+            503,
+            "the database is unavailable at the moment; try again in a few seconds",
+            type_="database-unavailable",
+            headers={"Retry-After": "5"},
         )
 
     @app.exception_handler(Exception)

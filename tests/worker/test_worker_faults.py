@@ -11,6 +11,7 @@ import os
 import signal
 import socket
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 from worker_fixtures import WorkerProcess, register_artefacts, wait_for
-from worker_roundtrip import submit, upload_zoo_checkpoints
+from worker_roundtrip import job, submit, upload_zoo_checkpoints
 
 from app.db.models import Job
 from app.db.session import session_scope
@@ -118,3 +119,109 @@ def test_a_lost_broker_queue_and_a_killed_pool_child_lose_no_job(
             report = api.get(f"/api/v1/jobs/{job_id}/report").json()
             assert [item["checkpoint_id"] for item in report["items"]] == ids
         assert "queued without a claim for too long; its task is sent again" in worker.tail(2000)
+
+
+def test_a_sigkilled_worker_main_loses_no_job(
+    service_settings: WorkerSettings,
+    tiny_artefacts: dict[str, Path],
+    own_redis: OwnRedis,
+    worker_factory: Callable[[WorkerSettings], WorkerProcess],
+) -> None:
+    settings = service_settings.model_copy(
+        update={"broker_url": own_redis.url, "model_queue": "models-main", "zoo_queue": "zoos-main"}
+    )
+    zoo_id, ae_id = register_artefacts(settings.database_url, tiny_artefacts)
+    with TestClient(create_app(settings)) as api:
+        ids = upload_zoo_checkpoints(api, tiny_artefacts["zoo"], 2)
+        worker = worker_factory(settings)
+        training = submit(api, "train_autoencoder", {"zoo_id": zoo_id, "preset": "tiny", "epochs": 150})
+        batch = [
+            submit(api, "reconstruct", {"checkpoint_ids": ids, "autoencoder_id": ae_id}) for _ in range(5)
+        ]
+        wait_for(lambda: job(api, training)["progress"] > 0, 120, "the training job to start", worker.tail)
+        # Only the main process dies; its pool child is left without a parent, mid-job.
+        os.kill(worker.proc.pid, signal.SIGKILL)
+        worker.proc.wait(timeout=10)
+        replacement = worker_factory(settings)
+        jobs = [training, *batch]
+        wait_for(
+            lambda: tally(settings, jobs)["lost"] == 0,
+            RECOVERY_TIMEOUT_S,
+            "every job to end",
+            replacement.tail,
+        )
+        counts = tally(settings, jobs)
+        print("worker main SIGKILLed: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+        assert counts == {"submitted": 6, "succeeded": 6, "failed": 0, "cancelled": 0, "lost": 0}
+        # The training job registered one autoencoder, however many processes ran it.
+        made = api.get("/api/v1/autoencoders", params={"limit": 500}).json()["items"]
+        assert sum(1 for a in made if a["source_job_id"] == training) == 1
+
+
+def _admin(settings: WorkerSettings):  # noqa: ANN202 - an Engine on the server's postgres database
+    from sqlalchemy import create_engine
+    from sqlalchemy.engine import make_url
+
+    url = make_url(settings.database_url).set(database="postgres")
+    return create_engine(url, isolation_level="AUTOCOMMIT"), make_url(settings.database_url).database
+
+
+def test_terminated_and_refused_database_connections_lose_no_job(
+    service_settings: WorkerSettings,
+    tiny_artefacts: dict[str, Path],
+    own_redis: OwnRedis,
+    worker_factory: Callable[[WorkerSettings], WorkerProcess],
+) -> None:
+    from sqlalchemy import text
+
+    settings = service_settings.model_copy(
+        update={"broker_url": own_redis.url, "model_queue": "models-pg", "zoo_queue": "zoos-pg"}
+    )
+    zoo_id, ae_id = register_artefacts(settings.database_url, tiny_artefacts)
+    admin, name = _admin(settings)
+    terminate = text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :name")
+    try:
+        with TestClient(create_app(settings)) as api:
+            ids = upload_zoo_checkpoints(api, tiny_artefacts["zoo"], 2)
+            worker = worker_factory(settings)
+            training = submit(api, "train_autoencoder", {"zoo_id": zoo_id, "preset": "tiny", "epochs": 150})
+            batch = [
+                submit(api, "reconstruct", {"checkpoint_ids": ids, "autoencoder_id": ae_id}) for _ in range(5)
+            ]
+            wait_for(
+                lambda: job(api, training)["progress"] > 0, 120, "the training job to start", worker.tail
+            )
+            # Every connection of the worker and of the API is cut mid-job...
+            with admin.connect() as connection:
+                connection.execute(terminate, {"name": name})
+            assert api.get(f"/api/v1/jobs/{training}").status_code == 200  # the pool reconnects
+            # ...then the database refuses connections for a while: the API says so, in a problem.
+            with admin.connect() as connection:
+                connection.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false'))
+                connection.execute(terminate, {"name": name})
+            gone = api.get(f"/api/v1/jobs/{training}")
+            assert gone.status_code == 503, gone.text
+            assert gone.headers["content-type"].startswith("application/problem+json")
+            assert gone.json()["type"].endswith("/database-unavailable")
+            time.sleep(2)
+            with admin.connect() as connection:
+                connection.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true'))
+            # Back without a restart of anything.
+            wait_for(lambda: api.get(f"/api/v1/jobs/{training}").status_code == 200, 30, "the API to recover")
+            jobs = [training, *batch]
+            wait_for(
+                lambda: tally(settings, jobs)["lost"] == 0,
+                RECOVERY_TIMEOUT_S,
+                "every job to end",
+                worker.tail,
+            )
+            counts = tally(settings, jobs)
+            print(
+                "database connections terminated and refused: "
+                + ", ".join(f"{k} {v}" for k, v in counts.items())
+            )
+            assert counts == {"submitted": 6, "succeeded": 6, "failed": 0, "cancelled": 0, "lost": 0}
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true'))
+        admin.dispose()
