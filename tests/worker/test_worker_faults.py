@@ -81,15 +81,34 @@ def tally(settings: WorkerSettings, ids: list[str]) -> dict[str, int]:
     return {"submitted": len(ids), **counts, "lost": len(ids) - sum(counts.values())}
 
 
+def fault_settings(service_settings: WorkerSettings, own_redis: OwnRedis, tag: str) -> WorkerSettings:
+    """The session's PostgreSQL, the test's own Redis, queues of this test only."""
+    return service_settings.model_copy(
+        update={"broker_url": own_redis.url, "model_queue": f"models-{tag}", "zoo_queue": f"zoos-{tag}"}
+    )
+
+
+def submit_training_and_batch(api: TestClient, zoo_id: str, ae_id: str, ids: list[str]) -> list[str]:
+    """A training job of 150 tiny epochs (running when the fault hits) and five reconstructs."""
+    training = submit(api, "train_autoencoder", {"zoo_id": zoo_id, "preset": "tiny", "epochs": 150})
+    params = {"checkpoint_ids": ids, "autoencoder_id": ae_id}
+    return [training, *(submit(api, "reconstruct", params) for _ in range(5))]
+
+
+def assert_none_lost(settings: WorkerSettings, jobs: list[str], fault: str, tail: Callable[[], str]) -> None:
+    wait_for(lambda: tally(settings, jobs)["lost"] == 0, RECOVERY_TIMEOUT_S, "every job to end", tail)
+    counts = tally(settings, jobs)
+    print(f"{fault}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    assert counts == {"submitted": len(jobs), "succeeded": len(jobs), "failed": 0, "cancelled": 0, "lost": 0}
+
+
 def test_a_lost_broker_queue_and_a_killed_pool_child_lose_no_job(
     service_settings: WorkerSettings,
     tiny_artefacts: dict[str, Path],
     own_redis: OwnRedis,
     worker_factory: Callable[[WorkerSettings], WorkerProcess],
 ) -> None:
-    settings = service_settings.model_copy(
-        update={"broker_url": own_redis.url, "model_queue": "models-faults", "zoo_queue": "zoos-faults"}
-    )
+    settings = fault_settings(service_settings, own_redis, "broker")
     _, ae_id = register_artefacts(settings.database_url, tiny_artefacts)
     with TestClient(create_app(settings)) as api:
         ids = upload_zoo_checkpoints(api, tiny_artefacts["zoo"], 4)
@@ -105,15 +124,7 @@ def test_a_lost_broker_queue_and_a_killed_pool_child_lose_no_job(
         children = children_of(worker.proc.pid)
         assert children, worker.tail()
         os.kill(children[0], signal.SIGKILL)
-
-        def all_ended() -> bool:
-            counts = tally(settings, jobs)
-            return counts["lost"] == 0
-
-        wait_for(all_ended, RECOVERY_TIMEOUT_S, "every job to end", worker.tail)
-        counts = tally(settings, jobs)
-        print("broker queue lost + pool child killed: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
-        assert counts == {"submitted": N_JOBS, "succeeded": N_JOBS, "failed": 0, "cancelled": 0, "lost": 0}
+        assert_none_lost(settings, jobs, "broker queue lost + pool child killed", worker.tail)
         # Each report was written once: one set of reconstructions per job, the same four rows.
         for job_id in jobs:
             report = api.get(f"/api/v1/jobs/{job_id}/report").json()
@@ -127,32 +138,19 @@ def test_a_sigkilled_worker_main_loses_no_job(
     own_redis: OwnRedis,
     worker_factory: Callable[[WorkerSettings], WorkerProcess],
 ) -> None:
-    settings = service_settings.model_copy(
-        update={"broker_url": own_redis.url, "model_queue": "models-main", "zoo_queue": "zoos-main"}
-    )
+    settings = fault_settings(service_settings, own_redis, "main")
     zoo_id, ae_id = register_artefacts(settings.database_url, tiny_artefacts)
     with TestClient(create_app(settings)) as api:
         ids = upload_zoo_checkpoints(api, tiny_artefacts["zoo"], 2)
         worker = worker_factory(settings)
-        training = submit(api, "train_autoencoder", {"zoo_id": zoo_id, "preset": "tiny", "epochs": 150})
-        batch = [
-            submit(api, "reconstruct", {"checkpoint_ids": ids, "autoencoder_id": ae_id}) for _ in range(5)
-        ]
+        jobs = submit_training_and_batch(api, zoo_id, ae_id, ids)
+        training = jobs[0]
         wait_for(lambda: job(api, training)["progress"] > 0, 120, "the training job to start", worker.tail)
         # Only the main process dies; its pool child is left without a parent, mid-job.
         os.kill(worker.proc.pid, signal.SIGKILL)
         worker.proc.wait(timeout=10)
         replacement = worker_factory(settings)
-        jobs = [training, *batch]
-        wait_for(
-            lambda: tally(settings, jobs)["lost"] == 0,
-            RECOVERY_TIMEOUT_S,
-            "every job to end",
-            replacement.tail,
-        )
-        counts = tally(settings, jobs)
-        print("worker main SIGKILLed: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
-        assert counts == {"submitted": 6, "succeeded": 6, "failed": 0, "cancelled": 0, "lost": 0}
+        assert_none_lost(settings, jobs, "worker main SIGKILLed", replacement.tail)
         # The training job registered one autoencoder, however many processes ran it.
         made = api.get("/api/v1/autoencoders", params={"limit": 500}).json()["items"]
         assert sum(1 for a in made if a["source_job_id"] == training) == 1
@@ -174,9 +172,7 @@ def test_terminated_and_refused_database_connections_lose_no_job(
 ) -> None:
     from sqlalchemy import text
 
-    settings = service_settings.model_copy(
-        update={"broker_url": own_redis.url, "model_queue": "models-pg", "zoo_queue": "zoos-pg"}
-    )
+    settings = fault_settings(service_settings, own_redis, "pg")
     zoo_id, ae_id = register_artefacts(settings.database_url, tiny_artefacts)
     admin, name = _admin(settings)
     terminate = text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :name")
@@ -184,10 +180,8 @@ def test_terminated_and_refused_database_connections_lose_no_job(
         with TestClient(create_app(settings)) as api:
             ids = upload_zoo_checkpoints(api, tiny_artefacts["zoo"], 2)
             worker = worker_factory(settings)
-            training = submit(api, "train_autoencoder", {"zoo_id": zoo_id, "preset": "tiny", "epochs": 150})
-            batch = [
-                submit(api, "reconstruct", {"checkpoint_ids": ids, "autoencoder_id": ae_id}) for _ in range(5)
-            ]
+            jobs = submit_training_and_batch(api, zoo_id, ae_id, ids)
+            training = jobs[0]
             wait_for(
                 lambda: job(api, training)["progress"] > 0, 120, "the training job to start", worker.tail
             )
@@ -208,19 +202,7 @@ def test_terminated_and_refused_database_connections_lose_no_job(
                 connection.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true'))
             # Back without a restart of anything.
             wait_for(lambda: api.get(f"/api/v1/jobs/{training}").status_code == 200, 30, "the API to recover")
-            jobs = [training, *batch]
-            wait_for(
-                lambda: tally(settings, jobs)["lost"] == 0,
-                RECOVERY_TIMEOUT_S,
-                "every job to end",
-                worker.tail,
-            )
-            counts = tally(settings, jobs)
-            print(
-                "database connections terminated and refused: "
-                + ", ".join(f"{k} {v}" for k, v in counts.items())
-            )
-            assert counts == {"submitted": 6, "succeeded": 6, "failed": 0, "cancelled": 0, "lost": 0}
+            assert_none_lost(settings, jobs, "database connections terminated and refused", worker.tail)
     finally:
         with admin.connect() as connection:
             connection.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true'))
