@@ -26,7 +26,9 @@ MULTIPART_OVERHEAD_BYTES = 64 * 1024
 MAX_FIELD_BYTES = 1024  # name, activation, zoo_id: short strings
 MAX_PARTS = 16
 MAX_NAME_CHARS = 200
-_SAFE_NAME_CHAR = re.compile(r"[^A-Za-z0-9._+() -]")
+# Letters, digits and the punctuation of ordinary titles ("96 CNN-s models, real MNIST #2");
+# anything else (markup, shell and path characters) becomes "_".
+_SAFE_NAME_CHAR = re.compile(r"[^A-Za-z0-9._+(),:#=@ -]")
 
 
 @dataclass

@@ -111,6 +111,8 @@ def test_odd_display_names_are_sanitised(api: Api, state_dict_bytes: Callable[..
     response = _post(api, state_dict_bytes(), filename="we<i>rd;name$.pt", name="")
     assert response.status_code == 201
     assert response.json()["name"] == "we_i_rd_name_.pt"
+    titled = _post(api, state_dict_bytes(seed=1), name="zoo, epoch 24: seed #2")
+    assert titled.status_code == 201 and titled.json()["name"] == "zoo, epoch 24: seed #2"
 
 
 def test_upload_over_the_cap_is_413_from_content_length(
