@@ -194,3 +194,44 @@ def test_nothing_of_serve_outlives_its_supervisor(
     assert left == [], f"alive 15 s after the supervisor: {left}\n{serve.tail()}"
     with session_scope(database_url) as session:  # left to the next start, not finished by an orphan
         assert session.get(Job, job_id).state == "running"
+
+
+N_WAITING_CLIENTS = 50
+
+
+def test_clients_waiting_through_a_restart_see_the_final_states(
+    tmp_path: Path, tiny_artefacts: dict[str, Path], services: list[Serve]
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from zooscope.client import ZooscopeClient
+
+    data_dir = tmp_path / "data"
+    database_url = f"sqlite:///{data_dir / 'zooscope.sqlite'}"
+    data_dir.mkdir()
+    upgrade_to_head(database_url)
+    register_artefacts(database_url, tiny_artefacts)
+    port = free_port()
+    serve = Serve(data_dir, port, tmp_path / "serve.log")
+    services.append(serve)
+    client = httpx.Client(base_url=serve.url, timeout=30)
+    ids = upload_zoo_checkpoints(client, tiny_artefacts["zoo"], 2)
+    # The worker is frozen, so every job stays queued while the clients wait on long polls.
+    os.killpg(serve.worker_pid(), signal.SIGSTOP)
+    jobs = [submit(client, "reconstruct", {"checkpoint_ids": ids}) for _ in range(5)]
+
+    def wait_for_one(index: int) -> dict:
+        with ZooscopeClient(serve.url, timeout=30) as waiting:
+            return waiting.wait(jobs[index % len(jobs)], timeout=JOB_TIMEOUT_S)
+
+    with ThreadPoolExecutor(N_WAITING_CLIENTS) as pool:
+        futures = [pool.submit(wait_for_one, i) for i in range(N_WAITING_CLIENTS)]
+        time.sleep(3.0)  # the clients are inside their long polls now
+        assert not any(f.done() for f in futures)
+        assert serve.interrupt() == 0  # the API goes away under 50 open long polls
+        restarted = Serve(data_dir, port, tmp_path / "serve.log")
+        services.append(restarted)
+        finals = [f.result(timeout=JOB_TIMEOUT_S) for f in futures]
+    states = [final["state"] for final in finals]
+    print(f"API restarted under {N_WAITING_CLIENTS} long polls: {states.count('succeeded')} saw succeeded")
+    assert states == ["succeeded"] * N_WAITING_CLIENTS

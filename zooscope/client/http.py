@@ -19,6 +19,10 @@ API_PREFIX = "/api/v1"
 DEFAULT_URL = "http://127.0.0.1:8000"
 TERMINAL_STATES = frozenset({"succeeded", "failed", "cancelled"})
 LONG_POLL_S = 20.0  # one long poll of wait(); the server caps it at 60 s
+# How long wait() keeps asking through a service that cannot be reached or answers 503 (a
+# restart, a database coming back) before it gives up with that error.
+RECONNECT_FOR_S = 120.0
+RECONNECT_PAUSE_S = 0.5
 LONG_POLL_SLACK_S = 10.0  # read timeout beyond the wait, for a busy server
 
 Id = int | str
@@ -203,6 +207,22 @@ class ZooscopeClient:
     def report(self, job_id: Id) -> dict[str, Any]:
         return self._json("GET", f"/jobs/{job_id}/report")
 
+    def _get_job_through_restarts(self, job_id: Id, wait: float, deadline: float | None) -> dict[str, Any]:
+        """get_job, asked again while the service is unreachable or answers 503: a job outlives a
+        restart of the API (the jobs table is the truth), so a waiting client should too. For
+        at most RECONNECT_FOR_S (or the caller's timeout), then the error is raised."""
+        gave_up_at = time.monotonic() + RECONNECT_FOR_S
+        while True:
+            try:
+                return self.get_job(job_id, wait=wait)
+            except (ClientConnectionError, ClientError) as error:
+                if isinstance(error, ClientError) and error.status != 503:
+                    raise
+                now = time.monotonic()
+                if now >= gave_up_at or (deadline is not None and now >= deadline):
+                    raise
+                time.sleep(RECONNECT_PAUSE_S)
+
     def wait(
         self,
         job_id: Id,
@@ -226,7 +246,7 @@ class ZooscopeClient:
                 left = LONG_POLL_S if deadline is None else deadline - time.monotonic()
                 wait = max(0.0, min(LONG_POLL_S, left))
                 asked = time.monotonic()
-                job = self.get_job(job_id, wait=wait)
+                job = self._get_job_through_restarts(job_id, wait, deadline)
                 if job.get("state") in TERMINAL_STATES:
                     return job
                 if deadline is not None and time.monotonic() >= deadline:
@@ -235,7 +255,7 @@ class ZooscopeClient:
                     time.sleep(min(poll_initial, max(0.0, wait / 2)))
         interval = poll_initial
         while True:
-            job = self.get_job(job_id)
+            job = self._get_job_through_restarts(job_id, 0.0, deadline)
             if progress is not None:
                 progress(job)
             if job.get("state") in TERMINAL_STATES:
