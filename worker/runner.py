@@ -105,10 +105,12 @@ class JobProgress:
         if self._stop.is_set():
             raise Cancelled(f"job {self.job_id} was cancelled")
         now = time.monotonic()
-        eta_s = self._eta.update(fraction, now)  # every call is a sample, written or not
         if now - self._last_write < self.settings.progress_interval_s and fraction < 1.0:
             return
         self._last_write = now
+        # Sampled at the writes only: a tight training loop calls this thousands of times a
+        # second, and one sample per progress interval is plenty for the pace.
+        eta_s = self._eta.update(fraction, now)
         try:
             with session_scope(self.settings.database_url) as session:
                 stop = jobs.update_progress(session, self.job_id, fraction, message, eta_s=eta_s)

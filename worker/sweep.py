@@ -22,11 +22,10 @@ import logging
 import threading
 from functools import lru_cache
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 from sqlalchemy.pool import NullPool
 
 from app.db import jobs
-from app.db.models import Job
 from app.db.session import make_engine, session_scope
 from app.queue import JobQueue
 from worker.settings import WorkerSettings
@@ -68,7 +67,7 @@ def resend_queued(settings: WorkerSettings, queue: JobQueue) -> int:
     """Send the task of every queued job again (embedded start: the broker may have lost it).
     Duplicates are harmless: only one claim per job wins."""
     with session_scope(_sweep_engine(settings.database_url)) as session:
-        queued = session.execute(select(Job.id, Job.kind).where(Job.state == "queued")).all()
+        queued = jobs.claim_unsent_queued_jobs(session, resend_after_s=0.0)
     for job_id, kind in queued:
         resend(queue, kind, job_id)
     return len(queued)

@@ -97,6 +97,17 @@ class Serve:
             self.proc.wait()
 
 
+def registered_data_dir(tmp_path: Path, tiny_artefacts: dict[str, Path]) -> tuple[Path, str, str]:
+    """A data folder with a migrated SQLite database holding the tiny zoo and autoencoder
+    (instead of the first-start build, slow here): (data_dir, database_url, zoo_id)."""
+    data_dir = tmp_path / "data"
+    database_url = f"sqlite:///{data_dir / 'zooscope.sqlite'}"
+    data_dir.mkdir()
+    upgrade_to_head(database_url)
+    zoo_id, _ = register_artefacts(database_url, tiny_artefacts)
+    return data_dir, database_url, zoo_id
+
+
 @pytest.fixture
 def services() -> Iterator[list[Serve]]:
     started: list[Serve] = []
@@ -108,11 +119,7 @@ def services() -> Iterator[list[Serve]]:
 def test_embedded_round_trip_and_a_queued_job_survives_a_restart(
     tmp_path: Path, tiny_artefacts: dict[str, Path], services: list[Serve]
 ) -> None:
-    data_dir = tmp_path / "data"
-    database_url = f"sqlite:///{data_dir / 'zooscope.sqlite'}"
-    data_dir.mkdir()
-    upgrade_to_head(database_url)
-    register_artefacts(database_url, tiny_artefacts)  # instead of the first-start build (slow here)
+    data_dir, database_url, _ = registered_data_dir(tmp_path, tiny_artefacts)
     port = free_port()
     log = tmp_path / "serve.log"
 
@@ -159,11 +166,7 @@ def test_embedded_round_trip_and_a_queued_job_survives_a_restart(
 def test_nothing_of_serve_outlives_its_supervisor(
     tmp_path: Path, tiny_artefacts: dict[str, Path], services: list[Serve], how: str
 ) -> None:
-    data_dir = tmp_path / "data"
-    database_url = f"sqlite:///{data_dir / 'zooscope.sqlite'}"
-    data_dir.mkdir()
-    upgrade_to_head(database_url)
-    zoo_id, _ = register_artefacts(database_url, tiny_artefacts)
+    data_dir, database_url, zoo_id = registered_data_dir(tmp_path, tiny_artefacts)
     serve = Serve(data_dir, free_port(), tmp_path / "serve.log")
     services.append(serve)
     client = httpx.Client(base_url=serve.url, timeout=30)
@@ -206,11 +209,7 @@ def test_clients_waiting_through_a_restart_see_the_final_states(
 
     from zooscope.client import ZooscopeClient
 
-    data_dir = tmp_path / "data"
-    database_url = f"sqlite:///{data_dir / 'zooscope.sqlite'}"
-    data_dir.mkdir()
-    upgrade_to_head(database_url)
-    register_artefacts(database_url, tiny_artefacts)
+    data_dir, _, _ = registered_data_dir(tmp_path, tiny_artefacts)
     port = free_port()
     serve = Serve(data_dir, port, tmp_path / "serve.log")
     services.append(serve)
