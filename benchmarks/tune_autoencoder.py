@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from dataclasses import fields, replace
 from pathlib import Path
@@ -64,6 +65,9 @@ def main() -> None:
         "training": args.set,
         "autoencoder": args.ae,
         "threads": torch.get_num_threads(),
+        "latent_ratio": round(
+            math.prod(ae_config.latent_shape(ae.token_layout.n_tokens)) / ae.token_layout.arch.n_parameters, 3
+        ),
         "train_seconds": round(seconds, 1),
         "agreement": round(100 * agg["agreement"]["mean"], 1),
         "agreement_high": round(100 * high["mean"], 1),

@@ -259,7 +259,7 @@ class TrainedAutoencoder:
         return concat(parts)
 
     def _check_latents(self, latents: torch.Tensor) -> None:
-        expected = (self.token_layout.n_tokens, self.config.latent_dim)
+        expected = self.config.latent_shape(self.token_layout.n_tokens)
         if latents.dim() != 3 or tuple(latents.shape[1:]) != expected:
             raise ArchitectureMismatchError(
                 f"latents of shape {list(latents.shape)} do not fit this autoencoder: it expects "

@@ -39,6 +39,13 @@ class AutoencoderConfig:
     # Numbers per token; a checkpoint's latent is T x latent_dim numbers, and the embedding that
     # property prediction reads is their mean over tokens [latent_dim].
     latent_dim: int = 64
+    # 0: one latent per weight token (the paper's design; a checkpoint's latent is T x latent_dim).
+    # M > 0: a per-model latent of M learned latent tokens (M x latent_dim numbers whatever T is):
+    # M query tokens join the encoder's sequence and their outputs are the latent; the decoder reads
+    # them beside T position-only tokens and rebuilds the weights at those. The budget then goes
+    # where the weights need it instead of an equal share to every token, padding and biases
+    # included (docs/method.md §3; docs/tuning.md, "A compressing recipe").
+    latent_tokens: int = 0
     dropout: float = 0.0  # the zoos are small and the views already augment; 0 keeps runs reproducible
     projection_dim: int = 30  # output of the contrastive projection head (docs/method.md §3)
     # What the contrastive head reads: "flatten" = the whole latent sequence [T*L] (docs/method.md §3);
@@ -72,8 +79,14 @@ class AutoencoderConfig:
                 f"latent_activation must be one of {', '.join(LATENT_ACTIVATIONS)}, "
                 f"not {self.latent_activation!r}"
             )
+        if self.latent_tokens < 0:
+            raise ValueError("latent_tokens must be 0 (per-token latents) or a positive count")
         if len(self.max_positions) != 3:
             raise ValueError("max_positions needs three sizes: global, layer, channel")
+
+    def latent_shape(self, n_tokens: int) -> tuple[int, int]:
+        """The shape of one checkpoint's latent for a layout of n_tokens weight tokens."""
+        return (self.latent_tokens or n_tokens, self.latent_dim)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -112,6 +125,15 @@ class AutoencoderConfig:
         return cls()
 
     @classmethod
+    def quick(cls) -> AutoencoderConfig:
+        """The service's first default, trained within a minute or two of the first start
+        (worker/bootstrap.py): the cpu size halved in width and depth, about an eighth of its
+        parameters. In the same time a smaller model takes more optimiser steps, and steps are
+        what a short run lacks: at the cpu size, 300 steps rebuilt 9 % of the originals'
+        predictions, where this size after 1,200 reached 76 % (docs/benchmarks.md, "First minutes")."""
+        return cls(d_model=64, n_heads=4, n_encoder_layers=2, n_decoder_layers=2, d_ff=128)
+
+    @classmethod
     def tiny(cls) -> AutoencoderConfig:
         """For tests: a few thousand parameters, a step takes milliseconds."""
         return cls(
@@ -142,6 +164,7 @@ LEGACY_AUTOENCODER: dict[str, Any] = {
     "n_decoder_layers": 4,
     "d_ff": 256,
     "latent_dim": 32,
+    "latent_tokens": 0,
     "dropout": 0.0,
     "projection_dim": 30,
     "contrast_on": "flatten",
@@ -152,14 +175,18 @@ LEGACY_AUTOENCODER: dict[str, Any] = {
 
 # The presets of both configs (AutoencoderConfig.preset, TrainingConfig.preset), by the name the
 # CLI (`ae train --preset`), the service's train_autoencoder jobs and ZOOSCOPE_DEFAULT_PRESET use.
-AUTOENCODER_PRESETS = ("cpu", "paper", "tiny")
+AUTOENCODER_PRESETS = ("cpu", "paper", "tiny", "quick")
 DEFAULT_AUTOENCODER_PRESET = "cpu"
+# The embedded service's first default, made while the default preset trains (worker/bootstrap.py).
+QUICK_AUTOENCODER_PRESET = "quick"
 
 BehaviouralKind = Literal["mse", "mse_scaled", "logits", "kl"]
 BEHAVIOURAL_KINDS = ("mse", "mse_scaled", "logits", "kl")
 LRSchedule = Literal["none", "cosine"]
 TokenNormalisation = Literal["none", "layer", "tensor"]
 TOKEN_NORMALISATIONS = ("none", "layer", "tensor")  # normalisation.py's kinds
+ContrastiveViews = Literal["function_preserving", "random", "none"]
+CONTRASTIVE_VIEWS = ("function_preserving", "random", "none")
 
 
 @dataclass(frozen=True)
@@ -196,7 +223,15 @@ class TrainingConfig:
     # step at about 1.2x a structure-only step on a 2-core CPU (1.36x at 256); drawn fresh every
     # step, 128 still covers the digits train split twice an epoch.
     n_queries: int = 128
-    query_source: str = "train"  # "train" | "noise" | "dataset:<name>"; the zoo's own data is right
+    # "train" | "uniform" | "gaussian" | "dataset:<name>" (datasets.QUERY_SOURCES; "noise" reads as
+    # "uniform"); the zoo's own data is right
+    query_source: str = "train"
+    # The two views of a checkpoint that the contrastive term pulls together (docs/method.md §5, §9.3):
+    # "function_preserving": two random neuron permutations that keep its function (the paper's);
+    # "random": the second view permutes each hidden layer's units but not the next layer's inputs,
+    # so it computes something else (the first, the decoded one, keeps the function, so the
+    # reconstruction losses see what they always see); "none": no contrastive term (gamma 0).
+    contrastive_views: ContrastiveViews = "function_preserving"
     # Decode both contrastive views (True) or the first only (structural and behavioural losses on
     # it). Both views are always encoded for L_C; one random view per step augments as much, and
     # skipping the second decoder pass saves about a quarter of a step.
@@ -258,6 +293,18 @@ class TrainingConfig:
             )
         if self.lr_schedule not in ("none", "cosine"):
             raise ValueError(f"lr_schedule must be 'none' or 'cosine', not {self.lr_schedule!r}")
+        if self.contrastive_views not in CONTRASTIVE_VIEWS:
+            raise ValueError(
+                f"contrastive_views must be one of {', '.join(CONTRASTIVE_VIEWS)}, "
+                f"not {self.contrastive_views!r}"
+            )
+        if self.contrastive_views == "none" and self.gamma > 0:
+            raise ValueError("contrastive_views 'none' means no contrastive term: gamma must be 0")
+        if self.contrastive_views == "random" and self.decode_both_views:
+            raise ValueError(
+                "decode_both_views needs function-preserving views: a 'random' view computes another "
+                "function than the original the behavioural loss compares with"
+            )
         if self.batch_size < 2 and self.gamma > 0:
             raise ValueError("the contrastive loss needs at least 2 checkpoints per batch")
         if self.epochs < 1 or self.validate_every < 1:
@@ -340,6 +387,12 @@ class TrainingConfig:
         return cls()
 
     @classmethod
+    def quick(cls) -> TrainingConfig:
+        """The cpu recipe in 100 epochs for the quick size (AutoencoderConfig.quick), its warm-up
+        shortened in proportion, on the 60 models of the digits-quick zoo: about 1,200 steps."""
+        return cls(epochs=100, beta_warmup_epochs=25)
+
+    @classmethod
     def tiny(cls) -> TrainingConfig:
         """For tests: a couple of epochs on a handful of checkpoints, C+S+B on raw weights."""
         return cls(
@@ -370,7 +423,8 @@ class TrainingConfig:
         A None value keeps this recipe's value, so a caller passes every option it has and only
         those that were given change anything. Turning the fourth term off (statistics_weight 0)
         also drops this recipe's schedule of it, unless statistics_weight_final is given too: there
-        is no term left to schedule.
+        is no term left to schedule. Likewise contrastive_views "none" sets gamma 0 unless gamma is
+        given too.
         """
         given = {**(overrides or {}), **named}
         unknown = sorted(set(given) - set(TRAINING_OVERRIDES))
@@ -381,6 +435,8 @@ class TrainingConfig:
         changes = {TRAINING_OVERRIDES[name]: value for name, value in given.items() if value is not None}
         if changes.get("statistics_weight") == 0.0 and "statistics_weight_final" not in changes:
             changes["statistics_weight_final"] = None
+        if changes.get("contrastive_views") == "none" and "gamma" not in changes:
+            changes["gamma"] = 0.0
         return replace(self, **changes)
 
 
@@ -399,6 +455,7 @@ LEGACY_TRAINING: dict[str, Any] = {
     "contrastive_temperature": 0.1,
     "n_queries": 128,
     "query_source": "train",
+    "contrastive_views": "function_preserving",
     "decode_both_views": False,
     "token_normalisation": "none",
     "lr": 1e-4,
@@ -433,6 +490,7 @@ TRAINING_OVERRIDES: dict[str, str] = {
     "behavioural_loss": "behavioural_loss",
     "queries": "n_queries",
     "query_source": "query_source",
+    "contrastive_views": "contrastive_views",
     "token_normalisation": "token_normalisation",
     "learning_rate": "lr",
     "batch_size": "batch_size",

@@ -115,9 +115,17 @@ class WeightAutoencoder(nn.Module):
         self.decoder_positions = PositionEmbedding(config)
         self.decoder = _transformer(config, config.n_decoder_layers)
         self.token_out = nn.Linear(d, token_width)
+        # A per-model latent (config.latent_tokens): learned queries whose encoder outputs are the
+        # latent, and learned positions that tell the decoder's latent tokens apart; the decoder's
+        # weight slots carry their position plus one shared learned "fill me" vector.
+        self.n_latent_tokens, _ = config.latent_shape(n_tokens)
+        if config.latent_tokens:
+            self.latent_queries = nn.Parameter(torch.randn(config.latent_tokens, d) * 0.02)
+            self.latent_positions = nn.Parameter(torch.randn(config.latent_tokens, d) * 0.02)
+            self.slot_query = nn.Parameter(torch.zeros(d))
         # contrastive head
         pooled = config.contrast_on == "mean"
-        self.projection = ProjectionHead(1 if pooled else n_tokens, latent, config.projection_dim)
+        self.projection = ProjectionHead(1 if pooled else self.n_latent_tokens, latent, config.projection_dim)
 
     def check_positions(self, positions: torch.Tensor) -> None:
         """Raise ValueError when a token layout does not fit the position tables. Called once per
@@ -130,21 +138,31 @@ class WeightAutoencoder(nn.Module):
             )
 
     def encode_tokens(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """tokens [K,T,W], positions [T,3] -> per-token latents [K,T,L] (`embed` pools them)."""
+        """tokens [K,T,W], positions [T,3] -> latents [K,T,L] per token, or [K,M,L] with
+        config.latent_tokens = M (`embed` pools them)."""
         h = self.token_in(tokens) + self.encoder_positions(positions)
-        return self.latent_of(self.encoder(h))
+        if not self.config.latent_tokens:
+            return self.latent_of(self.encoder(h))
+        queries = self.latent_queries.expand(h.shape[0], -1, -1)
+        encoded = self.encoder(torch.cat([queries, h], dim=1))
+        return self.latent_of(encoded[:, : self.config.latent_tokens])
 
     def latent_of(self, encoded: torch.Tensor) -> torch.Tensor:
         """The encoder transformer's output [K,T,d_model] -> per-token latents [K,T,L]."""
         return self.latent_activation(self.to_latent(encoded))
 
     def decode(self, latents: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """latents [K,T,L], positions [T,3] -> tokens [K,T,W]."""
-        h = self.from_latent(latents) + self.decoder_positions(positions)
-        return self.token_out(self.decoder(h))
+        """latents [K,T,L] (or [K,M,L]), positions [T,3] -> tokens [K,T,W]."""
+        if not self.config.latent_tokens:
+            h = self.from_latent(latents) + self.decoder_positions(positions)
+            return self.token_out(self.decoder(h))
+        z = self.from_latent(latents) + self.latent_positions
+        slots = (self.decoder_positions(positions) + self.slot_query).expand(latents.shape[0], -1, -1)
+        decoded = self.decoder(torch.cat([z, slots], dim=1))
+        return self.token_out(decoded[:, self.config.latent_tokens :])
 
     def embed(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """One vector per checkpoint for analysis: the mean of its token latents, [K,L]."""
+        """One vector per checkpoint for analysis: the mean of its latent tokens, [K,L]."""
         return self.encode_tokens(tokens, positions).mean(dim=1)
 
     def project(self, latents: torch.Tensor) -> torch.Tensor:

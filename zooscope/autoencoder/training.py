@@ -1,7 +1,8 @@
 """Training the autoencoder on a zoo with the composite loss (docs/method.md §4, §6).
 
 One step: take a batch of checkpoints, draw two random neuron permutations of each (the two
-contrastive views), tokenize them, encode and decode, and compare:
+contrastive views; the second breaks the function under contrastive_views "random"), tokenize
+them, encode and decode, and compare:
   - structure: reconstruction vs input tokens (both views),
   - contrast: the projections of the two views (NT-Xent),
   - behaviour: the reconstructed networks vs the originals on fresh queries, all models of the
@@ -45,6 +46,9 @@ __all__ = ["TrainingConfig", "train_autoencoder", "train_on_checkpoints", "resol
 LogFn = Callable[[str], None]
 # Models per block when validating: bounds memory of the validation forward.
 VALIDATION_BLOCK = 256
+# Below this mean spread (standard deviation across checkpoints, per latent number) the validation
+# latents count as one point: the latent collapse of _latent_collapse_warning.
+LATENT_COLLAPSE_SPREAD = 1e-6
 
 
 def resolve_device(name: str) -> torch.device:
@@ -202,9 +206,11 @@ class _Run:
         for s in bounds:
             yield order[s].to(self.device)
 
-    def view(self, flat: torch.Tensor) -> tuple[StackedParams, torch.Tensor]:
+    def view(self, flat: torch.Tensor, preserve_function: bool = True) -> tuple[StackedParams, torch.Tensor]:
         """A random neuron permutation of each checkpoint: (params, standardised tokens)."""
-        index = self.permutations.random(flat.shape[0], self.generator).to(self.device)
+        index = self.permutations.random(
+            flat.shape[0], self.generator, preserve_function=preserve_function
+        ).to(self.device)
         params = self.flat_layout.unflatten(permute_flat(flat, index))
         return params, self.normaliser.normalise(self.layout.tokenize(params))
 
@@ -217,7 +223,9 @@ class _Run:
         flat = self.train_flat[batch]
         k = flat.shape[0]
         two_views = tc.gamma > 0
-        views = [self.view(flat) for _ in range(2 if two_views else 1)]
+        views = [self.view(flat)]
+        if two_views:
+            views.append(self.view(flat, preserve_function=tc.contrastive_views != "random"))
         tokens = torch.cat([tokens for _, tokens in views])
         # Decode the first view only unless asked: the contrastive loss needs both encodings, the
         # reconstruction losses learn as much from one random view as from two, for 3/4 of the cost.
@@ -369,11 +377,13 @@ class _Validation:
     def __call__(self) -> dict[str, Any]:
         run = self.run
         run.model.eval()
-        structural, predictions = [], []
+        structural, predictions, latents = [], [], []
         for s in spans(self.tokens.shape[0], VALIDATION_BLOCK):
             tokens = self.tokens[s]
             with run.autocast():
-                reconstruction = run.model(tokens, run.positions)[0].float()
+                reconstruction, latent, _ = run.model(tokens, run.positions)
+            reconstruction = reconstruction.float()
+            latents.append(latent.float().flatten(1))
             structural.append(run.structural.per_model(reconstruction, tokens))
             real = run.normaliser.denormalise(reconstruction)
             params = run.layout.detokenize(real, reference=take(self.params, s))
@@ -387,8 +397,13 @@ class _Validation:
         constant_r = self._constant(recon).float().mean()
         constant_o = self._constant(original).float().mean()
         tc = run.tc
+        # The spread of the validation latents across checkpoints: 0 when every checkpoint encodes
+        # to the same latent (a ReLU latent whose units all died), a collapse no loss term reports.
+        latent_spread = float(torch.cat(latents).std(dim=0).mean()) if len(self.tokens) > 1 else None
         return {
             "val_structural": float(torch.cat(structural).mean()),
+            "val_latent_spread": latent_spread,
+            "latent_collapse": latent_spread is not None and latent_spread < LATENT_COLLAPSE_SPREAD,
             "val_agreement": float(agreement.mean()),
             "val_reconstructed_accuracy": float((recon == self.labels).float().mean()),
             "val_original_accuracy": float((original == self.labels).float().mean()),
@@ -451,6 +466,8 @@ def train_on_checkpoints(
         say(_epoch_line(entry, tc.epochs))
         if entry.get("collapse"):
             say(_collapse_warning(entry))
+        if entry.get("latent_collapse"):
+            say(_latent_collapse_warning(entry))
         if last or (tc.checkpoint_every > 0 and run.epoch % tc.checkpoint_every == 0):
             run.save_state(state_path)
 
@@ -504,6 +521,15 @@ def _collapse_warning(entry: dict[str, Any]) -> str:
         f"{entry['val_original_constant_fraction']:.0%}). The behavioural loss fell into the "
         "constant-class solution (docs/method.md §11): use a longer structure-first warm-up "
         "(--warmup-epochs), a lower learning rate or a larger model."
+    )
+
+
+def _latent_collapse_warning(entry: dict[str, Any]) -> str:
+    return (
+        f"WARNING: LATENT COLLAPSE at epoch {entry['epoch']}: every validation checkpoint encodes to "
+        f"the same latent (spread {entry['val_latent_spread']:.2e} across checkpoints), so the decoder "
+        "rebuilds one model for all of them. With a ReLU latent its units have died: use a linear "
+        "or softplus latent (latent_activation), or a lower learning rate."
     )
 
 

@@ -19,6 +19,7 @@ on a GPU machine without the web stack.
 from __future__ import annotations
 
 import json
+import math
 import platform
 import statistics
 import sys
@@ -54,13 +55,14 @@ class AblationConfig:
     # run without it, as in the paper (for structure-only it changes nothing).
     warmup: bool = True
     statistics_weight: float = 0.0  # the fourth term beyond docs/method.md (TrainingConfig.statistics_weight)
+    contrastive_views: str = "function_preserving"  # TrainingConfig.contrastive_views ("none" needs gamma 0)
 
 
 ABLATIONS: dict[str, AblationConfig] = {
     "structure": AblationConfig("structure", "structure-only (C+S)", 0.05, 1.0, warmup=False),
     "behaviour": AblationConfig("behaviour", "behaviour-only (beta 0)", 0.05, 0.0, warmup=False),
     "csb": AblationConfig("csb", "C+S+B", 0.05, 0.1),
-    "csb_noise": AblationConfig("csb_noise", "C+S+B, noise queries", 0.05, 0.1, query_source="noise"),
+    "csb_noise": AblationConfig("csb_noise", "C+S+B, noise queries", 0.05, 0.1, query_source="uniform"),
     "csb_stats": AblationConfig(
         "csb_stats", "C+S+B + layer statistics", 0.05, 0.1, statistics_weight=STATISTICS_WEIGHT
     ),
@@ -115,6 +117,7 @@ def _training_config(base: Any, config: AblationConfig, *, epochs: int | None, s
         gamma=config.gamma,
         beta=config.beta,
         query_source=config.query_source,
+        contrastive_views=config.contrastive_views,
         statistics_weight=config.statistics_weight,
         seed=seed,
         device=device,
@@ -165,8 +168,12 @@ def run_config(
     log: LogFn | None = None,
     resume: bool = False,
     latent_dim: int | None = None,
+    validation: bool = False,
 ) -> dict[str, Any]:
     """Train one configuration and measure everything the results table reports.
+
+    With `validation`, the val checkpoints are also evaluated, on the val images (`"validation"`
+    beside `"evaluation"`), for a choice made on the validation split.
 
     `latent_dim` overrides the preset's latent width per token: a narrower latent makes the
     autoencoder a real bottleneck, where reconstruction is lossy (README, "Why structure is not enough").
@@ -199,6 +206,7 @@ def run_config(
     say(f"[{config.name}] evaluating reconstructions of the test split")
     evaluation = evaluate_autoencoder(ae, zoo, "test", scaled(progress, 0.7, 0.8))
     ae.save_evaluation(evaluation.to_dict(), out_dir / config.name)
+    validation_report = evaluate_autoencoder(ae, zoo, "val", inputs="val") if validation else None
     say(f"[{config.name}] generating {n_generate} models")
     generation = generate(ae, zoo, n_samples=n_generate, seed=seed, progress=scaled(progress, 0.8, 0.9))
     (out_dir / config.name / "generation.json").write_text(json.dumps(generation.to_dict(), indent=2) + "\n")
@@ -216,14 +224,10 @@ def run_config(
 
     agg = evaluation.aggregate
     best_zoo = max(agg["original_accuracy"]["max"], generation.anchors["accuracy"]["max"] or 0.0)
-    return {
+    result = {
         "config": asdict(config),
         "training_config": tc.to_dict(),
-        "autoencoder_config": ae_config.to_dict(),
-        "n_parameters": ae.model.n_parameters,
-        # The bottleneck: numbers in one checkpoint's latent against the checkpoint's own parameters.
-        "latent_numbers": ae.token_layout.n_tokens * ae_config.latent_dim,
-        "checkpoint_parameters": ae.token_layout.arch.n_parameters,
+        **describe_autoencoder(ae),
         "train_seconds": train_seconds,
         "timings": _timings(ae.training_log, tc.uses_behaviour),
         "collapsed": _collapsed(ae.training_log),
@@ -239,6 +243,20 @@ def run_config(
         "diversity_curves": curves,
         "probes": probes,
         "artefact": str(out_dir / config.name),
+    }
+    if validation_report is not None:
+        result["validation"] = validation_report.aggregate
+    return result
+
+
+def describe_autoencoder(ae: Any) -> dict[str, Any]:
+    """Its size, and the bottleneck: numbers in one checkpoint's latent against the checkpoint's own
+    parameters (every results page prints their ratio: report.run_lines)."""
+    return {
+        "autoencoder_config": ae.config.to_dict(),
+        "n_parameters": ae.model.n_parameters,
+        "latent_numbers": math.prod(ae.config.latent_shape(ae.token_layout.n_tokens)),
+        "checkpoint_parameters": ae.token_layout.arch.n_parameters,
     }
 
 
@@ -279,20 +297,74 @@ def run_ablation(
 ) -> dict[str, Any]:
     """Run the configurations on `zoo`; write results.json (in out_dir and beside results_path) and
     results_path (markdown). Returns the results dict."""
-    from zooscope.analysis.evaluation import json_safe
-    from zooscope.autoencoder.training import resolve_device
-
     names = list(configs) + (["csb_noise"] if query_ablation and "csb_noise" not in configs else [])
     unknown = [n for n in names if n not in ABLATIONS]
     if unknown:
         raise ValueError(f"unknown configuration(s) {', '.join(unknown)}; known: {', '.join(ABLATIONS)}")
+    results = run_configs(
+        zoo, [ABLATIONS[name] for name in names], out_dir, preset=preset, epochs=epochs, device=device,
+        seed=seed, n_generate=n_generate, command=command, progress=progress, log=log, resume=resume,
+        latent_dim=latent_dim, curve_configs=CURVE_CONFIGS,
+    )  # fmt: skip
+    results["behavioural_step_cost_ratio"] = step_cost_ratio(results["configs"])
+    write_results(results, out_dir, results_path, results_markdown)
+    return results
+
+
+def run_configs(
+    zoo: Any,
+    configs: Sequence[AblationConfig],
+    out_dir: str | Path,
+    *,
+    preset: str,
+    epochs: int | None,
+    device: str,
+    seed: int,
+    n_generate: int,
+    command: str | None,
+    progress: ProgressFn | None = None,
+    log: LogFn | None = None,
+    resume: bool = False,
+    latent_dim: int | None = None,
+    curve_configs: Sequence[str] = (),
+    validation: bool = False,
+) -> dict[str, Any]:
+    """Train and measure each configuration on `zoo` (run_config, each in out_dir/<name>), under
+    one record of what ran, where and with which seed: the results dict every results page is
+    rendered from."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    resolved = str(resolve_device(device))
-    results: dict[str, Any] = {
+    results = results_header(
+        zoo, command=command, device=device, seed=seed, preset=preset, epochs=epochs, latent_dim=latent_dim
+    )
+    resolved = results["machine"]["device"]
+    for i, config in enumerate(configs):
+        sub = scaled(progress, i / len(configs), (i + 1) / len(configs))
+        results["configs"][config.name] = run_config(
+            zoo, config, out, preset=preset, epochs=epochs, seed=seed, device=resolved,
+            n_generate=n_generate, curve=config.name in curve_configs, progress=sub, log=log,
+            resume=resume, latent_dim=latent_dim, validation=validation,
+        )  # fmt: skip
+    return results
+
+
+def results_header(
+    zoo: Any,
+    *,
+    command: str | None,
+    device: str,
+    seed: int,
+    preset: str | None,
+    epochs: int | None,
+    latent_dim: int | None,
+) -> dict[str, Any]:
+    """What ran, where and with which seed, and an empty `configs` for the results to come."""
+    from zooscope.autoencoder.training import resolve_device
+
+    return {
         "code_version": code_version(),
         "command": command,
-        "machine": machine_info(resolved),
+        "machine": machine_info(str(resolve_device(device))),
         "seed": seed,
         "preset": preset,
         "epochs": epochs,
@@ -300,22 +372,24 @@ def run_ablation(
         "zoo": _describe_zoo(zoo),
         "configs": {},
     }
-    for i, name in enumerate(names):
-        sub = scaled(progress, i / len(names), (i + 1) / len(names))
-        results["configs"][name] = run_config(
-            zoo, ABLATIONS[name], out, preset=preset, epochs=epochs, seed=seed, device=resolved,
-            n_generate=n_generate, curve=name in CURVE_CONFIGS, progress=sub, log=log, resume=resume,
-            latent_dim=latent_dim,
-        )  # fmt: skip
-    results["behavioural_step_cost_ratio"] = step_cost_ratio(results["configs"])
+
+
+def write_results(
+    results: dict[str, Any],
+    out_dir: str | Path,
+    results_path: str | Path | None,
+    markdown: Callable[[dict[str, Any]], str],
+) -> None:
+    """results.json in out_dir; the page `markdown(results)` at results_path, its JSON beside it."""
+    from zooscope.analysis.evaluation import json_safe
+
     text = json.dumps(json_safe(results), indent=2) + "\n"
-    (out / "results.json").write_text(text)
+    (Path(out_dir) / "results.json").write_text(text)
     if results_path is not None:
         md = Path(results_path)
         md.parent.mkdir(parents=True, exist_ok=True)
-        md.write_text(results_markdown(results))
+        md.write_text(markdown(results))
         md.with_suffix(".json").write_text(text)
-    return results
 
 
 def _describe_zoo(zoo: Any) -> dict[str, Any]:

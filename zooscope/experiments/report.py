@@ -37,7 +37,8 @@ def _num(x: float | None, spec: str = ".2f") -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
 
 
-def _rows(r: dict[str, Any]) -> dict[str, str]:
+def metric_cells(r: dict[str, Any]) -> dict[str, str]:
+    """One configuration's column: a cell per ROW_LABELS key, from run_config's result."""
     ev, gen, probes, t = r["evaluation"], r["generation"], r["probes"], r["timings"]
     high = ev["agreement_high_accuracy"]
     div = gen["diversity"]
@@ -107,35 +108,56 @@ def _latent_lines(results: dict[str, Any]) -> list[str]:
     if first is None or "latent_numbers" not in first:  # results that do not record the latent's size
         return []
     latent, parameters = first["latent_numbers"], first["checkpoint_parameters"]
-    width = first["autoencoder_config"]["latent_dim"]
-    source = "overrides the preset's" if results.get("latent_dim") is not None else "the preset's"
+    config = first["autoencoder_config"]
+    width, per_model = config["latent_dim"], config.get("latent_tokens", 0)
+    if results.get("autoencoder"):  # an artefact given to the experiment, not trained by it
+        source = "the artefact's"
+    else:
+        source = "overrides the preset's" if results.get("latent_dim") is not None else "the preset's"
+    shape = f"{per_model} latent tokens of {width}" if per_model else f"{width} per token"
     return [
-        f"- latent: {width} per token ({source}), {latent:,} numbers per checkpoint for its "
+        f"- latent: {shape} ({source}), {latent:,} numbers per checkpoint for its "
         f"{parameters:,} parameters ({latent / parameters:.2f}x)"
+    ]
+
+
+def run_lines(results: dict[str, Any], caller: str) -> list[str]:
+    """What every results page opens with: the command (`caller` where the results were made by a
+    function call), the zoo, preset, epochs and seed, the latent's size against the checkpoint's,
+    the machine and the code version."""
+    machine = results["machine"]
+    if results.get("autoencoder"):
+        given = results["autoencoder"]
+        trained = f"- autoencoder: {given} (given, not trained here), seed: {results['seed']}"
+    else:
+        trained = (
+            f"- preset: {results['preset']}, epochs: {results['epochs'] or 'preset default'}, "
+            f"seed: {results['seed']}"
+        )
+    return [
+        f"- command: `{results.get('command') or caller}`",
+        f"- zoo: {results['zoo'].get('path', '?')} ({results['zoo']['architecture']}, "
+        f"checkpoints train/val/test {results['zoo']['checkpoints']})",
+        trained,
+        *_latent_lines(results),
+        f"- machine: {machine['platform']}; CPU {machine['cpu']} ({machine['cpu_threads']} threads); "
+        f"GPU {machine['gpu'] or 'none'}; device {machine['device']}; torch {machine['torch']}; "
+        f"python {machine['python']}",
+        f"- zooscope {results['code_version']}",
     ]
 
 
 def results_markdown(results: dict[str, Any]) -> str:
     configs = results["configs"]
     names = list(configs)
-    rows = {name: _rows(configs[name]) for name in names}
+    rows = {name: metric_cells(configs[name]) for name in names}
     header = ["metric", *(configs[n]["config"]["label"] for n in names), "paper C+S", "paper C+S+B"]
     lines = [
         "# Results: the structure / behaviour ablation",
         "",
         "Written by `zooscope experiment ablation` (zooscope/experiments/ablation.py); do not edit by hand.",
         "",
-        f"- command: `{results.get('command') or 'run_ablation(...)'}`",
-        f"- zoo: {results['zoo'].get('path', '?')} ({results['zoo']['architecture']}, "
-        f"checkpoints train/val/test {results['zoo']['checkpoints']})",
-        f"- preset: {results['preset']}, epochs: {results['epochs'] or 'preset default'}, "
-        f"seed: {results['seed']}",
-        *_latent_lines(results),
-        f"- machine: {results['machine']['platform']}; CPU {results['machine']['cpu']} "
-        f"({results['machine']['cpu_threads']} threads); GPU {results['machine']['gpu'] or 'none'}; "
-        f"device {results['machine']['device']}; torch {results['machine']['torch']}; "
-        f"python {results['machine']['python']}",
-        f"- zooscope {results['code_version']}",
+        *run_lines(results, "run_ablation(...)"),
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),

@@ -137,3 +137,42 @@ def test_the_encoders_final_norm_can_be_left_out() -> None:
     stored = {**CONFIG.to_dict(), "encoder_final_norm": False}
     assert AutoencoderConfig.from_dict(stored).encoder_final_norm is False
     assert AutoencoderConfig.from_dict({"d_model": CONFIG.d_model}).encoder_final_norm  # older artefacts
+
+
+def _per_model(latent_tokens: int = 3) -> WeightAutoencoder:
+    torch.manual_seed(0)
+    config = AutoencoderConfig(**{**CONFIG.to_dict(), "latent_tokens": latent_tokens})
+    return WeightAutoencoder(config, token_width=W, n_tokens=T).eval()
+
+
+def test_a_per_model_latent_has_its_own_size_whatever_the_token_count() -> None:
+    model = _per_model(latent_tokens=3)
+    tokens = torch.randn(4, T, W)
+    reconstruction, latents, projection = model(tokens, _positions())
+    assert latents.shape == (4, 3, CONFIG.latent_dim)
+    assert reconstruction.shape == (4, T, W)
+    assert projection.shape == (4, CONFIG.projection_dim)
+    assert model.config.latent_shape(T) == (3, CONFIG.latent_dim)
+    assert torch.allclose(model.embed(tokens, _positions()), latents.mean(dim=1), atol=1e-6)
+    # Every weight token reaches the latent, and the latent alone decides the reconstruction.
+    changed = tokens.clone()
+    changed[:, T - 1] += 5.0
+    assert not torch.allclose(model.encode_tokens(changed, _positions()), latents, atol=1e-4)
+    assert torch.equal(model.decode(latents, _positions()), reconstruction)
+
+
+def test_a_per_model_latent_ignores_the_other_models_of_the_batch() -> None:
+    model = _per_model()
+    tokens = torch.randn(4, T, W)
+    changed = tokens.clone()
+    changed[1:] = torch.randn(3, T, W) * 10
+    out, latents, _ = model(tokens, _positions())
+    out_changed, latents_changed, _ = model(changed, _positions())
+    assert torch.allclose(out[0], out_changed[0], atol=1e-5)
+    assert torch.allclose(latents[0], latents_changed[0], atol=1e-5)
+    assert not torch.allclose(out[1], out_changed[1], atol=1e-3)
+
+
+def test_a_negative_latent_token_count_is_refused() -> None:
+    with pytest.raises(ValueError, match="latent_tokens"):
+        AutoencoderConfig(latent_tokens=-1)

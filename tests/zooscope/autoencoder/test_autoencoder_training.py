@@ -12,7 +12,12 @@ import torch
 
 from zooscope.autoencoder.artefact import TRAINING_LOG, TRAINING_STATE, TrainedAutoencoder
 from zooscope.autoencoder.config import AutoencoderConfig, TrainingConfig
-from zooscope.autoencoder.training import _collapse_warning, _Run, train_on_checkpoints
+from zooscope.autoencoder.training import (
+    _collapse_warning,
+    _latent_collapse_warning,
+    _Run,
+    train_on_checkpoints,
+)
 from zooscope.errors import ArtefactError
 
 AE = AutoencoderConfig.tiny()
@@ -149,3 +154,30 @@ def test_cuda_mixed_precision_run_matches_the_cpu_losses_roughly(
     assert gpu.training_log[0]["loss"] == pytest.approx(cpu.training_log[0]["loss"], rel=0.1)
     loaded = TrainedAutoencoder.load(tmp_path / "gpu", device="cuda")
     assert loaded.latents(val.params).device.type == "cuda"
+
+
+def test_a_per_model_latent_trains_saves_and_reloads(tmp_path: Path, checkpoint_sets, digits) -> None:
+    train, val = checkpoint_sets
+    ae_config = dataclasses.replace(AE, latent_tokens=2)
+    ae = train_on_checkpoints(train, val, digits, ae_config, dataclasses.replace(TC, epochs=3), tmp_path)
+    assert ae.training_log[-1]["loss"] < ae.training_log[0]["loss"]
+    latents = ae.latents(val.params)
+    assert latents.shape == (6, 2, AE.latent_dim)
+    loaded = TrainedAutoencoder.load(tmp_path)
+    assert loaded.config.latent_tokens == 2
+    assert torch.equal(loaded.latents(val.params), latents)
+    decoded = loaded.decode_latents(latents)
+    assert {k: v.shape for k, v in decoded.items()} == {k: v.shape for k, v in val.params.items()}
+
+
+def test_latent_collapse_is_flagged_when_every_checkpoint_encodes_alike(checkpoint_sets, digits) -> None:
+    train, val = checkpoint_sets
+    relu = dataclasses.replace(AE, latent_activation="relu")
+    run = _Run(train, val, digits, relu, TC)
+    assert not run.validation()["latent_collapse"]  # a fresh encoder tells checkpoints apart
+    with torch.no_grad():  # every ReLU unit dead: the latent map's output is negative for any input
+        run.model.to_latent.weight.zero_()
+        run.model.to_latent.bias.fill_(-1.0)
+    collapsed = run.validation()
+    assert collapsed["latent_collapse"] and collapsed["val_latent_spread"] == 0.0
+    assert "LATENT COLLAPSE" in _latent_collapse_warning({"epoch": 2, **collapsed})
