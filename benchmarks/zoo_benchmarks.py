@@ -2,7 +2,10 @@
 
     .venv/bin/python benchmarks/zoo_benchmarks.py [--skip-build] [--device cpu] [--only forward]
 
-1. population forward of 128 models vs a loop of nn.Module forwards (same weights, same inputs);
+1. population forward of 128 models vs a loop of nn.Module forwards (same weights, same inputs),
+   for cnn_digits, CNN-s and CNN3 (the paper's architecture), with the path each convolution took
+   (C: a compiled kernel, T: torch's ops; population.forward.convolution_paths) and the
+   autotune's timings of one input chunk behind that choice;
 2. zoo training throughput in model-epochs per second, population vs one model at a time;
 3. wall time of building the default digits zoo, with its accuracy spread;
 4. the roofline of (1): how many floating-point operations the forward is, how fast this machine
@@ -30,15 +33,22 @@ from zooscope.networks.architectures import Architecture, initialise
 from zooscope.networks.datasets import load_dataset
 from zooscope.networks.parameters import stack_state_dicts
 from zooscope.population import forward as population
-from zooscope.population.forward import population_forward
+from zooscope.population.forward import convolution_paths, population_forward
 from zooscope.zoo.grid import ZooConfig
 from zooscope.zoo.store import build_zoo
 from zooscope.zoo.training import train_models, train_one_at_a_time
 
 FORWARD_MODELS = 128
 FORWARD_INPUTS = (1000, 32)
+FORWARD_ARCHITECTURES = (
+    Architecture("cnn_s", 1, 28),
+    Architecture("cnn_digits", 1, 8),
+    Architecture("cnn3", 3, 32),
+)
 REPEATS = 3
 FORWARD_REPEATS = 7
+# CNN3's loop of 128 modules at 1000 inputs takes seconds: fewer repeats of its rows
+SLOW_FORWARD_REPEATS = 3
 CHUNK_SWEEP = range(20, 26)  # exponents of CHUNK_FLOATS
 PROFILE_TOP = 10
 
@@ -90,17 +100,22 @@ def _forward_case(
     return modules, params, torch.randn(n, *arch.input_shape, generator=generator).to(device)
 
 
+FORWARD_HEADER = ("measurement", "population", "one at a time", "speed-up", "convolutions (autotune)")
+
+
 def forward_rows(device: torch.device) -> list[list[str]]:
     rows = []
-    for arch in (Architecture("cnn_s", 1, 28), Architecture("cnn_digits", 1, 8)):
+    for arch in FORWARD_ARCHITECTURES:
         generator = torch.Generator().manual_seed(0)
         modules, params = _forward_population(arch, generator, device)
+        repeats = SLOW_FORWARD_REPEATS if arch.family == "cnn3" else FORWARD_REPEATS
         for n in FORWARD_INPUTS:
             x = torch.randn(n, *arch.input_shape, generator=generator).to(device)
 
             t_pop, t_loop = best_of_interleaved(
                 lambda a=arch, p=params, x=x: _population_forward(a, p, x, device),
                 lambda m=modules, x=x: _loop_forward(m, x, device),
+                repeats,
             )
             rows.append(
                 [
@@ -108,9 +123,29 @@ def forward_rows(device: torch.device) -> list[list[str]]:
                     f"{t_pop * 1e3:.0f} ms",
                     f"{t_loop * 1e3:.0f} ms",
                     f"{t_loop / t_pop:.2f}x",
+                    _paths_taken(arch, n, device),
                 ]
             )
     return rows
+
+
+def _paths_taken(arch: Architecture, n: int, device: torch.device) -> str:
+    """The path of each convolution in the population side's calls, and the timings behind it."""
+    if device.type != "cpu":
+        return "torch (the compiled kernels are CPU-only)"
+    choice = convolution_paths(arch, FORWARD_MODELS, n)
+    if choice.origin not in ("measured", "cached"):
+        reason = {
+            "forced": "ZOOSCOPE_COMPILED_KERNELS=1",
+            "torch": "ZOOSCOPE_COMPILED_KERNELS=0 or none built",
+        }
+        return f"{choice.chosen} ({reason[choice.origin]})"
+    timings = ", ".join(
+        f"{label} {seconds * 1e3:.2f}"
+        for label, seconds in sorted(choice.timings.items(), key=lambda item: item[1])
+    )
+    chunk = f"{choice.inputs} inputs x {choice.models} models"
+    return f"**{choice.chosen}** ({choice.origin}; ms a chunk of {chunk}: {timings})"
 
 
 def training_rows(device: torch.device) -> list[list[str]]:
@@ -262,6 +297,10 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
+def _print_row(cells: list[str] | tuple[str, ...]) -> None:
+    print("| " + " | ".join(cells) + " |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip-build", action="store_true", help="skip the (minutes long) default zoo build")
@@ -280,21 +319,31 @@ def main() -> None:
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}"
     )
     print(f"load average (1 min) at start: {os.getloadavg()[0]:.1f}\n")
-    print("| measurement | population | one at a time | speed-up |")
-    print("|---|---|---|---|", flush=True)
-    sections = {"forward": forward_rows, "roofline": roofline_rows, "training": training_rows}
+    if args.only in (None, "forward"):
+        print(
+            "Convolutions: one letter each in forward order, C a compiled kernel, T torch's ops "
+            "(ZOOSCOPE_COMPILED_KERNELS: 0 torch, 1 compiled, unset the autotune's choice).\n"
+        )
+        _print_row(FORWARD_HEADER)
+        _print_row(["---"] * len(FORWARD_HEADER))
+        for row in forward_rows(device):
+            _print_row(row)
+        print()
+    sections = {"roofline": roofline_rows, "training": training_rows}
     if args.only in ("chunks", "profile"):
         sections = {"chunks": chunk_rows, "profile": profile_rows}
     spread = ""
-    for name, section in sections.items():
-        if args.only not in (None, name):
-            continue
-        for row in section(device):
-            print("| " + " | ".join(row) + " |", flush=True)
+    wanted = [name for name in sections if args.only in (None, name)]
+    if wanted or (not args.skip_build and args.only in (None, "build")):
+        _print_row(["measurement", "population", "one at a time", "speed-up"])
+        _print_row(["---"] * 4)
+    for name in wanted:
+        for row in sections[name](device):
+            _print_row(row)
     if not args.skip_build and args.only in (None, "build"):
         rows, spread = build_rows(args.device)
         for row in rows:
-            print("| " + " | ".join(row) + " |", flush=True)
+            _print_row(row)
     print(f"\nload average (1 min) at end: {os.getloadavg()[0]:.1f}")
     if spread:
         print(spread)

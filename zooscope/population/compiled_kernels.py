@@ -5,12 +5,13 @@ the first convolution with the max-pool after it (a matrix product, then an amax
 four slabs back from memory), and a convolution of K models with a handful of channels each (a
 grouped convolution, which oneDNN runs at a tenth of the machine's peak). `zooscope/population/kernels/*.c`
 are plain C (no Python or torch headers), compiled once per machine with
-`cc -O3 -march=native -fopenmp` into a cache folder and called through ctypes (which releases
-the GIL while they run).
+`cc -O3 -march=native -fopenmp` and the vector width of its CPU (`native_lanes`) into a
+cache folder, and called through ctypes (which releases the GIL while they run).
 
 Everything here is optional: without a C compiler, with ZOOSCOPE_COMPILED_KERNELS=0, or when a
 build fails, the kernel functions below return None (with one warning saying why) and the
-program runs torch's ops, with the same results.
+program runs torch's ops, with the same results. A kernel that is built does not always run: by
+default the program uses it only where it measured faster than torch's ops here (autotune.py).
 """
 
 from __future__ import annotations
@@ -25,18 +26,45 @@ import subprocess
 import tempfile
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 import torch
 
 log = logging.getLogger(__name__)
 
-ENABLE_ENV = "ZOOSCOPE_COMPILED_KERNELS"  # "0" turns the kernels off
+# "0": torch's ops only; "1": every compiled kernel that can serve a call (the parity tests);
+# unset or "auto": the kernels the autotune measured faster here (autotune.py)
+ENABLE_ENV = "ZOOSCOPE_COMPILED_KERNELS"
 CACHE_ENV = "ZOOSCOPE_KERNEL_CACHE"  # where built kernels are kept (default ~/.cache/zooscope/kernels)
 COMPILER_ENV = "CC"
 FLAGS = ("-O3", "-march=native", "-std=gnu11", "-fopenmp", "-shared", "-fPIC")
 SOURCES = Path(__file__).with_name("kernels")
 
-LANES = 16  # floats per vector in the C code
+# Inputs per block the kernels take: a whole number of vectors at every width they are built
+# for (16 or 8 floats), and one 64-byte cache line of float32.
+INPUT_BLOCK = 16
+
+KernelMode = Literal["torch", "compiled", "auto"]
+_MODES: dict[str, KernelMode] = {"0": "torch", "1": "compiled", "auto": "auto", "": "auto"}
+
+
+def kernel_mode() -> KernelMode:
+    """What ZOOSCOPE_COMPILED_KERNELS asks for: "torch", "compiled" or "auto" (the default)."""
+    value = os.environ.get(ENABLE_ENV, "auto").strip().lower()
+    if value not in _MODES:
+        _warn_unknown_mode(value)
+    return _MODES.get(value, "auto")
+
+
+@lru_cache(maxsize=8)
+def _warn_unknown_mode(value: str) -> None:
+    log.warning("%s=%r is not 0, 1 or auto: autotuning the compiled kernels", ENABLE_ENV, value)
+
+
+def native_lanes() -> int:
+    """Floats per vector the C code is built for here (LANES in kernels/vector.h): 16 with AVX-512,
+    8 otherwise (one AVX2 register; SSE and NEON hold it in two)."""
+    return 16 if "avx512f" in cpu_flags() else 8
 
 
 class SlabMaxProduct:
@@ -60,7 +88,7 @@ class SlabMaxProduct:
         if columns.shape[0] != taps or out.shape != (rows, width):
             shapes = f"{tuple(weight.shape)}, {tuple(columns.shape)}, {tuple(out.shape)}"
             raise ValueError(f"slab_max_product: shapes {shapes} disagree")
-        tail = torch.empty(taps * slabs * LANES)
+        tail = torch.empty(taps * slabs * INPUT_BLOCK)  # at least the C code's LANES
         pointers = (weight.data_ptr(), columns.data_ptr(), out.data_ptr())
         with torch.profiler.record_function("zooscope::slab_max_product"):  # named in torch's profiler
             self._function(*pointers, rows, taps, slabs, width, floor, tail.data_ptr())
@@ -69,8 +97,8 @@ class SlabMaxProduct:
 
 class ModelConv:
     """A plain convolution (no padding, one group) of K models on the layout [K, C, H, W, n], n a
-    multiple of LANES, with the max-pool and the ReLU that may follow it, on torch's threads (see
-    kernels/model_conv.c)."""
+    multiple of INPUT_BLOCK, with the max-pool and the ReLU that may follow it, on torch's threads
+    (see kernels/model_conv.c)."""
 
     def __init__(self, library: ctypes.CDLL) -> None:
         self._function = library.model_conv
@@ -99,13 +127,15 @@ class ModelConv:
         out_w = ((width - dilation[1] * (kw - 1) - 1) // stride[1] + 1) // pool
         _check_tensors("model_conv", x, weight, out, *([] if bias is None else [bias]))
         if (
-            n % LANES
+            n % INPUT_BLOCK
             or weight.shape[:3] != (models, outs, channels)
             or (bias is not None and bias.shape != (models, outs))
             or out.shape != (models, outs, out_h, out_w, n)
         ):
             shapes = ", ".join(str(tuple(t.shape)) for t in (x, weight, out))
-            raise ValueError(f"model_conv: shapes {shapes} disagree (or n is not a multiple of {LANES})")
+            raise ValueError(
+                f"model_conv: shapes {shapes} disagree (or n is not a multiple of {INPUT_BLOCK})"
+            )
         with torch.profiler.record_function("zooscope::model_conv"):  # named in torch's profiler
             self._function(
                 x.data_ptr(),
@@ -134,39 +164,73 @@ def _check_tensors(kernel: str, *tensors: torch.Tensor) -> None:
             raise ValueError(f"{kernel} takes contiguous float32 CPU tensors")
 
 
-@lru_cache(maxsize=1)
+# ZOOSCOPE_COMPILED_KERNELS is read on every call, outside the caches: it may change while a
+# process runs (the tests switch it)
+
+
 def slab_max_product_kernel() -> SlabMaxProduct | None:
     """The compiled first-layer kernel, or None when it cannot be had here (logged once)."""
+    return None if kernel_mode() == "torch" else _slab_max_product()
+
+
+def model_conv_kernel() -> ModelConv | None:
+    """The compiled per-model convolution, or None when it cannot be had here (logged once)."""
+    return None if kernel_mode() == "torch" else _model_conv()
+
+
+def built_library(name: str) -> Path | None:
+    """Where the kernel's shared library is, or None when it cannot be had here (logged once). Its
+    file name is its build's identity (source, compiler, flags, CPU): the autotune keys on it."""
+    return None if kernel_mode() == "torch" else _built(name)
+
+
+def forget_kernels() -> None:
+    """Look for the kernels afresh on the next call (after the compiler or cache changed: tests)."""
+    for cached in (_built, _library, _slab_max_product, _model_conv):
+        cached.cache_clear()
+
+
+@lru_cache(maxsize=1)
+def _slab_max_product() -> SlabMaxProduct | None:
     library = _library("slab_max_product")
     return None if library is None else SlabMaxProduct(library)
 
 
 @lru_cache(maxsize=1)
-def model_conv_kernel() -> ModelConv | None:
-    """The compiled per-model convolution, or None when it cannot be had here (logged once)."""
+def _model_conv() -> ModelConv | None:
     library = _library("model_conv")
     return None if library is None else ModelConv(library)
 
 
-def forget_kernels() -> None:
-    """Look for the kernels afresh on the next call (after the environment changed: tests)."""
-    for cached in (_library, slab_max_product_kernel, model_conv_kernel):
-        cached.cache_clear()
+@lru_cache(maxsize=8)
+def _built(name: str) -> Path | None:
+    try:
+        return build(name)
+    except (OSError, subprocess.SubprocessError, RuntimeError) as error:
+        log.warning("compiled kernel %s unavailable, using torch's ops: %s", name, error)
+        return None
 
 
 @lru_cache(maxsize=8)
 def _library(name: str) -> ctypes.CDLL | None:
-    if os.environ.get(ENABLE_ENV, "1") == "0":
+    path = _built(name)
+    if path is None:
         return None
     try:
-        return ctypes.CDLL(str(build(name)))
-    except (OSError, subprocess.SubprocessError, RuntimeError) as error:
-        log.warning("compiled kernel %s unavailable, using torch's (slower) ops: %s", name, error)
+        return ctypes.CDLL(str(path))
+    except OSError as error:
+        log.warning("compiled kernel %s does not load, using torch's ops: %s", name, error)
         return None
 
 
-def build(name: str) -> Path:
-    """kernels/<name>.c as a shared library in the cache, compiled unless already there.
+def cache_folder() -> Path:
+    """Where built kernels and the autotune's decisions are kept."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "zooscope" / "kernels")
+
+
+def build(name: str, lanes: int | None = None) -> Path:
+    """kernels/<name>.c as a shared library in the cache, compiled unless already there, for
+    vectors of `lanes` floats (default: this CPU's, native_lanes()).
 
     The cache key covers the source and the headers beside it, the compiler, the flags and the
     CPU: -march=native code from another machine sharing the folder could use instructions this
@@ -174,14 +238,15 @@ def build(name: str) -> Path:
     compiler = shutil.which(os.environ.get(COMPILER_ENV, "cc"))
     if compiler is None:
         raise RuntimeError(f"no C compiler ({COMPILER_ENV}={os.environ.get(COMPILER_ENV, 'cc')!r} not found)")
+    flags = (*FLAGS, f"-DLANES={lanes or native_lanes()}")
     sources = [SOURCES / f"{name}.c", *sorted(SOURCES.glob("*.h"))]
     parts = [path.read_bytes() for path in sources] + [
         compiler.encode(),
-        " ".join(FLAGS).encode(),
+        " ".join(flags).encode(),
         _cpu_identity(),
     ]
     key = hashlib.sha256(b"\0".join(parts))
-    cache = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "zooscope" / "kernels")
+    cache = cache_folder()
     library = cache / f"{name}-{key.hexdigest()[:16]}.so"
     if library.exists():
         return library
@@ -190,7 +255,7 @@ def build(name: str) -> Path:
     with tempfile.TemporaryDirectory(dir=cache) as scratch:
         built = Path(scratch) / library.name
         result = subprocess.run(
-            [compiler, *FLAGS, "-o", str(built), str(SOURCES / f"{name}.c")],
+            [compiler, *flags, "-o", str(built), str(SOURCES / f"{name}.c")],
             capture_output=True,
             text=True,
             timeout=120,
@@ -199,6 +264,18 @@ def build(name: str) -> Path:
             raise RuntimeError(f"{compiler} failed on {name}.c: {result.stderr.strip()[-2000:]}")
         os.replace(built, library)
     return library
+
+
+def cpu_identity() -> str:
+    """A short hash of this CPU's model name and instruction-set flags."""
+    return hashlib.sha256(_cpu_identity()).hexdigest()[:16]
+
+
+@lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str]:
+    """The CPU's instruction-set flags as /proc/cpuinfo lists them (empty where it cannot be read)."""
+    lines = [line for line in _cpu_identity().decode().splitlines() if line.startswith(("flags", "Features"))]
+    return frozenset(flag for line in lines for flag in line.partition(":")[2].split())
 
 
 def _cpu_identity() -> bytes:

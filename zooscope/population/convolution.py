@@ -17,10 +17,12 @@ Each convolution of an architecture gets one of four kernels, chosen once from i
   layers where that is at most DENSE_MAX_EXPANSION use it: at 8 output channels a grouped
   convolution (or an im2col and a batched product) spends far longer moving data than the extra
   arithmetic costs.
-* **compiled**: everything else, in calls the compiled kernels may serve (`compiled_kernels_may_run`:
-  float32, CPU, no autograd graph), the C kernel of compiled_kernels.py on the per-model layout,
-  with the max-pool after it in the same pass; the shared-input kernel's product and pool then
-  run in one C kernel too.
+* **compiled**: everything else, where the call lets this layer run a compiled kernel (calls the
+  kernels may serve, `compiled_kernels_may_run`: float32, CPU, no autograd graph; layers the
+  autotune found faster compiled, forward.convolution_paths), the C kernel of compiled_kernels.py
+  on the per-model layout, with the max-pool after it in the same pass. A shared-input layer
+  that may run compiled and pools into the per-model layout runs its product and pool in one C
+  kernel too (`SharedInputConv.compiled`).
 * **grouped**: everything else, one grouped convolution (groups = K) on the channels_last layout.
 
 The weights each kernel needs (stacked, transposed, gathered) are built once per population
@@ -51,6 +53,8 @@ class SharedInputConv:
     out_hw: tuple[int, int]  # output size; the pooled size when slabs > 1
     slabs: int  # 1, or the area of the max-pool window the rows are ordered for
     pool_into_model: bool = False  # the pool writes [K, C, H, W, n] rather than [n, H, W, K*C]
+    # the product and that pool run in compiled_kernels.SlabMaxProduct (pool_into_model only)
+    compiled: bool = False
     # columns.T, contiguous: a gather's result takes its index's strides, and the per-model
     # orientation needs the im2col [taps, rows, n] contiguous
     by_tap: torch.Tensor = field(init=False, repr=False, compare=False)
@@ -101,8 +105,8 @@ def plan_convolution(
     compiled: bool = False,
 ) -> ConvPlan:
     """The kernel for `conv` on inputs of shape in_chw; `pooled_by`: the kernel (= stride) of a
-    max-pool that directly follows, if any; `compiled`: whether the compiled kernels serve this
-    call (compiled_kernels.py: CPU, float32, no autograd graph)."""
+    max-pool that directly follows, if any; `compiled`: whether this layer may run a compiled
+    kernel in this call (the shared-input kernel's is set later, with its pool's layout)."""
     channels, height, width = in_chw
     (kh, kw), (sh, sw), (dh, dw) = _pair(conv.kernel_size), _pair(conv.stride), _pair(conv.dilation)
     plain = _pair(conv.padding) == (0, 0) and conv.groups == 1 and conv.padding_mode == "zeros"
@@ -153,6 +157,15 @@ def autograd_free(*tensors: torch.Tensor) -> bool:
     """True when no autograd graph will need a result computed from `tensors`: it may then be
     written in place or into reused memory."""
     return not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
+
+
+def compiled_kernel_built(plan: ConvPlan) -> bool:
+    """Whether the compiled kernel `plan` would run is built here (False for plans that run none)."""
+    if isinstance(plan, CompiledConv):
+        return model_conv_kernel() is not None
+    if isinstance(plan, SharedInputConv) and plan.compiled:
+        return slab_max_product_kernel() is not None
+    return False
 
 
 def compiled_kernels_may_run(*tensors: torch.Tensor) -> bool:
@@ -274,7 +287,7 @@ def pool_slabs(columns: torch.Tensor, prepared: PreparedConv, *, relu: bool = Fa
     # columns [taps, S, Ho*Wo*n] -> [K*out, Ho*Wo*n]
     weight, (taps, slabs, width) = prepared.weight, columns.shape
     # both contiguous by construction: the stacked filters, the gathered im2col
-    fused = slab_max_product_kernel() if compiled_kernels_may_run(weight, columns) else None
+    fused = slab_max_product_kernel() if plan.compiled and compiled_kernels_may_run(weight, columns) else None
     if fused is not None:
         out = prepared.memory.tensor(f"{prepared.name} pool", (weight.shape[0], width), columns)
         pooled = fused(weight, columns, out, floor=0.0 if relu else float("-inf"))
@@ -311,7 +324,7 @@ def dense_conv(x: torch.Tensor, prepared: PreparedConv) -> torch.Tensor:
 def compiled_conv(
     x: torch.Tensor, prepared: PreparedConv, *, pooled: bool = False, relu: bool = False
 ) -> torch.Tensor:
-    """[K, C, H, W, n] -> [K, out, Ho, Wo, n], n a multiple of compiled_kernels.LANES; `pooled`:
+    """[K, C, H, W, n] -> [K, out, Ho, Wo, n], n a multiple of compiled_kernels.INPUT_BLOCK; `pooled`:
     with the plan's max-pool (and a ReLU after it, if `relu`)."""
     plan, kernel = prepared.plan, model_conv_kernel()
     assert isinstance(plan, CompiledConv) and kernel is not None

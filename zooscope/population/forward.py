@@ -16,8 +16,10 @@ step wants (`_Activation`):
   the others are one grouped convolution (groups = K) on the channels_last layout
   [n, H, W, K*C], where the models sit side by side on the channel axis;
 * for calls no autograd graph records (evaluation, the service's jobs), two small C kernels
-  (compiled_kernels.py) replace the first convolution's product and pool, and the grouped
-  convolutions with the pool after them: torch has nothing fast for either on a CPU;
+  (compiled_kernels.py) can replace the first convolution's product and pool, and the grouped
+  convolutions with the pool after them: torch has nothing fast for either on the CPU they were
+  tuned on. Each layer takes the kernel the autotune measured faster on this machine and at these
+  shapes (`convolution_paths`, autotune.py), so a CPU where torch's ops win runs those;
 * batchnorm, pooling, activations and dropout act per channel or elementwise, so per model by
   construction (dropout masks are drawn independently per model); max-pooling is a max of
   strided views, and a monotone activation before a pool runs after it, on a quarter of the
@@ -40,9 +42,10 @@ the reference implementation; the parity tests hold both to the plain nn.Module.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from functools import lru_cache
+from functools import cached_property, lru_cache
+from itertools import combinations
 from typing import Literal
 
 import torch
@@ -51,9 +54,11 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from zooscope.networks.architectures import ACTIVATION_NAMES, Architecture, activation_codes
-from zooscope.networks.parameters import StackedParams, n_models
+from zooscope.networks.parameters import StackedParams, n_models, stack_state_dicts
+from zooscope.population import autotune
+from zooscope.population.autotune import PathChoice
 from zooscope.population.batching import spans, take, widest_activation
-from zooscope.population.compiled_kernels import LANES, model_conv_kernel
+from zooscope.population.compiled_kernels import INPUT_BLOCK, built_library, cpu_identity, kernel_mode
 from zooscope.population.convolution import (
     ChunkMemory,
     CompiledConv,
@@ -63,6 +68,7 @@ from zooscope.population.convolution import (
     SharedInputConv,
     autograd_free,
     compiled_conv,
+    compiled_kernel_built,
     compiled_kernels_may_run,
     dense_conv,
     grouped_conv,
@@ -245,10 +251,13 @@ def _forward_all_inputs(
     k = n_models(params)
     n_inputs = inputs.shape[0] if shared else inputs.shape[1]
     memory = _chunk_memory()
-    plans = _convolution_plans(arch, shared, str(inputs.device), _compiled_kernels_serve(params, inputs))
+    compiled: frozenset[str] = frozenset()
+    if compiled_kernels_may_run(*params.values(), inputs):
+        compiled = convolution_paths(arch, k, n_inputs, shared=shared).compiled
+    plans = _convolution_plans(arch, shared, str(inputs.device), compiled)
     convs = _prepared_convolutions(plans, params, memory)
-    # the compiled convolution runs 16 inputs to a vector: chunks of whole vectors, the last padded
-    lanes = LANES if any(isinstance(plan, CompiledConv) for plan in plans.values()) else 1
+    # the compiled convolution runs blocks of 16 inputs: chunks of whole blocks, the last padded
+    lanes = INPUT_BLOCK if any(isinstance(plan, CompiledConv) for plan in plans.values()) else 1
     step = inputs_per_chunk(arch, k, multiple_of=lanes)
 
     def run(chunk: torch.Tensor) -> torch.Tensor:  # [K, classes, n]
@@ -278,9 +287,124 @@ def inputs_per_chunk(arch: Architecture, k: int, *, multiple_of: int = 1) -> int
     return max(multiple_of, step - step % multiple_of)
 
 
-def _compiled_kernels_serve(params: StackedParams, inputs: torch.Tensor) -> bool:
-    """Whether this call may run the compiled convolution: on these tensors, and built here."""
-    return compiled_kernels_may_run(*params.values(), inputs) and model_conv_kernel() is not None
+def convolution_paths(arch: Architecture, models: int, inputs: int, *, shared: bool = True) -> PathChoice:
+    """Which convolutions (state_dict prefixes) a call on `models` models and `inputs` inputs (one
+    batch `shared` by all models, or one per model) runs on a compiled kernel when the kernels
+    may serve it (float32, CPU, no autograd graph), and on what that rests: torch's ops where
+    ZOOSCOPE_COMPILED_KERNELS=0 or no kernel is built, every kernel that can run with =1, and by
+    default the autotune's choice (autotune.py), timed at `tuning_shape`: each convolution on its
+    compiled kernel or on torch's ops, every combination that runs differently."""
+    mode = kernel_mode()
+    available = frozenset() if mode == "torch" else _compilable_layers(arch, shared)
+    if not available:
+        return PathChoice(frozenset(), "torch", path_label(arch, frozenset()))
+    if mode == "compiled":
+        return PathChoice(available, "forced", path_label(arch, available))
+    k, n = tuning_shape(arch, models, inputs)
+    candidates = _path_candidates(arch, shared, available)
+    identity = {
+        "architecture": arch,
+        "shared": shared,
+        "models": k,
+        "inputs": n,
+        "kernels": _kernel_builds(arch, shared, available),
+        "cpu": cpu_identity(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+    }
+    chunk = _TimedChunk(arch, shared, k, n)
+    reference = path_label(arch, frozenset())
+    return autotune.choose(identity, candidates, chunk.runner, reference=reference, models=k, inputs=n)
+
+
+def tuning_shape(arch: Architecture, models: int, inputs: int) -> tuple[int, int]:
+    """The (models, inputs) the autotune times a call at: the largest power of two of models up to
+    `models`, and one chunk of the largest power of two of inputs (at least INPUT_BLOCK) that the
+    call's chunks hold. Calls of similar sizes share a decision, and the timing never needs
+    more memory than the call."""
+    k = 1 << (max(models, 1).bit_length() - 1)
+    per_chunk = min(
+        -(-max(inputs, 1) // INPUT_BLOCK) * INPUT_BLOCK,
+        inputs_per_chunk(arch, models, multiple_of=INPUT_BLOCK),
+    )
+    return k, max(INPUT_BLOCK, 1 << (per_chunk.bit_length() - 1))
+
+
+def path_label(arch: Architecture, compiled: frozenset[str]) -> str:
+    """One letter per convolution of `arch`, in forward order: C compiled, T torch's ops."""
+    return "".join("C" if key in compiled else "T" for key in _conv_keys(arch))
+
+
+@lru_cache(maxsize=32)
+def _conv_keys(arch: Architecture) -> tuple[str, ...]:
+    return tuple(step.key for step in population_program(arch) if step.kind == "conv")
+
+
+def _runs_compiled(plan: ConvPlan) -> bool:
+    return isinstance(plan, CompiledConv) or (isinstance(plan, SharedInputConv) and plan.compiled)
+
+
+def _compilable_layers(arch: Architecture, shared: bool) -> frozenset[str]:
+    """The convolutions that could run a compiled kernel here: built, and of a shape it takes."""
+    plans = _convolution_plans(arch, shared, "cpu", frozenset(_conv_keys(arch)))
+    return frozenset(key for key, plan in plans.items() if compiled_kernel_built(plan))
+
+
+@lru_cache(maxsize=64)
+def _path_candidates(
+    arch: Architecture, shared: bool, available: frozenset[str]
+) -> dict[str, frozenset[str]]:
+    """Label -> the layers compiled, for every subset of `available` that runs differently (a
+    shared-input layer runs compiled only when its pool writes the per-model layout, which
+    depends on the next convolution)."""
+    candidates: dict[str, frozenset[str]] = {}
+    for size in range(len(available) + 1):
+        for subset in combinations(sorted(available), size):
+            plans = _convolution_plans(arch, shared, "cpu", frozenset(subset))
+            runs = frozenset(key for key, plan in plans.items() if _runs_compiled(plan))
+            candidates.setdefault(path_label(arch, runs), runs)
+    return candidates
+
+
+def _kernel_builds(arch: Architecture, shared: bool, available: frozenset[str]) -> tuple[str, ...]:
+    """The file names of the kernels the candidates run (each names its source, compiler, flags, CPU)."""
+    plans = _convolution_plans(arch, shared, "cpu", available)
+    names = {
+        "model_conv" if isinstance(plan, CompiledConv) else "slab_max_product"
+        for key, plan in plans.items()
+        if key in available
+    }
+    builds = (built_library(name) for name in sorted(names))
+    return tuple(path.name for path in builds if path is not None)
+
+
+class _TimedChunk:
+    """One chunk of inputs on stand-in weights (the module's initial ones, alike for every model:
+    the kernels' speed does not depend on the values), made at the first runner's call and
+    shared by the autotune's candidates."""
+
+    def __init__(self, arch: Architecture, shared: bool, models: int, inputs: int) -> None:
+        self.arch, self.shared, self.models, self.inputs = arch, shared, models, inputs
+
+    @cached_property
+    def _data(self) -> tuple[StackedParams, torch.Tensor, ChunkMemory]:
+        arch, k = self.arch, self.models
+        one = stack_state_dicts(arch, [arch.build().state_dict()])
+        params = {key: value.expand(k, *value.shape[1:]).contiguous() for key, value in one.items()}
+        batch = (self.inputs, *arch.input_shape) if self.shared else (k, self.inputs, *arch.input_shape)
+        return params, torch.randn(batch, generator=torch.Generator().manual_seed(0)), ChunkMemory()
+
+    def runner(self, compiled: frozenset[str]) -> Callable[[], torch.Tensor]:
+        params, x, memory = self._data
+        with torch.no_grad():
+            plans = _convolution_plans(self.arch, self.shared, "cpu", compiled)
+            convs = _prepared_convolutions(plans, params, memory)
+
+        def run() -> torch.Tensor:
+            with torch.no_grad():
+                return _run_program(self.arch, params, convs, memory, x, self.shared, False)
+
+        return run
 
 
 _THREAD_STATE = threading.local()
@@ -306,32 +430,17 @@ def _prepared_convolutions(
     }
 
 
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=256)
 def _convolution_plans(
-    arch: Architecture, shared: bool, device: str, compiled: bool = False
+    arch: Architecture, shared: bool, device: str, compiled: frozenset[str] = frozenset()
 ) -> dict[str, ConvPlan]:
     """The kernel of every convolution (population_convolution.py), keyed by its state_dict prefix;
-    `compiled`: whether the call may use the compiled convolution (_compiled_kernels_serve)."""
+    `compiled`: the convolutions that may run a compiled kernel in this call (convolution_paths)."""
     # plans are cached: index tensors made inside inference_mode could not serve a later call
     # that autograd records (an inference tensor cannot be saved for backward)
     with torch.inference_mode(False), torch.no_grad():
         steps = population_program(arch)
-        plans: dict[str, ConvPlan] = {}
-        probe = torch.zeros(1, *arch.input_shape)
-        model_axis = not shared  # until the first layer with weights, shared inputs have none
-        for index, step in enumerate(steps):
-            module = step.module
-            if step.kind == "conv":
-                assert isinstance(module, nn.Conv2d)
-                plans[step.key] = plan_convolution(
-                    module,
-                    tuple(probe.shape[1:]),
-                    shared=not model_axis,
-                    pooled_by=_pool_window(steps[index + 1]) if index + 1 < len(steps) else None,
-                    compiled=compiled,
-                )
-            model_axis = model_axis or step.kind in ("conv", "dropout", "batchnorm", "linear")
-            probe = module.eval()(probe)
+        plans = {key: _layer_plan(arch, shared, key, key in compiled) for key in _conv_keys(arch)}
         # a pool-ordered convolution's pool writes the per-model layout when its next consumer
         # wants it
         for index, step in enumerate(steps):
@@ -344,8 +453,45 @@ def _convolution_plans(
                     or consumer.kind != "conv"
                     or isinstance(plans[consumer.key], DenseConv | CompiledConv)
                 )
-                plans[step.key] = replace(plan, pool_into_model=wants_model)
+                compiled_pool = wants_model and step.key in compiled
+                plans[step.key] = replace(plan, pool_into_model=wants_model, compiled=compiled_pool)
         return {key: _plan_on(plan, device) for key, plan in plans.items()}
+
+
+@lru_cache(maxsize=256)
+def _layer_plan(arch: Architecture, shared: bool, key: str, compiled: bool) -> ConvPlan:
+    """One convolution's plan (plan_convolution), made once for all the sets of compiled layers
+    that share it: its index tensors take a while to build."""
+    conv, in_chw, shared_here, pooled_by = _conv_inputs(arch, shared)[key]
+    with torch.inference_mode(False), torch.no_grad():
+        return plan_convolution(conv, in_chw, shared=shared_here, pooled_by=pooled_by, compiled=compiled)
+
+
+@lru_cache(maxsize=64)
+def _conv_inputs(
+    arch: Architecture, shared: bool
+) -> dict[str, tuple[nn.Conv2d, tuple[int, int, int], bool, int | None]]:
+    """Each convolution's module, input shape (C, H, W), whether its input is still shared by
+    every model, and the window of the max-pool right after it (None: no pool), by key."""
+    with torch.inference_mode(False), torch.no_grad():
+        steps = population_program(arch)
+        inputs = {}
+        probe = torch.zeros(1, *arch.input_shape)
+        model_axis = not shared  # until the first layer with weights, shared inputs have none
+        for index, step in enumerate(steps):
+            module = step.module
+            if step.kind == "conv":
+                assert isinstance(module, nn.Conv2d)
+                pooled_by = _pool_window(steps[index + 1]) if index + 1 < len(steps) else None
+                inputs[step.key] = (
+                    module,
+                    (probe.shape[1], probe.shape[2], probe.shape[3]),
+                    not model_axis,
+                    pooled_by,
+                )
+            model_axis = model_axis or step.kind in ("conv", "dropout", "batchnorm", "linear")
+            probe = module.eval()(probe)
+        return inputs
 
 
 def _pool_window(step: Step) -> int | None:

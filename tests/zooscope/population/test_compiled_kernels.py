@@ -1,10 +1,13 @@
-"""The compiled product-and-pool kernel: its results against torch's ops, and the fallback."""
+"""The compiled kernels, built for each vector width: their results against torch's ops, and the
+fallback to torch's ops when they cannot be had."""
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import shutil
 from collections.abc import Iterator
+from functools import cache
 
 import pytest
 import torch
@@ -13,10 +16,25 @@ from zooscope.networks.architectures import Architecture, initialise
 from zooscope.networks.parameters import stack_state_dicts
 from zooscope.population import compiled_kernels
 from zooscope.population import convolution as population_convolution
-from zooscope.population.compiled_kernels import slab_max_product_kernel
+from zooscope.population.compiled_kernels import ModelConv, SlabMaxProduct, slab_max_product_kernel
 from zooscope.population.forward import module_forward, population_forward
 
 needs_compiler = pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler on this machine")
+# the vector widths the kernels are built for: 16 floats with AVX-512, 8 without (a CPU runs
+# both: code built for the narrower one, or for pairs of its registers)
+WIDTHS = pytest.mark.parametrize("lanes", [16, 8], ids=lambda lanes: f"{lanes}-lanes")
+
+
+@cache
+def _kernel_at(name: str, lanes: int) -> SlabMaxProduct | ModelConv:
+    library = ctypes.CDLL(str(compiled_kernels.build(name, lanes)))
+    return SlabMaxProduct(library) if name == "slab_max_product" else ModelConv(library)
+
+
+@pytest.fixture
+def compiled_everywhere(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ZOOSCOPE_COMPILED_KERNELS=1: every compiled kernel that can run does (no autotune)."""
+    monkeypatch.setenv(compiled_kernels.ENABLE_ENV, "1")
 
 
 @pytest.fixture
@@ -46,9 +64,12 @@ def _reference(weight: torch.Tensor, columns: torch.Tensor, floor: float) -> tor
     ],
 )
 @pytest.mark.parametrize("floor", [float("-inf"), 0.0])
-def test_kernel_matches_product_then_max(rows: int, taps: int, slabs: int, width: int, floor: float) -> None:
-    kernel = slab_max_product_kernel()
-    assert kernel is not None, "a C compiler is present, so the kernel must build"
+@WIDTHS
+def test_kernel_matches_product_then_max(
+    rows: int, taps: int, slabs: int, width: int, floor: float, lanes: int
+) -> None:
+    kernel = _kernel_at("slab_max_product", lanes)
+    assert isinstance(kernel, SlabMaxProduct)
     generator = torch.Generator().manual_seed(rows + width)
     weight = torch.randn(rows, taps, generator=generator)
     columns = torch.randn(taps, slabs, width, generator=generator)
@@ -58,9 +79,10 @@ def test_kernel_matches_product_then_max(rows: int, taps: int, slabs: int, width
 
 
 @needs_compiler
-def test_kernel_propagates_nan_like_torch() -> None:
-    kernel = slab_max_product_kernel()
-    assert kernel is not None
+@WIDTHS
+def test_kernel_propagates_nan_like_torch(lanes: int) -> None:
+    kernel = _kernel_at("slab_max_product", lanes)
+    assert isinstance(kernel, SlabMaxProduct)
     generator = torch.Generator().manual_seed(3)
     weight = torch.randn(24, 10, generator=generator)
     columns = torch.randn(10, 4, 40, generator=generator)
@@ -99,6 +121,7 @@ def _digits_case(seed: int) -> tuple[Architecture, list[dict[str, torch.Tensor]]
 
 
 @needs_compiler
+@pytest.mark.usefixtures("compiled_everywhere")
 def test_population_forward_uses_the_kernel_and_keeps_a_diverged_model_nan(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -213,6 +236,7 @@ def _grouped_reference(
     ],
 )
 @pytest.mark.parametrize("relu", [False, True])
+@WIDTHS
 def test_model_conv_matches_grouped_convolution(
     models: int,
     channels: int,
@@ -225,9 +249,10 @@ def test_model_conv_matches_grouped_convolution(
     pool: int,
     with_bias: bool,
     relu: bool,
+    lanes: int,
 ) -> None:
-    conv = compiled_kernels.model_conv_kernel()
-    assert conv is not None, "a C compiler is present, so the kernel must build"
+    conv = _kernel_at("model_conv", lanes)
+    assert isinstance(conv, ModelConv)
     generator = torch.Generator().manual_seed(models * size + n)
     x = torch.randn(models, channels, size, size, n, generator=generator)
     weight = torch.randn(models, outs, channels, kernel, kernel, generator=generator)
@@ -240,9 +265,10 @@ def test_model_conv_matches_grouped_convolution(
 
 
 @needs_compiler
-def test_model_conv_propagates_nan_and_checks_its_arguments() -> None:
-    conv = compiled_kernels.model_conv_kernel()
-    assert conv is not None
+@WIDTHS
+def test_model_conv_propagates_nan_and_checks_its_arguments(lanes: int) -> None:
+    conv = _kernel_at("model_conv", lanes)
+    assert isinstance(conv, ModelConv)
     generator = torch.Generator().manual_seed(8)
     x = torch.randn(3, 2, 6, 6, 16, generator=generator)
     weight, bias = torch.randn(3, 4, 2, 3, 3, generator=generator), torch.randn(3, 4, generator=generator)
@@ -269,6 +295,7 @@ def test_model_conv_propagates_nan_and_checks_its_arguments() -> None:
     ],
     ids=lambda a: f"{a.name}-{a.activation}",
 )
+@pytest.mark.usefixtures("compiled_everywhere")
 def test_inference_runs_later_convolutions_in_the_compiled_kernel(
     arch: Architecture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -326,3 +353,20 @@ def test_a_changed_header_gives_a_new_build(tmp_path, monkeypatch: pytest.Monkey
     header.write_text(header.read_text() + "\n/* changed */\n")
     second = compiled_kernels.build("slab_max_product")
     assert second != first and first.exists() and second.exists()
+
+
+def test_the_vector_width_follows_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(compiled_kernels, "cpu_flags", lambda: frozenset({"sse2", "avx", "avx2", "fma"}))
+    assert compiled_kernels.native_lanes() == 8
+    monkeypatch.setattr(compiled_kernels, "cpu_flags", lambda: frozenset({"avx2", "avx512f", "avx512bw"}))
+    assert compiled_kernels.native_lanes() == 16
+
+
+@needs_compiler
+@pytest.mark.usefixtures("fresh_kernel_cache")
+def test_each_vector_width_is_its_own_build() -> None:
+    narrow, wide = compiled_kernels.build("model_conv", 8), compiled_kernels.build("model_conv", 16)
+    assert narrow != wide and narrow.exists() and wide.exists()
+    assert compiled_kernels.build("model_conv") == compiled_kernels.build(
+        "model_conv", compiled_kernels.native_lanes()
+    )

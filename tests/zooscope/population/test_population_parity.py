@@ -1,6 +1,10 @@
-"""population_forward against one nn.Module per model, for every architecture family."""
+"""population_forward against one nn.Module per model, for every architecture family and every
+path the program can take: torch's ops (ZOOSCOPE_COMPILED_KERNELS=0), every compiled kernel (=1),
+and each mix of the two the autotune can choose."""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -8,7 +12,9 @@ import torch.nn.functional as F
 
 from zooscope.networks.architectures import Architecture, initialise
 from zooscope.networks.parameters import stack_state_dicts
-from zooscope.population.forward import module_forward, population_forward
+from zooscope.population import autotune, compiled_kernels
+from zooscope.population import forward as population
+from zooscope.population.forward import convolution_paths, module_forward, population_forward
 
 FAMILIES = [
     Architecture("cnn_s", 1, 28),
@@ -39,24 +45,101 @@ def _population(arch: Architecture, seed: int = 0) -> list[dict[str, torch.Tenso
     return state_dicts
 
 
-@pytest.mark.parametrize(
-    "arch", FAMILIES, ids=lambda a: a.name + (f"-{a.activation}" if a.activation != "relu" else "")
-)
-def test_population_forward_matches_modules(arch: Architecture) -> None:
-    state_dicts = _population(arch)
+def _family_id(arch: Architecture) -> str:
+    return arch.name + (f"-{arch.activation}" if arch.activation != "relu" else "")
+
+
+@pytest.fixture(params=["0", "1"], ids=["torch", "compiled"])
+def forced_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """ZOOSCOPE_COMPILED_KERNELS forcing torch's ops ("0") or every compiled kernel built ("1")."""
+    monkeypatch.setenv(compiled_kernels.ENABLE_ENV, request.param)
+    yield request.param
+
+
+def _diverged(
+    arch: Architecture, state_dicts: list[dict[str, torch.Tensor]]
+) -> list[dict[str, torch.Tensor]]:
+    """The population with its second model diverged: a NaN in its first filter."""
+    state_dicts = [dict(sd) for sd in state_dicts]
+    first = arch.parameter_layers()[0].weight_key
+    state_dicts[1][first] = state_dicts[1][first].clone()
+    state_dicts[1][first].view(-1)[0] = float("nan")
+    return state_dicts
+
+
+def _assert_matches_modules(
+    arch: Architecture,
+    state_dicts: list[dict[str, torch.Tensor]],
+    shared: torch.Tensor,
+    per_model: torch.Tensor,
+) -> None:
+    """Both input forms against the modules, NaN where the module gives NaN and nowhere else."""
     params = stack_state_dicts(arch, state_dicts)
+    with torch.inference_mode():
+        logits_shared = population_forward(arch, params, shared)
+        logits_per_model = population_forward(arch, params, per_model)
+    assert logits_shared.shape == (len(state_dicts), shared.shape[0], arch.n_classes)
+    for i, sd in enumerate(state_dicts):
+        for logits, expected in (
+            (logits_shared[i], module_forward(arch, sd, shared)),
+            (logits_per_model[i], module_forward(arch, sd, per_model[i])),
+        ):
+            assert torch.equal(torch.isnan(logits), torch.isnan(expected))
+            torch.testing.assert_close(logits.nan_to_num(), expected.nan_to_num(), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("arch", FAMILIES, ids=_family_id)
+@pytest.mark.parametrize("diverged", [False, True], ids=["finite", "diverged"])
+def test_population_forward_matches_modules(arch: Architecture, forced_path: str, diverged: bool) -> None:
+    state_dicts = _population(arch)
+    if diverged:
+        state_dicts = _diverged(arch, state_dicts)
     shared = torch.randn(N_INPUTS, *arch.input_shape, generator=torch.Generator().manual_seed(1))
     per_model = torch.randn(N_MODELS, N_INPUTS, *arch.input_shape, generator=torch.Generator().manual_seed(2))
-
-    logits_shared = population_forward(arch, params, shared)
-    logits_per_model = population_forward(arch, params, per_model)
-
-    assert logits_shared.shape == (N_MODELS, N_INPUTS, arch.n_classes)
+    _assert_matches_modules(arch, state_dicts, shared, per_model)
+    # the autograd-recorded form (no inference_mode, weights that need gradients) runs torch's ops
+    params = {k: v.requires_grad_(True) for k, v in stack_state_dicts(arch, state_dicts).items()}
+    recorded = population_forward(arch, params, shared)
     for i, sd in enumerate(state_dicts):
-        torch.testing.assert_close(logits_shared[i], module_forward(arch, sd, shared), atol=1e-5, rtol=1e-5)
+        expected = module_forward(arch, sd, shared)
         torch.testing.assert_close(
-            logits_per_model[i], module_forward(arch, sd, per_model[i]), atol=1e-5, rtol=1e-5
+            recorded[i].detach().nan_to_num(), expected.nan_to_num(), atol=1e-5, rtol=1e-5
         )
+
+
+@pytest.mark.parametrize("arch", FAMILIES, ids=_family_id)
+def test_every_path_the_autotune_can_choose_matches_modules(
+    arch: Architecture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each mix of compiled and torch convolutions, made the autotune's choice by injected timings,
+    with a diverged model among the finite ones."""
+    monkeypatch.setenv(compiled_kernels.ENABLE_ENV, "auto")
+    # decisions neither read nor written: each label below is chosen afresh
+    monkeypatch.setattr(autotune, "_read", lambda key, candidates: None)
+    monkeypatch.setattr(autotune, "_write", lambda key, identity, decision: None)
+    state_dicts = _diverged(arch, _population(arch, seed=12))
+    shared = torch.randn(N_INPUTS, *arch.input_shape, generator=torch.Generator().manual_seed(13))
+    per_model = torch.randn(
+        N_MODELS, N_INPUTS, *arch.input_shape, generator=torch.Generator().manual_seed(14)
+    )
+    labels = set()
+    for is_shared in (True, False):
+        available = population._compilable_layers(arch, is_shared)
+        labels |= set(population._path_candidates(arch, is_shared, available))
+    try:
+        for wanted in sorted(labels):
+            autotune.forget_decisions()
+            # the wanted label is fastest wherever it is a candidate; elsewhere torch's ops run
+            monkeypatch.setattr(
+                autotune,
+                "time_candidates",
+                lambda runners, wanted=wanted: {label: 0.5 if label == wanted else 1.0 for label in runners},
+            )
+            _assert_matches_modules(arch, state_dicts, shared, per_model)
+            chosen = {convolution_paths(arch, N_MODELS, N_INPUTS, shared=s).chosen for s in (True, False)}
+            assert wanted in chosen
+    finally:
+        autotune.forget_decisions()
 
 
 @pytest.mark.parametrize("arch", FAMILIES[:5], ids=lambda a: a.name)

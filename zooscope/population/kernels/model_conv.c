@@ -7,22 +7,23 @@
 
    in     [K, C, H, W, n]    each model's activation, inputs innermost
    weight [K, O, C, kh, kw]  bias [K, O], or NULL
-   out    [K, O, Ho/pool, Wo/pool, n]  n a multiple of LANES (the program pads its inputs to one);
+   out    [K, O, Ho/pool, Wo/pool, n]  n a multiple of LANES (the program pads its inputs to 16);
           pool 1 is the plain convolution, floor -INFINITY no ReLU, 0 a ReLU
 
    Each model's filters differ, so over all models this is a grouped convolution; with 8 channels
    a model, oneDNN's grouped kernel ran CNN-s's 5x5 layer at about 35 GFLOP/s. Here the vectors
    run along the inputs, which every model sees alike: a tile of up to 3 output channels by 4
-   output columns by 16 inputs stays in registers while the taps stream past, each loaded vector
-   feeding up to 3 multiply-adds, and the pool is a max over tiles, so the positions it would
-   read are never written.
+   output columns by LANES inputs stays in registers while the taps stream past, each loaded
+   vector feeding up to 3 multiply-adds, and the pool is a max over tiles, so the positions it
+   would read are never written.
 
    Built at run time by zooscope/population/compiled_kernels.py (-O3 -march=native -fopenmp); the OpenMP
    threads are torch's own (see slab_max_product.c). */
 
 #include "vector.h"
 
-/* tile bounds: best and acc take 2 * MAX_OB * MAX_JB of the 32 vector registers */
+/* tile bounds: best and acc take 2 * MAX_OB * MAX_JB vector registers (24 of AVX-512's 32; with
+   8-float vectors on AVX2's 16 registers best spills, which measured no slower than smaller tiles) */
 #define MAX_OB 3
 #define MAX_JB 4
 

@@ -17,7 +17,9 @@
 
 /* A block of output is ROWS rows by up to COLS vectors of columns: each column vector loaded feeds
    ROWS multiply-adds and each weight COLS. 4 x 2 was the fastest shape on the development VM for
-   both CNN-s's (26 taps) and cnn_digits' (10 taps) first layer; 8 x 1 ran 10-30 % slower. */
+   both CNN-s's (26 taps) and cnn_digits' (10 taps) first layer; 8 x 1 ran 10-30 % slower. Built
+   for AVX2 (8-float vectors, 16 registers), 4 x 2 was as fast as 2 x 3, 6 x 1 or 4 x 1
+   (benchmarks/probe_vector_width.py). */
 #define ROWS 4
 #define COLS 2
 

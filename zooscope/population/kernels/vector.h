@@ -1,12 +1,20 @@
-/* What the population kernels share: a 16-float vector in GCC's vector extensions (the compiler
-   maps it onto AVX-512, AVX2 or SSE, whatever -march=native finds) and a NaN-propagating max. */
+/* What the population kernels share: a vector of LANES floats in GCC's vector extensions (the
+   compiler maps it onto AVX-512, AVX2, SSE or NEON, whatever -march=native finds) and a
+   NaN-propagating max.
+
+   compiled_kernels.py sets LANES from the CPU at build time: 16 floats (one AVX-512 register) with
+   AVX-512, 8 otherwise (one AVX2 register). Built for 16 on an AVX2 CPU, every vector is a pair of
+   registers and GCC's code for them ran the kernels 30 to 80 times slower than at 8
+   (docs/benchmarks.md). */
 
 #ifndef ZOOSCOPE_VECTOR_H
 #define ZOOSCOPE_VECTOR_H
 
 #include <string.h>
 
+#ifndef LANES
 #define LANES 16 /* floats per vector: one AVX-512 register, one 64-byte cache line */
+#endif
 
 typedef float vec __attribute__((vector_size(LANES * sizeof(float))));
 typedef int vmask __attribute__((vector_size(LANES * sizeof(int))));

@@ -1,0 +1,123 @@
+"""Autoencoder training throughput: seconds an epoch, structure-only and C+S+B side by side
+(docs/benchmarks.md, "Autoencoder training throughput").
+
+    .venv/bin/python benchmarks/training_throughput.py --zoo DIR --epochs 3    # a built default zoo
+    .venv/bin/python benchmarks/training_throughput.py --epochs 3              # builds it first (~2 min)
+    .venv/bin/python benchmarks/training_throughput.py --zoo-preset tiny --epochs 1   # smoke, seconds
+
+The cpu preset's autoencoder (AutoencoderConfig.cpu) on the zoo's train split, three recipes of
+TrainingConfig.cpu: structure-only (beta 1, the ablation's `structure`), C+S+B (beta 0.1, the
+ablation's `csb`) and the cpu preset itself (C+S+B plus the layer-statistics term), each with the
+structure-first warm-up skipped so that every C+S+B step carries the behavioural term. Each epoch
+is one training run of one epoch, the recipes in turn, so that drifts in the machine's speed reach
+all of them alike; no validation. Prints the median and best epoch over --epochs rounds (the first
+round, which pays for first-call costs, left out when there are more) and the cost of a behavioural
+step against a structure-only one.
+
+Set OMP_WAIT_POLICY (PASSIVE or ACTIVE) or the thread count in the environment to compare them:
+both act when torch starts, so each needs its own process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from zooscope.autoencoder.config import AutoencoderConfig, TrainingConfig
+from zooscope.autoencoder.training import train_on_checkpoints
+from zooscope.zoo.grid import ZooConfig
+from zooscope.zoo.store import Zoo, build_zoo
+
+VECTOR_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile")
+
+
+def recipes() -> dict[str, TrainingConfig]:
+    cpu = replace(TrainingConfig.cpu(), device="cpu", beta_warmup_epochs=0, checkpoint_every=0)
+    return {
+        "structure-only": cpu.with_overrides(beta=1.0, statistics_weight=0.0),
+        "C+S+B": cpu.with_overrides(statistics_weight=0.0),
+        "cpu preset (C+S+B + T)": cpu,
+    }
+
+
+def machine_line() -> str:
+    flags: set[str] = set()
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.partition(":")[2].strip()
+            elif line.startswith("flags"):
+                flags = set(line.partition(":")[2].split())
+    except OSError:
+        pass
+    vector = " ".join(flag for flag in VECTOR_FLAGS if flag in flags) or "no AVX2"
+    policy = os.environ.get("OMP_WAIT_POLICY", "unset")
+    return (
+        f"machine: {model}, {os.cpu_count()} cores, flags {vector}; torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, OMP_WAIT_POLICY {policy}"
+    )
+
+
+def open_zoo(args: argparse.Namespace, scratch: Path) -> Zoo:
+    if args.zoo:
+        return Zoo.open(args.zoo)
+    config = ZooConfig.preset(args.zoo_preset)
+    print(f"building the {args.zoo_preset} zoo ({config.n_models} models) in {scratch}", flush=True)
+    return build_zoo(config, scratch / "zoo")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--zoo", help="an existing zoo folder (default: build --zoo-preset)")
+    parser.add_argument(
+        "--zoo-preset", default="digits", help="the zoo to build without --zoo (tiny: a smoke run)"
+    )
+    parser.add_argument("--epochs", type=int, default=3, help="rounds of one epoch of each recipe")
+    args = parser.parse_args()
+    print(machine_line())
+    print(f"load average (1 min) at start: {os.getloadavg()[0]:.1f}", flush=True)
+    with tempfile.TemporaryDirectory() as folder:
+        scratch = Path(folder)
+        zoo = open_zoo(args, scratch)
+        train = zoo.load_checkpoints(zoo.checkpoints(split="train"))
+        dataset = zoo.dataset()
+        seconds: dict[str, list[float]] = {name: [] for name in recipes()}
+        steps: dict[str, int] = {}
+        for round_ in range(args.epochs):
+            for name, tc in recipes().items():
+                ae = train_on_checkpoints(
+                    train,
+                    None,
+                    dataset,
+                    AutoencoderConfig.cpu(),
+                    replace(tc, epochs=1, seed=round_),
+                    scratch / "ae",
+                )
+                entry = ae.training_log[-1]
+                seconds[name].append(entry["seconds"])
+                steps[name] = entry["step"]
+                print(f"round {round_ + 1}: {name} {entry['seconds']:.2f} s", flush=True)
+    print(f"\n{len(train)} train checkpoints of {train.arch.name}, batch {TrainingConfig.cpu().batch_size}\n")
+    print("| recipe | seconds an epoch (median) | best | seconds a step | step cost vs structure-only |")
+    print("|---|---|---|---|---|")
+    kept = {name: values[1:] or values for name, values in seconds.items()}
+    baseline = statistics.median(kept["structure-only"])
+    for name, values in kept.items():
+        median = statistics.median(values)
+        print(
+            f"| {name} | {median:.2f} | {min(values):.2f} | {median / steps[name]:.4f} | "
+            f"{median / baseline:.2f}x |"
+        )
+    print(f"\nload average (1 min) at end: {os.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+    main()
