@@ -23,7 +23,11 @@ app = typer.Typer(
 )
 app.add_typer(zoo.app, name="zoo", help="Build, import and inspect model zoos.")
 app.add_typer(autoencoder.app, name="ae", help="Train, inspect and evaluate weight-space autoencoders.")
-app.add_typer(experiment.app, name="experiment", help="Reproduction experiments (ablations).")
+app.add_typer(
+    experiment.app,
+    name="experiment",
+    help="The paper's experiments on one zoo: ablation, queries, beta, views, sensitivity.",
+)
 app.add_typer(client.app, name="client", help="Talk to a running zooscope service over HTTP.")
 checkpoints.register(app)  # top-level encode / reconstruct / generate
 

@@ -77,7 +77,14 @@ def train(
     epochs: int | None = typer.Option(None, "--epochs", help="Passes over the training checkpoints."),
     batch_size: int | None = typer.Option(None, "--batch-size", help="Checkpoints per step."),
     queries: int | None = typer.Option(None, "--queries", help="Query inputs per step for the behaviour."),
-    query_source: str | None = typer.Option(None, "--query-source", help="train | noise | dataset:<name>."),
+    query_source: str | None = typer.Option(
+        None, "--query-source", help="train | uniform | gaussian | dataset:<name> (noise: uniform)."
+    ),
+    contrastive_views: str | None = typer.Option(
+        None,
+        "--contrastive-views",
+        help="function_preserving (paper) | random (the second view breaks the function) | none (gamma 0).",
+    ),
     warmup_epochs: int | None = typer.Option(
         None, "--warmup-epochs", help="Structure-first warm-up: epochs over which beta goes from 1 to --beta."
     ),
@@ -121,6 +128,7 @@ def train(
             behavioural_loss=behavioural_loss,
             queries=queries,
             query_source=query_source,
+            contrastive_views=contrastive_views,
             token_normalisation=token_normalisation,
             learning_rate=lr,
             batch_size=batch_size,

@@ -524,7 +524,9 @@ DATASETS = tuple(_LOADERS)  # the names load_dataset accepts
 
 # ---- queries for the behavioural loss -------------------------------------------------------------
 
-QUERY_SOURCES = ("train", "noise", "dataset:<name>")
+QUERY_SOURCES = ("train", "uniform", "gaussian", "dataset:<name>")
+# Names that recorded configs carry for a source of today's: "noise" was the uniform source.
+QUERY_SOURCE_ALIASES = {"noise": "uniform"}
 
 
 class QuerySampler:
@@ -532,7 +534,9 @@ class QuerySampler:
 
     - "train": n inputs of the data set's train split, drawn afresh at every call (the paper's
       choice; queries must come from the zoo's own data distribution to work).
-    - "noise": uniform noise within each channel's value range on the train split.
+    - "uniform": uniform noise within each channel's value range on the train split ("noise" in
+      configs recorded before the Gaussian source existed).
+    - "gaussian": Gaussian noise with each channel's mean and standard deviation on the train split.
     - "dataset:<name>": another data set's train inputs, resized and channel-converted to this
       data set's input shape and normalised with this data set's statistics.
     """
@@ -542,16 +546,20 @@ class QuerySampler:
     ) -> None:
         if n < 1:
             raise ValueError(f"the number of queries must be positive, got {n}")
+        source = QUERY_SOURCE_ALIASES.get(source, source)
         self.n = n
         self.source = source
         self.input_shape = dataset.input_shape
         self._pool: torch.Tensor | None = None
+        channels = dataset.train.x.transpose(0, 1).reshape(dataset.input_shape[0], -1)
         if source == "train":
             self._pool = dataset.train.x
-        elif source == "noise":
-            flat = dataset.train.x.transpose(0, 1).reshape(dataset.input_shape[0], -1)
-            self._low = flat.min(dim=1).values.view(1, -1, 1, 1)
-            self._high = flat.max(dim=1).values.view(1, -1, 1, 1)
+        elif source == "uniform":
+            self._low = channels.min(dim=1).values.view(1, -1, 1, 1)
+            self._high = channels.max(dim=1).values.view(1, -1, 1, 1)
+        elif source == "gaussian":
+            self._mean = channels.mean(dim=1).view(1, -1, 1, 1)
+            self._std = channels.std(dim=1, unbiased=False).view(1, -1, 1, 1)
         elif source.startswith("dataset:") and source.removeprefix("dataset:"):
             other = load_dataset(source.removeprefix("dataset:"), root, seed=dataset.seed)
             channels, size, _ = dataset.input_shape
@@ -562,9 +570,13 @@ class QuerySampler:
 
     def sample(self, generator: torch.Generator) -> torch.Tensor:
         """[n, C, H, W] query inputs; a new draw at every call."""
-        if self._pool is None:
+        if self.source == "uniform":
             noise = torch.rand(self.n, *self.input_shape, generator=generator)
             return self._low + noise * (self._high - self._low)
+        if self.source == "gaussian":
+            noise = torch.randn(self.n, *self.input_shape, generator=generator)
+            return self._mean + noise * self._std
+        assert self._pool is not None
         size = len(self._pool)
         if self.n <= size:
             indices = torch.randperm(size, generator=generator)[: self.n]

@@ -11,7 +11,9 @@ A permutation of every hidden layer at once is one gather index on the flat para
 architecture: for every flat position, which channel of which permuted layer its row and its
 column belong to, and how far apart consecutive channels are. Drawing then costs one argsort of
 [K, n_hidden_channels] and a few [K, P] integer operations, cheap enough for every training step.
-The contrastive loss uses two such draws as the two views of each checkpoint.
+The contrastive loss uses two such draws as the two views of each checkpoint. The views ablation
+(docs/method.md §9.3) also draws permutations that break the function on purpose: each hidden
+layer's units move, the next layer's input columns stay where they were.
 """
 
 from __future__ import annotations
@@ -128,12 +130,20 @@ class PermutationIndex:
         return self.flat_layout.size
 
     def random(
-        self, k: int, generator: torch.Generator, device: torch.device | str | None = None
+        self,
+        k: int,
+        generator: torch.Generator,
+        device: torch.device | str | None = None,
+        *,
+        preserve_function: bool = True,
     ) -> torch.Tensor:
         """A gather index [K, P]: model i's permuted flat vector is flat[i, index[i]].
 
         Drawn with `generator` on its own device, so a seed gives the same permutations on a CPU
-        and on a GPU; the index is returned on `device` (default: the generator's).
+        and on a GPU; the index is returned on `device` (default: the generator's). With
+        `preserve_function` False the same draw moves only the rows (each hidden layer's units,
+        their biases and BatchNorm values) and leaves the next layer's input columns in place, so
+        the permuted network computes something else.
         """
         target = torch.device(device) if device is not None else generator.device
         out_channel, out_stride, in_channel, in_stride, class_of_position, group_of_channel = self._on(target)
@@ -145,7 +155,9 @@ class PermutationIndex:
         order = (keys.to(target) + group_of_channel).argsort(dim=1)
         shift = order - torch.arange(self.n_channels, device=target)  # source channel - target channel
         shift = torch.cat([shift, shift.new_zeros(k, 1)], dim=1)
-        class_shift = shift[:, out_channel] * out_stride + shift[:, in_channel] * in_stride
+        class_shift = shift[:, out_channel] * out_stride
+        if preserve_function:
+            class_shift = class_shift + shift[:, in_channel] * in_stride
         return class_shift.index_select(1, class_of_position).add_(torch.arange(self.size, device=target))
 
     def identity(self, k: int, device: torch.device | str | None = None) -> torch.Tensor:

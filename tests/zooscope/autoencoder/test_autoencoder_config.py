@@ -178,3 +178,18 @@ def test_turning_the_fourth_term_off_drops_its_schedule() -> None:
     assert (off.statistics_weight, off.statistics_weight_final) == (0.0, None)
     kept = cpu.with_overrides(statistics_weight=2.0)
     assert kept.statistics_weight_final == cpu.statistics_weight_final
+
+
+def test_no_contrastive_views_means_no_contrastive_term() -> None:
+    cpu = TrainingConfig.cpu()
+    assert cpu.contrastive_views == "function_preserving" and cpu.gamma > 0
+    off = cpu.with_overrides(contrastive_views="none")
+    assert (off.contrastive_views, off.gamma) == ("none", 0.0)
+    with pytest.raises(ValueError, match="gamma must be 0"):
+        cpu.with_overrides(contrastive_views="none", gamma=0.05)  # both given: they contradict
+    assert cpu.with_overrides(contrastive_views="random").gamma == cpu.gamma
+    with pytest.raises(ValueError, match="contrastive_views"):
+        cpu.with_overrides(contrastive_views="shuffled")
+    # Decoding the function-breaking view would compare it with a function it no longer computes.
+    with pytest.raises(ValueError, match="decode_both_views"):
+        dataclasses.replace(cpu, contrastive_views="random", decode_both_views=True)

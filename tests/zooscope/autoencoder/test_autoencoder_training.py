@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -77,6 +79,30 @@ def test_warm_up_starts_structure_only_then_adds_behaviour(tmp_path: Path, check
     ae = train_on_checkpoints(train, val, digits, AE, tc, tmp_path)
     betas = [e["beta"] for e in ae.training_log]
     assert betas[0] < 1.0 and betas[0] > betas[1] > betas[2] == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize(
+    ("views", "drawn"),
+    [("function_preserving", [True, True]), ("random", [True, False]), ("none", [True])],
+)
+def test_each_step_draws_the_contrastive_views_it_is_configured_with(
+    monkeypatch: pytest.MonkeyPatch, checkpoint_sets, digits, views: str, drawn: list[bool]
+) -> None:
+    # The views ablation (docs/method.md §9.3): the decoded view always keeps the function; the
+    # second, the contrastive term's other view, breaks it under "random"; "none" draws one view.
+    train, _ = checkpoint_sets
+    run = _Run(train, None, digits, AE, TC.with_overrides(contrastive_views=views))
+    draws: list[bool] = []
+    draw = run.permutations.random
+
+    def recording(*args: Any, preserve_function: bool = True, **kwargs: Any) -> torch.Tensor:
+        draws.append(preserve_function)
+        return draw(*args, preserve_function=preserve_function, **kwargs)
+
+    monkeypatch.setattr(run.permutations, "random", recording)
+    values = run.train_step(next(run.batches()))
+    assert draws == drawn
+    assert math.isnan(values["contrastive"]) == (views == "none")
 
 
 def test_resume_continues_exactly_where_the_run_stopped(tmp_path: Path, checkpoint_sets, digits) -> None:

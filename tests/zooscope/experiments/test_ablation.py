@@ -49,7 +49,7 @@ def test_configurations_set_the_paper_weights() -> None:
     assert (structure.gamma, structure.beta, structure.epochs, structure.seed) == (0.05, 1.0, 3, 7)
     assert (behaviour.beta, behaviour.beta_warmup_epochs, behaviour.epochs) == (0.0, 0, base.epochs)
     assert (csb.beta, csb.beta_warmup_epochs) == (0.1, base.beta_warmup_epochs)
-    assert noise.query_source == "noise" and csb.query_source == "train"
+    assert noise.query_source == "uniform" and csb.query_source == "train"
     # Only csb_stats adds the fourth term; every other configuration is docs/method.md's loss.
     stats = _training_config(base, ABLATIONS["csb_stats"], epochs=3, seed=7, device="cpu")
     assert (stats.gamma, stats.beta, stats.beta_warmup_epochs) == (0.05, 0.1, base.beta_warmup_epochs)

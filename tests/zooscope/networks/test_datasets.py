@@ -298,11 +298,46 @@ def test_train_queries_are_fresh_train_inputs(digits: ImageDataset) -> None:
     assert torch.equal(again, first)
 
 
-def test_noise_queries_stay_in_the_data_range(digits: ImageDataset) -> None:
-    queries = QuerySampler(digits, n=64, source="noise").sample(torch.Generator().manual_seed(0))
-    assert queries.shape == (64, 1, 8, 8)
-    assert queries.min() >= digits.train.x.min() and queries.max() <= digits.train.x.max()
-    assert queries.std() > 0.5  # spread across the range, not a constant
+def test_uniform_queries_fill_the_data_range_evenly(digits: ImageDataset) -> None:
+    queries = QuerySampler(digits, n=4096, source="uniform").sample(torch.Generator().manual_seed(0))
+    assert queries.shape == (4096, 1, 8, 8)
+    low, high = float(digits.train.x.min()), float(digits.train.x.max())
+    assert queries.min() >= low and queries.max() <= high
+    # Uniform on [low, high]: mean at the middle, variance (high - low)^2 / 12, every decile as full.
+    assert float(queries.mean()) == pytest.approx((low + high) / 2, abs=0.01 * (high - low))
+    assert float(queries.var()) == pytest.approx((high - low) ** 2 / 12, rel=0.02)
+    deciles = torch.histc(queries, bins=10, min=low, max=high) / queries.numel()
+    assert torch.allclose(deciles, torch.full((10,), 0.1), atol=0.005)
+
+
+def test_noise_queries_of_recorded_configs_are_the_uniform_ones(digits: ImageDataset) -> None:
+    noise = QuerySampler(digits, n=64, source="noise")
+    assert noise.source == "uniform"
+    uniform = QuerySampler(digits, n=64, source="uniform")
+    draw = noise.sample(torch.Generator().manual_seed(3))
+    assert torch.equal(draw, uniform.sample(torch.Generator().manual_seed(3)))
+
+
+def test_gaussian_queries_have_the_train_split_moments_per_channel(
+    tmp_path: Path, digits: ImageDataset
+) -> None:
+    queries = QuerySampler(digits, n=4096, source="gaussian").sample(torch.Generator().manual_seed(1))
+    assert queries.shape == (4096, 1, 8, 8)
+    # The train split is standardised per channel, so its moments are 0 and 1 (dataset normalisation).
+    assert float(queries.mean()) == pytest.approx(float(digits.train.x.mean()), abs=0.01)
+    assert float(queries.std()) == pytest.approx(float(digits.train.x.std()), rel=0.01)
+    assert float(queries.max()) > float(digits.train.x.max())  # unbounded, unlike the uniform source
+    # Per channel on an RGB set whose channels differ: each channel gets its own mean and spread.
+    write_cifar(tmp_path / "cifar-10-batches-py")
+    rgb = load_dataset("cifar10", tmp_path)
+    tinted = torch.tensor([0.5, -1.0, 2.0]).view(1, 3, 1, 1)
+    scaled = torch.tensor([1.0, 3.0, 0.5]).view(1, 3, 1, 1)
+    rgb.train.x = rgb.train.x * scaled + tinted
+    draw = QuerySampler(rgb, n=8192, source="gaussian").sample(torch.Generator().manual_seed(2))
+    channels = draw.transpose(0, 1).reshape(3, -1)
+    assert torch.allclose(channels.mean(dim=1), tinted.flatten(), atol=0.05)
+    train = rgb.train.x.transpose(0, 1).reshape(3, -1)
+    assert torch.allclose(channels.std(dim=1), train.std(dim=1), rtol=0.02)
 
 
 def test_queries_from_another_data_set_take_this_input_shape(tmp_path: Path, digits: ImageDataset) -> None:

@@ -138,3 +138,28 @@ def test_shape_mismatch_is_rejected() -> None:
     index = PermutationIndex.of(FAMILIES[0])
     with pytest.raises(ValueError, match="shape"):
         permute_flat(torch.zeros(2, index.size), index.random(3, torch.Generator().manual_seed(0)))
+
+
+@pytest.mark.parametrize("arch", FAMILIES, ids=lambda a: a.name)
+def test_the_function_breaking_draw_moves_the_same_rows_and_changes_the_outputs(arch: Architecture) -> None:
+    # The views ablation's "random" views (TrainingConfig.contrastive_views): the same draw as the
+    # function-preserving one, without the next layers' input columns, so the function changes.
+    index = PermutationIndex.of(arch)
+    layout = index.flat_layout
+    params = trained_looking_params(arch, 3, seed=11)
+    flat = layout.flatten(params)
+    keeping = index.random(3, torch.Generator().manual_seed(12))
+    breaking = index.random(3, torch.Generator().manual_seed(12), preserve_function=False)
+    assert torch.equal(breaking.sort(dim=1).values, torch.arange(index.size).expand(3, -1))
+    # Biases have no input columns: both draws move them alike, so the two are one draw.
+    for layer in arch.parameter_layers():
+        if layer.bias_key in layout.keys:
+            span = layout.slice_of(layer.bias_key)
+            assert torch.equal(keeping[:, span], breaking[:, span])
+    inputs = torch.randn(16, *arch.input_shape, generator=torch.Generator().manual_seed(13))
+    original = population_forward(arch, params, inputs)
+    kept = population_forward(arch, layout.unflatten(permute_flat(flat, keeping)), inputs)
+    broken = population_forward(arch, layout.unflatten(permute_flat(flat, breaking)), inputs)
+    torch.testing.assert_close(kept, original, atol=1e-5, rtol=0)
+    changed = (broken - original).abs().amax(dim=(1, 2))
+    assert bool((changed > 1e-2).all()), changed  # every model computes something else
