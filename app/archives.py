@@ -28,6 +28,7 @@ import re
 import shutil
 import stat
 import tarfile
+import time
 import unicodedata
 import uuid
 import zipfile
@@ -70,6 +71,8 @@ _CODE_OPCODES = {
     "EXT2", "EXT4",
 }  # fmt: skip
 _DRIVE = re.compile(r"^[A-Za-z]:")
+# An upload's folder under the archives' folder, or its staging folder (`_write_all`).
+_FOLDER_NAME = re.compile(rf"(?P<staging>\.)?(?P<id>{ARCHIVE_ID_PATTERN.strip('^$')})(?(staging)\.partial)")
 
 
 class ArchiveRefused(ValueError):
@@ -123,6 +126,37 @@ def archive_folder(archive_dir: Path, archive_id: str) -> Path:
     if folder.parent != base:  # the id's folder was swapped for a link
         raise ValueError(f"the folder of archive {archive_id} leads outside {base}")
     return folder
+
+
+@dataclass(frozen=True)
+class ArchiveFolder:
+    """A folder under the archives' folder: an unpacked upload, or the hidden staging folder
+    (`.<id>.partial`) of an unpack that has not finished (or whose process died)."""
+
+    archive_id: str
+    path: Path
+    staging: bool
+    age_s: float  # since it last changed (a rename into place counts)
+
+
+def archive_folders(archive_dir: Path) -> list[ArchiveFolder]:
+    """Every unpacked upload and staging folder under `archive_dir`; anything else is not ours
+    and is left out."""
+    if not archive_dir.is_dir():
+        return []
+    now = time.time()
+    found = []
+    for path in archive_dir.iterdir():
+        match = _FOLDER_NAME.fullmatch(path.name)
+        if match is None or path.is_symlink() or not path.is_dir():
+            continue
+        try:
+            info = path.stat()
+        except FileNotFoundError:  # removed meanwhile (its job ended, or another sweep)
+            continue
+        age = now - max(info.st_mtime, info.st_ctime)
+        found.append(ArchiveFolder(match["id"], path, match["staging"] is not None, age))
+    return found
 
 
 def detect_format(path: Path) -> ArchiveFormat:

@@ -74,19 +74,20 @@ class StoredBlob:
 def write_checkpoint_blobs(
     store: BlobStore,
     state_dicts: Sequence[dict[str, torch.Tensor]],
-    architecture: Architecture,
+    architecture: Architecture | Sequence[Architecture],
     *,
     provenance: Mapping[str, str] | None = None,
 ) -> list[StoredBlob]:
-    """The canonical safetensors blobs of checkpoints of one architecture; touches no database.
+    """The canonical safetensors blobs of checkpoints; touches no database.
 
+    `architecture`: of every checkpoint, or one per checkpoint (a zoo that mixes activations).
     The metadata holds the architecture (the same weights with another activation are another
     blob) and `provenance` (a job's outputs: their kind and job). No timestamp, so a re-run of a
     job writes the same bytes and finds them stored.
     """
-    metadata = {"architecture": json.dumps(architecture.to_dict(), sort_keys=True), **(provenance or {})}
     blobs = []
-    for state_dict in state_dicts:
+    for state_dict, own in zip(state_dicts, each_architecture(architecture, len(state_dicts)), strict=True):
+        metadata = {"architecture": json.dumps(own.to_dict(), sort_keys=True), **(provenance or {})}
         data = checkpoint_bytes(state_dict, "safetensors", metadata=metadata)
         sha256 = hashlib.sha256(data).hexdigest()
         stored_now = store.put_bytes(data, sha256)  # False for bytes already stored
@@ -94,10 +95,19 @@ def write_checkpoint_blobs(
     return blobs
 
 
+def each_architecture(architecture: Architecture | Sequence[Architecture], n: int) -> list[Architecture]:
+    """One architecture per checkpoint, from one for all or one each (checked to be n)."""
+    if isinstance(architecture, Architecture):
+        return [architecture] * n
+    if len(architecture) != n:
+        raise ValueError(f"{len(architecture)} architectures for {n} checkpoints")
+    return list(architecture)
+
+
 def add_checkpoint_rows(
     session: Session,
     blobs: Sequence[StoredBlob],
-    architecture: Architecture,
+    architecture: Architecture | Sequence[Architecture],
     *,
     kind: str,
     names: Sequence[str],
@@ -108,24 +118,37 @@ def add_checkpoint_rows(
     """The rows of blobs from `write_checkpoint_blobs`, in one transaction; (id, created) per blob,
     in order (deduplicated per owner by sha256: app.db.checkpoints.add_checkpoints).
 
-    `each` holds per-row fields (accuracy, extra, ...), `common` fields of every row (source_job_id,
+    `architecture`: of every blob, or one per blob (as given to `write_checkpoint_blobs`). `each`
+    holds per-row fields (accuracy, extra, ...), `common` fields of every row (source_job_id,
     zoo_id, upload_sha256, ...).
     """
-    described = {
-        "kind": kind,
+    architectures = each_architecture(architecture, len(blobs))
+    described = {arch: _described(arch) for arch in set(architectures)}
+    rows = [
+        {
+            **described[arch],
+            "kind": kind,
+            "extra": {},
+            **common,
+            "sha256": blob.sha256,
+            "size_bytes": blob.size_bytes,
+            "name": name,
+            **own,
+        }
+        for blob, arch, name, own in zip(blobs, architectures, names, each or [{}] * len(blobs), strict=True)
+    ]
+    fresh = {blob.sha256 for blob in blobs if blob.stored_now}
+    return add_checkpoints(session, rows, owner_id=owner_id, fresh=fresh)
+
+
+def _described(architecture: Architecture) -> dict[str, Any]:
+    """The columns that describe a checkpoint's architecture, alike for every kind."""
+    return {
         "architecture": architecture.to_dict(),
         "architecture_name": architecture.name,
         "n_parameters": architecture.n_parameters,
         "n_tokens": TokenLayout.of(architecture).n_tokens,
-        "extra": {},
-        **common,
     }
-    rows = [
-        {**described, "sha256": blob.sha256, "size_bytes": blob.size_bytes, "name": name, **own}
-        for blob, name, own in zip(blobs, names, each or [{}] * len(blobs), strict=True)
-    ]
-    fresh = {blob.sha256 for blob in blobs if blob.stored_now}
-    return add_checkpoints(session, rows, owner_id=owner_id, fresh=fresh)
 
 
 def store_checkpoint(

@@ -29,7 +29,7 @@ Id = str
 # zooscope.autoencoder.config's AUTOENCODER_PRESETS and DEFAULT_AUTOENCODER_PRESET, written out
 # because the service may not import zooscope.autoencoder (pyproject.toml's import contracts);
 # tests/app/test_job_kinds.py keeps them equal to the library's.
-AUTOENCODER_PRESETS = ("cpu", "paper", "tiny")
+AUTOENCODER_PRESETS = ("cpu", "paper", "tiny", "quick")
 DEFAULT_AUTOENCODER_PRESET = "cpu"
 
 
@@ -57,8 +57,19 @@ class ReconstructParams(_CheckpointBatch):
 
 class EvaluateParams(JobParams):
     autoencoder_id: Id | None = None
-    # None: the test split of the autoencoder's zoo; else these checkpoints.
+    # None: the test split of the autoencoder's zoo (or of zoo_id); else these checkpoints.
     checkpoint_ids: list[Id] | None = Field(default=None, min_length=1, max_length=MAX_BATCH)
+    zoo_id: Id | None = Field(
+        default=None,
+        description="score the test split of this zoo (of the autoencoder's architecture) instead of "
+        "the autoencoder's own zoo's: two autoencoders compared on the same checkpoints",
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> EvaluateParams:
+        if self.checkpoint_ids is not None and self.zoo_id is not None:
+            raise ValueError("give params.checkpoint_ids or params.zoo_id, not both")
+        return self
 
 
 class GenerateParams(JobParams):
@@ -67,6 +78,10 @@ class GenerateParams(JobParams):
     bandwidth: float | None = Field(default=None, gt=0, description="KDE bandwidth; None: Scott's rule")
     threshold: float | None = Field(default=None, ge=0, le=1, description="anchor accuracy threshold")
     seed: int = 0
+
+
+class EmbeddingMapParams(JobParams):
+    autoencoder_id: Id | None = Field(default=None, description="default: the default autoencoder")
 
 
 class TrainAutoencoderParams(JobParams):
@@ -151,6 +166,8 @@ JOB_KINDS: dict[str, JobKind] = {
         JobKind("reconstruct", ReconstructParams, queue="model", duration="short"),
         JobKind("generate", GenerateParams, queue="model", duration="short"),
         JobKind("evaluate", EvaluateParams, queue="model", duration="short"),
+        # Encodes every checkpoint of the autoencoder's zoo: as long as the zoo is large.
+        JobKind("embedding_map", EmbeddingMapParams, queue="model", duration="long"),
         JobKind("train_autoencoder", TrainAutoencoderParams, queue="model", duration="long"),
         JobKind("build_zoo", BuildZooParams, queue="zoo", duration="long"),
         JobKind("import_zoo", ImportZooParams, queue="zoo", duration="long"),

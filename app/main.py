@@ -22,7 +22,7 @@ from fastapi_offline import FastAPIOffline
 import zooscope
 from app.api.job_events import JobEndListener
 from app.api.problems import PROBLEM_RESPONSES, install_problem_handlers
-from app.api.routes import autoencoders, checkpoints, health, jobs, zoos
+from app.api.routes import autoencoders, checkpoints, defaults, embedding_maps, health, jobs, zoos
 from app.db.migrate import upgrade_to_head
 from app.db.session import make_engine, make_sessionmaker
 from app.queue import CeleryJobQueue, JobQueue
@@ -76,7 +76,7 @@ def create_app(
         lifespan=lifespan,
     )
     install_problem_handlers(app)
-    for module in (checkpoints, zoos, autoencoders, jobs):
+    for module in (checkpoints, zoos, autoencoders, defaults, embedding_maps, jobs):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(health.router)
     app.include_router(

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -42,6 +43,7 @@ POLLERS = 50
 REQUESTS_PER_POLLER = 40
 SINGLE_POLLER_REQUESTS = 400
 POLL_BUDGET_S = 60.0
+REDIS_URL = "redis://127.0.0.1:6379/15"  # a database of its own, with queue names of the run
 
 
 def free_port() -> int:
@@ -134,28 +136,29 @@ class Library:
 
 
 class Service:
-    """uvicorn + a Celery worker, configured by ZOOSCOPE_* variables."""
+    """uvicorn + a Celery worker, configured by ZOOSCOPE_* variables, each in its own process
+    group. They die with this process as `zooscope serve`'s children die with it: the API by its
+    parent-death signal, the worker by watching its parent (worker/supervision.py)."""
 
     def __init__(self, env: dict[str, str], queues: str, log: Path) -> None:
+        from worker.embedded import API_DEATH_SIGNAL, WORKER_DEATH_SIGNAL, _die_with_parent
+        from worker.supervision import SUPERVISOR_ENV
+
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         out = log.open("w")
-        from worker.embedded import _die_with_parent
-
-        common = {
-            "env": env, "cwd": ROOT, "stdout": out, "stderr": subprocess.STDOUT, "process_group": 0,
-            "preexec_fn": _die_with_parent,
-        }  # fmt: skip
+        common = {"cwd": ROOT, "stdout": out, "stderr": subprocess.STDOUT, "process_group": 0}
         self.worker = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "-Q", queues,
              "--concurrency", "1", "--loglevel", "WARNING", "--without-gossip", "--without-mingle",
              "--without-heartbeat"],
+            env={**env, SUPERVISOR_ENV: str(os.getpid())}, preexec_fn=_die_with_parent(WORKER_DEATH_SIGNAL),
             **common,
         )  # fmt: skip
         self.api = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory", "--port", str(self.port),
              "--log-level", "warning"],
-            **common,
+            env=env, preexec_fn=_die_with_parent(API_DEATH_SIGNAL), **common,
         )  # fmt: skip
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
@@ -165,6 +168,7 @@ class Service:
             except httpx.HTTPError:
                 pass
             time.sleep(0.5)
+        self.stop()
         raise RuntimeError(f"the service did not become ready; see {log}")
 
     def stop(self) -> None:
@@ -175,7 +179,11 @@ class Service:
             try:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
+                pass
+            # Whatever is left in the group (pool processes of a worker that did not stop).
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 def wait_all(client: httpx.Client, job_ids: list[str], timeout: float = 1800) -> None:
@@ -251,9 +259,23 @@ async def poll_latencies(url: str, job_ids: list[str], pollers: int, each: int) 
 
 
 def percentile(values: list[float], q: float) -> float:
-    if q >= 100:
+    if q >= 100 or len(values) == 1:
         return max(values)
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
+
+
+def service_environment(
+    data_dir: Path, database_url: str, broker_url: str | None
+) -> tuple[dict[str, str], str]:
+    """The ZOOSCOPE_* environment of the API and the worker (None: the SQLite broker in the data
+    folder), with queue names of this run only, and the worker's -Q list."""
+    tag = uuid.uuid4().hex[:6]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ZOOSCOPE_")}
+    env.update(ZOOSCOPE_DATA_DIR=str(data_dir), ZOOSCOPE_DATABASE_URL=database_url,
+               ZOOSCOPE_MODEL_QUEUE=f"models-{tag}", ZOOSCOPE_ZOO_QUEUE=f"zoos-{tag}")  # fmt: skip
+    if broker_url is not None:
+        env["ZOOSCOPE_BROKER_URL"] = broker_url
+    return env, f"models-{tag},zoos-{tag}"
 
 
 def postgres_database() -> tuple[str, Any]:
@@ -309,12 +331,7 @@ def main() -> None:
     database_url = f"sqlite:///{data_dir / 'zooscope.sqlite'}"
     if args.postgres:
         database_url, drop = postgres_database()
-    tag = uuid.uuid4().hex[:6]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ZOOSCOPE_")}
-    env.update(ZOOSCOPE_DATA_DIR=str(data_dir), ZOOSCOPE_DATABASE_URL=database_url,
-               ZOOSCOPE_MODEL_QUEUE=f"models-{tag}", ZOOSCOPE_ZOO_QUEUE=f"zoos-{tag}")  # fmt: skip
-    if args.redis:
-        env["ZOOSCOPE_BROKER_URL"] = "redis://127.0.0.1:6379/15"
+    env, queues = service_environment(data_dir, database_url, REDIS_URL if args.redis else None)
     upgrade_to_head(database_url)
     from app.db import artefacts
     from zooscope.zoo.store import Zoo
@@ -325,10 +342,15 @@ def main() -> None:
             session, name="bench", path=str(zoo_dir), architecture=zoo.architecture.to_dict()
         )
         artefacts.add_autoencoder(
-            session, name="bench", path=str(ae_dir), zoo_id=zoo_row.id, make_default=True
+            session,
+            name="bench",
+            path=str(ae_dir),
+            architecture_name=zoo.architecture.name,
+            zoo_id=zoo_row.id,
+            make_default=True,
         )
 
-    service = Service(env, f"models-{tag},zoos-{tag}", data_dir / "service.log")
+    service = Service(env, queues, data_dir / "service.log")
     try:
         with httpx.Client(base_url=service.url, timeout=60) as client:
             ids = [

@@ -8,7 +8,7 @@ One supervisor process (this module) prepares the data directory, then runs two 
 The database is SQLite under the same folder. Before the worker starts, every job still `running`
 is an orphan of the previous run (this worker is the only one), so it is re-queued (or failed
 when out of attempts), and every queued job's task is sent again (a duplicate is harmless: one
-claim wins). On first start the default zoo and autoencoder are built as jobs (see bootstrap.py).
+claim wins). On first start the default zoos and autoencoders are built as jobs (bootstrap.py).
 
 Ctrl-C (SIGINT) or SIGTERM: both children get SIGTERM (uvicorn stops serving, Celery finishes its
 running task: warm shutdown); after --shutdown-timeout the worker is killed, and its job is re-run
@@ -34,6 +34,7 @@ from worker.supervision import SUPERVISOR_ENV
 
 PR_SET_PDEATHSIG = 1
 KILL_GRACE_S = 5.0  # after the shutdown timeout: cold shutdown, then SIGKILL this much later
+EMBEDDED_POOL_PROCESSES = 2  # see start_worker
 
 
 @dataclass(frozen=True)
@@ -79,9 +80,12 @@ def start_api(options: EmbeddedOptions, env: dict[str, str]) -> subprocess.Popen
 
 def start_worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
     # Its own process group, so the whole pool can be killed at once if it does not stop.
-    # One pool process: the jobs are CPU-heavy and this machine also serves the API.
+    # Two pool processes: a long job (the first start's zoo build and training, minutes to tens of
+    # minutes) holds one, and a reconstruct submitted meanwhile runs in the other instead of
+    # waiting behind it. More would only split this machine's cores further.
     command = [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker"]
-    command += ["-Q", "models,zoos", "--concurrency", "1", "-n", "embedded@%h", "--loglevel", "INFO"]
+    command += ["-Q", "models,zoos", "--concurrency", str(EMBEDDED_POOL_PROCESSES)]
+    command += ["-n", "embedded@%h", "--loglevel", "INFO"]
     # No broadcast on the SQLite broker: skip the features that need it.
     command += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
     return subprocess.Popen(

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from app.db import artefacts
+from app.db.embedding_maps import latest_map
 from app.db.models import Autoencoder, Checkpoint, Zoo
 from app.db.session import session_scope
 from app.storage import LocalBlobStore
@@ -48,7 +49,9 @@ def blob_store(ctx: JobContext) -> LocalBlobStore:
 
 # ---- inputs ------------------------------------------------------------------------------------
 def autoencoder_row(ctx: JobContext) -> Autoencoder:
-    """The job's autoencoder (params.autoencoder_id), or the service's default one."""
+    """The job's autoencoder (params.autoencoder_id), or the service's one default. The API fills
+    in the default of the checkpoints' architecture at submission; a job made without the API
+    and without an id gets the default only while one architecture has one."""
     wanted = ctx.params.get("autoencoder_id")
     with session_scope(ctx.settings.database_url) as session:
         row = session.get(Autoencoder, wanted) if wanted else artefacts.get_default_autoencoder(session)
@@ -56,8 +59,9 @@ def autoencoder_row(ctx: JobContext) -> Autoencoder:
             raise NotFoundError(
                 f"autoencoder {wanted} not found"
                 if wanted
-                else "no default autoencoder is set yet; "
-                "train one (POST /jobs kind=train_autoencoder) or wait for the first-start build"
+                else "no single default autoencoder (none yet, or one for each of several "
+                "architectures): pass params.autoencoder_id, train one (POST /jobs "
+                "kind=train_autoencoder) or wait for the first-start build"
             )
         session.expunge(row)
         return row
@@ -66,6 +70,14 @@ def autoencoder_row(ctx: JobContext) -> Autoencoder:
 def load_autoencoder(ctx: JobContext) -> tuple[Autoencoder, Any]:
     row = autoencoder_row(ctx)
     return row, autoencoder_cache().get(row.id, row.path)
+
+
+def latest_embedding_map(ctx: JobContext, autoencoder_id: str) -> tuple[str, dict[str, Any]] | None:
+    """(map id, stored projection) of the autoencoder's newest map the job's owner may see; None
+    when it has none yet."""
+    with session_scope(ctx.settings.database_url) as session:
+        job = latest_map(session, autoencoder_id, ctx.owner_id)
+        return None if job is None else (job.id, job.report["projection"])
 
 
 def zoo_row(ctx: JobContext, zoo_id: str | None) -> Zoo:
@@ -113,7 +125,16 @@ def zoo_dataset(zoo: Any) -> Any:
 
 
 def load_checkpoints(ctx: JobContext, ids: list[str]) -> list[dict[str, Any]]:
-    """The state_dicts of the job's checkpoints, in the order of `ids`.
+    """The state_dicts of the job's checkpoints, in the order of `ids` (see
+    `load_checkpoints_and_activations`)."""
+    return load_checkpoints_and_activations(ctx, ids)[0]
+
+
+def load_checkpoints_and_activations(
+    ctx: JobContext, ids: list[str]
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """The state_dicts of the job's checkpoints and the activation each runs with (its row's
+    architecture: a checkpoint of a zoo that mixes activations keeps its own), in the order of `ids`.
 
     Every blob was written by `checkpoint_bytes` after its upload passed `load_checkpoint` (or is a
     job's output), and is verified against its sha256 here, so it is read without that audit again
@@ -126,19 +147,21 @@ def load_checkpoints(ctx: JobContext, ids: list[str]) -> list[dict[str, Any]]:
         raise ValueError("the job names no checkpoints (params.checkpoint_ids is empty)")
     store = blob_store(ctx)
     with session_scope(ctx.settings.database_url) as session:
-        # Two columns, not whole rows: a batch job reads up to 1,000, and their JSON is not needed.
-        query = select(Checkpoint.id, Checkpoint.blob_key).where(Checkpoint.id.in_(ids))
-        blob_keys = dict(session.execute(query).tuples().all())
-        missing = [i for i in ids if i not in blob_keys]
+        # Three columns, not whole rows: a batch job reads up to 1,000, and their other JSON is unused.
+        query = select(Checkpoint.id, Checkpoint.blob_key, Checkpoint.architecture).where(
+            Checkpoint.id.in_(ids)
+        )
+        found = {row.id: row for row in session.execute(query)}
+        missing = [i for i in ids if i not in found]
         if missing:
             raise NotFoundError(f"checkpoints not found: {', '.join(missing)}")
-    state_dicts = [load_own_checkpoint(store.read_verified(blob_keys[i])) for i in ids]
+    state_dicts = [load_own_checkpoint(store.read_verified(found[i].blob_key)) for i in ids]
     bad = first_non_finite(state_dicts)
     if bad is not None:
         raise InvalidCheckpointError(
             f"checkpoint {ids[bad]} holds NaN or infinite values; it cannot be scored or encoded"
         )
-    return state_dicts
+    return state_dicts, [found[i].architecture["activation"] for i in ids]
 
 
 # ---- outputs -----------------------------------------------------------------------------------
@@ -149,7 +172,8 @@ def write_blobs(
     ctx: JobContext, state_dicts: list[dict[str, Any]], kind: str, architecture: Any
 ) -> list[StoredBlob]:
     """Made checkpoints (reconstructed, generated) as blobs; their rows come after, from
-    `store_checkpoints`. Touches no database."""
+    `store_checkpoints` (given the same `architecture`: one for all, or one each). Touches no
+    database."""
     from app.ingest import write_checkpoint_blobs
 
     # The header also says where a blob came from; no timestamp, so a re-run writes the same bytes.
@@ -228,6 +252,7 @@ def record_autoencoder(
             session,
             name=name,
             path=str(Path(trained.directory).resolve()),
+            architecture_name=trained.architecture.name,
             zoo_id=zoo_id,
             config=trained.describe(),
             training_log={"epochs": trained.training_log},

@@ -17,6 +17,9 @@ Errors:
   fails as an internal error (error_type "internal"), its message naming the exception and
   pointing at the log.
 - the soft time limit: the job fails with that reason (error_type "time_limit").
+
+A body's `ctx.when_ended` actions run after the outcome is recorded, only when the job will not
+run again (succeeded, failed, or cancelled by its owner; not lost, not handed over).
 """
 
 from __future__ import annotations
@@ -33,9 +36,11 @@ from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 from kombu.exceptions import OperationalError as BrokerError
+from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
 from app.db import jobs
+from app.db.models import TERMINAL_JOB_STATES, Job
 from app.db.session import session_scope
 from worker.heartbeat import Heartbeat
 from worker.settings import WorkerSettings
@@ -69,6 +74,14 @@ class JobContext:
     progress: Callable[[float, str], None]
     extra: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)  # phase -> seconds, into the report
+    end_actions: list[Callable[[], None]] = field(default_factory=list)  # see `when_ended`
+
+    def when_ended(self, action: Callable[[], None]) -> None:
+        """Run `action` (e.g. remove an input only this job reads) once the job has ended for
+        good, whatever its end: succeeded, failed or cancelled. Not when it will run again (a
+        transient error leaves it to the sweep; a cancel that is a hand-over to another worker):
+        that run still needs what the action removes."""
+        self.end_actions.append(action)
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
@@ -152,6 +165,21 @@ def run_job(job_id: str, handler: Handler, settings: WorkerSettings, worker_id: 
             progress=progress,
         )
     log.info("job %s (%s): attempt %d on %s", job_id, ctx.kind, ctx.attempt, worker_id)
+    outcome = _run_claimed(ctx, progress, handler, settings, worker_id)
+    if ctx.end_actions and _ended_for_good(settings, job_id, outcome):
+        for action in ctx.end_actions:
+            try:
+                action()
+            except Exception:  # the outcome is recorded; a leftover is the sweep's to remove
+                log.warning("job %s: an end action failed", job_id, exc_info=True)
+    return outcome
+
+
+def _run_claimed(
+    ctx: JobContext, progress: JobProgress, handler: Handler, settings: WorkerSettings, worker_id: str
+) -> str:
+    """Run the body of a claimed job and record its outcome (run_job's return values)."""
+    job_id = ctx.job_id
     try:
         with Heartbeat(progress.beat, settings.heartbeat_every_s):
             report = handler(ctx)
@@ -185,6 +213,21 @@ def run_job(job_id: str, handler: Handler, settings: WorkerSettings, worker_id: 
         log.info("job %s: finished, but it was cancelled or already reported; result not recorded", job_id)
         return "cancelled"
     return "succeeded"
+
+
+def _ended_for_good(settings: WorkerSettings, job_id: str, outcome: str) -> bool:
+    """Whether the job will not run again: it succeeded or failed here, or its row says it ended
+    (a cancel; not a hand-over to another worker, whose row is running or queued again)."""
+    if outcome in ("succeeded", "failed"):
+        return True
+    if outcome != "cancelled":
+        return False
+    try:
+        with session_scope(settings.database_url) as session:
+            return session.scalar(select(Job.state).where(Job.id == job_id)) in TERMINAL_JOB_STATES
+    except TRANSIENT_ERRORS:
+        log.warning("job %s: could not read whether it ended", job_id, exc_info=True)
+        return False
 
 
 def _fail(job_id: str, error: str, settings: WorkerSettings, error_type: str) -> str:

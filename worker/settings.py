@@ -35,6 +35,10 @@ class WorkerSettings(Settings):
     # a flush, a failover). Duplicates are harmless (one claim wins); the bound keeps a long
     # backlog from being re-sent on every sweep.
     job_resend_after_s: float = Field(default=300, gt=0)
+    # An unpacked zoo upload (app/archives.py) that no import job refers to this long after it
+    # last changed is removed by the sweep: the API process died between unpacking and queuing
+    # the job, or while unpacking. Folders of jobs that ended go at the next sweep, whatever age.
+    orphan_archive_after_s: float = Field(default=3600, gt=0)
     # Transient database errors while a task writes its result: tries before giving up to the sweep.
     db_write_retries: int = Field(default=5, ge=1)
 

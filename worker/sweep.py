@@ -14,18 +14,26 @@ lives, dead workers' jobs are recovered, and a restarted worker recovers its own
 sweeping at once is safe: each transition is conditional, so one of them wins per job. The
 embedded mode also sweeps every running job before it starts its only worker (they are orphans by
 construction) and re-sends every queued job (its message may have died with the old worker).
+
+The same sweep removes the unpacked zoo uploads (app/archives.py) that no job will read: those
+whose import job ended without removing its folder (its worker died for good, or the job was
+cancelled while queued), and those no job refers to (the API died before queuing one).
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
 from functools import lru_cache
+from pathlib import Path
 
 from sqlalchemy import Engine
 from sqlalchemy.pool import NullPool
 
+from app.archives import archive_folders
 from app.db import jobs
+from app.db.models import TERMINAL_JOB_STATES
 from app.db.session import make_engine, session_scope
 from app.queue import JobQueue
 from worker.settings import WorkerSettings
@@ -60,7 +68,32 @@ def sweep_once(
             resend(queue, job.kind, job.job_id)
         else:
             log.warning("sweep: job %s (%s) lost its worker too often; failed", job.job_id, job.kind)
+    remove_unread_archives(settings)
     return swept
+
+
+def remove_unread_archives(settings: WorkerSettings) -> list[Path]:
+    """Remove every unpacked upload whose import jobs have all ended, and every one (or staging
+    folder) no job refers to once `orphan_archive_after_s` has passed since it last changed: a
+    folder is unpacked before its job is queued, so a young one without a job is being queued.
+    Returns the folders removed."""
+    folders = archive_folders(settings.archive_dir)
+    if not folders:
+        return []
+    with session_scope(_sweep_engine(settings.database_url)) as session:
+        states = jobs.archive_job_states(session, {f.archive_id for f in folders if not f.staging})
+    removed = []
+    for folder in folders:
+        job_states = states.get(folder.archive_id)
+        if job_states:
+            unread = all(state in TERMINAL_JOB_STATES for state in job_states)
+        else:
+            unread = folder.age_s > settings.orphan_archive_after_s
+        if unread:
+            log.info("sweep: removing the unpacked upload %s, which no job will read", folder.path)
+            shutil.rmtree(folder.path, ignore_errors=True)
+            removed.append(folder.path)
+    return removed
 
 
 def resend_queued(settings: WorkerSettings, queue: JobQueue) -> int:

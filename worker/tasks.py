@@ -16,6 +16,7 @@ torch, and a process that never runs a kind never pays for its imports.
 
 from __future__ import annotations
 
+import functools
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -92,6 +93,7 @@ def encode(ctx: JobContext) -> dict[str, Any]:
 @job_task("reconstruct")
 def reconstruct(ctx: JobContext) -> dict[str, Any]:
     """Reconstruct a batch of checkpoints, score each against its original, store the results."""
+    from zooscope.analysis.embedding_map import reconstructions_on_map
     from zooscope.analysis.evaluation import reconstruct_and_evaluate
     from zooscope.networks.parameters import unstack
     from zooscope.progress import scaled
@@ -99,30 +101,46 @@ def reconstruct(ctx: JobContext) -> dict[str, Any]:
     with ctx.phase("load"):
         ae_row, ae = records.load_autoencoder(ctx)
         ids = list(ctx.params["checkpoint_ids"])
-        state_dicts = records.load_checkpoints(ctx, ids)
+        state_dicts, activations = records.load_checkpoints_and_activations(ctx, ids)
         dataset = records.zoo_dataset(_zoo_of(ctx, ae_row))
     with ctx.phase("reconstruct_and_evaluate"):
         result = reconstruct_and_evaluate(
-            ae, state_dicts, dataset, ids=ids, progress=scaled(ctx.progress, 0.0, 0.9)
+            ae,
+            state_dicts,
+            dataset,
+            ids=ids,
+            progress=scaled(ctx.progress, 0.0, 0.9),
+            activations=activations,
         )
     report = result.to_dict()
     items = report["items"]
+    # A reconstruction computes its original's function: it keeps its original's activation.
+    architectures = [ae.architecture.with_activation(activation) for activation in activations]
     # Written after the evaluation, not on a thread beside it: on a 2-core machine a writer
     # thread slowed the evaluation by more than it saved (docs/benchmarks.md).
     with ctx.phase("store_blobs"):
-        blobs = records.write_blobs(ctx, unstack(result.reconstructed), "reconstructed", ae.architecture)
+        blobs = records.write_blobs(ctx, unstack(result.reconstructed), "reconstructed", architectures)
     with ctx.phase("store_rows"):
         made = records.store_checkpoints(
             ctx,
             blobs,
             kind="reconstructed",
             names=[f"reconstruction of {item['checkpoint_id']}" for item in items],
-            architecture=ae.architecture,
+            architecture=architectures,
             accuracies=[item["reconstructed_accuracy"] for item in items],
             extras=[{"original_id": item["checkpoint_id"], "autoencoder_id": ae_row.id} for item in items],
         )
     for item, reconstruction_id in zip(items, made, strict=True):
         item["reconstruction_id"] = reconstruction_id
+    placed = _on_latest_map(
+        ctx,
+        ae_row.id,
+        lambda projection: {
+            "items": reconstructions_on_map(ae, projection, ae.stack(state_dicts), result.reconstructed, ids)
+        },
+    )
+    if placed is not None:
+        report["embedding_map"] = placed
     report["autoencoder_id"] = ae_row.id
     return report
 
@@ -130,6 +148,7 @@ def reconstruct(ctx: JobContext) -> dict[str, Any]:
 @job_task("generate")
 def generate(ctx: JobContext) -> dict[str, Any]:
     """Sample new models from the latent density of the autoencoder's zoo's good checkpoints."""
+    from zooscope.analysis.embedding_map import generation_on_map
     from zooscope.analysis.generation import generate as generate_models
     from zooscope.networks.parameters import unstack
     from zooscope.progress import scaled
@@ -150,31 +169,77 @@ def generate(ctx: JobContext) -> dict[str, Any]:
     )
     report = result.to_dict()
     n = len(result.accuracies)
+    # Each generated model runs with its anchor's activation (the zoo may mix them).
+    architectures = [ae.architecture.with_activation(activation) for activation in result.activations]
     report["generated_ids"] = records.store_checkpoints(
         ctx,
-        records.write_blobs(ctx, unstack(result.params), "generated", ae.architecture),
+        records.write_blobs(ctx, unstack(result.params), "generated", architectures),
         kind="generated",
         names=[f"generated #{index} (seed {seed})" for index in range(n)],
-        architecture=ae.architecture,
+        architecture=architectures,
         accuracies=list(result.accuracies),
         extras=[{"index": index, "seed": seed, "autoencoder_id": ae_row.id} for index in range(n)],
     )
+    placed = _on_latest_map(
+        ctx, ae_row.id, lambda projection: generation_on_map(ae, projection, result, report["generated_ids"])
+    )
+    if placed is not None:
+        report["embedding_map"] = placed
     report["autoencoder_id"] = ae_row.id
     return report
 
 
-@job_task("evaluate")
-def evaluate(ctx: JobContext) -> dict[str, Any]:
-    """Reconstruct and score the given checkpoints, or the test split of the autoencoder's zoo."""
-    from zooscope.analysis.evaluation import evaluate_autoencoder, reconstruct_and_evaluate
+@job_task("embedding_map")
+def embedding_map(ctx: JobContext) -> dict[str, Any]:
+    """Every checkpoint of the autoencoder's zoo on a 2-D PCA of its embeddings, and predicted
+    against true test accuracy on the zoo's test split (embedding probe and weight statistics)."""
+    from zooscope.analysis.embedding_map import build_embedding_map
 
     ae_row, ae = records.load_autoencoder(ctx)
-    zoo = _zoo_of(ctx, ae_row)
+    report = build_embedding_map(ae, _zoo_of(ctx, ae_row), progress=ctx.progress).to_dict()
+    report["autoencoder_id"] = ae_row.id
+    report["zoo_id"] = ae_row.zoo_id
+    return report
+
+
+def _on_latest_map(
+    ctx: JobContext, autoencoder_id: str, place: Callable[[Any], dict[str, Any]]
+) -> dict[str, Any] | None:
+    """What `place` puts on the autoencoder's newest embedding map (given the map's projection),
+    with the map's id; None while the autoencoder has no map (an embedding_map job makes one)."""
+    from zooscope.analysis.embedding_map import Projection
+
+    found = records.latest_embedding_map(ctx, autoencoder_id)
+    if found is None:
+        return None
+    map_id, projection = found
+    with ctx.phase("embedding_map"):
+        return {"map_id": map_id, **place(Projection.from_dict(projection))}
+
+
+@job_task("evaluate")
+def evaluate(ctx: JobContext) -> dict[str, Any]:
+    """Reconstruct and score the given checkpoints, or the test split of the autoencoder's zoo
+    (or of params.zoo_id)."""
+    from zooscope.analysis.evaluation import evaluate_autoencoder, reconstruct_and_evaluate
+    from zooscope.errors import ZooscopeError
+
+    ae_row, ae = records.load_autoencoder(ctx)
+    if ctx.params.get("zoo_id"):
+        zoo = records.open_zoo(records.zoo_row(ctx, ctx.params["zoo_id"]).path)
+        if zoo.architecture.name != ae.architecture.name:
+            raise ZooscopeError(
+                f"zoo {ctx.params['zoo_id']} holds {zoo.architecture.name} checkpoints; "
+                f"autoencoder {ae_row.id} reads {ae.architecture.name}"
+            )
+    else:
+        zoo = _zoo_of(ctx, ae_row)
     ids = ctx.params.get("checkpoint_ids")
     if ids:
-        states = records.load_checkpoints(ctx, list(ids))
+        states, activations = records.load_checkpoints_and_activations(ctx, list(ids))
+        dataset = records.zoo_dataset(zoo)
         result = reconstruct_and_evaluate(
-            ae, states, records.zoo_dataset(zoo), ids=list(ids), progress=ctx.progress
+            ae, states, dataset, ids=list(ids), progress=ctx.progress, activations=activations
         )
     else:
         result = evaluate_autoencoder(ae, zoo, "test", ctx.progress)
@@ -270,8 +335,11 @@ def import_zoo(ctx: JobContext) -> dict[str, Any]:
         from app.archives import archive_folder, locate_zoo_in
 
         archive = archive_folder(ctx.settings.archive_dir, ctx.params["archive_id"])
+        # Only this job reads the unpacked upload, and the zoo it makes is a copy in out_dir:
+        # removed when the job ends, succeeded or not (the sweep removes what a dead worker left).
+        ctx.when_ended(functools.partial(shutil.rmtree, archive, ignore_errors=True))
         if done:
-            source = archive  # possibly removed already, after the earlier attempt recorded the zoo
+            source = archive  # an earlier attempt copied it into out_dir: not read again
         elif not archive.is_dir():
             raise ValueError(f"the uploaded archive's folder {archive} is gone; upload the archive again")
         else:
@@ -290,8 +358,6 @@ def import_zoo(ctx: JobContext) -> dict[str, Any]:
         result = import_public_zoo(source, out_dir, progress=ctx.progress, dataset=ctx.params.get("dataset"))
         zoo, skipped = result.zoo, result.skipped
     zoo_id = records.record_zoo(ctx, zoo, name)
-    if archive is not None:  # the zoo now lives in out_dir; the unpacked upload is not needed again
-        shutil.rmtree(archive, ignore_errors=True)
     return {
         "zoo_id": zoo_id,
         "path": str(out_dir),

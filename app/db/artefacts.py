@@ -48,6 +48,7 @@ def add_autoencoder(
     *,
     name: str,
     path: str,
+    architecture_name: str,
     zoo_id: str | None = None,
     config: dict[str, Any] | None = None,
     training_log: dict[str, Any] | None = None,
@@ -56,10 +57,12 @@ def add_autoencoder(
     source_job_id: str | None = None,
     make_default: bool = False,
 ) -> Autoencoder:
-    """Insert an autoencoder; with make_default (or when none is default yet) it becomes the default."""
+    """Insert an autoencoder; with make_default (or when its architecture has no default yet) it
+    becomes its architecture's default."""
     ae = Autoencoder(
         name=name,
         path=path,
+        architecture_name=architecture_name,
         zoo_id=zoo_id,
         config=config or {},
         training_log=training_log or {},
@@ -70,20 +73,37 @@ def add_autoencoder(
     )
     session.add(ae)
     session.commit()
-    if make_default or get_default_autoencoder(session) is None:
+    if make_default or get_default_autoencoder(session, architecture_name) is None:
         set_default_autoencoder(session, ae.id)
     return ae
 
 
-def get_default_autoencoder(session: Session) -> Autoencoder | None:
-    return session.scalars(select(Autoencoder).where(Autoencoder.is_default.is_(True))).first()
+def default_autoencoders(session: Session) -> list[Autoencoder]:
+    """Every architecture's default, by architecture name."""
+    query = select(Autoencoder).where(Autoencoder.is_default.is_(True))
+    return list(session.scalars(query.order_by(Autoencoder.architecture_name)))
+
+
+def get_default_autoencoder(session: Session, architecture_name: str | None = None) -> Autoencoder | None:
+    """The default for checkpoints of `architecture_name`; without a name, the one default when
+    only one architecture has one (None when none or several do)."""
+    if architecture_name is not None:
+        query = select(Autoencoder).where(
+            Autoencoder.is_default.is_(True), Autoencoder.architecture_name == architecture_name
+        )
+        return session.scalars(query).first()
+    defaults = default_autoencoders(session)
+    return defaults[0] if len(defaults) == 1 else None
 
 
 def set_default_autoencoder(session: Session, autoencoder_id: str) -> None:
-    """One default for the whole service: clear the old one, then set the new one, in one commit."""
+    """Make it its architecture's default: clear that architecture's old one, then set it, in one
+    commit (the defaults of other architectures stay)."""
+    architecture = select(Autoencoder.architecture_name).where(Autoencoder.id == autoencoder_id)
+    same_architecture = Autoencoder.architecture_name == architecture.scalar_subquery()
     session.execute(
         update(Autoencoder)
-        .where(Autoencoder.is_default.is_(True))
+        .where(Autoencoder.is_default.is_(True), same_architecture)
         .values(is_default=False)
         .execution_options(synchronize_session=False)
     )

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -291,3 +292,18 @@ def claim_unsent_queued_jobs(session: Session, resend_after_s: float) -> list[tu
             claimed.append((job_id, kind))
     session.commit()
     return claimed
+
+
+def archive_job_states(session: Session, archive_ids: Collection[str]) -> dict[str, list[str]]:
+    """The states of the import_zoo jobs of each uploaded archive (params.archive_id, set by
+    POST /zoos/archives), by archive id; an id without a job is absent."""
+    if not archive_ids:
+        return {}
+    archive_id = Job.params["archive_id"].as_string()
+    rows = session.execute(
+        select(archive_id, Job.state).where(Job.kind == "import_zoo", archive_id.in_(sorted(archive_ids)))
+    ).all()
+    states: dict[str, list[str]] = {}
+    for key, state in rows:
+        states.setdefault(key, []).append(state)
+    return states

@@ -108,20 +108,45 @@ class Autoencoder(_Owned, Base):
     config: Mapped[dict[str, Any]] = mapped_column(default=dict)
     training_log: Mapped[dict[str, Any]] = mapped_column(default=dict)  # curves per epoch
     evaluation: Mapped[dict[str, Any]] = mapped_column(default=dict)  # ReconstructionReport aggregate
-    # At most one default in the whole database (partial unique index below).
+    # The architecture it reads and writes (Architecture.name, as Checkpoint.architecture_name).
+    architecture_name: Mapped[str] = mapped_column(String(100))
+    # The default of its architecture: the one a job on checkpoints of that architecture uses when
+    # it names none. At most one per architecture (partial unique index below).
     is_default: Mapped[bool] = mapped_column(Boolean, default=False)
     source_job_id: Mapped[str | None] = mapped_column(ID, ForeignKey("jobs.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     __table_args__ = (
         Index(
-            "uq_autoencoders_single_default",
-            "is_default",
+            "uq_autoencoders_default_per_architecture",
+            "architecture_name",
             unique=True,
             sqlite_where=text("is_default"),
             postgresql_where=text("is_default"),
         ),
     )
+
+
+DEFAULT_BUILD_STATES = ("preparing", "done", "failed")
+
+
+class DefaultBuild(Base):
+    """A default autoencoder the service prepares for itself (the embedded mode's first start,
+    worker/bootstrap.py): its stages (jobs, some not submitted yet) and how it ended. The API
+    reads it to say what is being prepared and when it will be ready."""
+
+    __tablename__ = "default_builds"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True, default=new_id)
+    key: Mapped[str] = mapped_column(String(100), unique=True)  # the zoo preset it is built from
+    architecture_name: Mapped[str] = mapped_column(String(100))
+    title: Mapped[str] = mapped_column(String(300))
+    state: Mapped[str] = mapped_column(String(20), default="preparing")  # one of DEFAULT_BUILD_STATES
+    # [{"name", "kind", "title", "job_id" (None until submitted)}], in order.
+    stages: Mapped[list[Any]] = mapped_column(default=list)
+    outcome: Mapped[str | None] = mapped_column(Text)  # what it decided, or why it failed
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class Checkpoint(_Owned, Base):

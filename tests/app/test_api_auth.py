@@ -22,7 +22,9 @@ def test_keys_scope_every_resource(
     with session_scope(api.settings.database_url) as session:
         alice_row, alice = create_key(session, "alice")
         _, bob = create_key(session, "bob")
-        shared_ae = add_autoencoder(session, name="shared", path="/ae", make_default=True).id
+        shared_ae = add_autoencoder(
+            session, name="shared", path="/ae", architecture_name="cnn_digits-1x8x8", make_default=True
+        ).id
     c = api.client
 
     missing = c.get("/api/v1/checkpoints")

@@ -11,6 +11,7 @@ from app.db.artefacts import add_autoencoder, add_zoo
 from app.db.session import session_scope
 
 URL = "/api/v1/jobs"
+DIGITS = "cnn_digits-1x8x8"  # the architecture of state_dict_bytes' checkpoints
 
 
 def _upload(api: Api, data: bytes) -> str:
@@ -22,7 +23,9 @@ def _upload(api: Api, data: bytes) -> str:
 def _autoencoder(api: Api, name: str = "ae", make_default: bool = True) -> str:
     with session_scope(api.settings.database_url) as session:
         zoo = add_zoo(session, name="digits", path="/zoos/digits", summary={"models": 3})
-        return add_autoencoder(session, name=name, path="/ae", zoo_id=zoo.id, make_default=make_default).id
+        return add_autoencoder(
+            session, name=name, path="/ae", architecture_name=DIGITS, zoo_id=zoo.id, make_default=make_default
+        ).id
 
 
 def test_reconstruct_job_is_queued_and_reported(api: Api, state_dict_bytes: Callable[..., bytes]) -> None:
@@ -217,3 +220,36 @@ def test_the_job_end_listener_wakes_the_long_poll(api: Api, monkeypatch) -> None
     assert done["error_type"] == "internal" and done["eta_s"] is None
     problem = api.client.get(f"{URL}/{job['id']}/report")
     assert problem.status_code == 409 and problem.json()["type"].endswith("/job-internal-error")
+
+
+def test_waiting_long_polls_leave_the_connection_pool_to_other_requests(api: Api, monkeypatch) -> None:
+    """More long polls than the engine's pool has connections (5 + 10 overflow) wait on a queued
+    job; a plain GET still answers at once, because a waiting long poll holds no connection."""
+    import threading
+    import time
+
+    import app.api.job_events as job_events
+
+    monkeypatch.setattr(job_events, "SAFETY_LOOK_S", 30.0)  # no look at the row during the wait
+    job = api.client.post(URL, json={"kind": "build_zoo", "params": {"dataset": "digits"}}).json()
+    wait_s, polls = 8.0, 20
+    answers: list[int] = []
+
+    def long_poll() -> None:
+        answers.append(api.client.get(f"{URL}/{job['id']}", params={"wait": wait_s}).status_code)
+
+    threads = [threading.Thread(target=long_poll) for _ in range(polls)]
+    for thread in threads:
+        thread.start()
+    time.sleep(1.0)  # every long poll has read the row and waits
+    started = time.monotonic()
+    plain = api.client.get(f"{URL}/{job['id']}")
+    elapsed = time.monotonic() - started
+    checked_out = api.client.app.state.engine.pool.checkedout()
+    for thread in threads:
+        thread.join()
+    assert plain.status_code == 200 and plain.json()["state"] == "queued"
+    # A waiting poll that held its connection would keep the GET queued in the pool until the waits end.
+    assert elapsed < 2.0, f"a plain GET took {elapsed:.1f} s behind {polls} waiting long polls"
+    assert checked_out == 0
+    assert answers == [200] * polls

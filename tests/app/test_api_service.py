@@ -31,9 +31,16 @@ def test_zoos_and_autoencoders(api: Api) -> None:
             summary={"splits": {"train": 252}, "test_acc": {"mean": 0.76}},
         )
         first = add_autoencoder(
-            session, name="first", path="/a1", zoo_id=zoo.id, training_log={"loss": [3, 2]}
+            session,
+            name="first",
+            path="/a1",
+            architecture_name="cnn_digits-1x8x8",
+            zoo_id=zoo.id,
+            training_log={"loss": [3, 2]},
         )
-        second = add_autoencoder(session, name="second", path="/a2", zoo_id=zoo.id)
+        second = add_autoencoder(
+            session, name="second", path="/a2", architecture_name="cnn_digits-1x8x8", zoo_id=zoo.id
+        )
     c = api.client
     zoos = c.get("/api/v1/zoos").json()
     assert zoos["total"] == 1 and zoos["items"][0]["n_models"] == 360

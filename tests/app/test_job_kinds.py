@@ -43,6 +43,7 @@ def test_every_kind_is_routed_to_its_queue() -> None:
         "reconstruct": "m",
         "generate": "m",
         "evaluate": "m",
+        "embedding_map": "m",
         "train_autoencoder": "m",
         "build_zoo": "z",
         "import_zoo": "z",

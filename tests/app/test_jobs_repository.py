@@ -102,3 +102,18 @@ def test_engines_tune_each_backend_for_the_job_path(database_url: str) -> None:
         if engine.dialect.name == "postgresql":  # SET LOCAL lasted for that transaction only
             assert session.execute(text("SHOW synchronous_commit")).scalar() == "on"
     engine.dispose()
+
+
+def test_archive_job_states_finds_the_import_jobs_of_uploads(database_url: str) -> None:
+    """The sweep keeps an unpacked upload while its import job may still read it: it reads the
+    jobs by params.archive_id (a JSON field, on SQLite and PostgreSQL alike)."""
+    ended, live, without_job = "a" * 32, "b" * 32, "c" * 32
+    with _session(database_url) as session:
+        failed, _ = jobs.create_job(session, kind="import_zoo", params={"archive_id": ended, "name": "x"})
+        jobs.fail_job(session, failed.id, "no model could be imported", error_type="input")
+        jobs.create_job(session, kind="import_zoo", params={"archive_id": live, "name": "y"})
+        jobs.create_job(session, kind="import_zoo", params={"path": "/zoos/z"})
+        jobs.create_job(session, kind="encode", params={"archive_id": without_job})  # not an import
+        states = jobs.archive_job_states(session, {ended, live, without_job})
+        assert states == {ended: ["failed"], live: ["queued"]}
+        assert jobs.archive_job_states(session, set()) == {}

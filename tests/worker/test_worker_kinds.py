@@ -16,6 +16,7 @@ from app.storage import LocalBlobStore
 from worker.runner import run_job
 from worker.settings import WorkerSettings
 from worker.tasks import BODIES
+from zooscope.networks.architectures import Architecture
 from zooscope.networks.checkpoints import load_checkpoint
 from zooscope.zoo.store import Zoo as ZooStore
 
@@ -250,3 +251,120 @@ def test_a_reconstruction_downloads_with_the_metadata_an_upload_gets(
     assert (made_meta["zooscope_kind"], made_meta["zooscope_job"]) == ("reconstructed", made["source_job_id"])
     for field in ("architecture", "n_parameters", "n_tokens"):
         assert made[field] == uploaded[field], field
+
+
+# ---- a zoo that mixes activations -----------------------------------------------------------------
+# The population forward and a plain module may round a near-tie to another class: one test input
+# of the digits test split (~270) is the most the two accuracies may differ by.
+ONE_INPUT = 1 / 250
+
+
+def _module_accuracy(architecture: object, state_dict: dict, dataset: object) -> float:
+    """Test accuracy of one model as a plain nn.Module: the reference the reports must match."""
+    import torch
+
+    module = architecture.build().eval()  # type: ignore[attr-defined]
+    module.load_state_dict(state_dict)
+    with torch.no_grad():
+        predicted = module(dataset.test.x).argmax(-1)  # type: ignore[attr-defined]
+    return float((predicted == dataset.test.y).double().mean())  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def mixed(sqlite_settings: WorkerSettings, tiny_artefacts: dict[str, Path], tmp_path: Path) -> dict:
+    """The tiny zoo with every other model tanh (the autoencoder's architecture stays relu, the
+    commonest), registered as the autoencoder's zoo; one test checkpoint of each activation
+    uploaded through the API with its activation, as a user would."""
+    import json
+    import shutil
+
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+    from tests.app.service_fixtures import RecordingQueue
+    from zooscope.client import API_PREFIX
+
+    folder = tmp_path / "mixed-zoo"
+    shutil.copytree(tiny_artefacts["zoo"], folder)
+    models = json.loads((folder / "models.json").read_text())
+    for i, model in enumerate(models["models"]):
+        model["activation"] = "tanh" if i % 2 else "relu"
+    (folder / "models.json").write_text(json.dumps(models))
+    zoo = ZooStore.open(folder)
+    assert zoo.mixed_activations
+    register_artefacts(
+        sqlite_settings.database_url, {"zoo": folder, "autoencoder": tiny_artefacts["autoencoder"]}
+    )
+    activation_of = {m.model_id: zoo.activation_of(m) for m in zoo.models}
+    first = {}
+    for record in zoo.checkpoints(split="test"):
+        first.setdefault(activation_of[record.model_id], record)
+    assert set(first) == {"relu", "tanh"}
+    uploaded = {}
+    with TestClient(create_app(sqlite_settings, queue=RecordingQueue(), migrate=False)) as client:
+        for activation, record in first.items():
+            response = client.post(
+                f"{API_PREFIX}/checkpoints",
+                files={"file": (record.path.name, record.path.read_bytes())},
+                data={"activation": activation},
+            )
+            assert response.status_code in (200, 201), response.text
+            uploaded[response.json()["id"]] = activation
+    return {"zoo": zoo, "uploaded": uploaded, "activation_of": activation_of}
+
+
+def test_reconstructions_of_a_mixed_zoo_keep_and_are_scored_with_their_originals_activation(
+    sqlite_settings: WorkerSettings, mixed: dict
+) -> None:
+    import json
+
+    from zooscope.networks.checkpoints import read_metadata
+
+    ids = list(mixed["uploaded"])
+    outcome, report, error = run(sqlite_settings, "reconstruct", {"checkpoint_ids": ids})
+    assert outcome == "succeeded", error
+    assert report["metadata"]["architecture"]["activation"] == "relu"  # the autoencoder's
+    assert report["metadata"]["activations"] == {"relu": 1, "tanh": 1}  # what each ran with
+    dataset = mixed["zoo"].dataset()
+    store = LocalBlobStore.from_settings(sqlite_settings)
+    for item in report["items"]:
+        activation = mixed["uploaded"][item["checkpoint_id"]]
+        with session_scope(sqlite_settings.database_url) as session:
+            original = session.get(Checkpoint, item["checkpoint_id"])
+            made = session.get(Checkpoint, item["reconstruction_id"])
+            blob = store.open_path(made.blob_key).read_bytes()
+            original_blob = store.open_path(original.blob_key).read_bytes()
+            accuracy = made.accuracy
+        assert made.architecture["activation"] == original.architecture["activation"] == activation
+        assert json.loads(read_metadata(blob)["architecture"])["activation"] == activation
+        architecture = Architecture.from_dict(made.architecture)
+        reconstruction = load_checkpoint(blob)
+        expected = _module_accuracy(architecture, reconstruction, dataset)
+        assert item["reconstructed_accuracy"] == pytest.approx(expected, abs=ONE_INPUT) == accuracy
+        original_expected = _module_accuracy(architecture, load_checkpoint(original_blob), dataset)
+        assert item["original_accuracy"] == pytest.approx(original_expected, abs=ONE_INPUT)
+        if activation == "tanh":  # the autoencoder's relu would score it otherwise
+            wrong = _module_accuracy(architecture.with_activation("relu"), reconstruction, dataset)
+            assert abs(wrong - expected) > ONE_INPUT
+
+
+def test_generated_models_of_a_mixed_zoo_run_with_their_anchors_activation(
+    sqlite_settings: WorkerSettings, mixed: dict
+) -> None:
+    outcome, report, error = run(sqlite_settings, "generate", {"n_samples": 8, "threshold": 0.0, "seed": 3})
+    assert outcome == "succeeded", error
+    anchors = report["anchors"]["checkpoints"]
+    expected = [mixed["activation_of"][anchors[i].split("@")[0]] for i in report["anchor_of"]]
+    assert report["activations"] == expected and set(expected) == {"relu", "tanh"}
+    dataset = mixed["zoo"].dataset()
+    store = LocalBlobStore.from_settings(sqlite_settings)
+    for checkpoint_id, activation, reported in zip(
+        report["generated_ids"], expected, report["accuracies"], strict=True
+    ):
+        with session_scope(sqlite_settings.database_url) as session:
+            made = session.get(Checkpoint, checkpoint_id)
+            state_dict = load_checkpoint(store.open_path(made.blob_key))
+            architecture, accuracy = Architecture.from_dict(made.architecture), made.accuracy
+        assert architecture.activation == activation
+        assert reported == accuracy
+        assert accuracy == pytest.approx(_module_accuracy(architecture, state_dict, dataset), abs=ONE_INPUT)

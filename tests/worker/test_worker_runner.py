@@ -250,3 +250,54 @@ def test_time_limits_depend_on_the_kind(kind: str) -> None:
     assert soft == (
         settings.long_job_time_limit_s if kind == "train_autoencoder" else settings.short_job_time_limit_s
     )
+
+
+def _cancel(ctx: JobContext) -> dict[str, Any]:
+    with session_scope(ctx.settings.database_url) as session:
+        jobs.cancel_job(session, ctx.job_id)  # what POST /jobs/{id}/cancel does
+    ctx.progress(1.0, "next report")
+    return {"never": "recorded"}
+
+
+def _requeue(ctx: JobContext) -> dict[str, Any]:
+    with session_scope(ctx.settings.database_url) as session:  # the sweep took this worker for dead
+        jobs.sweep_stale_jobs(session, heartbeat_timeout=0.0)
+    ctx.progress(1.0, "next report")
+    return {"never": "recorded"}
+
+
+def _raise(error: BaseException) -> Any:
+    def body(ctx: JobContext) -> dict[str, Any]:
+        raise error
+
+    return body
+
+
+@pytest.mark.parametrize(
+    ("body", "outcome", "runs"),
+    [
+        (lambda ctx: {"ok": True}, "succeeded", True),
+        (_raise(ZooscopeError("no model could be imported")), "failed", True),
+        (_raise(KeyError("a bug")), "failed", True),
+        (_cancel, "cancelled", True),
+        (_raise(OperationalError("UPDATE jobs", {}, Exception("connection lost"))), "lost", False),
+        (_requeue, "cancelled", False),
+    ],
+    ids=["succeeded", "input error", "internal error", "cancelled", "transient error", "handed over"],
+)
+def test_end_actions_run_once_the_job_has_ended_for_good(
+    sqlite_settings: WorkerSettings, body: Any, outcome: str, runs: bool
+) -> None:
+    """An input the job alone reads (an unpacked upload) may go when it ends, but a job that will
+    run again (re-queued by the sweep) still needs it."""
+    job_id = new_job(sqlite_settings)
+    ran: list[str] = []
+
+    def with_action(ctx: JobContext) -> dict[str, Any]:
+        ctx.when_ended(lambda: ran.append(row(sqlite_settings, job_id).state))
+        return body(ctx)
+
+    assert run_job(job_id, with_action, sqlite_settings) == outcome
+    # when it runs, the outcome is already recorded
+    assert ran == ([row(sqlite_settings, job_id).state] if runs else [])
+    assert not runs or ran[0] in ("succeeded", "failed", "cancelled")

@@ -227,6 +227,11 @@ def register_artefacts(database_url: str, artefacts_: dict[str, Path]) -> tuple[
             n_models=len(zoo.models),
         )
         ae_row = artefacts.add_autoencoder(
-            session, name="tiny", path=str(artefacts_["autoencoder"]), zoo_id=zoo_row.id, make_default=True
+            session,
+            name="tiny",
+            path=str(artefacts_["autoencoder"]),
+            architecture_name=zoo.architecture.name,
+            zoo_id=zoo_row.id,
+            make_default=True,
         )
         return zoo_row.id, ae_row.id

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from zooscope.errors import ArtefactError, ZooscopeError
-from zooscope.networks.architectures import Architecture
+from zooscope.networks.architectures import ACTIVATION_NAMES, Architecture, activation_codes
 from zooscope.networks.parameters import StackedParams, n_models, stack_state_dicts
 from zooscope.population.batching import concat, inputs_per_call, spans, take, to_device
 from zooscope.population.forward import population_forward
@@ -297,6 +297,9 @@ def evaluate_reconstructions(
         "n_test_inputs": int(x.shape[0]),
         "structural_distance_includes_padding": reconstructed_tokens is not None,
     }
+    if activations is not None:  # `architecture` names one activation; say which ran, how often
+        names = [ACTIVATION_NAMES[code] for code in activations.tolist()]
+        metadata["activations"] = {name: names.count(name) for name in sorted(set(names))}
     return ReconstructionReport(items, aggregate_items(items), reconstructions, metadata)
 
 
@@ -319,7 +322,8 @@ def reconstruct_with_tokens(
     return {k: v.detach() for k, v in concat(parts).items()}, (torch.cat(tokens) if tokens else None)
 
 
-def _checkpoint_id(record: Any) -> str:
+def checkpoint_name(record: Any) -> str:
+    """How reports name a zoo checkpoint: its own id where it has one, else model_id@epoch."""
     explicit = getattr(record, "checkpoint_id", None)
     return str(explicit) if explicit else f"{record.model_id}@{record.epoch}"
 
@@ -332,11 +336,18 @@ def evaluate_autoencoder(
     progress: ProgressFn | None = None,
     *,
     batch_models: int = 256,
+    inputs: str = "test",
 ) -> ReconstructionReport:
-    """Reconstruct every checkpoint of one split of `zoo` and evaluate it on the zoo's test data."""
+    """Reconstruct every checkpoint of one split of `zoo` and evaluate it on one split of the zoo's
+    data (`inputs`: the test images, or "val" where a choice is made on the validation split)."""
     records = zoo.checkpoints(split=split)
     if not records:
         raise ZooscopeError(f"the zoo has no checkpoints in split {split!r}")
+    if inputs not in ("train", "val", "test"):
+        raise ValueError(f"inputs must be a data split (train, val or test), not {inputs!r}")
+    data = zoo.dataset()
+    if inputs != "test":  # evaluate_reconstructions runs the models on a data set's test split
+        data = replace(data, test=getattr(data, inputs))
     checkpoints = zoo.load_checkpoints(records)
     report(progress, 0.0, f"reconstructing {len(records)} checkpoints")
     reconstructed, tokens = reconstruct_with_tokens(ae, checkpoints.params, batch_models)
@@ -345,9 +356,9 @@ def evaluate_autoencoder(
         ae.architecture,
         checkpoints.params,
         reconstructed,
-        zoo.dataset(),
+        data,
         ae.token_layout,
-        [_checkpoint_id(r) for r in records],
+        [checkpoint_name(r) for r in records],
         batch_models,
         scaled(progress, 0.2, 1.0),
         reconstructed_tokens=tokens,
@@ -355,6 +366,7 @@ def evaluate_autoencoder(
         activations=checkpoints.activations,
     )
     result.metadata["split"] = split
+    result.metadata["inputs"] = inputs
     return result
 
 
@@ -367,12 +379,21 @@ def reconstruct_and_evaluate(
     progress: ProgressFn | None = None,
     *,
     batch_models: int = 256,
+    activations: Sequence[str] | None = None,
 ) -> ReconstructionReport:
-    """Reconstruct uploaded checkpoints and evaluate them on `dataset`'s test split."""
+    """Reconstruct uploaded checkpoints and evaluate them on `dataset`'s test split.
+
+    `activations`: each checkpoint's own activation (checkpoints of a zoo that mixes them); None
+    runs every checkpoint, and its reconstruction, with the autoencoder's architecture's."""
     if isinstance(dataset, str):
         from zooscope.networks.datasets import load_dataset
 
         dataset = load_dataset(dataset)
+    codes = None
+    if activations is not None and set(activations) != {ae.architecture.activation}:
+        codes = activation_codes(activations)
+        if codes.shape[0] != len(state_dicts):
+            raise ZooscopeError(f"{codes.shape[0]} activations for {len(state_dicts)} checkpoints")
     params = stack_state_dicts(ae.architecture, state_dicts)
     reconstructed, tokens = reconstruct_with_tokens(ae, params, batch_models)
     report(progress, 0.2, "evaluating")
@@ -387,6 +408,7 @@ def reconstruct_and_evaluate(
         scaled(progress, 0.2, 1.0),
         reconstructed_tokens=tokens,
         device=_device_of(ae),
+        activations=codes,
     )
 
 

@@ -2,9 +2,10 @@
 
 Anchors are checkpoints whose test accuracy passes a threshold (docs/method.md §8). Their per-token
 latents, flattened to one vector each, are the points of a Gaussian KDE; samples are decoded into
-weights and evaluated. The paper's generated models collapsed onto a few points (diversity 10-15x
-below the zoo, docs/method.md §9). The bandwidth multiplier is the knob that trades accuracy for
-diversity, and `diversity_curve` measures that trade-off setting by setting.
+weights and evaluated; in a zoo that mixes activations, each sample with the activation of the
+anchor its kernel is centred on. The paper's generated models collapsed onto a few points
+(diversity 10-15x below the zoo, docs/method.md §9). The bandwidth multiplier is the knob that
+trades accuracy for diversity, and `diversity_curve` measures that trade-off setting by setting.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from zooscope.analysis.evaluation import json_safe, predict
+from zooscope.analysis.evaluation import checkpoint_name, json_safe, predict
 from zooscope.errors import ArtefactError, ZooscopeError
-from zooscope.networks.architectures import Architecture
+from zooscope.networks.architectures import ACTIVATION_NAMES, Architecture
 from zooscope.networks.parameters import FlatLayout, StackedParams, n_models
 from zooscope.population.batching import concat, map_models, spans, take
 from zooscope.progress import ProgressFn, report, scaled
@@ -103,10 +104,16 @@ class LatentKDE:
 
     def sample(self, n: int, seed: int | torch.Generator = 0) -> torch.Tensor:
         """n samples [n, *latent_shape]: a random anchor plus Gaussian noise of the bandwidths."""
+        return self.sample_from_anchors(n, seed)[0]
+
+    def sample_from_anchors(
+        self, n: int, seed: int | torch.Generator = 0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`sample`'s n samples, and [n] the index of the anchor each one's kernel is centred on."""
         generator = seed if isinstance(seed, torch.Generator) else torch.Generator().manual_seed(seed)
         index = torch.randint(self.anchors.shape[0], (n,), generator=generator)
         noise = torch.randn(n, self.dim, generator=generator)
-        return (self.anchors[index] + noise * self.bandwidths).reshape(n, *self.latent_shape)
+        return (self.anchors[index] + noise * self.bandwidths).reshape(n, *self.latent_shape), index
 
     def log_density(self, points: torch.Tensor) -> torch.Tensor:
         """log p(x) of points [M, ...] under the KDE (dimensions with zero bandwidth are ignored)."""
@@ -156,6 +163,13 @@ class GenerationReport:
     settings: dict[str, Any]  # bandwidth, multiplier, n_samples, seed, split
     params: StackedParams | None = None  # the generated weights (not serialised by to_dict)
     metadata: dict[str, Any] = field(default_factory=dict)
+    # Per generated model, the index (into anchors["checkpoints"]) of the anchor its kernel is on.
+    anchor_of: list[int] = field(default_factory=list)
+    # The anchors themselves, latents included (not serialised: embedding_map.py places them).
+    anchor_set: Anchors | None = None
+    # Per generated model, the activation it was evaluated with and is to run with: its anchor's
+    # (in a zoo that mixes activations, `metadata["architecture"]` names the commonest only).
+    activations: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -167,6 +181,8 @@ class GenerationReport:
             "anchors": self.anchors,
             "diversity": json_safe(self.diversity),
             "accuracies": self.accuracies,
+            "anchor_of": self.anchor_of,
+            "activations": self.activations,
         }
 
     @classmethod
@@ -180,6 +196,8 @@ class GenerationReport:
             diversity=data["diversity"],
             settings=data["settings"],
             metadata=data.get("metadata", {}),
+            anchor_of=list(data.get("anchor_of", [])),
+            activations=list(data.get("activations", [])),
         )
 
 
@@ -210,6 +228,12 @@ class Anchors:
     threshold: float
     relaxed: bool  # True when too few passed the threshold and the best ones were taken instead
     diversity: dict[str, float]
+    # Each anchor's name (model_id@epoch, as reports name zoo checkpoints); empty when the
+    # checkpoint set has no records.
+    checkpoints: list[str] = field(default_factory=list)
+    # [K] activation codes where the anchors' zoo mixes activations (CheckpointSet.activations);
+    # None: every anchor runs with the architecture's.
+    activations: torch.Tensor | None = None
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -219,6 +243,7 @@ class Anchors:
             "accuracy": accuracy_summary(self.accuracies),
             # Per anchor, so a report can draw the anchors' histogram beside the generated models'.
             "accuracies": [float(a) for a in self.accuracies],
+            "checkpoints": list(self.checkpoints),
         }
 
 
@@ -258,13 +283,14 @@ def select_anchors(
 ) -> Anchors:
     """The checkpoints at or above the threshold, encoded, with their diversity."""
     arch = ae.architecture
+    activations = getattr(checkpoints, "activations", None)
     predictions = predict(
         arch,
         checkpoints.params,
         dataset.test.x,
         batch_models=batch_models,
         device=device,
-        activations=getattr(checkpoints, "activations", None),
+        activations=activations,
     )
     accuracies = (predictions == dataset.test.y).double().mean(1)
     threshold = (
@@ -278,6 +304,7 @@ def select_anchors(
         count = min(n_models(checkpoints.params), max(MIN_ANCHORS, math.ceil(0.1 * accuracies.numel())))
         chosen = accuracies.argsort(descending=True)[:count]
     params = take(checkpoints.params, chosen)
+    records = getattr(checkpoints, "records", None) or []
     return Anchors(
         params=params,
         accuracies=accuracies[chosen],
@@ -285,6 +312,8 @@ def select_anchors(
         threshold=float(threshold),
         relaxed=relaxed,
         diversity=diversity(arch, params, predictions[chosen], dataset.n_classes),
+        checkpoints=[checkpoint_name(records[i]) for i in chosen.tolist()] if records else [],
+        activations=None if activations is None else activations[chosen],
     )
 
 
@@ -305,10 +334,13 @@ def sample_and_evaluate(
     """Fit the KDE to the anchors, draw n_samples, decode and evaluate them."""
     kde = LatentKDE.fit(anchors.latents, bandwidth, multiplier, spread)
     report(progress, 0.1, f"decoding {n_samples} samples")
-    generated = _decode(ae, kde.sample(n_samples, seed), batch_models)
+    samples, anchor_of = kde.sample_from_anchors(n_samples, seed)
+    generated = _decode(ae, samples, batch_models)
+    # A sample is decoded from around one anchor: it runs with that anchor's activation.
+    own = None if anchors.activations is None else anchors.activations[anchor_of]
     report(progress, 0.5, "evaluating generated models")
     predictions = predict(
-        ae.architecture, generated, dataset.test.x, batch_models=batch_models, device=device
+        ae.architecture, generated, dataset.test.x, batch_models=batch_models, device=device, activations=own
     )
     accuracies = (predictions == dataset.test.y).double().mean(1)
     gen_diversity = diversity(ae.architecture, generated, predictions, dataset.n_classes)
@@ -333,6 +365,13 @@ def sample_and_evaluate(
         },
         params=generated,
         metadata={"architecture": ae.architecture.to_dict(), "dataset": getattr(dataset, "name", None)},
+        anchor_of=[int(i) for i in anchor_of],
+        anchor_set=anchors,
+        activations=(
+            [ae.architecture.activation] * n_samples
+            if own is None
+            else [ACTIVATION_NAMES[code] for code in own.tolist()]
+        ),
     )
 
 

@@ -64,7 +64,18 @@ def _r2(y: np.ndarray, prediction: np.ndarray) -> float:
     return float(r2_score(y, prediction))
 
 
-def ridge_probe(
+@dataclass(frozen=True)
+class FittedProbe:
+    """A probe fitted by `fit_probe`: its scores, and the model, to predict checkpoint by checkpoint."""
+
+    result: ProbeResult
+    model: Any  # the standardiser + ridge pipeline chosen on validation
+
+    def predict(self, X: Array) -> np.ndarray:  # noqa: N803 - the usual name of a design matrix
+        return self.model.predict(_numpy(X))
+
+
+def fit_probe(
     X_train: Array,  # noqa: N803 - the usual name of a design matrix
     y_train: Array,
     X_val: Array,  # noqa: N803
@@ -72,7 +83,7 @@ def ridge_probe(
     X_test: Array,  # noqa: N803
     y_test: Array,
     alphas: Sequence[float] = DEFAULT_ALPHAS,
-) -> ProbeResult:
+) -> FittedProbe:
     """Standardise features, fit ridge for each alpha on train, keep the best on val, score on test."""
     xtr, ytr, xva, yva, xte, yte = map(_numpy, (X_train, y_train, X_val, y_val, X_test, y_test))
     if len(xtr) < 2:
@@ -87,12 +98,33 @@ def ridge_probe(
     assert best is not None, "alphas must not be empty"
     alpha, r2_val, model = best
     r2_test = _r2(yte, model.predict(xte)) if len(yte) else math.nan
-    return ProbeResult(alpha, r2_val, r2_test)
+    return FittedProbe(ProbeResult(alpha, r2_val, r2_test), model)
+
+
+def ridge_probe(
+    X_train: Array,  # noqa: N803 - the usual name of a design matrix
+    y_train: Array,
+    X_val: Array,  # noqa: N803
+    y_val: Array,
+    X_test: Array,  # noqa: N803
+    y_test: Array,
+    alphas: Sequence[float] = DEFAULT_ALPHAS,
+) -> ProbeResult:
+    """The scores of `fit_probe`."""
+    return fit_probe(X_train, y_train, X_val, y_val, X_test, y_test, alphas).result
 
 
 def embeddings(ae: TrainedAutoencoder, params: StackedParams, batch_models: int = 256) -> torch.Tensor:
     """Mean-pooled embeddings [K, L] of stacked checkpoints (the mean over their tokens' latents)."""
     return map_models(lambda p: ae.latents(p).detach().mean(1).cpu(), params, batch_models)
+
+
+def probe_features(ae: TrainedAutoencoder, params: StackedParams) -> dict[str, torch.Tensor]:
+    """What the probes read, by kind: the embeddings, and the weight-statistics baseline."""
+    return {
+        "embedding": embeddings(ae, params),
+        "weight_statistics": weight_statistics_features(ae.architecture, params),
+    }
 
 
 @torch.no_grad()
@@ -108,8 +140,8 @@ def predict_properties(
     targets: dict[str, dict[str, torch.Tensor]] = {}
     for i, split in enumerate(("train", "val", "test")):
         checkpoints = zoo.load_checkpoints(zoo.checkpoints(split=split))
-        features["embedding"][split] = embeddings(ae, checkpoints.params)
-        features["weight_statistics"][split] = weight_statistics_features(ae.architecture, checkpoints.params)
+        for kind, values in probe_features(ae, checkpoints.params).items():
+            features[kind][split] = values
         missing = [p for p in properties if p not in checkpoints.properties]
         if missing:
             raise ZooscopeError(f"the zoo's checkpoints carry no {', '.join(missing)}")

@@ -152,9 +152,17 @@ def generate(
     out_dir.mkdir(parents=True, exist_ok=True)
     assert result.params is not None
     files = []
-    for i, (sd, acc) in enumerate(zip(unstack(result.params), result.accuracies, strict=True)):
+    made = zip(unstack(result.params), result.accuracies, result.activations, strict=True)
+    for i, (sd, acc, activation) in enumerate(made):
         target = out_dir / f"generated_{i:04d}.safetensors"
-        save_checkpoint(sd, target, {"autoencoder": str(ae_dir), "seed": str(seed), "test_acc": f"{acc:.6f}"})
+        # the activation is its anchor's: in a zoo that mixes them the file alone would not tell
+        metadata = {
+            "autoencoder": str(ae_dir),
+            "seed": str(seed),
+            "test_acc": f"{acc:.6f}",
+            "activation": activation,
+        }
+        save_checkpoint(sd, target, metadata)
         files.append(target.name)
     (out_dir / "report.json").write_text(
         json.dumps({**result.to_dict(), "autoencoder": str(ae_dir), "files": files}, indent=2) + "\n"

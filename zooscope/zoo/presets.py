@@ -1,13 +1,18 @@
 """The names of the zoo presets; `ZooConfig.preset(name)` (grid.py) builds them.
 
-"digits" is the default (the 360-model digits zoo the service builds on first start), "tiny" a
-12-model digits zoo built in seconds (tests, demos, ZOOSCOPE_DEFAULT_PRESET=tiny),
-"mnist5k-cnn-s" 96 CNN-s models (the public zoos' architecture) on real MNIST images (the
-mnist5k data set), "paper" the paper's 1,200 CNN3 models (a GPU job). The names live apart
-from grid.py so the CLI and the service can list and check them without importing torch.
+"digits" is the default (the 360-model digits zoo the service builds on first start),
+"digits-quick" its 60-model stand-in (one seed per grid cell, built in seconds: the zoo of the
+service's quick first default), "tiny" a 12-model digits zoo built in seconds (tests, demos,
+ZOOSCOPE_DEFAULT_PRESET=tiny), "mnist5k-cnn-s" 96 CNN-s models (the public zoos' architecture)
+on real MNIST images (the mnist5k data set), "tiny-cnn-s" 12 of them for 2 epochs (tests),
+"paper" the paper's 1,200 CNN3 models (a GPU job). The names live apart from grid.py so the CLI
+and the service can list and check them without importing torch.
 """
 
 from __future__ import annotations
 
-ZOO_PRESETS = ("digits", "tiny", "mnist5k-cnn-s", "paper")
+ZOO_PRESETS = ("digits", "digits-quick", "tiny", "mnist5k-cnn-s", "tiny-cnn-s", "paper")
 DEFAULT_ZOO_PRESET = "digits"
+# A zoo preset -> the smaller zoo of the same architecture and data set whose autoencoder the
+# embedded service makes its default first, while the full one is built (worker/bootstrap.py).
+QUICK_ZOO_PRESETS = {"digits": "digits-quick"}

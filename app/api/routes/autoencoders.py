@@ -32,7 +32,8 @@ def get_autoencoder(autoencoder_id: str, session: SessionDep, principal: Princip
 
 @router.post("/{autoencoder_id}/default", response_model=AutoencoderDetail)
 def make_default(autoencoder_id: str, session: SessionDep, principal: PrincipalDep) -> Autoencoder:
-    """Make this the autoencoder that jobs use when they name none (one default for the service)."""
+    """Make this the autoencoder that jobs on checkpoints of its architecture use when they name
+    none (one default per architecture; the other architectures' defaults stay)."""
     row = get_visible(session, principal, Autoencoder, autoencoder_id)
     set_default_autoencoder(session, row.id)
     session.refresh(row)

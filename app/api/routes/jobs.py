@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query, Request, Response
@@ -20,9 +21,10 @@ from app.api.job_events import JobEndListener
 from app.api.problems import Problem
 from app.api.schemas import JobIn, JobOut, Page
 from app.db import jobs as job_repo
-from app.db.artefacts import get_default_autoencoder
+from app.db.artefacts import default_autoencoders
+from app.db.default_builds import list_builds, preparing_for, seconds_left, stage_progress
 from app.db.models import JOB_STATES, TERMINAL_JOB_STATES, Autoencoder, Checkpoint, Job, Zoo
-from app.db.visibility import is_visible, visible_page, visible_to
+from app.db.visibility import find_visible, is_visible, visible_page, visible_to
 from app.import_roots import ImportPathRefused, check_import_path
 from app.job_kinds import JobKindName, job_kind
 from app.queue import JobQueue
@@ -60,31 +62,37 @@ def _resolve_references(
     """Check every id in params exists and is visible, and an import's folder is allowed; fill
     the default autoencoder in."""
     owner = principal.owner_id
+    ids = params.get("checkpoint_ids")
+    architectures: Counter[str] = Counter()
+    found: set[str] = set()
+    if ids:
+        query = select(Checkpoint.id, Checkpoint.architecture_name).where(
+            Checkpoint.id.in_(ids), visible_to(Checkpoint, owner)
+        )
+        for checkpoint_id, architecture in session.execute(query):
+            found.add(checkpoint_id)
+            architectures[architecture] += 1
     if "autoencoder_id" in params:
         if params["autoencoder_id"] is None:
-            default = get_default_autoencoder(session)
-            if default is None or not (default.owner_id is None or default.owner_id == owner):
+            params["autoencoder_id"] = _default_autoencoder(session, owner, kind, architectures).id
+        else:
+            chosen = find_visible(session, Autoencoder, params["autoencoder_id"], owner)
+            if chosen is None:
+                raise Problem(
+                    404,
+                    f"params.autoencoder_id: no autoencoder with id {params['autoencoder_id']!r}",
+                    type_="not-found",
+                )
+            others = sorted(set(architectures) - {chosen.architecture_name})
+            if others:
                 raise Problem(
                     422,
-                    f"a {kind} job needs an autoencoder and there is no default one: "
-                    "pass params.autoencoder_id, "
-                    "or train one first (a train_autoencoder job) and make it the default",
-                    type_="no-default-autoencoder",
+                    f"autoencoder {chosen.id} reads {chosen.architecture_name} checkpoints, and some of "
+                    f"params.checkpoint_ids are {', '.join(others)}: choose an autoencoder of their "
+                    "architecture, or leave params.autoencoder_id out for its default",
+                    type_="architecture-mismatch",
                 )
-            params["autoencoder_id"] = default.id
-        elif not is_visible(session, Autoencoder, params["autoencoder_id"], owner):
-            raise Problem(
-                404,
-                f"params.autoencoder_id: no autoencoder with id {params['autoencoder_id']!r}",
-                type_="not-found",
-            )
-    ids = params.get("checkpoint_ids")
     if ids:
-        found = set(
-            session.scalars(
-                select(Checkpoint.id).where(Checkpoint.id.in_(ids), visible_to(Checkpoint, owner))
-            ).all()
-        )
         missing = [i for i in ids if i not in found]
         if missing:
             shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
@@ -108,6 +116,71 @@ def _resolve_references(
     if params.get("zoo_id") is not None and not is_visible(session, Zoo, params["zoo_id"], owner):
         raise Problem(404, f"params.zoo_id: no zoo with id {params['zoo_id']!r}", type_="not-found")
     return params
+
+
+HOW_TO_GET_A_DEFAULT = (
+    "pass params.autoencoder_id, or make a default: build a zoo of that architecture (a build_zoo "
+    "job), train an autoencoder on it with make_default true (a train_autoencoder job), or, in the "
+    "embedded mode, add a zoo preset of that architecture to ZOOSCOPE_DEFAULT_ZOOS and restart"
+)
+
+
+def _default_autoencoder(
+    session: Session, owner: str | None, kind: str, architectures: Counter[str]
+) -> Autoencoder:
+    """The default a job on checkpoints of these architectures uses (the one default of theirs; a
+    job without checkpoints: the only default there is), or a 422 that says what to do."""
+    if len(architectures) > 1:
+        counts = ", ".join(f"{n} {name}" for name, n in sorted(architectures.items()))
+        raise Problem(
+            422,
+            f"params.checkpoint_ids mixes {len(architectures)} architectures ({counts}) and a {kind} "
+            "job runs one autoencoder: submit one job per architecture (each gets its architecture's "
+            "default), or pass params.autoencoder_id",
+            type_="mixed-architectures",
+        )
+    defaults = [row for row in default_autoencoders(session) if row.owner_id in (None, owner)]
+    if architectures:
+        (architecture,) = architectures
+        default = next((row for row in defaults if row.architecture_name == architecture), None)
+        if default is None:
+            raise Problem(
+                422,
+                f"a {kind} job on {architecture} checkpoints needs an autoencoder, and there is no "
+                f"default one for {architecture}{_being_prepared(session, architecture)}: "
+                f"{HOW_TO_GET_A_DEFAULT}",
+                type_="no-default-autoencoder",
+            )
+        return default
+    if len(defaults) == 1:
+        return defaults[0]
+    if not defaults:
+        raise Problem(
+            422,
+            f"a {kind} job needs an autoencoder and there is no default one"
+            f"{''.join(_being_prepared(session, b.architecture_name) for b in list_builds(session))}: "
+            f"{HOW_TO_GET_A_DEFAULT}",
+            type_="no-default-autoencoder",
+        )
+    named = ", ".join(f"{row.architecture_name}: {row.id}" for row in defaults)
+    raise Problem(
+        422,
+        f"a {kind} job names no checkpoints, so no architecture picks its default, and "
+        f"{len(defaults)} architectures have one ({named}): pass params.autoencoder_id",
+        type_="several-default-autoencoders",
+    )
+
+
+def _being_prepared(session: Session, architecture: str) -> str:
+    """The note that a default for `architecture` is being prepared, and when it will be ready."""
+    build = preparing_for(session, architecture)
+    if build is None:
+        return ""
+    stages = stage_progress(session, build)
+    left = seconds_left(stages)
+    current = next((s["title"] for s in stages if s["state"] != "succeeded"), "finishing")
+    when = f"ready in about {max(1, round(left))} s" if left is not None else "its time is not known yet"
+    return f" (one is being prepared: {current}, {when}; GET {API_PREFIX}/defaults follows it)"
 
 
 def _replay(job: Job, fingerprint: str, response: Response) -> Job:
@@ -216,22 +289,31 @@ async def get_job(
     listener: JobEndListener = request.app.state.job_events
     deadline = time.monotonic() + wait
     with listener.watch(job_id) as ended:
-        job = await run_in_threadpool(_read_again, session, principal, job_id)
+        job = await run_in_threadpool(_read_and_release, session, principal, job_id)
         while job.state not in TERMINAL_JOB_STATES and (left := deadline - time.monotonic()) > 0:
-            # Waiting holds no thread and no transaction; a notification (PostgreSQL) wakes it
-            # at once, otherwise it looks again after a short sleep (one primary-key read).
+            # Waiting holds no thread, no transaction and no pooled connection; a notification
+            # (PostgreSQL) wakes it at once, otherwise it looks again after a short sleep (one
+            # primary-key read).
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(ended.wait(), timeout=min(listener.look_again_after(), left))
             ended.clear()
-            job = await run_in_threadpool(_read_again, session, principal, job_id)
+            job = await run_in_threadpool(_read_and_release, session, principal, job_id)
     return job
 
 
-def _read_again(session: Session, principal: Principal, job_id: str) -> Job:
-    # End the read transaction first: under SQLite's WAL a transaction keeps its snapshot, and
-    # the worker's update would stay invisible to it.
+def _read_and_release(session: Session, principal: Principal, job_id: str) -> Job:
+    """The job row as it is now, read in a transaction of its own that has ended when this returns."""
+    # A new transaction (under SQLite's WAL a transaction keeps its snapshot, and the worker's
+    # update would stay invisible to it), and the row read again rather than taken from the
+    # session's last read (nothing expires it: the sessions do not expire on commit).
     session.rollback()
-    return get_visible(session, principal, Job, job_id)
+    session.expire_all()
+    job = get_visible(session, principal, Job, job_id)
+    # Ending it gives the connection back to the pool (the row stays loaded: the sessions do not
+    # expire on commit). Kept through the wait, it would be one of the pool's 15 (5 + 10
+    # overflow): 15 waiting long polls would queue every other request until a wait ended.
+    session.commit()
+    return job
 
 
 @router.post("/{job_id}/cancel", response_model=JobOut)

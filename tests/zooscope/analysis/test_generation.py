@@ -67,3 +67,12 @@ def test_spread_moves_centres_away_from_the_mean() -> None:
     assert torch.allclose(LatentKDE.fit(latents, spread=1.0).anchors, latents.flatten(1))
     with pytest.raises(ValueError):
         LatentKDE.fit(latents, spread=-1.0)
+
+
+def test_each_sample_names_the_anchor_its_kernel_is_centred_on() -> None:
+    latents = _latents()
+    kde = LatentKDE.fit(latents, bandwidth=1e-3)
+    samples, index = kde.sample_from_anchors(9, seed=5)
+    assert torch.equal(samples, kde.sample(9, seed=5))  # the same draws as `sample`
+    nearest = torch.cdist(samples.flatten(1), latents.flatten(1)).argmin(1)
+    assert torch.equal(index, nearest)

@@ -1,9 +1,10 @@
 // Autoencoders: training curves of every loss term, the evaluation summary, which one is the
-// default, and a button to make another the default.
+// default, a button to make another the default, and the weight-space map (maps.js).
 
 import { get, post } from "../api.js";
 import { lines } from "../charts.js";
 import { flash, h, keyValueTable, statsTable } from "../dom.js";
+import { renderMapCard } from "../maps.js";
 
 // Bookkeeping in the log (timings, learning rate, loss weights, normalisers) is not a training curve.
 const NOT_CURVES = /^(beta|gamma|lr|learning_rate|steps?)$|seconds|time|normali[sz]er/i;
@@ -54,6 +55,8 @@ export async function render(view) {
     const losses = series.filter((x) => !/agree|acc|fraction/i.test(x.label)).flatMap((x) => x.values);
     const logLoss = losses.length > 0 && losses.every((v) => v === null || v > 0);
     if (epochs.length) lines(canvasId, epochs, series, { logLoss });
+    // The card just appended gets the weight-space map; a failing map does not hide the other cards.
+    await renderMapCard(view.lastElementChild, ae.id).catch((err) => flash(err.message));
   }
   return null;
 }

@@ -1,11 +1,14 @@
 // A job's report: fidelity of reconstructions (aggregate, scatter, agreement histogram, table with
-// downloads) or, for generate, generated accuracies beside the anchors' and the diversity figures.
+// downloads) or, for generate, generated accuracies beside the anchors' and the diversity figures;
+// both on the embedding map when placed on one; an embedding_map job's map and prediction (maps.js).
 
 import { download, downloadUrl, get } from "../api.js";
 import { histogram, scatterWithDiagonal } from "../charts.js";
 import { flash, fmt, fmtDuration, h, keyValueTable, mean, numbers, shortId, statsTable } from "../dom.js";
+import { renderMapReport, renderPlacedOnMap } from "../maps.js";
 
 const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
+const PLACED_ON_MAP = new Set(["reconstruct", "generate"]); // their reports carry embedding_map
 
 // Aggregate names may shift between API versions (agreement_mean, mean_agreement, {agreement: {mean}}):
 // try them all, and fall back to computing the mean from the items.
@@ -151,9 +154,11 @@ export async function render(view, jobId) {
   }
   const report = await get(`/jobs/${encodeURIComponent(jobId)}/report`);
   const firstItem = (report.items || [])[0];
-  if (Array.isArray(report.generated) || Array.isArray(report.generated_ids)) renderGeneration(view, report);
+  if (report.projection && Array.isArray(report.points)) renderMapReport(view, report);
+  else if (Array.isArray(report.generated) || Array.isArray(report.generated_ids)) renderGeneration(view, report);
   else if (Array.isArray(report.embeddings) || (firstItem && "embedding" in firstItem)) renderEmbeddings(view, report);
   else if (Array.isArray(report.items) || report.aggregate) renderReconstruction(view, report);
   else renderRaw(view, report);
+  if (PLACED_ON_MAP.has(job.kind)) await renderPlacedOnMap(view, report, job.kind);
   return null;
 }

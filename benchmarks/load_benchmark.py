@@ -1,0 +1,646 @@
+"""Load benchmark: the service under a dashboard's polling, uploads and long polls while a worker
+runs jobs; latency per endpoint, then the closed-loop ceiling of GET /jobs/{id}. Prints markdown
+tables (docs/benchmarks.md, "Load").
+
+    .venv/bin/python benchmarks/load_benchmark.py                    # both modes, 60 s each
+    .venv/bin/python benchmarks/load_benchmark.py --mode postgres --duration 10 --json /tmp/load.json
+
+Modes: `embedded` is `zooscope serve` on a fresh data folder (API + worker, SQLite and the SQLite
+broker); `postgres` is the production shape, uvicorn (one process) and a Celery worker (one pool
+process) on a fresh PostgreSQL database and Redis db 15 with queue names of the run. Both build
+the default zoo and autoencoder of the tiny preset as jobs first and start the load once the
+default autoencoder exists.
+
+Open loop, for --duration seconds, every request sent at its scheduled time whether or not the
+ones before it were answered, its latency counted from that time (a stalled server shows as
+latency, not as fewer requests):
+- dashboard tabs (--clients, 200), each polling once a second from its own offset in the first
+  second, as app/api/static/pages do: a tab on the jobs page GETs /jobs?limit=50; a tab on a
+  report page GETs /jobs/{id} of its uploader's newest job and, once that job has succeeded, its
+  /jobs/{id}/report (--jobs-page-share of the tabs, 0.5, are on the jobs page);
+- uploaders (--uploaders, 10), each once every --upload-interval seconds (1): POST /checkpoints
+  (a cnn_digits checkpoint of the default zoo with seeded noise, distinct bytes each time, so
+  deduplication never answers early), then POST /jobs for a reconstruct job of it, which the
+  worker runs during the load;
+- long polls (--long-polls, 50) held open on a job that stays queued (its row is written without
+  sending its task, so no worker takes it; it is cancelled at the end), each re-issued when it
+  returns: GET /jobs/{id}?wait=60.
+Then the submitted jobs are left to finish (at most --drain seconds) and a closed loop measures
+the ceiling: --ceiling-clients (32) clients GET /jobs/{id} of the submitted jobs back to back for
+--ceiling-duration seconds (15).
+
+Everything runs on loopback and this process starts and stops every process it needs, in process
+groups, on an error or Ctrl-C too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import json
+import os
+import platform
+import shlex
+import signal
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT)]
+
+from idle_cost import cpu_seconds, descendants, role  # noqa: E402
+from service_benchmarks import (  # noqa: E402
+    REDIS_URL,
+    Service,
+    distinct_checkpoints,
+    percentile,
+    postgres_database,
+    service_environment,
+)
+
+API = "/api/v1"
+JOBS_PAGE = f"GET {API}/jobs?limit=50"
+JOB = f"GET {API}/jobs/{{id}}"
+REPORT = f"GET {API}/jobs/{{id}}/report"
+UPLOAD = f"POST {API}/checkpoints"
+SUBMIT = f"POST {API}/jobs"
+LONG_POLL = f"GET {API}/jobs/{{id}}?wait=60"
+ENDPOINTS = (JOBS_PAGE, JOB, REPORT, UPLOAD, SUBMIT, LONG_POLL)
+LONG_POLL_WAIT_S = 60
+REQUEST_TIMEOUT_S = 30.0
+TERMINAL = {"succeeded", "failed", "cancelled"}
+MODES = {"embedded": "SQLite + SQLite broker", "postgres": "PostgreSQL + Redis"}
+
+
+# ---- the numbers ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Samples:
+    """What one endpoint answered: every request's seconds (failed ones too) and its failures."""
+
+    seconds: list[float] = field(default_factory=list)
+    errors: Counter[str] = field(default_factory=Counter)
+
+    def add(self, seconds: float, error: str | None) -> None:
+        self.seconds.append(seconds)
+        if error is not None:
+            self.errors[error] += 1
+
+
+def summary(samples: Samples) -> dict[str, Any]:
+    """count, errors (and their kinds), p50 / p99 / max in ms; None for the percentiles of nothing."""
+    values = samples.seconds
+    ms = {f"p{q}_ms": 1000 * percentile(values, q) if values else None for q in (50, 99)}
+    return {
+        "count": len(values),
+        "errors": sum(samples.errors.values()),
+        "error_kinds": dict(samples.errors),
+        **ms,
+        "max_ms": 1000 * max(values) if values else None,
+    }
+
+
+def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
+    def cell(value: Any) -> str:
+        if value is None:
+            return "-"
+        return f"{value:.1f}" if isinstance(value, float) else str(value)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def endpoint_rows(summaries: dict[str, dict[str, Any]]) -> list[list[Any]]:
+    rows = []
+    for name, s in summaries.items():
+        errors = s["errors"]
+        if errors:
+            errors = f"{errors} (" + ", ".join(f"{k}: {n}" for k, n in sorted(s["error_kinds"].items())) + ")"
+        rows.append([name, s["count"], errors, s["p50_ms"], s["p99_ms"], s["max_ms"]])
+    return rows
+
+
+def machine() -> dict[str, Any]:
+    """CPU model and the vector flags that matter here, cores, versions, load."""
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model = next(
+        (line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), ""
+    )
+    flags = next(
+        (line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []
+    )
+    return {
+        "cpu": model or platform.processor(),
+        "avx512f": "avx512f" in flags,
+        "avx2": "avx2" in flags,
+        "cores": os.cpu_count(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "load_average": os.getloadavg()[0],
+    }
+
+
+def machine_line(m: dict[str, Any]) -> str:
+    def yes(flag: str) -> str:
+        return f"{flag} {'yes' if m[flag] else 'no'}"
+
+    return (
+        f"{m['cpu']} ({yes('avx512f')}, {yes('avx2')}), {m['cores']} cores; torch {m['torch']}, "
+        f"Python {m['python']}; load average {m['load_average']:.1f} at the start"
+    )
+
+
+# ---- the service, in each mode ----------------------------------------------------------------------
+
+
+@dataclass
+class Running:
+    url: str
+    database_url: str
+    data_dir: Path
+    processes: Callable[[], list[int]]  # the service's pids, for their CPU time
+
+
+@contextlib.contextmanager
+def embedded_service(work: Path) -> Iterator[Running]:
+    """`zooscope serve` (tiny default models), as the browser and client tests run it."""
+    from app.settings import Settings
+    from tests.service_process import running_service
+
+    data_dir = work / "data"
+    with running_service(data_dir, work / "serve.log", bootstrap_models=True) as service:
+        database_url = Settings(data_dir=data_dir).database_url
+        yield Running(
+            service.url, database_url, data_dir, lambda: [service.proc.pid, *descendants(service.proc.pid)]
+        )
+
+
+@contextlib.contextmanager
+def postgres_service(work: Path) -> Iterator[Running]:
+    """uvicorn + a Celery worker on a database of their own; the default models built as jobs by
+    the same code as `zooscope serve`'s first start (worker/bootstrap.py)."""
+    from app.db.migrate import upgrade_to_head
+    from worker.bootstrap import bootstrap_default_models
+    from worker.settings import WorkerSettings
+
+    data_dir = work / "data"
+    database_url, drop = postgres_database()
+    try:
+        env, queues = service_environment(data_dir, database_url, REDIS_URL)
+        upgrade_to_head(database_url)
+        service = Service(env, queues, work / "service.log")
+        try:
+            model_queue, zoo_queue = queues.split(",")
+            settings = WorkerSettings(
+                data_dir=data_dir, database_url=database_url, broker_url=REDIS_URL,
+                model_queue=model_queue, zoo_queue=zoo_queue,
+            )  # fmt: skip
+            bootstrap_default_models(
+                settings, threading.Event(), lambda line: print(f"  {line}", file=sys.stderr)
+            )
+
+            def processes() -> list[int]:
+                return [service.api.pid, service.worker.pid, *descendants(service.worker.pid)]
+
+            yield Running(service.url, database_url, data_dir, processes)
+        finally:
+            service.stop()
+            forget_queues(queues.split(","))
+    finally:
+        drop()
+
+
+def forget_queues(queues: list[str]) -> None:
+    """Remove what Kombu left in Redis db 15 for this run's queues (nothing else is touched)."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        for queue in queues:
+            for key in client.scan_iter(match=f"*{queue}*"):
+                client.delete(key)
+        for key in client.scan_iter(match="_kombu.binding.*"):
+            members = [m for m in client.smembers(key) if any(q.encode() in m for q in queues)]
+            if members:
+                client.srem(key, *members)
+    finally:
+        client.close()
+
+
+def wait_for_default_autoencoder(url: str, timeout: float = 600.0) -> str:
+    deadline = time.monotonic() + timeout
+    with httpx.Client(base_url=url, timeout=10) as client:
+        while time.monotonic() < deadline:
+            items = client.get(f"{API}/autoencoders").json().get("items", [])
+            default = next((a["id"] for a in items if a["is_default"]), None)
+            if default is not None:
+                return default
+            time.sleep(1.0)
+    raise RuntimeError(f"no default autoencoder after {timeout:.0f} s")
+
+
+def held_job(running: Running, checkpoint: bytes, autoencoder_id: str) -> str:
+    """A reconstruct job whose row is written but whose task is never sent: it stays queued (the
+    sweep would re-send it only after ZOOSCOPE_JOB_RESEND_AFTER_S, 300 s) so long polls on it are
+    held their whole wait."""
+    from app.db import jobs
+    from app.db.session import session_scope
+
+    with httpx.Client(base_url=running.url, timeout=30) as client:
+        response = client.post(f"{API}/checkpoints", files={"file": ("held.safetensors", checkpoint)})
+        response.raise_for_status()
+    params = {"checkpoint_ids": [response.json()["id"]], "autoencoder_id": autoencoder_id}
+    with session_scope(running.database_url) as session:
+        job, _ = jobs.create_job(session, kind="reconstruct", params=params)
+        return job.id
+
+
+def job_states(database_url: str, job_ids: list[str], before: float | None = None) -> dict[str, int]:
+    """How many of the jobs are in each state; with `before` (a Unix time), succeeded splits into
+    those that finished before it and after."""
+    from datetime import UTC
+
+    from sqlalchemy import select
+
+    from app.db.models import Job
+    from app.db.session import session_scope
+
+    counts: Counter[str] = Counter()
+    with session_scope(database_url) as session:
+        for state, finished in session.execute(select(Job.state, Job.finished_at).where(Job.id.in_(job_ids))):
+            if state == "succeeded" and before is not None and finished is not None:
+                at = finished if finished.tzinfo else finished.replace(tzinfo=UTC)
+                state = "succeeded in time" if at.timestamp() <= before else "succeeded later"
+            counts[state] += 1
+    return dict(counts)
+
+
+def wait_until_done(database_url: str, job_ids: list[str], timeout: float) -> float:
+    """Seconds until no job of `job_ids` is queued or running (at most `timeout`)."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        states = job_states(database_url, job_ids)
+        if not states.get("queued") and not states.get("running"):
+            break
+        time.sleep(1.0)
+    return time.monotonic() - started
+
+
+# ---- the load ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Load:
+    clients: int
+    jobs_page_share: float
+    uploaders: int
+    upload_interval_s: float
+    long_polls: int
+    duration_s: float
+
+
+@dataclass
+class OpenLoopResult:
+    samples: dict[str, Samples]
+    send_lag_s: list[float]  # how late this process sent scheduled requests: its own saturation
+    submitted: list[str]
+    long_polls_open_at_end: int
+    cpu_percent: dict[str, float]  # % of one core over the load, this process and the service's
+    backlog_s: float  # from the end of the load to the last answer of what was sent during it
+    ended_at: float  # Unix time at the end of the load
+
+
+async def until(t: float) -> None:
+    delay = t - time.perf_counter()
+    if delay > 0:
+        await asyncio.sleep(delay)
+
+
+async def open_loop(
+    url: str, load: Load, checkpoints: list[bytes], held_job_id: str, pids: list[int]
+) -> OpenLoopResult:
+    samples = {name: Samples() for name in ENDPOINTS}
+    send_lag: list[float] = []
+    submitted: list[str] = []
+    newest: dict[int, str] = {}  # uploader -> its newest job
+    in_flight: set[asyncio.Task[Any]] = set()
+    uploads = iter(checkpoints)
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
+
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=REQUEST_TIMEOUT_S) as client:
+
+        async def timed(name: str, since: float, request: Awaitable[httpx.Response]) -> httpx.Response | None:
+            try:
+                response = await request
+            except httpx.HTTPError as exc:
+                samples[name].add(time.perf_counter() - since, type(exc).__name__)
+                return None
+            error = None if response.is_success else f"HTTP {response.status_code}"
+            samples[name].add(time.perf_counter() - since, error)
+            return response if error is None else None
+
+        def spawn(work: Awaitable[Any]) -> None:
+            task = asyncio.ensure_future(work)
+            in_flight.add(task)
+            task.add_done_callback(in_flight.discard)
+
+        def scheduled(tick: Callable[[float], Awaitable[Any]]) -> Callable[[float], Awaitable[Any]]:
+            async def run(at: float) -> None:
+                send_lag.append(time.perf_counter() - at)
+                await tick(at)
+
+            return run
+
+        @scheduled
+        async def jobs_page_tick(at: float) -> None:
+            await timed(JOBS_PAGE, at, client.get(f"{API}/jobs", params={"limit": 50}))
+
+        def report_page(uploader: int) -> Callable[[float], Awaitable[Any]]:
+            reported: set[str] = set()
+
+            @scheduled
+            async def tick(at: float) -> None:
+                job_id = newest.get(uploader, held_job_id)
+                response = await timed(JOB, at, client.get(f"{API}/jobs/{job_id}"))
+                if response is None or response.json()["state"] != "succeeded" or job_id in reported:
+                    return
+                reported.add(job_id)
+                await timed(REPORT, time.perf_counter(), client.get(f"{API}/jobs/{job_id}/report"))
+
+            return tick
+
+        def uploader(u: int) -> Callable[[float], Awaitable[Any]]:
+            @scheduled
+            async def tick(at: float) -> None:
+                data = next(uploads)
+                files = {"file": (f"load-{u}.safetensors", data)}
+                response = await timed(UPLOAD, at, client.post(f"{API}/checkpoints", files=files))
+                if response is None:
+                    return
+                body = {"kind": "reconstruct", "params": {"checkpoint_ids": [response.json()["id"]]}}
+                response = await timed(SUBMIT, time.perf_counter(), client.post(f"{API}/jobs", json=body))
+                if response is not None:
+                    submitted.append(response.json()["id"])
+                    newest[u] = submitted[-1]
+
+            return tick
+
+        async def every(period: float, offset: float, tick: Callable[[float], Awaitable[Any]]) -> None:
+            at = start + offset
+            while at < end:
+                await until(at)
+                spawn(tick(at))
+                at += period
+
+        async def long_poll(offset: float) -> None:
+            await until(start + offset)
+            while True:
+                since = time.perf_counter()
+                request = client.get(
+                    f"{API}/jobs/{held_job_id}",
+                    params={"wait": LONG_POLL_WAIT_S},
+                    timeout=LONG_POLL_WAIT_S + REQUEST_TIMEOUT_S,
+                )
+                response = await timed(LONG_POLL, since, request)
+                if response is not None and response.json()["state"] in TERMINAL:
+                    return  # cancelled at the end of the load
+                if response is None:
+                    await asyncio.sleep(1.0)  # an error: do not spin on it
+
+        jobs_page_tabs = round(load.clients * load.jobs_page_share)
+        start = time.perf_counter() + 0.5
+        await until(start)
+        cpu_before = time.process_time(), cpu_seconds(pids)
+        end = start + load.duration_s
+        polls = [
+            asyncio.ensure_future(long_poll(k / max(load.long_polls, 1))) for k in range(load.long_polls)
+        ]
+        schedules = [
+            every(
+                1.0,
+                k / load.clients,
+                jobs_page_tick if k < jobs_page_tabs else report_page(k % load.uploaders),
+            )
+            for k in range(load.clients)
+        ]
+        schedules += [
+            every(load.upload_interval_s, load.upload_interval_s * u / load.uploaders, uploader(u))
+            for u in range(load.uploaders)
+        ]
+        await asyncio.gather(*schedules)
+        await until(end)
+        ended_at, wall = time.time(), time.perf_counter() - start
+        cpu = {"load generator": 100 * (time.process_time() - cpu_before[0]) / wall}
+        cpu |= cpu_by_role(cpu_before[1], cpu_seconds(pids), wall)
+        open_at_end = sum(not task.done() for task in polls)
+        # What was sent is waited for (each has its timeout): a stalled answer counts in full.
+        while in_flight:
+            await asyncio.gather(*list(in_flight), return_exceptions=True)
+        backlog = time.perf_counter() - end
+        cancel = await client.post(f"{API}/jobs/{held_job_id}/cancel")
+        cancel.raise_for_status()
+        await asyncio.wait_for(asyncio.gather(*polls, return_exceptions=True), REQUEST_TIMEOUT_S)
+    return OpenLoopResult(samples, send_lag, submitted, open_at_end, cpu, backlog, ended_at)
+
+
+async def closed_loop(url: str, job_ids: list[str], clients: int, duration_s: float) -> tuple[Samples, float]:
+    """`clients` GETting /jobs/{id} back to back: every answer's seconds, and the wall time."""
+    samples = Samples()
+    limits = httpx.Limits(max_connections=clients)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=REQUEST_TIMEOUT_S) as client:
+
+        async def one(k: int) -> None:
+            for i in itertools.count(k):
+                if time.perf_counter() >= end:
+                    return
+                since = time.perf_counter()
+                try:
+                    response = await client.get(f"{API}/jobs/{job_ids[i % len(job_ids)]}")
+                    error = None if response.is_success else f"HTTP {response.status_code}"
+                except httpx.HTTPError as exc:
+                    error = type(exc).__name__
+                samples.add(time.perf_counter() - since, error)
+
+        start = time.perf_counter()
+        end = start + duration_s
+        await asyncio.gather(*(one(k) for k in range(clients)))
+        return samples, time.perf_counter() - start
+
+
+def run_async(work: Awaitable[Any]) -> Any:
+    """On uvloop where it is installed (uvicorn's standard extra): the load generator shares the
+    cores with the service it measures, so its own cost per request matters."""
+    try:
+        import uvloop
+
+        factory = uvloop.new_event_loop
+    except ImportError:
+        factory = None
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(work)
+
+
+# ---- one mode ---------------------------------------------------------------------------------------
+
+
+def cpu_by_role(
+    before: dict[int, tuple[float, str]], after: dict[int, tuple[float, str]], wall: float
+) -> dict:
+    used: dict[str, float] = {}
+    for pid, (seconds, command) in after.items():
+        used[role(command)] = used.get(role(command), 0.0) + seconds - before.get(pid, (0.0, ""))[0]
+    return {name: 100 * seconds / wall for name, seconds in sorted(used.items())}
+
+
+def run_mode(mode: str, load: Load, args: argparse.Namespace) -> dict[str, Any]:
+    start = embedded_service if mode == "embedded" else postgres_service
+    print(f"{mode}: starting the service and building the default models (tiny)", file=sys.stderr)
+    with tempfile.TemporaryDirectory(prefix="zooscope-load-") as work, start(Path(work)) as running:
+        autoencoder_id = wait_for_default_autoencoder(running.url)
+        from app.settings import Settings
+        from zooscope.networks.checkpoints import checkpoint_bytes
+
+        uploads = load.uploaders * (int(load.duration_s / load.upload_interval_s) + 2) + 1
+        zoo_dir = Settings(data_dir=running.data_dir).default_zoo_dir
+        checkpoints = [checkpoint_bytes(sd) for sd in distinct_checkpoints(zoo_dir, uploads)]
+        held = held_job(running, checkpoints.pop(), autoencoder_id)
+        print(f"{mode}: {load.duration_s:.0f} s of open-loop load", file=sys.stderr)
+        result = run_async(open_loop(running.url, load, checkpoints, held, running.processes()))
+        at_end = job_states(running.database_url, result.submitted, result.ended_at)
+        drained_s = wait_until_done(running.database_url, result.submitted, args.drain)
+        after_drain = job_states(running.database_url, result.submitted)
+        print(
+            f"{mode}: closed loop, {args.ceiling_clients} clients, {args.ceiling_duration:.0f} s",
+            file=sys.stderr,
+        )
+        ceiling, ceiling_wall = run_async(
+            closed_loop(running.url, result.submitted or [held], args.ceiling_clients, args.ceiling_duration)
+        )
+    return {
+        "mode": mode,
+        "shape": MODES[mode],
+        "load": vars(load),
+        "open_loop": {name: summary(s) for name, s in result.samples.items()},
+        "latencies_ms": {name: [round(1000 * v, 3) for v in s.seconds] for name, s in result.samples.items()},
+        "send_lag_ms": summary(Samples(result.send_lag_s)),
+        "long_polls_open_at_end": result.long_polls_open_at_end,
+        "backlog_s": result.backlog_s,
+        "jobs": {
+            "submitted": len(result.submitted),
+            "at_end_of_load": at_end,
+            "after_drain": after_drain,
+            "drain_s": drained_s,
+        },
+        "cpu_percent_of_one_core": result.cpu_percent,
+        "ceiling": {
+            "clients": args.ceiling_clients,
+            "duration_s": ceiling_wall,
+            "requests_per_s": len(ceiling.seconds) / ceiling_wall,
+            **summary(ceiling),
+        },
+    }
+
+
+def print_mode(r: dict[str, Any], duration: float) -> None:
+    load = r["load"]
+    print(f"\n### {r['mode']} ({r['shape']}), {duration:.0f}-s run\n")
+    print(
+        f"Open loop: {load['clients']} dashboard tabs polling once a second "
+        f"({round(load['clients'] * load['jobs_page_share'])} on the jobs page, the rest on a report "
+        f"page), {load['uploaders']} uploaders (an upload and a reconstruct job every "
+        f"{load['upload_interval_s']:g} s each), {load['long_polls']} long polls held on a queued job; "
+        "latency from each request's scheduled time.\n"
+    )
+    print(
+        markdown_table(
+            ["endpoint", "requests", "errors", "p50 (ms)", "p99 (ms)", "max (ms)"],
+            endpoint_rows(r["open_loop"]),
+        )
+    )
+    jobs = r["jobs"]
+    at_end, drained = jobs["at_end_of_load"], jobs["after_drain"]
+    print(
+        f"\nJobs: {jobs['submitted']} submitted, {at_end.get('succeeded in time', 0)} succeeded during the "
+        f"load, {drained.get('succeeded', 0)} after {jobs['drain_s']:.0f} s more "
+        f"(failed {drained.get('failed', 0)}, still queued or running "
+        f"{drained.get('queued', 0) + drained.get('running', 0)}). Long polls still open at the end of the "
+        f"load: {r['long_polls_open_at_end']} of {load['long_polls']}. The last answer to a request sent "
+        f"during the load came {r['backlog_s']:.1f} s after its end."
+    )
+    lag = r["send_lag_ms"]
+    cpu = ", ".join(f"{name} {percent:.0f} %" for name, percent in r["cpu_percent_of_one_core"].items())
+    print(
+        f"\nCPU during the load, % of one core: {cpu}. The load generator sent its scheduled requests "
+        f"p50 {lag['p50_ms']:.1f} ms, p99 {lag['p99_ms']:.1f} ms late (its own lag)."
+    )
+    c = r["ceiling"]
+    print(
+        f"\nClosed loop: {c['clients']} clients GET {API}/jobs/{{id}} back to back "
+        f"for {c['duration_s']:.0f} s:\n"
+    )
+    print(
+        markdown_table(
+            ["requests/s", "requests", "errors", "p50 (ms)", "p99 (ms)", "max (ms)"],
+            [[c["requests_per_s"], c["count"], c["errors"], c["p50_ms"], c["p99_ms"], c["max_ms"]]],
+        )
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--mode", choices=["embedded", "postgres", "both"], default="both")
+    parser.add_argument("--duration", type=float, default=60.0, help="seconds of open-loop load")
+    parser.add_argument("--clients", type=int, default=200, help="dashboard tabs, each polling once a second")
+    parser.add_argument(
+        "--jobs-page-share", type=float, default=0.5, help="the share of tabs on the jobs page"
+    )
+    parser.add_argument("--uploaders", type=int, default=10)
+    parser.add_argument(
+        "--upload-interval", type=float, default=1.0, help="seconds between an uploader's uploads"
+    )
+    parser.add_argument("--long-polls", type=int, default=50, help="long polls held open during the load")
+    parser.add_argument("--drain", type=float, default=120.0, help="at most this long for the jobs to finish")
+    parser.add_argument("--ceiling-clients", type=int, default=32)
+    parser.add_argument("--ceiling-duration", type=float, default=15.0)
+    parser.add_argument("--json", type=Path, help="write the raw numbers here")
+    args = parser.parse_args()
+    load = Load(
+        args.clients,
+        args.jobs_page_share,
+        args.uploaders,
+        args.upload_interval,
+        args.long_polls,
+        args.duration,
+    )
+    # SIGTERM unwinds like Ctrl-C, so every process started is stopped on the way out.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    os.environ["ZOOSCOPE_DEFAULT_PRESET"] = "tiny"  # the default zoo and autoencoder in seconds
+    m = machine()
+    command = shlex.join([".venv/bin/python", "benchmarks/load_benchmark.py", *sys.argv[1:]])
+    modes = ["embedded", "postgres"] if args.mode == "both" else [args.mode]
+    results = [run_mode(mode, load, args) for mode in modes]
+    print(f"`{command}`; {machine_line(m)}")
+    for r in results:
+        print_mode(r, args.duration)
+    if args.json:
+        args.json.write_text(json.dumps({"command": command, "machine": m, "modes": results}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
