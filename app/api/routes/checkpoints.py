@@ -8,15 +8,19 @@ from typing import Literal
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, StreamingResponse
+from sqlalchemy.orm import Session
 
+from app.api.auth import Principal
 from app.api.deps import PageLimit, PageOffset, PrincipalDep, SessionDep, SettingsDep, StoreDep, get_visible
 from app.api.problems import Problem
 from app.api.schemas import CheckpointOut, Page
-from app.api.uploads import display_name, multipart_body, receive_upload
+from app.api.uploads import ReceivedUpload, display_name, multipart_body, receive_upload
 from app.db.checkpoints import delete_checkpoint, find_by_sha256
 from app.db.models import CHECKPOINT_KINDS, Checkpoint, Zoo
 from app.db.visibility import is_visible, visible_page
 from app.ingest import store_checkpoint, validate_checkpoint
+from app.settings import Settings
+from app.storage import BlobStore
 
 router = APIRouter(prefix="/checkpoints", tags=["checkpoints"])
 
@@ -50,35 +54,40 @@ async def upload_checkpoint(
         request, max_bytes=settings.max_upload_bytes, tmp_dir=settings.upload_tmp_dir
     )
     try:
-        existing = find_by_sha256(session, principal.owner_id, upload.sha256)
-        if existing is not None:
-            response.status_code = 200
-            return existing
-        zoo_id = upload.fields.get("zoo_id") or None
-        if zoo_id is not None and not is_visible(session, Zoo, zoo_id, principal.owner_id):
-            raise Problem(422, f"zoo_id {zoo_id!r}: no such zoo", type_="unknown-reference")
-        activation = (upload.fields.get("activation") or "relu").strip().lower()
-        # torch.load and architecture detection are CPU work: keep them off the event loop.
-        checkpoint = await run_in_threadpool(
-            validate_checkpoint, upload.path, max_bytes=settings.max_upload_bytes, activation=activation
-        )
-        name = display_name(upload.fields.get("name") or upload.filename)
-        row, created = await run_in_threadpool(
-            store_checkpoint,
-            session,
-            store,
-            checkpoint,
-            kind="uploaded",
-            name=name,
-            owner_id=principal.owner_id,
-            upload_sha256=upload.sha256,
-            zoo_id=zoo_id,
-        )
+        # Everything below reads or writes the database or runs torch: all of it on a worker
+        # thread. A query on the event loop waits there for a pooled connection, and the requests
+        # that hold the pool's connections need the loop to finish: with the pool busy, one upload
+        # stalled the whole API (docs/benchmarks.md, "Load").
+        row, created = await run_in_threadpool(_store_upload, session, principal, settings, store, upload)
         if not created:
             response.status_code = 200
         return row
     finally:
         upload.discard()
+
+
+def _store_upload(
+    session: Session, principal: Principal, settings: Settings, store: BlobStore, upload: ReceivedUpload
+) -> tuple[Checkpoint, bool]:
+    """The uploaded file's row: the existing one for the same bytes (False), else a new one (True)."""
+    existing = find_by_sha256(session, principal.owner_id, upload.sha256)
+    if existing is not None:
+        return existing, False
+    zoo_id = upload.fields.get("zoo_id") or None
+    if zoo_id is not None and not is_visible(session, Zoo, zoo_id, principal.owner_id):
+        raise Problem(422, f"zoo_id {zoo_id!r}: no such zoo", type_="unknown-reference")
+    activation = (upload.fields.get("activation") or "relu").strip().lower()
+    checkpoint = validate_checkpoint(upload.path, max_bytes=settings.max_upload_bytes, activation=activation)
+    return store_checkpoint(
+        session,
+        store,
+        checkpoint,
+        kind="uploaded",
+        name=display_name(upload.fields.get("name") or upload.filename),
+        owner_id=principal.owner_id,
+        upload_sha256=upload.sha256,
+        zoo_id=zoo_id,
+    )
 
 
 @router.get("", response_model=Page[CheckpointOut])
