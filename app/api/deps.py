@@ -3,9 +3,11 @@ the lookup of a row the caller may see (404 otherwise)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Annotated
 
+import anyio
+import anyio.to_thread
 from fastapi import Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
@@ -28,17 +30,28 @@ PageOffset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="items to ski
 
 # The dependencies that only read app.state are `async def`: FastAPI runs a plain `def`
 # dependency on a worker thread, a hop these do not need (the change moved a POST by less than the
-# noise, docs/benchmarks.md). Those that touch the database stay plain (off the loop).
+# noise, docs/benchmarks.md). Those that touch the database stay plain (off the loop); the session
+# is made on the loop (no I/O) and closed on a thread (get_session).
 async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_session(request: Request) -> Iterator[Session]:
-    session = request.app.state.sessionmaker()
+# Closing a request's session gives its connection back to the pool, so it runs on threads of its
+# own. On the shared threadpool the closes queued behind requests that were waiting for a pooled
+# connection, which only those closes could give back: under load every thread waited for the pool
+# until its timeout and the whole API stalled (docs/benchmarks.md, "Load").
+SESSION_CLOSING_THREADS = 8
+
+
+async def get_session(request: Request) -> AsyncIterator[Session]:
+    session = request.app.state.sessionmaker()  # no I/O until the first query, on a worker thread
     try:
         yield session
     finally:
-        session.close()
+        state = request.app.state
+        if getattr(state, "session_closing", None) is None:  # made in the app's own event loop
+            state.session_closing = anyio.CapacityLimiter(SESSION_CLOSING_THREADS)
+        await anyio.to_thread.run_sync(session.close, limiter=state.session_closing)
 
 
 async def get_store(request: Request) -> BlobStore:
@@ -66,7 +79,11 @@ def get_principal(
     settings: SettingsDep,
     _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)] = None,
 ) -> Principal:
-    return authenticate(session, request.headers.get("authorization"), settings.auth_required)
+    principal = authenticate(session, request.headers.get("authorization"), settings.auth_required)
+    # The key's lookup ends its transaction here, on this thread: held until the endpoint's own
+    # thread, its connection would wait out a hop to the threadpool (app/api/routing.py).
+    session.commit()
+    return principal
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]

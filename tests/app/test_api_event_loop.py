@@ -73,3 +73,29 @@ def test_async_routes_query_the_database_off_the_loop(
     assert api.client.get("/readyz").status_code in (200, 503)
 
     assert on_the_loop == [], "queries on the event loop:\n\n" + "\n\n".join(on_the_loop)
+
+
+def test_more_concurrent_requests_than_threads_and_connections_all_answer(api: Api) -> None:
+    """More requests at once than the threadpool has threads (40) and the pool connections (15):
+    each is answered in time. When a request's session was closed on the shared threadpool, the
+    closes queued behind requests waiting for a connection only those closes could give back, and
+    every request waited for the pool's 30-s timeout."""
+    import threading
+    import time
+
+    answers: list[int] = []
+    start = threading.Barrier(120)
+
+    def get_jobs() -> None:
+        start.wait()
+        answers.append(api.client.get(f"{URL}/jobs", params={"limit": 50}).status_code)
+
+    threads = [threading.Thread(target=get_jobs) for _ in range(120)]
+    began = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.monotonic() - began
+    assert answers == [200] * 120
+    assert elapsed < 15.0, f"120 concurrent GET /jobs took {elapsed:.1f} s"

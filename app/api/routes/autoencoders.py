@@ -5,12 +5,13 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from app.api.deps import PageLimit, PageOffset, PrincipalDep, SessionDep, get_visible
+from app.api.routing import DatabaseRoute
 from app.api.schemas import AutoencoderDetail, AutoencoderOut, Page
 from app.db.artefacts import set_default_autoencoder
 from app.db.models import Autoencoder
 from app.db.visibility import visible_page
 
-router = APIRouter(prefix="/autoencoders", tags=["autoencoders"])
+router = APIRouter(prefix="/autoencoders", tags=["autoencoders"], route_class=DatabaseRoute)
 
 
 @router.get("", response_model=Page[AutoencoderOut])

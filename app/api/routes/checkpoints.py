@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from app.api.auth import Principal
 from app.api.deps import PageLimit, PageOffset, PrincipalDep, SessionDep, SettingsDep, StoreDep, get_visible
 from app.api.problems import Problem
+from app.api.routing import DatabaseRoute
 from app.api.schemas import CheckpointOut, Page
 from app.api.uploads import ReceivedUpload, display_name, multipart_body, receive_upload
 from app.db.checkpoints import delete_checkpoint, find_by_sha256
@@ -22,7 +23,7 @@ from app.ingest import store_checkpoint, validate_checkpoint
 from app.settings import Settings
 from app.storage import BlobStore
 
-router = APIRouter(prefix="/checkpoints", tags=["checkpoints"])
+router = APIRouter(prefix="/checkpoints", tags=["checkpoints"], route_class=DatabaseRoute)
 
 UPLOAD_OPENAPI = multipart_body(
     ".safetensors or torch .pt/.pth",

@@ -10,12 +10,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.api.deps import PrincipalDep, SessionDep
+from app.api.routing import DatabaseRoute
 from app.api.schemas import DefaultsOut
 from app.db import default_builds
 from app.db.artefacts import default_autoencoders
 from app.db.models import Autoencoder, Job, Zoo
 
-router = APIRouter(prefix="/defaults", tags=["defaults"])
+router = APIRouter(prefix="/defaults", tags=["defaults"], route_class=DatabaseRoute)
 
 
 @router.get("", response_model=DefaultsOut)

@@ -11,12 +11,13 @@ from sqlalchemy.orm import Session, undefer
 from app.api.auth import Principal
 from app.api.deps import MAX_OFFSET, PageLimit, PageOffset, PrincipalDep, SessionDep
 from app.api.problems import PROBLEM_RESPONSES, Problem, not_found
+from app.api.routing import DatabaseRoute
 from app.api.schemas import EmbeddingMapDetail, EmbeddingMapOut, Page, PropertyPredictionOut
 from app.db.embedding_maps import MAP_KIND, map_filters
 from app.db.models import Job
 from app.db.visibility import find_visible, visible_page
 
-router = APIRouter(prefix="/embedding-maps", tags=["embedding maps"])
+router = APIRouter(prefix="/embedding-maps", tags=["embedding maps"], route_class=DatabaseRoute)
 # A map is drawn whole: pages far larger than a listing's keep a zoo of thousands of checkpoints
 # to a request or two.
 MAX_POINTS_PAGE = 10_000

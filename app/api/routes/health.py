@@ -10,9 +10,10 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from app.api.problems import PROBLEM_JSON
+from app.api.routing import DatabaseRoute
 from app.worker_presence import PRESENCE_STALE_S, present_workers
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], route_class=DatabaseRoute)
 
 
 @router.get("/healthz")

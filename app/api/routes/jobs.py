@@ -19,6 +19,7 @@ from app.api.auth import Principal
 from app.api.deps import PageLimit, PageOffset, PrincipalDep, QueueDep, SessionDep, SettingsDep, get_visible
 from app.api.job_events import JobEndListener
 from app.api.problems import Problem
+from app.api.routing import DatabaseRoute
 from app.api.schemas import JobIn, JobOut, Page
 from app.db import jobs as job_repo
 from app.db.artefacts import default_autoencoders
@@ -32,7 +33,7 @@ from app.settings import Settings
 from zooscope.client import API_PREFIX
 
 log = logging.getLogger(__name__)
-router = APIRouter(prefix="/jobs", tags=["jobs"])
+router = APIRouter(prefix="/jobs", tags=["jobs"], route_class=DatabaseRoute)
 MAX_IDEMPOTENCY_KEY = 200
 MAX_WAIT_S = 60.0  # the longest long poll: below common proxy idle timeouts
 

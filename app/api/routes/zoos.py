@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from app.api.deps import PageLimit, PageOffset, PrincipalDep, QueueDep, SessionDep, SettingsDep, get_visible
 from app.api.problems import Problem
 from app.api.routes.jobs import job_location, send_job
+from app.api.routing import DatabaseRoute
 from app.api.schemas import JobOut, Page, ZooDetail, ZooOut
 from app.api.uploads import UploadKind, display_name, multipart_body, receive_upload
 from app.archives import ArchiveLimits, ArchiveRefused, archive_folder, new_archive_id, unpack_archive
@@ -26,7 +27,7 @@ from app.job_kinds import ImportZooParams
 from app.queue import JobQueue
 from app.settings import Settings
 
-router = APIRouter(prefix="/zoos", tags=["zoos"])
+router = APIRouter(prefix="/zoos", tags=["zoos"], route_class=DatabaseRoute)
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".zip")
 
 

@@ -3,6 +3,7 @@
 
 import { getKey, setKey } from "./api.js";
 import { destroyAll } from "./charts.js";
+import * as defaults from "./defaults.js";
 import { flash } from "./dom.js";
 import * as autoencoders from "./pages/autoencoders.js";
 import * as checkpoints from "./pages/checkpoints.js";
@@ -48,15 +49,19 @@ async function route() {
   }
 }
 
+let refreshDefaults = () => {};
+
 function initKeyField() {
   const field = document.getElementById("api-key");
   field.value = getKey();
   field.addEventListener("change", () => {
     setKey(field.value.trim());
+    refreshDefaults();
     route(); // reload the page's data with the new credentials
   });
 }
 
 initKeyField();
+refreshDefaults = defaults.start(document.getElementById("defaults"));
 window.addEventListener("hashchange", route);
 route();
