@@ -252,3 +252,41 @@ def test_the_embedding_map_and_the_prediction_plot(
     assert page.evaluate(drawn.replace(chart, "embedding-map-report")) == len(points)
     assert page.inner_text("#fig-map-points .value") == str(len(points))
     assert js_errors == []
+
+
+def test_the_defaults_banner_says_which_default_serves_and_what_is_prepared(
+    service: Service, page, js_errors: list[str]
+) -> None:
+    served = _api(service, "/defaults")["autoencoders"][0]
+    page.goto(f"{service.url}/#/jobs")
+    line = page.wait_for_selector("#defaults li.default")
+    text = line.inner_text()
+    assert served["name"] in text and served["architecture"] in text
+    agreement = served["quality"]["agreement"]
+    assert f"agreement {100 * agreement:.1f} %" in text and f"{served['quality']['checkpoints']} test" in text
+    assert page.get_attribute("#defaults", "data-preparing") == "0"
+
+    # A first start in progress: a quick default serves while the full one is prepared. The
+    # answer is the API's, with a build in preparation added; the banner shows its stage and ETA,
+    # and polls again soon, so the finished state replaces it without a reload.
+    preparing = {
+        "autoencoders": [{**served, "quick": True}],
+        "builds": [
+            {
+                "key": "default:cnn_digits", "architecture": served["architecture"],
+                "title": "the cpu autoencoder on the digits zoo", "state": "preparing", "outcome": None,
+                "stage": "train the cpu autoencoder", "eta_s": 754.0, "stages": [],
+            }
+        ],
+    }  # fmt: skip
+    page.route("**/api/v1/defaults", lambda route: route.fulfill(json=preparing))
+    page.reload()
+    build = page.wait_for_selector("#defaults li.build")
+    assert "Preparing: the cpu autoencoder on the digits zoo" in build.inner_text()
+    assert "now: train the cpu autoencoder, ready in about 12 min 34 s" in build.inner_text()
+    assert page.get_attribute("#defaults li.default", "data-quick") == "true"
+    page.unroute("**/api/v1/defaults")
+    page.wait_for_selector("#defaults[data-preparing='0']", timeout=15_000)
+    assert page.query_selector("#defaults li.build") is None
+    assert page.get_attribute("#defaults li.default", "data-quick") == "false"
+    assert js_errors == []

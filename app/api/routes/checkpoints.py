@@ -73,6 +73,7 @@ def _store_upload(
     """The uploaded file's row: the existing one for the same bytes (False), else a new one (True)."""
     existing = find_by_sha256(session, principal.owner_id, upload.sha256)
     if existing is not None:
+        session.commit()  # the read's transaction ends on this thread (app/api/routing.py)
         return existing, False
     zoo_id = upload.fields.get("zoo_id") or None
     if zoo_id is not None and not is_visible(session, Zoo, zoo_id, principal.owner_id):

@@ -284,7 +284,9 @@ async def get_job(
     ] = 0.0,
 ) -> Job:
     """A job's state; with `wait`, a long poll: one request instead of many to see a job end."""
-    job = await run_in_threadpool(get_visible, session, principal, Job, job_id)
+    # Every read ends its transaction on its thread: a connection held from here to the next hop
+    # to the threadpool waits out that hop (app/api/routing.py).
+    job = await run_in_threadpool(_read_and_release, session, principal, job_id)
     if wait <= 0 or job.state in TERMINAL_JOB_STATES:
         return job
     listener: JobEndListener = request.app.state.job_events
