@@ -80,6 +80,7 @@ LONG_POLL = f"GET {API}/jobs/{{id}}?wait=60"
 ENDPOINTS = (JOBS_PAGE, JOB, REPORT, UPLOAD, SUBMIT, LONG_POLL)
 LONG_POLL_WAIT_S = 60
 REQUEST_TIMEOUT_S = 30.0
+BROWSER_LIMITS = httpx.Limits(max_connections=6, max_keepalive_connections=6)
 TERMINAL = {"succeeded", "failed", "cancelled"}
 MODES = {"embedded": "SQLite + SQLite broker", "postgres": "PostgreSQL + Redis"}
 
@@ -339,9 +340,17 @@ async def open_loop(
     newest: dict[int, str] = {}  # uploader -> its newest job
     in_flight: set[asyncio.Task[Any]] = set()
     uploads = iter(checkpoints)
-    limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
+    # One client (its own connection) for each tab, uploader and long poll, as each browser tab
+    # keeps its own. One shared pool was the bottleneck: httpcore walks all its connections for
+    # every queued request, so once requests queued the load generator spent a whole core there
+    # (p50 of 76 s with the service nearly idle).
+    async with contextlib.AsyncExitStack() as stack:
 
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=REQUEST_TIMEOUT_S) as client:
+        def own_client() -> httpx.AsyncClient:
+            # at most 6 connections, as a browser keeps to one host
+            client = httpx.AsyncClient(base_url=url, timeout=REQUEST_TIMEOUT_S, limits=BROWSER_LIMITS)
+            stack.push_async_callback(client.aclose)
+            return client
 
         async def timed(name: str, since: float, request: Awaitable[httpx.Response]) -> httpx.Response | None:
             try:
@@ -365,12 +374,18 @@ async def open_loop(
 
             return run
 
-        @scheduled
-        async def jobs_page_tick(at: float) -> None:
-            await timed(JOBS_PAGE, at, client.get(f"{API}/jobs", params={"limit": 50}))
+        def jobs_page() -> Callable[[float], Awaitable[Any]]:
+            client = own_client()
+
+            @scheduled
+            async def tick(at: float) -> None:
+                await timed(JOBS_PAGE, at, client.get(f"{API}/jobs", params={"limit": 50}))
+
+            return tick
 
         def report_page(uploader: int) -> Callable[[float], Awaitable[Any]]:
             reported: set[str] = set()
+            client = own_client()
 
             @scheduled
             async def tick(at: float) -> None:
@@ -384,6 +399,8 @@ async def open_loop(
             return tick
 
         def uploader(u: int) -> Callable[[float], Awaitable[Any]]:
+            client = own_client()
+
             @scheduled
             async def tick(at: float) -> None:
                 data = next(uploads)
@@ -407,6 +424,7 @@ async def open_loop(
                 at += period
 
         async def long_poll(offset: float) -> None:
+            client = own_client()
             await until(start + offset)
             while True:
                 since = time.perf_counter()
@@ -433,7 +451,7 @@ async def open_loop(
             every(
                 1.0,
                 k / load.clients,
-                jobs_page_tick if k < jobs_page_tabs else report_page(k % load.uploaders),
+                jobs_page() if k < jobs_page_tabs else report_page(k % load.uploaders),
             )
             for k in range(load.clients)
         ]
@@ -451,7 +469,7 @@ async def open_loop(
         while in_flight:
             await asyncio.gather(*list(in_flight), return_exceptions=True)
         backlog = time.perf_counter() - end
-        cancel = await client.post(f"{API}/jobs/{held_job_id}/cancel")
+        cancel = await own_client().post(f"{API}/jobs/{held_job_id}/cancel")
         cancel.raise_for_status()
         await asyncio.wait_for(asyncio.gather(*polls, return_exceptions=True), REQUEST_TIMEOUT_S)
     return OpenLoopResult(samples, send_lag, submitted, open_at_end, cpu, backlog, ended_at)
