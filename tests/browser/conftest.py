@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -11,8 +12,35 @@ from tests.service_process import ROOT, Service, running_service
 from zooscope.client import ZooscopeClient
 
 ARTIFACTS = ROOT / "test-artifacts" / "browser"
+CHROMIUM = Path("/usr/bin/chromium")
+# Flags that keep Chromium from reaching the network or needing a GPU or a sandbox in a container.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 # The first start trains the tiny zoo and autoencoder; two shared cores make that minutes, not seconds.
 BOOTSTRAP_TIMEOUT_S = 480.0
+
+
+@contextmanager
+def chromium_page(js_errors: list[str], **page_options: object) -> Iterator:
+    """A page of Debian's headless Chromium; its uncaught exceptions are appended to js_errors."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(**page_options)
+        page.on("pageerror", lambda exc: js_errors.append(str(exc)))
+        try:
+            yield page
+        finally:
+            browser.close()
 
 
 @pytest.fixture(scope="module")

@@ -14,28 +14,16 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.browser.conftest import ARTIFACTS
+from tests.browser.conftest import ARTIFACTS, CHROMIUM, chromium_page
 from tests.service_process import ROOT, Service
 from zooscope.client import ZooscopeClient
 
-CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(
         not CHROMIUM.exists(),
         reason="needs Debian's chromium at /usr/bin/chromium (scripts/ensure-browser installs it)",
     ),
-]
-# Flags that keep Chromium from reaching the network or needing a GPU or a sandbox in a container.
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
 ]
 JOB_TIMEOUT_MS = 300_000
 DOCS_SCREENSHOTS = ROOT / "docs" / "screenshots"
@@ -55,14 +43,8 @@ def js_errors() -> list[str]:
 
 @pytest.fixture(scope="module")
 def page(service: Service, js_errors: list[str]) -> Iterator:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        page.on("pageerror", lambda exc: js_errors.append(str(exc)))
+    with chromium_page(js_errors, viewport={"width": 1280, "height": 900}) as page:
         yield page
-        browser.close()
 
 
 def screenshot(page, name: str, selector: str | None = None) -> None:

@@ -11,7 +11,7 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 from app.main import STATIC_DIR
-from tests.browser.test_dashboard import CHROMIUM, CHROMIUM_ARGS
+from tests.browser.conftest import CHROMIUM, chromium_page
 from tests.client.contract_api import create_app
 from tests.client.servers import serve_in_thread
 from zooscope.client import ZooscopeClient
@@ -43,16 +43,10 @@ def url(double) -> Iterator[str]:
 
 @pytest.fixture
 def page(url: str) -> Iterator:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        page = browser.new_page()
-        errors: list[str] = []
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
+    errors: list[str] = []
+    with chromium_page(errors) as page:
         yield page
         assert errors == []
-        browser.close()
 
 
 def test_key_polling_live_rows_and_report(url: str, double, page) -> None:

@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.app.zoo_archives import folder_files, make_zip, minimal_zoo
-from tests.browser.conftest import ARTIFACTS
-from tests.browser.test_dashboard import CHROMIUM, CHROMIUM_ARGS
+from tests.browser.conftest import ARTIFACTS, CHROMIUM, chromium_page
 from tests.service_process import Service, running_service
 from tests.zooscope.zoo.public_zoo_layout import write_model
 from zooscope.client import ZooscopeClient
@@ -44,14 +43,8 @@ def js_errors() -> list[str]:
 
 @pytest.fixture(scope="module")
 def page(bare_service: Service, js_errors: list[str]) -> Iterator:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        page.on("pageerror", lambda exc: js_errors.append(str(exc)))
+    with chromium_page(js_errors, viewport={"width": 1280, "height": 900}) as page:
         yield page
-        browser.close()
 
 
 def _good_archive(root: Path) -> bytes:
