@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import anyio
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
@@ -20,6 +21,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 
 import zooscope
+from app.api.deps import SESSION_CLOSING_THREADS
 from app.api.job_events import JobEndListener
 from app.api.problems import PROBLEM_RESPONSES, install_problem_handlers
 from app.api.routes import autoencoders, checkpoints, defaults, embedding_maps, health, jobs, zoos
@@ -53,6 +55,8 @@ def create_app(
         app.state.settings = settings
         app.state.engine = engine
         app.state.sessionmaker = make_sessionmaker(engine)
+        # The threads that close request sessions (app/api/deps.py get_session), made in this loop.
+        app.state.session_closing = anyio.CapacityLimiter(SESSION_CLOSING_THREADS)
         app.state.store = store or LocalBlobStore.from_settings(settings)
         app.state.queue = queue or CeleryJobQueue(settings)
         app.state.job_events = JobEndListener(settings.database_url)

@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-import anyio
 import anyio.to_thread
 from fastapi import Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -48,10 +47,7 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
     try:
         yield session
     finally:
-        state = request.app.state
-        if getattr(state, "session_closing", None) is None:  # made in the app's own event loop
-            state.session_closing = anyio.CapacityLimiter(SESSION_CLOSING_THREADS)
-        await anyio.to_thread.run_sync(session.close, limiter=state.session_closing)
+        await anyio.to_thread.run_sync(session.close, limiter=request.app.state.session_closing)
 
 
 async def get_store(request: Request) -> BlobStore:
