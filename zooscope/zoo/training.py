@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zooscope.errors import ArchitectureMismatchError
+from zooscope.heap import retained_heap
 from zooscope.networks.architectures import Architecture, initialise
 from zooscope.networks.parameters import FlatLayout, StackedParams, n_models
 from zooscope.population.batching import widest_activation
@@ -118,8 +119,9 @@ def train_models(
             checkpoints[epoch] = {key: v.detach().cpu().clone() for key, v in params.items()}
 
     # Dropout masks come from the global generator: fork it so the build is reproducible
-    # without changing the caller's random state.
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+    # without changing the caller's random state. Each step frees and reallocates the same large
+    # tensors: retained_heap keeps their pages mapped between steps.
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), retained_heap():
         torch.manual_seed(config.seed)
         record(0)
         for epoch in range(1, config.epochs + 1):
