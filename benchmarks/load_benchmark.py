@@ -17,7 +17,10 @@ latency, not as fewer requests):
 - dashboard tabs (--clients, 200), each polling once a second from its own offset in the first
   second, as app/api/static/pages do: a tab on the jobs page GETs /jobs?limit=50; a tab on a
   report page GETs /jobs/{id} of its uploader's newest job and, once that job has succeeded, its
-  /jobs/{id}/report (--jobs-page-share of the tabs, 0.5, are on the jobs page);
+  /jobs/{id}/report (--jobs-page-share of the tabs, 0.5, are on the jobs page). Each tab
+  revalidates its last answer of a URL with If-None-Match, as a browser's HTTP cache does with the
+  `no-cache` answers that carry an ETag, and reuses it on a 304 (--no-revalidate: every poll in
+  full, a client without a cache);
 - uploaders (--uploaders, 10), each once every --upload-interval seconds (1): POST /checkpoints
   (a cnn_digits checkpoint of the default zoo with seeded noise, distinct bytes each time, so
   deduplication never answers early), then POST /jobs for a reconstruct job of it, which the
@@ -312,6 +315,7 @@ class Load:
     upload_interval_s: float
     long_polls: int
     duration_s: float
+    revalidate: bool  # tabs send If-None-Match with their last ETag, as a browser's cache does
 
 
 @dataclass
@@ -323,6 +327,29 @@ class OpenLoopResult:
     cpu_percent: dict[str, float]  # % of one core over the load, this process and the service's
     backlog_s: float  # from the end of the load to the last answer of what was sent during it
     ended_at: float  # Unix time at the end of the load
+    not_modified: Counter[str]  # per endpoint: answers 304 (the tab's copy was current)
+
+
+class TabCache:
+    """What a browser tab's HTTP cache does with answers marked `no-cache` that carry an ETag
+    (app/api/conditional.py): the next GET of the URL sends If-None-Match, and a 304 hands the
+    stored answer back to the page."""
+
+    def __init__(self, client: httpx.AsyncClient, enabled: bool, not_modified: Counter[str]) -> None:
+        self.client, self.enabled, self.not_modified = client, enabled, not_modified
+        self.stored: dict[str, httpx.Response] = {}
+
+    async def get(self, name: str, path: str, **params: Any) -> httpx.Response:
+        key = f"{path}?{sorted(params.items())}"
+        kept = self.stored.get(key) if self.enabled else None
+        headers = {"If-None-Match": kept.headers["etag"]} if kept is not None else {}
+        response = await self.client.get(path, params=params, headers=headers)
+        if response.status_code == 304 and kept is not None:
+            self.not_modified[name] += 1
+            return kept
+        if self.enabled and response.is_success and "etag" in response.headers:
+            self.stored[key] = response
+        return response
 
 
 async def until(t: float) -> None:
@@ -338,6 +365,7 @@ async def open_loop(
     send_lag: list[float] = []
     submitted: list[str] = []
     newest: dict[int, str] = {}  # uploader -> its newest job
+    not_modified: Counter[str] = Counter()
     in_flight: set[asyncio.Task[Any]] = set()
     uploads = iter(checkpoints)
     # One client (its own connection) for each tab, uploader and long poll, as each browser tab
@@ -375,22 +403,23 @@ async def open_loop(
             return run
 
         def jobs_page() -> Callable[[float], Awaitable[Any]]:
-            client = own_client()
+            cache = TabCache(own_client(), load.revalidate, not_modified)
 
             @scheduled
             async def tick(at: float) -> None:
-                await timed(JOBS_PAGE, at, client.get(f"{API}/jobs", params={"limit": 50}))
+                await timed(JOBS_PAGE, at, cache.get(JOBS_PAGE, f"{API}/jobs", limit=50))
 
             return tick
 
         def report_page(uploader: int) -> Callable[[float], Awaitable[Any]]:
             reported: set[str] = set()
             client = own_client()
+            cache = TabCache(client, load.revalidate, not_modified)
 
             @scheduled
             async def tick(at: float) -> None:
                 job_id = newest.get(uploader, held_job_id)
-                response = await timed(JOB, at, client.get(f"{API}/jobs/{job_id}"))
+                response = await timed(JOB, at, cache.get(JOB, f"{API}/jobs/{job_id}"))
                 if response is None or response.json()["state"] != "succeeded" or job_id in reported:
                     return
                 reported.add(job_id)
@@ -472,7 +501,7 @@ async def open_loop(
         cancel = await own_client().post(f"{API}/jobs/{held_job_id}/cancel")
         cancel.raise_for_status()
         await asyncio.wait_for(asyncio.gather(*polls, return_exceptions=True), REQUEST_TIMEOUT_S)
-    return OpenLoopResult(samples, send_lag, submitted, open_at_end, cpu, backlog, ended_at)
+    return OpenLoopResult(samples, send_lag, submitted, open_at_end, cpu, backlog, ended_at, not_modified)
 
 
 async def closed_loop(url: str, job_ids: list[str], clients: int, duration_s: float) -> tuple[Samples, float]:
@@ -556,6 +585,7 @@ def run_mode(mode: str, load: Load, args: argparse.Namespace) -> dict[str, Any]:
         "latencies_ms": {name: [round(1000 * v, 3) for v in s.seconds] for name, s in result.samples.items()},
         "send_lag_ms": summary(Samples(result.send_lag_s)),
         "long_polls_open_at_end": result.long_polls_open_at_end,
+        "not_modified": dict(result.not_modified),
         "backlog_s": result.backlog_s,
         "jobs": {
             "submitted": len(result.submitted),
@@ -581,7 +611,12 @@ def print_mode(r: dict[str, Any], duration: float) -> None:
         f"({round(load['clients'] * load['jobs_page_share'])} on the jobs page, the rest on a report "
         f"page), {load['uploaders']} uploaders (an upload and a reconstruct job every "
         f"{load['upload_interval_s']:g} s each), {load['long_polls']} long polls held on a queued job; "
-        "latency from each request's scheduled time.\n"
+        "latency from each request's scheduled time; "
+        + (
+            "tabs revalidate with If-None-Match.\n"
+            if load.get("revalidate", False)
+            else "tabs poll without If-None-Match.\n"
+        )
     )
     print(
         markdown_table(
@@ -599,6 +634,12 @@ def print_mode(r: dict[str, Any], duration: float) -> None:
         f"load: {r['long_polls_open_at_end']} of {load['long_polls']}. The last answer to a request sent "
         f"during the load came {r['backlog_s']:.1f} s after its end."
     )
+    if r.get("not_modified"):
+        counts = r["open_loop"]
+        answered = ", ".join(
+            f"{name} {n} of {counts[name]['count']}" for name, n in sorted(r["not_modified"].items())
+        )
+        print(f"\nAnswered 304 Not Modified (the tab's copy was current): {answered}.")
     lag = r["send_lag_ms"]
     cpu = ", ".join(f"{name} {percent:.0f} %" for name, percent in r["cpu_percent_of_one_core"].items())
     print(
@@ -637,6 +678,11 @@ def main() -> None:
     parser.add_argument("--ceiling-clients", type=int, default=32)
     parser.add_argument("--ceiling-duration", type=float, default=15.0)
     parser.add_argument("--json", type=Path, help="write the raw numbers here")
+    parser.add_argument(
+        "--no-revalidate",
+        action="store_true",
+        help="tabs poll without If-None-Match (a client without an HTTP cache): each poll answered in full",
+    )
     args = parser.parse_args()
     load = Load(
         args.clients,
@@ -645,6 +691,7 @@ def main() -> None:
         args.upload_interval,
         args.long_polls,
         args.duration,
+        revalidate=not args.no_revalidate,
     )
     # SIGTERM unwinds like Ctrl-C, so every process started is stopped on the way out.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -32,6 +32,9 @@ from app.db.types import new_id, utcnow
 
 MAX_ERROR_CHARS = 10_000  # a traceback tail is enough to act on; the worker log has the rest
 JOB_ENDED_CHANNEL = "zooscope_job_ended"
+# Set by every transition that changes what GET /jobs shows (not by heartbeats or re-sends): a
+# job's revision goes up by one, so its ETag and its listings' ETags change (app/api/conditional.py).
+VISIBLE_CHANGE = {"revision": Job.revision + 1}
 
 
 def _announce_end(session: Session, job_id: str) -> None:
@@ -122,6 +125,7 @@ def claim_job(
             progress=0.0,  # a re-run starts over
             eta_s=None,
             message="running",
+            **VISIBLE_CHANGE,
         )
         .execution_options(synchronize_session=False)
     )
@@ -141,7 +145,9 @@ def update_progress(
     result = session.execute(
         update(Job)
         .where(Job.id == job_id, Job.state == "running", Job.cancel_requested.is_(False))
-        .values(progress=fraction, message=message[:1000], heartbeat_at=utcnow(), eta_s=eta_s)
+        .values(
+            progress=fraction, message=message[:1000], heartbeat_at=utcnow(), eta_s=eta_s, **VISIBLE_CHANGE
+        )
         .execution_options(synchronize_session=False)
     )
     session.commit()
@@ -168,7 +174,13 @@ def finish_job(session: Session, job_id: str, report: dict[str, Any], message: s
         update(Job)
         .where(Job.id == job_id, Job.state == "running", Job.report.is_(None))
         .values(
-            state="succeeded", report=report, progress=1.0, eta_s=0.0, message=message, finished_at=utcnow()
+            state="succeeded",
+            report=report,
+            progress=1.0,
+            eta_s=0.0,
+            message=message,
+            finished_at=utcnow(),
+            **VISIBLE_CHANGE,
         )
         .execution_options(synchronize_session=False)
     )
@@ -193,6 +205,7 @@ def fail_job(session: Session, job_id: str, error: str, *, error_type: str) -> b
             eta_s=None,
             message="failed",
             finished_at=utcnow(),
+            **VISIBLE_CHANGE,
         )
         .execution_options(synchronize_session=False)
     )
@@ -208,7 +221,13 @@ def cancel_job(session: Session, job_id: str) -> bool:
     result = session.execute(
         update(Job)
         .where(Job.id == job_id, Job.state.in_(("queued", "running")))
-        .values(state="cancelled", cancel_requested=True, message="cancelled", finished_at=utcnow())
+        .values(
+            state="cancelled",
+            cancel_requested=True,
+            message="cancelled",
+            finished_at=utcnow(),
+            **VISIBLE_CHANGE,
+        )
         .execution_options(synchronize_session=False)
     )
     if result.rowcount == 1:
@@ -259,7 +278,10 @@ def sweep_stale_jobs(session: Session, heartbeat_timeout: float, max_attempts: i
             }
         # Conditional on the same worker still holding it: a heartbeat that raced the sweep wins.
         result = session.execute(
-            update(Job).where(*condition).values(**values).execution_options(synchronize_session=False)
+            update(Job)
+            .where(*condition)
+            .values(**values, **VISIBLE_CHANGE)
+            .execution_options(synchronize_session=False)
         )
         if result.rowcount == 1:
             swept.append(SweptJob(job.id, job.kind, requeued=values["state"] == "queued"))
@@ -292,6 +314,15 @@ def claim_unsent_queued_jobs(session: Session, resend_after_s: float) -> list[tu
             claimed.append((job_id, kind))
     session.commit()
     return claimed
+
+
+def listing_version(session: Session, where: Collection[ColumnElement[bool]]) -> tuple[int, int, str]:
+    """(count, revision sum, newest created_at) of the jobs that pass `where`: changed by any insert,
+    visible update or delete among them. One aggregate query; its count is the listing's total."""
+    count, revisions, newest = session.execute(
+        select(func.count(), func.coalesce(func.sum(Job.revision), 0), func.max(Job.created_at)).where(*where)
+    ).one()
+    return int(count), int(revisions), str(newest)
 
 
 def archive_job_states(session: Session, archive_ids: Collection[str]) -> dict[str, list[str]]:

@@ -219,6 +219,9 @@ class Job(_Owned, Base):
     request_fingerprint: Mapped[str | None] = mapped_column(String(64))
     celery_task_id: Mapped[str | None] = mapped_column(String(100))
     attempts: Mapped[int] = mapped_column(Integer, default=0)  # claims so far
+    # One more on every change a client can see (app.db.jobs.VISIBLE_CHANGE), not on heartbeats:
+    # the ETag of a job and of a listing (app.api.conditional) comes from it.
+    revision: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     worker_id: Mapped[str | None] = mapped_column(String(200))
     heartbeat_at: Mapped[datetime | None]
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -97,3 +97,21 @@ def test_leaving_the_jobs_page_stops_polling(url: str, page) -> None:
     page.click("nav a[data-page=checkpoints]")
     page.wait_for_selector("#checkpoints-table")
     assert page.evaluate("document.body.dataset.polling") == "false"
+
+
+def test_the_jobs_page_revalidates_its_polls(url: str, double, page) -> None:
+    # The service marks listings `no-cache` with an ETag: the browser's own cache must send
+    # If-None-Match and hand the page its copy on a 304 (the dashboard's fetch must not bypass it).
+    with ZooscopeClient(url, key=KEY) as client:
+        job_id = client.submit("reconstruct", {"checkpoint_ids": ["1"], "outcome": "never"})["id"]
+    page.goto(f"{url}/#/jobs")
+    page.evaluate(f"localStorage.setItem('zooscope.apiKey', '{KEY}')")
+    page.reload()
+    page.wait_for_function("document.body.dataset.polling === 'true'")
+    before = double.state.not_modified
+    page.wait_for_timeout(3_500)  # three polls or more, once a second
+    assert double.state.not_modified - before >= 2
+    listings = [h for h in double.state.seen_headers if "if-none-match" in h]
+    assert listings and listings[-1]["authorization"] == f"Bearer {KEY}"
+    assert page.is_visible(f"tr[data-job-id='{job_id}']")
+    assert page.evaluate("document.body.dataset.polling") == "true"

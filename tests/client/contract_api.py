@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import FastAPI, File, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
+
+from app.api.conditional import entity_tag, not_modified, still_current, validator_headers
 
 PROBLEM = "application/problem+json"
 
@@ -35,6 +38,7 @@ def create_app(api_key: str | None = None) -> FastAPI:
     blobs: dict[int, bytes] = {}
     jobs: dict[int, dict[str, Any]] = {}
     app.state.seen_headers = []
+    app.state.not_modified = 0  # listings answered 304
 
     @app.middleware("http")
     async def auth(request: Request, call_next: Any) -> Response:
@@ -100,9 +104,16 @@ def create_app(api_key: str | None = None) -> FastAPI:
         return JSONResponse(jobs[jid], status_code=202, headers={"Location": f"/api/v1/jobs/{jid}"})
 
     @app.get("/api/v1/jobs")
-    def list_jobs(limit: int = 50, offset: int = 0, state: str | None = None) -> Any:
+    def list_jobs(request: Request, limit: int = 50, offset: int = 0, state: str | None = None) -> Any:
+        # Conditional as the service's listing is (app/api/conditional.py), with the page's content
+        # as its version.
         items = [j for j in jobs.values() if state in (None, j["state"])]
-        return {"items": items[offset : offset + limit], "total": len(items)}
+        body = {"items": items[offset : offset + limit], "total": len(items)}
+        etag = entity_tag(json.dumps(body, sort_keys=True))
+        if still_current(request.headers.get("if-none-match"), etag):
+            app.state.not_modified += 1
+            return not_modified(etag)
+        return JSONResponse(body, headers=validator_headers(etag))
 
     @app.get("/api/v1/jobs/{jid}")
     def get_job(jid: int) -> Any:

@@ -16,6 +16,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, undefer
 
 from app.api.auth import Principal
+from app.api.conditional import (
+    NOT_MODIFIED_RESPONSE,
+    IfNoneMatch,
+    entity_tag,
+    not_modified,
+    still_current,
+    validator_headers,
+)
 from app.api.deps import PageLimit, PageOffset, PrincipalDep, QueueDep, SessionDep, SettingsDep, get_visible
 from app.api.job_events import JobEndListener
 from app.api.problems import Problem
@@ -249,30 +257,40 @@ def send_job(session: Session, queue: JobQueue, job: Job) -> None:
         ) from exc
 
 
-@router.get("", response_model=Page[JobOut])
+@router.get("", response_model=Page[JobOut], responses=NOT_MODIFIED_RESPONSE)
 def list_jobs(
     session: SessionDep,
     principal: PrincipalDep,
+    response: Response,
     state: Literal[JOB_STATES] | None = None,  # type: ignore[valid-type]
     kind: JobKindName | None = None,
     limit: PageLimit = 50,
     offset: PageOffset = 0,
-) -> dict:
-    """Newest first."""
+    if_none_match: IfNoneMatch = None,
+) -> Any:
+    """Newest first. With If-None-Match, 304 while no job of the listing has changed
+    (app/api/conditional.py)."""
     filters = []
     if state:
         filters.append(Job.state == state)
     if kind:
         filters.append(Job.kind == kind)
-    return visible_page(session, Job, principal.owner_id, *filters, limit=limit, offset=offset)
+    total, *version = job_repo.listing_version(session, (visible_to(Job, principal.owner_id), *filters))
+    etag = entity_tag("jobs", principal.owner_id, state, kind, limit, offset, total, *version)
+    if still_current(if_none_match, etag):
+        return not_modified(etag)
+    response.headers.update(validator_headers(etag))
+    return visible_page(session, Job, principal.owner_id, *filters, limit=limit, offset=offset, total=total)
 
 
-@router.get("/{job_id}", response_model=JobOut)
+@router.get("/{job_id}", response_model=JobOut, responses=NOT_MODIFIED_RESPONSE)
 async def get_job(
     job_id: str,
     request: Request,
+    response: Response,
     session: SessionDep,
     principal: PrincipalDep,
+    if_none_match: IfNoneMatch = None,
     wait: Annotated[
         float,
         Query(
@@ -282,13 +300,25 @@ async def get_job(
             f"or this many seconds have passed, at most {MAX_WAIT_S:g}; 0 answers at once",
         ),
     ] = 0.0,
-) -> Job:
-    """A job's state; with `wait`, a long poll: one request instead of many to see a job end."""
+) -> Any:
+    """A job's state; with `wait`, a long poll: one request instead of many to see a job end.
+    With If-None-Match, 304 when the job is as the client has it (app/api/conditional.py)."""
     # Every read ends its transaction on its thread: a connection held from here to the next hop
     # to the threadpool waits out that hop (app/api/routing.py).
     job = await run_in_threadpool(_read_and_release, session, principal, job_id)
-    if wait <= 0 or job.state in TERMINAL_JOB_STATES:
-        return job
+    if wait > 0 and job.state not in TERMINAL_JOB_STATES:
+        job = await _wait_for_end(request, session, principal, job_id, wait)
+    etag = entity_tag("job", job.id, job.revision)
+    if still_current(if_none_match, etag):
+        return not_modified(etag)
+    response.headers.update(validator_headers(etag))
+    return job
+
+
+async def _wait_for_end(
+    request: Request, session: Session, principal: Principal, job_id: str, wait: float
+) -> Job:
+    """The job once it has ended, or as it is after `wait` seconds."""
     listener: JobEndListener = request.app.state.job_events
     deadline = time.monotonic() + wait
     with listener.watch(job_id) as ended:

@@ -1,0 +1,112 @@
+"""Conditional GETs of jobs: ETags change exactly when what a client sees changes, and a current
+If-None-Match is answered 304 without a body."""
+
+from __future__ import annotations
+
+from service_fixtures import Api
+
+from app.db import jobs as job_repo
+from app.db.session import session_scope
+
+URL = "/api/v1/jobs"
+
+
+def _submit(api: Api, seeds: int = 1) -> str:
+    response = api.client.post(URL, json={"kind": "build_zoo", "params": {"seeds": seeds}})
+    assert response.status_code == 202, response.text
+    return response.json()["id"]
+
+
+def _revalidate(api: Api, path: str, etag: str, **params: object) -> tuple[int, str]:
+    response = api.client.get(path, params=params, headers={"If-None-Match": etag})
+    if response.status_code == 304:
+        assert response.content == b"" and response.headers["etag"] == etag
+    return response.status_code, response.headers["etag"]
+
+
+def test_a_job_answers_304_until_a_visible_change(api: Api) -> None:
+    job_id = _submit(api)
+    first = api.client.get(f"{URL}/{job_id}")
+    assert first.status_code == 200
+    etag = first.headers["etag"]
+    assert first.headers["cache-control"] == "private, no-cache" and "Authorization" in first.headers["vary"]
+    assert _revalidate(api, f"{URL}/{job_id}", etag) == (304, etag)
+
+    with session_scope(api.settings.database_url) as session:
+        assert job_repo.claim_job(session, job_id, "w1") is not None
+    status, claimed = _revalidate(api, f"{URL}/{job_id}", etag)
+    assert status == 200 and claimed != etag
+
+    with session_scope(api.settings.database_url) as session:
+        job_repo.heartbeat(session, job_id)  # not shown by the API: the copy stays current
+    assert _revalidate(api, f"{URL}/{job_id}", claimed) == (304, claimed)
+
+    with session_scope(api.settings.database_url) as session:
+        job_repo.update_progress(session, job_id, 0.5, "half")
+    status, halfway = _revalidate(api, f"{URL}/{job_id}", claimed)
+    assert status == 200 and halfway != claimed
+    assert api.client.get(f"{URL}/{job_id}").json()["progress"] == 0.5
+
+
+def test_if_none_match_lists_and_weak_tags_are_understood(api: Api) -> None:
+    job_id = _submit(api)
+    etag = api.client.get(f"{URL}/{job_id}").headers["etag"]
+    for header in (f'"other", {etag}', f"W/{etag}", "*"):
+        response = api.client.get(f"{URL}/{job_id}", headers={"If-None-Match": header})
+        assert response.status_code == 304, header
+    for header in ('"other"', "", "not a tag, at all", etag.strip('"')):
+        response = api.client.get(f"{URL}/{job_id}", headers={"If-None-Match": header})
+        assert response.status_code == 200, header
+
+
+def test_a_listing_answers_304_until_a_job_in_it_changes(api: Api) -> None:
+    job_id = _submit(api)
+    first = api.client.get(URL, params={"limit": 50})
+    etag = first.headers["etag"]
+    assert first.status_code == 200 and first.headers["cache-control"] == "private, no-cache"
+    assert _revalidate(api, URL, etag, limit=50) == (304, etag)
+
+    second_id = _submit(api, seeds=2)  # a new job
+    status, with_second = _revalidate(api, URL, etag, limit=50)
+    assert status == 200 and with_second != etag
+
+    with session_scope(api.settings.database_url) as session:
+        job_repo.claim_job(session, job_id, "w1")
+        job_repo.heartbeat(session, job_id)
+    status, claimed = _revalidate(api, URL, with_second, limit=50)
+    assert status == 200 and claimed != with_second  # the claim shows; the heartbeat alone would not
+    assert _revalidate(api, URL, claimed, limit=50) == (304, claimed)
+
+    with session_scope(api.settings.database_url) as session:
+        job_repo.cancel_job(session, second_id)
+    status, cancelled = _revalidate(api, URL, claimed, limit=50)
+    assert status == 200 and cancelled != claimed
+    states = {j["id"]: j["state"] for j in api.client.get(URL).json()["items"]}
+    assert states == {job_id: "running", second_id: "cancelled"}
+
+
+def test_a_listing_tag_belongs_to_its_page_and_filters(api: Api) -> None:
+    _submit(api)
+    _submit(api, seeds=2)
+    tags = {
+        api.client.get(URL, params=params).headers["etag"]
+        for params in (
+            {"limit": 50},
+            {"limit": 1},
+            {"limit": 1, "offset": 1},
+            {"state": "queued"},
+            {"kind": "build_zoo"},
+        )
+    }
+    assert len(tags) == 5
+    etag = api.client.get(URL, params={"limit": 1}).headers["etag"]
+    assert _revalidate(api, URL, etag, limit=1, offset=1)[0] == 200
+
+
+def test_a_listing_is_unchanged_by_jobs_it_does_not_show(api: Api) -> None:
+    _submit(api)
+    other = api.client.post(URL, json={"kind": "import_zoo", "params": {"path": "/zoos/x"}}).json()["id"]
+    etag = api.client.get(URL, params={"kind": "build_zoo"}).headers["etag"]
+    with session_scope(api.settings.database_url) as session:
+        job_repo.cancel_job(session, other)
+    assert _revalidate(api, URL, etag, kind="build_zoo") == (304, etag)
