@@ -45,6 +45,7 @@ import torch
 from zooscope.analysis.evaluation import reconstruct_and_evaluate
 from zooscope.autoencoder.config import AutoencoderConfig, TrainingConfig
 from zooscope.autoencoder.training import train_on_checkpoints
+from zooscope.machine import cpu_summary
 from zooscope.networks.architectures import Architecture, initialise
 from zooscope.networks.datasets import ImageDataset, ImageSplit, load_dataset
 from zooscope.networks.parameters import StackedParams, stack_state_dicts
@@ -204,7 +205,7 @@ def machine(device: torch.device) -> dict[str, Any]:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "zooscope": code_version(),
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu_summary(),
         "threads": torch.get_num_threads(),
         "device": str(device),
     }

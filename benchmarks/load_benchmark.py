@@ -73,6 +73,8 @@ from service_benchmarks import (  # noqa: E402
     service_environment,
 )
 
+from zooscope.machine import cpu_flags, cpu_model  # noqa: E402
+
 API = "/api/v1"
 JOBS_PAGE = f"GET {API}/jobs?limit=50"
 JOB = f"GET {API}/jobs/{{id}}"
@@ -140,15 +142,9 @@ def endpoint_rows(summaries: dict[str, dict[str, Any]]) -> list[list[Any]]:
 
 def machine() -> dict[str, Any]:
     """CPU model and the vector flags that matter here, cores, versions, load."""
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = next(
-        (line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), ""
-    )
-    flags = next(
-        (line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []
-    )
+    flags = cpu_flags()
     return {
-        "cpu": model or platform.processor(),
+        "cpu": cpu_model(),
         "avx512f": "avx512f" in flags,
         "avx2": "avx2" in flags,
         "cores": os.cpu_count(),

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import tempfile
 from dataclasses import replace
@@ -32,10 +31,9 @@ import torch
 
 from zooscope.autoencoder.config import AutoencoderConfig, TrainingConfig
 from zooscope.autoencoder.training import train_on_checkpoints
+from zooscope.machine import cpu_summary
 from zooscope.zoo.grid import ZooConfig
 from zooscope.zoo.store import Zoo, build_zoo
-
-VECTOR_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile")
 
 
 def recipes() -> dict[str, TrainingConfig]:
@@ -48,20 +46,9 @@ def recipes() -> dict[str, TrainingConfig]:
 
 
 def machine_line() -> str:
-    flags: set[str] = set()
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.partition(":")[2].strip()
-            elif line.startswith("flags"):
-                flags = set(line.partition(":")[2].split())
-    except OSError:
-        pass
-    vector = " ".join(flag for flag in VECTOR_FLAGS if flag in flags) or "no AVX2"
     policy = os.environ.get("OMP_WAIT_POLICY", "unset")
     return (
-        f"machine: {model}, {os.cpu_count()} cores, flags {vector}; torch {torch.__version__}, "
+        f"machine: {cpu_summary()}; torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads, OMP_WAIT_POLICY {policy}"
     )
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -29,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from zooscope.machine import cpu_summary
 from zooscope.networks.architectures import Architecture, initialise
 from zooscope.networks.datasets import load_dataset
 from zooscope.networks.parameters import stack_state_dicts
@@ -315,7 +315,7 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device(args.device)
     print(
-        f"machine: {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} cores, "
+        f"machine: {cpu_summary()}; "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}"
     )
     print(f"load average (1 min) at start: {os.getloadavg()[0]:.1f}\n")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import resource
 import tempfile
 import time
@@ -21,25 +20,10 @@ from pathlib import Path
 
 import torch
 
+from zooscope.machine import cpu_summary
 from zooscope.zoo.grid import ZooConfig
 from zooscope.zoo.presets import ZOO_PRESETS
 from zooscope.zoo.store import build_zoo
-
-VECTOR_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile")
-
-
-def cpu_description() -> str:
-    model, flags = platform.processor() or platform.machine(), set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and ":" in line:
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith("flags") and ":" in line:
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    have = [f for f in VECTOR_FLAGS if f in flags]
-    return f"{model}, {os.cpu_count()} cores, flags {' '.join(have) or 'none of ' + '/'.join(VECTOR_FLAGS)}"
 
 
 def accuracy_table(title: str, groups: dict[str, dict]) -> list[str]:
@@ -56,7 +40,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="keep the zoo here (default: a temp folder)")
     args = parser.parse_args()
     config = ZooConfig.preset(args.preset)
-    print(f"machine: {cpu_description()}; torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"machine: {cpu_summary()}; torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(f"load average (1 min) at start: {os.getloadavg()[0]:.1f}\n")
     with tempfile.TemporaryDirectory() as tmp:
         out = args.out or Path(tmp) / "zoo"

@@ -34,6 +34,7 @@ import torch
 from zooscope.autoencoder.config import DEFAULT_AUTOENCODER_PRESET
 from zooscope.experiments.report import results_markdown
 from zooscope.experiments.targets import step_cost_ratio
+from zooscope.machine import cpu_model
 from zooscope.progress import ProgressFn, report, scaled
 from zooscope.version import code_version
 
@@ -89,19 +90,11 @@ PAPER_STRUCTURE_LR = 1e-4
 
 def machine_info(device: str) -> dict[str, Any]:
     """What ran the experiment: reported beside every timing."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     info: dict[str, Any] = {
         "platform": platform.platform(),
         "python": sys.version.split()[0],
         "torch": torch.__version__,
-        "cpu": cpu,
+        "cpu": cpu_model(),
         "cpu_threads": torch.get_num_threads(),
         "device": device,
         "gpu": None,

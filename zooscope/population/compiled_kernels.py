@@ -30,6 +30,8 @@ from typing import Literal
 
 import torch
 
+from zooscope.machine import cpu_flags, cpuinfo_lines
+
 log = logging.getLogger(__name__)
 
 # "0": torch's ops only; "1": every compiled kernel that can serve a call (the parity tests);
@@ -271,17 +273,6 @@ def cpu_identity() -> str:
     return hashlib.sha256(_cpu_identity()).hexdigest()[:16]
 
 
-@lru_cache(maxsize=1)
-def cpu_flags() -> frozenset[str]:
-    """The CPU's instruction-set flags as /proc/cpuinfo lists them (empty where it cannot be read)."""
-    lines = [line for line in _cpu_identity().decode().splitlines() if line.startswith(("flags", "Features"))]
-    return frozenset(flag for line in lines for flag in line.partition(":")[2].split())
-
-
 def _cpu_identity() -> bytes:
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return f"{platform.machine()} {platform.processor()}".encode()
-    lines = [line for line in info.splitlines() if line.startswith(("model name", "flags", "Features"))]
-    return "\n".join(sorted(set(lines))).encode()
+    lines = cpuinfo_lines() or (f"{platform.machine()} {platform.processor()}",)
+    return "\n".join(lines).encode()
