@@ -28,4 +28,3 @@ def test_without_cpuinfo_the_model_comes_from_platform_and_no_flags(cpuinfo) -> 
     assert machine.cpu_model()  # platform's machine name at least
     assert machine.cpu_flags() == frozenset()
     assert "flags none of avx2/avx512f/avx512_bf16/amx_tile" in machine.cpu_summary()
-
