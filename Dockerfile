@@ -37,6 +37,9 @@ RUN useradd --create-home --uid 10001 zooscope \
     && mkdir -p /data && chown zooscope:zooscope /data
 USER zooscope
 ENV ZOOSCOPE_DATA_DIR=/data
+# Idle connections kept 20 s, not uvicorn's 5: longer than the dashboard's poll intervals
+# (worker/embedded.py, API_KEEP_ALIVE_S, says why).
+ENV UVICORN_TIMEOUT_KEEP_ALIVE=20
 VOLUME ["/data"]
 EXPOSE 8000
 

@@ -64,6 +64,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT)]
 
 from idle_cost import cpu_seconds, descendants, role  # noqa: E402
+from raw_http import ConnectionFailed, RawClient  # noqa: E402
 from service_benchmarks import (  # noqa: E402
     REDIS_URL,
     Service,
@@ -312,6 +313,9 @@ class Load:
     long_polls: int
     duration_s: float
     revalidate: bool  # tabs send If-None-Match with their last ETag, as a browser's cache does
+    # "raw": the tabs' polls on raw_http.RawClient (a small fraction of httpx's CPU a request),
+    # "httpx": on httpx, as before; uploads and long polls always use httpx
+    tab_client: str = "raw"
 
 
 @dataclass
@@ -324,6 +328,7 @@ class OpenLoopResult:
     backlog_s: float  # from the end of the load to the last answer of what was sent during it
     ended_at: float  # Unix time at the end of the load
     not_modified: Counter[str]  # per endpoint: answers 304 (the tab's copy was current)
+    retries: int  # polls resent once on a fresh connection: the kept-alive one had been closed
 
 
 class TabCache:
@@ -331,11 +336,13 @@ class TabCache:
     (app/api/conditional.py): the next GET of the URL sends If-None-Match, and a 304 hands the
     stored answer back to the page."""
 
-    def __init__(self, client: httpx.AsyncClient, enabled: bool, not_modified: Counter[str]) -> None:
+    def __init__(
+        self, client: httpx.AsyncClient | RawClient, enabled: bool, not_modified: Counter[str]
+    ) -> None:
         self.client, self.enabled, self.not_modified = client, enabled, not_modified
         self.stored: dict[str, httpx.Response] = {}
 
-    async def get(self, name: str, path: str, **params: Any) -> httpx.Response:
+    async def get(self, name: str, path: str, **params: Any) -> httpx.Response | Any:
         key = f"{path}?{sorted(params.items())}"
         kept = self.stored.get(key) if self.enabled else None
         headers = {"If-None-Match": kept.headers["etag"]} if kept is not None else {}
@@ -376,11 +383,21 @@ async def open_loop(
             stack.push_async_callback(client.aclose)
             return client
 
-        async def timed(name: str, since: float, request: Awaitable[httpx.Response]) -> httpx.Response | None:
+        raw_clients: list[RawClient] = []
+
+        def tab_client() -> httpx.AsyncClient | RawClient:
+            if load.tab_client == "httpx":
+                return own_client()
+            client = RawClient(url, timeout_s=REQUEST_TIMEOUT_S)
+            stack.push_async_callback(client.aclose)
+            raw_clients.append(client)
+            return client
+
+        async def timed(name: str, since: float, request: Awaitable[Any]) -> Any:
             try:
                 response = await request
-            except httpx.HTTPError as exc:
-                samples[name].add(time.perf_counter() - since, type(exc).__name__)
+            except (httpx.HTTPError, ConnectionFailed) as exc:
+                samples[name].add(time.perf_counter() - since, _error_name(exc))
                 return None
             error = None if response.is_success else f"HTTP {response.status_code}"
             samples[name].add(time.perf_counter() - since, error)
@@ -399,7 +416,7 @@ async def open_loop(
             return run
 
         def jobs_page() -> Callable[[float], Awaitable[Any]]:
-            cache = TabCache(own_client(), load.revalidate, not_modified)
+            cache = TabCache(tab_client(), load.revalidate, not_modified)
 
             @scheduled
             async def tick(at: float) -> None:
@@ -409,7 +426,7 @@ async def open_loop(
 
         def report_page(uploader: int) -> Callable[[float], Awaitable[Any]]:
             reported: set[str] = set()
-            client = own_client()
+            client = tab_client()
             cache = TabCache(client, load.revalidate, not_modified)
 
             @scheduled
@@ -497,31 +514,49 @@ async def open_loop(
         cancel = await own_client().post(f"{API}/jobs/{held_job_id}/cancel")
         cancel.raise_for_status()
         await asyncio.wait_for(asyncio.gather(*polls, return_exceptions=True), REQUEST_TIMEOUT_S)
-    return OpenLoopResult(samples, send_lag, submitted, open_at_end, cpu, backlog, ended_at, not_modified)
+        retries = sum(client.retries for client in raw_clients)
+    return OpenLoopResult(
+        samples, send_lag, submitted, open_at_end, cpu, backlog, ended_at, not_modified, retries
+    )
 
 
-async def closed_loop(url: str, job_ids: list[str], clients: int, duration_s: float) -> tuple[Samples, float]:
-    """`clients` GETting /jobs/{id} back to back: every answer's seconds, and the wall time."""
+async def closed_loop(
+    url: str, job_ids: list[str], clients: int, duration_s: float, tab_client: str = "raw"
+) -> tuple[Samples, float]:
+    """`clients` GETting /jobs/{id} back to back, each on its own connection (raw_http.RawClient,
+    or one httpx pool with `tab_client` "httpx"): every answer's seconds, and the wall time."""
     samples = Samples()
     limits = httpx.Limits(max_connections=clients)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=REQUEST_TIMEOUT_S) as client:
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=REQUEST_TIMEOUT_S) as pooled:
 
         async def one(k: int) -> None:
-            for i in itertools.count(k):
-                if time.perf_counter() >= end:
-                    return
-                since = time.perf_counter()
-                try:
-                    response = await client.get(f"{API}/jobs/{job_ids[i % len(job_ids)]}")
-                    error = None if response.is_success else f"HTTP {response.status_code}"
-                except httpx.HTTPError as exc:
-                    error = type(exc).__name__
-                samples.add(time.perf_counter() - since, error)
+            client: httpx.AsyncClient | RawClient = pooled
+            if tab_client == "raw":
+                client = RawClient(url, timeout_s=REQUEST_TIMEOUT_S)
+            try:
+                for i in itertools.count(k):
+                    if time.perf_counter() >= end:
+                        return
+                    since = time.perf_counter()
+                    try:
+                        response = await client.get(f"{API}/jobs/{job_ids[i % len(job_ids)]}")
+                        error = None if response.is_success else f"HTTP {response.status_code}"
+                    except (httpx.HTTPError, ConnectionFailed) as exc:
+                        error = _error_name(exc)
+                    samples.add(time.perf_counter() - since, error)
+            finally:
+                if client is not pooled:
+                    await client.aclose()
 
         start = time.perf_counter()
         end = start + duration_s
         await asyncio.gather(*(one(k) for k in range(clients)))
         return samples, time.perf_counter() - start
+
+
+def _error_name(error: Exception) -> str:
+    name = type(error).__name__
+    return f"{name} ({error})" if isinstance(error, ConnectionFailed) else name
 
 
 def run_async(work: Awaitable[Any]) -> Any:
@@ -571,7 +606,13 @@ def run_mode(mode: str, load: Load, args: argparse.Namespace) -> dict[str, Any]:
             file=sys.stderr,
         )
         ceiling, ceiling_wall = run_async(
-            closed_loop(running.url, result.submitted or [held], args.ceiling_clients, args.ceiling_duration)
+            closed_loop(
+                running.url,
+                result.submitted or [held],
+                args.ceiling_clients,
+                args.ceiling_duration,
+                load.tab_client,
+            )
         )
     return {
         "mode": mode,
@@ -582,6 +623,7 @@ def run_mode(mode: str, load: Load, args: argparse.Namespace) -> dict[str, Any]:
         "send_lag_ms": summary(Samples(result.send_lag_s)),
         "long_polls_open_at_end": result.long_polls_open_at_end,
         "not_modified": dict(result.not_modified),
+        "retries": result.retries,
         "backlog_s": result.backlog_s,
         "jobs": {
             "submitted": len(result.submitted),
@@ -608,6 +650,7 @@ def print_mode(r: dict[str, Any], duration: float) -> None:
         f"page), {load['uploaders']} uploaders (an upload and a reconstruct job every "
         f"{load['upload_interval_s']:g} s each), {load['long_polls']} long polls held on a queued job; "
         "latency from each request's scheduled time; "
+        + f"tabs' polls on {load.get('tab_client', 'httpx')} clients; "
         + (
             "tabs revalidate with If-None-Match.\n"
             if load.get("revalidate", False)
@@ -636,6 +679,11 @@ def print_mode(r: dict[str, Any], duration: float) -> None:
             f"{name} {n} of {counts[name]['count']}" for name, n in sorted(r["not_modified"].items())
         )
         print(f"\nAnswered 304 Not Modified (the tab's copy was current): {answered}.")
+    if r.get("retries"):
+        print(
+            f"\nPolls resent once on a fresh connection because the kept-alive one had been closed "
+            f"(as a browser does): {r['retries']}."
+        )
     lag = r["send_lag_ms"]
     cpu = ", ".join(f"{name} {percent:.0f} %" for name, percent in r["cpu_percent_of_one_core"].items())
     print(
@@ -679,6 +727,12 @@ def main() -> None:
         action="store_true",
         help="tabs poll without If-None-Match (a client without an HTTP cache): each poll answered in full",
     )
+    parser.add_argument(
+        "--tab-client",
+        choices=["raw", "httpx"],
+        default="raw",
+        help="what the tabs' polls and the closed loop send with: raw_http.RawClient (cheap) or httpx",
+    )
     args = parser.parse_args()
     load = Load(
         args.clients,
@@ -688,6 +742,7 @@ def main() -> None:
         args.long_polls,
         args.duration,
         revalidate=not args.no_revalidate,
+        tab_client=args.tab_client,
     )
     # SIGTERM unwinds like Ctrl-C, so every process started is stopped on the way out.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))

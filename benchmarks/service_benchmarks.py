@@ -141,7 +141,7 @@ class Service:
     parent-death signal, the worker by watching its parent (worker/supervision.py)."""
 
     def __init__(self, env: dict[str, str], queues: str, log: Path) -> None:
-        from worker.embedded import API_DEATH_SIGNAL, WORKER_DEATH_SIGNAL, _die_with_parent
+        from worker.embedded import API_DEATH_SIGNAL, WORKER_DEATH_SIGNAL, _die_with_parent, api_command
         from worker.supervision import SUPERVISOR_ENV
 
         self.port = free_port()
@@ -156,8 +156,7 @@ class Service:
             **common,
         )  # fmt: skip
         self.api = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory", "--port", str(self.port),
-             "--log-level", "warning"],
+            api_command("127.0.0.1", self.port),
             env=env, preexec_fn=_die_with_parent(API_DEATH_SIGNAL), **common,
         )  # fmt: skip
         deadline = time.monotonic() + 180

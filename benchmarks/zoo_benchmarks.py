@@ -205,7 +205,7 @@ def roofline_rows(device: torch.device) -> list[list[str]]:
             "",
         ]
     ]
-    for arch in (Architecture("cnn_s", 1, 28), Architecture("cnn_digits", 1, 8)):
+    for arch in FORWARD_ARCHITECTURES:
         modules, params, x = _forward_case(arch, n, device)
         with FlopCounterMode(display=False) as counter, torch.inference_mode():
             modules[0](x)

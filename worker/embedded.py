@@ -72,9 +72,22 @@ API_DEATH_SIGNAL = signal.SIGKILL
 WORKER_DEATH_SIGNAL = signal.SIGTERM
 
 
-def start_api(options: EmbeddedOptions, env: dict[str, str]) -> subprocess.Popen[bytes]:
+# Seconds uvicorn keeps an idle connection open (its default is 5). The dashboard polls every
+# second and, after an error, every 5 s: at uvicorn's 5 s the server closed connections just as
+# a retrying tab sent on them. Longer than any poll interval of the dashboard, so a tab keeps its
+# connection. The Dockerfile sets the same for the image (UVICORN_TIMEOUT_KEEP_ALIVE).
+API_KEEP_ALIVE_S = 20
+
+
+def api_command(host: str, port: int) -> list[str]:
+    """The API's command line: uvicorn on host:port, with our keep-alive."""
     command = [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory"]
-    command += ["--host", options.host, "--port", str(options.port), "--log-level", "warning"]
+    command += ["--host", host, "--port", str(port), "--log-level", "warning"]
+    return [*command, "--timeout-keep-alive", str(API_KEEP_ALIVE_S)]
+
+
+def start_api(options: EmbeddedOptions, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    command = api_command(options.host, options.port)
     return subprocess.Popen(command, env=env, preexec_fn=_die_with_parent(API_DEATH_SIGNAL))
 
 

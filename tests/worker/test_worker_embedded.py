@@ -97,6 +97,26 @@ class Serve:
             self.proc.wait()
 
 
+def answer_on(connection: socket.socket) -> bytes:
+    """GET /healthz on an open connection, kept alive: the answer's head and body."""
+    connection.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    answer = b""
+    while b"\r\n\r\n" not in answer:
+        chunk = connection.recv(65536)
+        if not chunk:
+            return answer  # closed by the server
+        answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    length = int(
+        next(
+            line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")
+        )
+    )
+    while len(body) < length:
+        body += connection.recv(65536)
+    return answer
+
+
 def registered_data_dir(tmp_path: Path, tiny_artefacts: dict[str, Path]) -> tuple[Path, str, str]:
     """A data folder with a migrated SQLite database holding the tiny zoo and autoencoder
     (instead of the first-start build, slow here): (data_dir, database_url, zoo_id)."""
@@ -128,8 +148,16 @@ def test_embedded_round_trip_and_a_queued_job_survives_a_restart(
     client = httpx.Client(base_url=serve.url, timeout=30)
     # The SQLite broker cannot broadcast a ping: readiness counts the workers' presence files.
     assert client.get("/readyz").json()["checks"]["workers"][0].startswith("embedded@")
+    idle = socket.create_connection(("127.0.0.1", port), timeout=10)  # a tab's kept-alive connection
+    assert answer_on(idle).startswith(b"HTTP/1.1 200")
+    idle_since = time.monotonic()
     ids = upload_zoo_checkpoints(client, tiny_artefacts["zoo"], 3)
     reconstruct_and_verify(client, ids[:2], tiny_artefacts["zoo"], JOB_TIMEOUT_S)
+    # Idle for longer than the dashboard's slowest poll (5 s), the connection still answers:
+    # uvicorn's own default closed it at 5 s (worker/embedded.py, API_KEEP_ALIVE_S).
+    time.sleep(max(0.0, 6.0 - (time.monotonic() - idle_since)))
+    assert answer_on(idle).startswith(b"HTTP/1.1 200")
+    idle.close()
 
     # Freeze the worker so it cannot take the next job, submit one, then stop everything.
     worker = serve.worker_pid()

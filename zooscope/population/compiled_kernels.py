@@ -24,6 +24,7 @@ import platform
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -230,9 +231,10 @@ def cache_folder() -> Path:
     return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "zooscope" / "kernels")
 
 
-def build(name: str, lanes: int | None = None) -> Path:
+def build(name: str, lanes: int | None = None, defines: Mapping[str, int] | None = None) -> Path:
     """kernels/<name>.c as a shared library in the cache, compiled unless already there, for
-    vectors of `lanes` floats (default: this CPU's, native_lanes()).
+    vectors of `lanes` floats (default: this CPU's, native_lanes()); `defines` override the
+    kernel's compile-time constants (its tile shape: benchmarks/probe_kernels.py).
 
     The cache key covers the source and the headers beside it, the compiler, the flags and the
     CPU: -march=native code from another machine sharing the folder could use instructions this
@@ -240,7 +242,7 @@ def build(name: str, lanes: int | None = None) -> Path:
     compiler = shutil.which(os.environ.get(COMPILER_ENV, "cc"))
     if compiler is None:
         raise RuntimeError(f"no C compiler ({COMPILER_ENV}={os.environ.get(COMPILER_ENV, 'cc')!r} not found)")
-    flags = (*FLAGS, f"-DLANES={lanes or native_lanes()}")
+    flags = (*FLAGS, f"-DLANES={lanes or native_lanes()}", *(f"-D{key}={value}" for key, value in sorted((defines or {}).items())))
     sources = [SOURCES / f"{name}.c", *sorted(SOURCES.glob("*.h"))]
     parts = [path.read_bytes() for path in sources] + [
         compiler.encode(),

@@ -24,8 +24,13 @@
 
 /* tile bounds: best and acc take 2 * MAX_OB * MAX_JB vector registers (24 of AVX-512's 32; with
    8-float vectors on AVX2's 16 registers best spills, which measured no slower than smaller tiles) */
+#ifndef MAX_OB
 #define MAX_OB 3
+#endif
+#ifndef MAX_JB
 #define MAX_JB 4
+#endif
+_Static_assert(MAX_OB >= 1 && MAX_OB <= 3 && MAX_JB >= 1 && MAX_JB <= 4, "any_tile has cases up to 3 x 4");
 
 struct shape {
     long channels, height, width, n, outs, kh, kw, sh, sw, dh, dw, pool, out_h, out_w;

@@ -16,12 +16,22 @@
 #include "vector.h"
 
 /* A block of output is ROWS rows by up to COLS vectors of columns: each column vector loaded feeds
-   ROWS multiply-adds and each weight COLS. 4 x 2 was the fastest shape on the development VM for
-   both CNN-s's (26 taps) and cnn_digits' (10 taps) first layer; 8 x 1 ran 10-30 % slower. Built
-   for AVX2 (8-float vectors, 16 registers), 4 x 2 was as fast as 2 x 3, 6 x 1 or 4 x 1
-   (benchmarks/probe_vector_width.py). */
+   ROWS multiply-adds and each weight COLS. The columns are walked in tiles of COL_TILE blocks, and
+   every block of rows passes over a tile before the next: the tile (taps x slabs x COL_TILE x COLS
+   vectors, 53 KB for CNN-s at 8 floats) stays in L1/L2 while all the weights (about 100 KB) stream
+   past, where walking all columns for each block of rows streamed the whole im2col (about 1 MB for
+   CNN-s) from the last-level cache once per block: a CPU with 512 KB of L2 a core lost a third of
+   the kernel's speed to that. The shapes are chosen with benchmarks/probe_kernels.py
+   (docs/benchmarks.md, "Kernel tiles"); compiled_kernels.build can override them. */
+#ifndef ROWS
 #define ROWS 4
+#endif
+#ifndef COLS
 #define COLS 2
+#endif
+#ifndef COL_TILE
+#define COL_TILE 8
+#endif
 
 /* ROWS rows from `row` by `cols` (a constant at every call site) vectors of columns read from
    `columns` (row stride `stride`) */
@@ -71,14 +81,23 @@ void slab_max_product(const float *weight, const float *columns, float *out, lon
             memcpy(tail + ts * LANES, columns + ts * width + full, sizeof(float) * (width - full));
     }
     long blocks = rows / ROWS, paired = full - full % (COLS * LANES);
+    long tile = (long)COL_TILE * COLS * LANES, tiles = (paired + tile - 1) / tile;
+    /* tile-major: each thread takes whole column tiles, and every block of rows passes over a
+       tile while it is in cache */
+#pragma omp parallel for collapse(2) schedule(static)
+    for (long t = 0; t < tiles; t++)
+        for (long b = 0; b < blocks; b++) {
+            long r = b * ROWS, end = (t + 1) * tile < paired ? (t + 1) * tile : paired;
+            vec best[ROWS][COLS];
+            for (long c = t * tile; c < end; c += COLS * LANES) {
+                block(weight, columns + c, width, taps, slabs, r, floor, best, COLS);
+                for (int i = 0; i < ROWS; i++) memcpy(out + (r + i) * width + c, best[i], sizeof best[i]);
+            }
+        }
 #pragma omp parallel for schedule(static)
     for (long b = 0; b < blocks; b++) {
         long r = b * ROWS;
         vec best[ROWS][COLS];
-        for (long c = 0; c < paired; c += COLS * LANES) {
-            block(weight, columns + c, width, taps, slabs, r, floor, best, COLS);
-            for (int i = 0; i < ROWS; i++) memcpy(out + (r + i) * width + c, best[i], sizeof best[i]);
-        }
         for (long c = paired; c < full; c += LANES) {
             block(weight, columns + c, width, taps, slabs, r, floor, best, 1);
             for (int i = 0; i < ROWS; i++) memcpy(out + (r + i) * width + c, &best[i][0], sizeof(vec));
