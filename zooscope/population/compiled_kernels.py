@@ -242,7 +242,8 @@ def build(name: str, lanes: int | None = None, defines: Mapping[str, int] | None
     compiler = shutil.which(os.environ.get(COMPILER_ENV, "cc"))
     if compiler is None:
         raise RuntimeError(f"no C compiler ({COMPILER_ENV}={os.environ.get(COMPILER_ENV, 'cc')!r} not found)")
-    flags = (*FLAGS, f"-DLANES={lanes or native_lanes()}", *(f"-D{key}={value}" for key, value in sorted((defines or {}).items())))
+    overrides = (f"-D{key}={value}" for key, value in sorted((defines or {}).items()))
+    flags = (*FLAGS, f"-DLANES={lanes or native_lanes()}", *overrides)
     sources = [SOURCES / f"{name}.c", *sorted(SOURCES.glob("*.h"))]
     parts = [path.read_bytes() for path in sources] + [
         compiler.encode(),
