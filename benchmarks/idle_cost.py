@@ -51,7 +51,7 @@ def cpu_seconds(pids: list[int]) -> dict[int, tuple[float, str]]:
 
 
 def role(command: str) -> str:
-    if "uvicorn" in command:
+    if "uvicorn" in command or "multiprocessing.spawn" in command:  # uvicorn --workers spawns its processes
         return "API (uvicorn)"
     if "celery" in command:
         return "worker (Celery)"

@@ -191,7 +191,7 @@ def embedded_service(work: Path) -> Iterator[Running]:
 
 
 @contextlib.contextmanager
-def postgres_service(work: Path) -> Iterator[Running]:
+def postgres_service(work: Path, api_workers: int = 1) -> Iterator[Running]:
     """uvicorn + a Celery worker on a database of their own; the default models built as jobs by
     the same code as `zooscope serve`'s first start (worker/bootstrap.py)."""
     from app.db.migrate import upgrade_to_head
@@ -203,7 +203,7 @@ def postgres_service(work: Path) -> Iterator[Running]:
     try:
         env, queues = service_environment(data_dir, database_url, REDIS_URL)
         upgrade_to_head(database_url)
-        service = Service(env, queues, work / "service.log")
+        service = Service(env, queues, work / "service.log", api_workers)
         try:
             model_queue, zoo_queue = queues.split(",")
             settings = WorkerSettings(
@@ -215,7 +215,8 @@ def postgres_service(work: Path) -> Iterator[Running]:
             )
 
             def processes() -> list[int]:
-                return [service.api.pid, service.worker.pid, *descendants(service.worker.pid)]
+                api, worker = service.api.pid, service.worker.pid
+                return [api, *descendants(api), worker, *descendants(worker)]
 
             yield Running(service.url, database_url, data_dir, processes)
         finally:
@@ -587,7 +588,11 @@ def cpu_by_role(
 def run_mode(mode: str, load: Load, args: argparse.Namespace) -> dict[str, Any]:
     start = embedded_service if mode == "embedded" else postgres_service
     print(f"{mode}: starting the service and building the default models (tiny)", file=sys.stderr)
-    with tempfile.TemporaryDirectory(prefix="zooscope-load-") as work, start(Path(work)) as running:
+    options = {} if mode == "embedded" else {"api_workers": args.api_workers}
+    with (
+        tempfile.TemporaryDirectory(prefix="zooscope-load-") as work,
+        start(Path(work), **options) as running,
+    ):
         autoencoder_id = wait_for_default_autoencoder(running.url)
         from app.settings import Settings
         from zooscope.networks.checkpoints import checkpoint_bytes
@@ -732,6 +737,12 @@ def main() -> None:
         choices=["raw", "httpx"],
         default="raw",
         help="what the tabs' polls and the closed loop send with: raw_http.RawClient (cheap) or httpx",
+    )
+    parser.add_argument(
+        "--api-workers",
+        type=int,
+        default=1,
+        help="uvicorn processes in the postgres mode (docker-compose.yml runs 2)",
     )
     args = parser.parse_args()
     load = Load(

@@ -140,7 +140,7 @@ class Service:
     group. They die with this process as `zooscope serve`'s children die with it: the API by its
     parent-death signal, the worker by watching its parent (worker/supervision.py)."""
 
-    def __init__(self, env: dict[str, str], queues: str, log: Path) -> None:
+    def __init__(self, env: dict[str, str], queues: str, log: Path, api_workers: int = 1) -> None:
         from worker.embedded import API_DEATH_SIGNAL, WORKER_DEATH_SIGNAL, _die_with_parent, api_command
         from worker.supervision import SUPERVISOR_ENV
 
@@ -156,7 +156,7 @@ class Service:
             **common,
         )  # fmt: skip
         self.api = subprocess.Popen(
-            api_command("127.0.0.1", self.port),
+            api_command("127.0.0.1", self.port) + (["--workers", str(api_workers)] * (api_workers > 1)),
             env=env, preexec_fn=_die_with_parent(API_DEATH_SIGNAL), **common,
         )  # fmt: skip
         deadline = time.monotonic() + 180

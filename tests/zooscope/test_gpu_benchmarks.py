@@ -4,27 +4,22 @@ machine, so every section must keep working here."""
 from __future__ import annotations
 
 import ast
-import importlib.util
 import json
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.benchmark_scripts import BENCHMARKS, benchmark_module
 from zooscope.population import compiled_kernels
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_benchmarks.py"
+SCRIPT = BENCHMARKS / "gpu_benchmarks.py"
 
 
 @pytest.fixture(scope="module")
 def gpu_benchmarks():
-    spec = importlib.util.spec_from_file_location("gpu_benchmarks", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+    with benchmark_module("gpu_benchmarks") as module:
+        yield module
 
 
 def test_it_imports_only_the_standard_library_torch_and_zooscope() -> None:
