@@ -6,8 +6,9 @@ tables (docs/benchmarks.md, "Load").
     .venv/bin/python benchmarks/load_benchmark.py --mode postgres --duration 10 --json /tmp/load.json
 
 Modes: `embedded` is `zooscope serve` on a fresh data folder (API + worker, SQLite and the SQLite
-broker); `postgres` is the production shape, uvicorn (one process) and a Celery worker (one pool
-process) on a fresh PostgreSQL database and Redis db 15 with queue names of the run. Both build
+broker); `postgres` is the production shape, uvicorn (--api-workers processes, 1; the compose file
+runs 2) and a Celery worker (one pool process) on a fresh PostgreSQL database and Redis db 15 with
+queue names of the run. Both build
 the default zoo and autoencoder of the tiny preset as jobs first and start the load once the
 default autoencoder exists.
 
@@ -31,6 +32,10 @@ latency, not as fewer requests):
 Then the submitted jobs are left to finish (at most --drain seconds) and a closed loop measures
 the ceiling: --ceiling-clients (32) clients GET /jobs/{id} of the submitted jobs back to back for
 --ceiling-duration seconds (15).
+
+The tabs' polls and the closed loop go out on raw_http.RawClient (--tab-client httpx: on httpx),
+which costs this process a small fraction of httpx's CPU a request: the generator shares the
+machine's cores with what it measures. Uploads, submissions and long polls use httpx.
 
 Everything runs on loopback and this process starts and stops every process it needs, in process
 groups, on an error or Ctrl-C too.
