@@ -348,7 +348,7 @@ class TabCache:
         self.client, self.enabled, self.not_modified = client, enabled, not_modified
         self.stored: dict[str, httpx.Response] = {}
 
-    async def get(self, name: str, path: str, **params: Any) -> httpx.Response | Any:
+    async def get(self, name: str, path: str, **params: Any) -> Any:  # the client's response
         key = f"{path}?{sorted(params.items())}"
         kept = self.stored.get(key) if self.enabled else None
         headers = {"If-None-Match": kept.headers["etag"]} if kept is not None else {}
@@ -528,14 +528,17 @@ async def open_loop(
 
 async def closed_loop(
     url: str, job_ids: list[str], clients: int, duration_s: float, tab_client: str = "raw"
-) -> tuple[Samples, float]:
+) -> tuple[Samples, float, int]:
     """`clients` GETting /jobs/{id} back to back, each on its own connection (raw_http.RawClient,
-    or one httpx pool with `tab_client` "httpx"): every answer's seconds, and the wall time."""
+    or one httpx pool with `tab_client` "httpx"): every answer's seconds, the wall time, and the
+    requests resent on a fresh connection (RawClient.retries)."""
     samples = Samples()
+    retries = 0
     limits = httpx.Limits(max_connections=clients)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=REQUEST_TIMEOUT_S) as pooled:
 
         async def one(k: int) -> None:
+            nonlocal retries
             client: httpx.AsyncClient | RawClient = pooled
             if tab_client == "raw":
                 client = RawClient(url, timeout_s=REQUEST_TIMEOUT_S)
@@ -551,13 +554,14 @@ async def closed_loop(
                         error = _error_name(exc)
                     samples.add(time.perf_counter() - since, error)
             finally:
-                if client is not pooled:
+                if isinstance(client, RawClient):
+                    retries += client.retries
                     await client.aclose()
 
         start = time.perf_counter()
         end = start + duration_s
         await asyncio.gather(*(one(k) for k in range(clients)))
-        return samples, time.perf_counter() - start
+        return samples, time.perf_counter() - start, retries
 
 
 def _error_name(error: Exception) -> str:
@@ -615,7 +619,7 @@ def run_mode(mode: str, load: Load, args: argparse.Namespace) -> dict[str, Any]:
             f"{mode}: closed loop, {args.ceiling_clients} clients, {args.ceiling_duration:.0f} s",
             file=sys.stderr,
         )
-        ceiling, ceiling_wall = run_async(
+        ceiling, ceiling_wall, ceiling_retries = run_async(
             closed_loop(
                 running.url,
                 result.submitted or [held],
@@ -646,6 +650,7 @@ def run_mode(mode: str, load: Load, args: argparse.Namespace) -> dict[str, Any]:
             "clients": args.ceiling_clients,
             "duration_s": ceiling_wall,
             "requests_per_s": len(ceiling.seconds) / ceiling_wall,
+            "retries": ceiling_retries,
             **summary(ceiling),
         },
     }
@@ -711,6 +716,8 @@ def print_mode(r: dict[str, Any], duration: float) -> None:
             [[c["requests_per_s"], c["count"], c["errors"], c["p50_ms"], c["p99_ms"], c["max_ms"]]],
         )
     )
+    if c.get("retries"):
+        print(f"\nResent once on a fresh connection (a kept-alive one had been closed): {c['retries']}.")
 
 
 def main() -> None:

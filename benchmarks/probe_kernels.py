@@ -1,5 +1,5 @@
 """The compiled kernels' tile shapes on this CPU, layer by layer, against torch's ops and the
-machine's float32 matrix-product rate (docs/benchmarks.md, "Kernel tiles").
+machine's float32 matrix-product rate (docs/benchmarks.md, "With column tiles").
 
     OMP_NUM_THREADS=1 taskset -c 0 .venv/bin/python benchmarks/probe_kernels.py
 
@@ -12,11 +12,10 @@ rate on the same threads. The defaults in kernels/*.c are the shapes this chose.
 from __future__ import annotations
 
 import ctypes
-import time
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F  # noqa: N812 - the conventional name
+from zoo_benchmarks import best_of  # benchmarks/ is on the path of a script run from it
 
 from zooscope.machine import cpu_summary
 from zooscope.population import compiled_kernels
@@ -49,19 +48,9 @@ MODEL_LAYERS = {
 MODEL_SHAPES = [{"MAX_OB": ob, "MAX_JB": jb} for ob, jb in ((3, 4), (3, 3), (2, 4), (2, 3), (3, 2), (2, 2))]
 
 
-def best_seconds(run: Callable[[], object]) -> float:
-    run()
-    times = []
-    for _ in range(ROUNDS):
-        started = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - started)
-    return min(times)
-
-
 def matmul_rate() -> float:
     a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
-    return 2 * 2048**3 / best_seconds(lambda: a @ b)
+    return 2 * 2048**3 / best_of(lambda: a @ b, ROUNDS)
 
 
 def slab_rows(peak: float) -> list[list[str]]:
@@ -72,14 +61,14 @@ def slab_rows(peak: float) -> list[list[str]]:
         flops = 2 * height * taps * 4 * width
         flat = columns.reshape(taps, -1)
         with torch.inference_mode():
-            seconds = best_seconds(
-                lambda w=weight, c=flat, h=height: (w @ c).reshape(h, 4, -1).amax(1).relu_()
+            seconds = best_of(
+                lambda w=weight, c=flat, h=height: (w @ c).reshape(h, 4, -1).amax(1).relu_(), ROUNDS
             )
         rows.append(_row(layer, "torch: product, amax", seconds, flops, peak))
         for shape in SLAB_SHAPES:
             library = ctypes.CDLL(str(compiled_kernels.build("slab_max_product", None, shape)))
             kernel = compiled_kernels.SlabMaxProduct(library)
-            seconds = best_seconds(lambda k=kernel, w=weight, c=columns, o=out: k(w, c, o, floor=0.0))
+            seconds = best_of(lambda k=kernel, w=weight, c=columns, o=out: k(w, c, o, floor=0.0), ROUNDS)
             rows.append(_row(layer, _label(shape), seconds, flops, peak))
     return rows
 
@@ -104,14 +93,15 @@ def model_rows(peak: float) -> list[list[str]]:
             return (F.max_pool2d(y, p) if p > 1 else y).relu_()
 
         with torch.inference_mode():
-            rows.append(_row(layer, "torch: grouped conv2d", best_seconds(torch_ops), flops, peak))
+            rows.append(_row(layer, "torch: grouped conv2d", best_of(torch_ops, ROUNDS), flops, peak))
         for shape in MODEL_SHAPES:
             library = ctypes.CDLL(str(compiled_kernels.build("model_conv", None, shape)))
             conv = compiled_kernels.ModelConv(library)
-            seconds = best_seconds(
+            seconds = best_of(
                 lambda c=conv, p=pool, o=out, w=weight, b=bias, x=x: c(
                     x, w, b, o, (1, 1), (1, 1), pool=p, floor=0.0
-                )
+                ),
+                ROUNDS,
             )
             rows.append(_row(layer, _label(shape), seconds, flops, peak))
     return rows

@@ -156,7 +156,7 @@ class Service:
             **common,
         )  # fmt: skip
         self.api = subprocess.Popen(
-            api_command("127.0.0.1", self.port) + (["--workers", str(api_workers)] * (api_workers > 1)),
+            api_command("127.0.0.1", self.port, api_workers),
             env=env, preexec_fn=_die_with_parent(API_DEATH_SIGNAL), **common,
         )  # fmt: skip
         deadline = time.monotonic() + 180

@@ -79,11 +79,12 @@ WORKER_DEATH_SIGNAL = signal.SIGTERM
 API_KEEP_ALIVE_S = 20
 
 
-def api_command(host: str, port: int) -> list[str]:
-    """The API's command line: uvicorn on host:port, with our keep-alive."""
+def api_command(host: str, port: int, workers: int = 1) -> list[str]:
+    """The API's command line: uvicorn on host:port with our keep-alive, in `workers` processes."""
     command = [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory"]
     command += ["--host", host, "--port", str(port), "--log-level", "warning"]
-    return [*command, "--timeout-keep-alive", str(API_KEEP_ALIVE_S)]
+    command += ["--timeout-keep-alive", str(API_KEEP_ALIVE_S)]
+    return command + (["--workers", str(workers)] if workers > 1 else [])
 
 
 def start_api(options: EmbeddedOptions, env: dict[str, str]) -> subprocess.Popen[bytes]:

@@ -53,10 +53,6 @@ def answer(writer: asyncio.StreamWriter, body: bytes, extra: str = "") -> None:
     writer.write(head.encode() + body)
 
 
-def run(coroutine: Awaitable[object]) -> object:
-    return asyncio.run(coroutine)  # type: ignore[arg-type]
-
-
 def test_it_reads_answers_and_keeps_one_connection(raw_http) -> None:
     async def handler(reader, writer, n) -> bool:
         if n == 1:
@@ -84,7 +80,7 @@ def test_it_reads_answers_and_keeps_one_connection(raw_http) -> None:
         await client.aclose()
         server.close()
 
-    run(main())
+    asyncio.run(main())
 
 
 def test_a_closed_kept_alive_connection_is_retried_once_and_counted(raw_http) -> None:
@@ -104,7 +100,7 @@ def test_a_closed_kept_alive_connection_is_retried_once_and_counted(raw_http) ->
         await client.aclose()
         server.close()
 
-    run(main())
+    asyncio.run(main())
 
 
 def test_a_fresh_connection_closed_unanswered_is_an_error_not_a_retry(raw_http) -> None:
@@ -120,7 +116,7 @@ def test_a_fresh_connection_closed_unanswered_is_an_error_not_a_retry(raw_http) 
         assert client.retries == 0
         server.close()
 
-    run(main())
+    asyncio.run(main())
 
 
 def test_an_answer_that_never_comes_times_out(raw_http) -> None:
@@ -136,4 +132,4 @@ def test_an_answer_that_never_comes_times_out(raw_http) -> None:
             await client.get("/")
         server.close()
 
-    run(main())
+    asyncio.run(main())
