@@ -57,7 +57,10 @@ def main() -> None:
     started = time.perf_counter()
     ae = train_autoencoder(zoo, ae_config, tc, args.out, log=print)
     seconds = time.perf_counter() - started
-    agg = evaluate_autoencoder(ae, zoo, "test").aggregate
+    report = evaluate_autoencoder(ae, zoo, "test")
+    # Every checkpoint's numbers beside the artefact, for analyses after the run.
+    (Path(args.out) / "test_report.json").write_text(json.dumps(report.to_dict(), indent=1))
+    agg = report.aggregate
     high = agg["agreement_high_accuracy"]
     result = {
         "out": args.out,
@@ -77,6 +80,14 @@ def main() -> None:
         "best_gap": round(100 * (agg["reconstructed_accuracy"]["max"] - agg["original_accuracy"]["max"]), 1),
         "structural_l2_real": round(agg["structural_distance_real"]["mean"], 2),
         "behavioural_distance": round(agg["behavioural_distance"]["mean"], 3),
+        # agreement by band of original accuracy: "from-to": [count, agreement %]
+        "agreement_by_band": {
+            f"{band['from']:g}-{band['to'] if band['to'] is not None else 1:g}": [
+                band["count"],
+                None if band["agreement"] is None else round(100 * band["agreement"], 1),
+            ]
+            for band in agg["agreement_by_original_accuracy"]
+        },
     }
     line = json.dumps(result)
     print(line)

@@ -35,6 +35,10 @@ if TYPE_CHECKING:  # only for annotations: the library modules import each other
 # threshold, docs/method.md §8): failed originals rebuilt as working models pull the mean over all
 # down (docs/method.md §11).
 HIGH_ACCURACY_THRESHOLD = 0.8
+# Lower edges of the bands of original accuracy that agreement is also reported by: a zoo's weak
+# members (a diverged or barely trained model) are where a compressing latent loses agreement,
+# and the mean over all checkpoints hides where.
+ACCURACY_BAND_EDGES = (0.0, 0.2, 0.5, 0.8)
 METRICS = (
     "original_accuracy",
     "reconstructed_accuracy",
@@ -165,7 +169,30 @@ def aggregate_items(
         out[metric] = summarise([getattr(item, metric) for item in items])
     working = [item.agreement for item in items if item.original_accuracy >= threshold]
     out["agreement_high_accuracy"] = {"threshold": threshold, "count": len(working), **summarise(working)}
+    out["agreement_by_original_accuracy"] = agreement_by_band(items)
     return out
+
+
+def agreement_by_band(
+    items: Sequence[ReconstructionItem], edges: Sequence[float] = ACCURACY_BAND_EDGES
+) -> list[dict[str, Any]]:
+    """Agreement over the originals in each band of accuracy [edges[i], edges[i+1]) (the last
+    band open above): count, mean, and the band's mean original and reconstructed accuracy."""
+    bands = []
+    for i, low in enumerate(edges):
+        high = edges[i + 1] if i + 1 < len(edges) else math.inf
+        members = [item for item in items if low <= item.original_accuracy < high]
+        bands.append(
+            {
+                "from": low,
+                "to": None if math.isinf(high) else high,
+                "count": len(members),
+                "agreement": summarise([item.agreement for item in members])["mean"],
+                "original_accuracy": summarise([item.original_accuracy for item in members])["mean"],
+                "reconstructed_accuracy": summarise([item.reconstructed_accuracy for item in members])["mean"],
+            }
+        )
+    return bands
 
 
 # ---- evaluation ---------------------------------------------------------------------------------

@@ -75,6 +75,21 @@ def test_aggregate_and_high_accuracy_subset() -> None:
     assert nobody["count"] == 0 and nobody["mean"] is None
 
 
+def test_agreement_by_band_of_original_accuracy() -> None:
+    items = [_item("a", 0.1, 0.3), _item("b", 0.19, 0.5), _item("c", 0.2, 0.7), _item("d", 1.0, 0.9)]
+    bands = aggregate_items(items)["agreement_by_original_accuracy"]
+    assert [(band["from"], band["to"], band["count"]) for band in bands] == [
+        (0.0, 0.2, 2),  # 0.2 belongs to the next band
+        (0.2, 0.5, 1),
+        (0.5, 0.8, 0),
+        (0.8, None, 1),  # the last band is open above: 1.0 is in it
+    ]
+    assert bands[0]["agreement"] == pytest.approx(0.4)
+    assert bands[0]["original_accuracy"] == pytest.approx(0.145)
+    assert bands[2]["agreement"] is None
+    assert bands[3]["agreement"] == pytest.approx(0.9)
+
+
 def _models(k: int, seed: int) -> dict[str, torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
     sds = []
