@@ -187,9 +187,10 @@ def agreement_by_band(
                 "from": low,
                 "to": None if math.isinf(high) else high,
                 "count": len(members),
-                "agreement": summarise([item.agreement for item in members])["mean"],
-                "original_accuracy": summarise([item.original_accuracy for item in members])["mean"],
-                "reconstructed_accuracy": summarise([item.reconstructed_accuracy for item in members])["mean"],
+                **{
+                    field: summarise([getattr(item, field) for item in members])["mean"]
+                    for field in ("agreement", "original_accuracy", "reconstructed_accuracy")
+                },
             }
         )
     return bands
