@@ -12,6 +12,9 @@
 3. Inserting 100 checkpoint rows in one transaction through SQLAlchemy: executemany (what
    `app/db/checkpoints.add_checkpoints` does), one INSERT ... RETURNING, one multi-VALUES statement, and on
    PostgreSQL a raw COPY.
+4. PostgreSQL: one job read as GET /api/v1/jobs/{id} does it (a pooled session, the row by id),
+   with the pool's pre-ping on and off, in a transaction and in autocommit: each of ping, BEGIN
+   and COMMIT is a round trip of its own (the API keeps pre-ping and transactions: NOTES.md).
 Medians of repeated runs, milliseconds. Prints markdown tables.
 """
 
@@ -185,6 +188,36 @@ def row_inserts(url: str) -> list[tuple[str, float]]:
     return [(f"{shape}: insert {N} checkpoint rows, {name}", median_ms(work, 20)) for name, work in ways]
 
 
+def job_reads(url: str) -> list[tuple[str, float]]:
+    from app.db import jobs
+    from app.db.migrate import upgrade_to_head
+    from app.db.models import Job
+    from app.db.session import make_engine, make_sessionmaker, session_scope
+    from app.db.visibility import find_visible
+
+    upgrade_to_head(url)
+    with session_scope(url) as session:
+        job_id = jobs.create_job(session, kind="reconstruct", params={})[0].id
+    rows = []
+    for pre_ping in (True, False):
+        engine = make_engine(url, pool_pre_ping=pre_ping)
+        makers = {
+            "transaction": make_sessionmaker(engine),
+            "autocommit": make_sessionmaker(engine.execution_options(isolation_level="AUTOCOMMIT")),
+        }
+        for mode, maker in makers.items():
+
+            def read(maker: Any = maker) -> None:
+                with maker() as session:
+                    assert find_visible(session, Job, job_id, None) is not None
+                    session.commit()
+
+            name = f"PostgreSQL job read, pre-ping {'on' if pre_ping else 'off'}, {mode}"
+            rows.append((name, median_ms(read, 2000)))
+        engine.dispose()
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -196,7 +229,7 @@ def main() -> None:
     if args.postgres:
         url, drop = postgres_database()
         try:
-            results += postgres_commits(url) + row_inserts(url)
+            results += postgres_commits(url) + row_inserts(url) + job_reads(url)
         finally:
             drop()
     print("| measurement | median (ms) |")
