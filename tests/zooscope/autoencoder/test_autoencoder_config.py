@@ -135,6 +135,12 @@ PRESET_CHANGES = {
         {"beta_warmup_epochs": 0, "n_queries": 256, "lr": 1e-5, "epochs": 500, "validate_every": 10,
          "checkpoint_every": 25},
     ),
+    "compress": (
+        {"latent_dim": 8},
+        {"statistics_weight": 1.0, "statistics_weight_final": 0.1, "token_normalisation": "tensor",
+         "lr": 1e-3, "batch_size": 16, "epochs": 30, "beta_warmup_epochs": 8, "n_queries": 512,
+         "lr_schedule": "cosine"},
+    ),
     "tiny": (
         {"d_model": 16, "n_heads": 2, "n_encoder_layers": 1, "n_decoder_layers": 1, "d_ff": 32,
          "latent_dim": 4},
