@@ -1,0 +1,173 @@
+"""Request cost: the CPU time the API and PostgreSQL spend on one request of each polled endpoint,
+measured from the processes' own CPU clocks, not from latency. Prints a markdown table
+(docs/benchmarks.md, "Load").
+
+    .venv/bin/python benchmarks/request_cost.py
+    .venv/bin/python benchmarks/request_cost.py --jobs 100 --requests 2000 --json /tmp/cost.json
+
+The production shape of benchmarks/load_benchmark.py (uvicorn, one process, and a Celery worker on
+a fresh PostgreSQL database and Redis db 15), with the tiny preset's default models built as jobs.
+--jobs reconstruct jobs are submitted and left to finish, so the jobs page is a full page of real
+rows. Then, for each endpoint in turn, one client sends --requests requests back to back (the
+service otherwise idle) and the table gives the API's and PostgreSQL's CPU milliseconds per
+request (utime + stime of the API's processes and of every `postgres` process, before and after)
+and the latency's p50.
+
+Latency under load is queueing on the cores: what a request costs decides how much load the
+cores can take before the queue builds. Cost, unlike latency, is little moved by other work on
+the machine's other cores, so this can run beside a long job pinned to another core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT)]
+
+from idle_cost import cpu_seconds, role  # noqa: E402
+from load_benchmark import (  # noqa: E402
+    API,
+    machine,
+    machine_line,
+    markdown_table,
+    postgres_service,
+    wait_for_default_autoencoder,
+    wait_until_done,
+)
+from raw_http import RawClient  # noqa: E402
+from service_benchmarks import distinct_checkpoints  # noqa: E402
+
+API_ROLE = role("uvicorn")
+
+
+def postgres_pids() -> list[int]:
+    listed = subprocess.run(["pgrep", "-u", "postgres"], capture_output=True, text=True).stdout.split()
+    return [int(pid) for pid in listed]
+
+
+def total_cpu(pids: list[int]) -> float:
+    return sum(seconds for seconds, _ in cpu_seconds(pids).values())
+
+
+async def measure(url: str, path: str, requests: int, etag_of: dict[str, str] | None) -> list[float]:
+    """`requests` GETs of `path` back to back on one kept-alive connection; latencies in seconds.
+    With `etag_of`, each request revalidates the previous answer (If-None-Match)."""
+    client = RawClient(url)
+    latencies = []
+    try:
+        etag = None
+        for _ in range(requests):
+            headers = {"If-None-Match": etag} if etag_of is not None and etag else {}
+            started = time.perf_counter()
+            response = await client.get(path, headers=headers)
+            latencies.append(time.perf_counter() - started)
+            if response.status_code not in (200, 304):
+                raise RuntimeError(f"GET {path}: {response.status_code} {response.content[:200]!r}")
+            etag = response.headers.get("etag", etag)
+    finally:
+        await client.aclose()
+    return latencies
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from app.settings import Settings
+    from zooscope.networks.checkpoints import checkpoint_bytes
+
+    with (
+        tempfile.TemporaryDirectory(prefix="zooscope-cost-") as work,
+        postgres_service(Path(work)) as running,
+    ):
+        autoencoder_id = wait_for_default_autoencoder(running.url)
+        zoo_dir = Settings(data_dir=running.data_dir).default_zoo_dir
+        job_ids = []
+        with httpx.Client(base_url=running.url, timeout=30) as client:
+            for state_dict in distinct_checkpoints(zoo_dir, args.jobs):
+                upload = client.post(
+                    f"{API}/checkpoints", files={"file": ("c.safetensors", checkpoint_bytes(state_dict))}
+                )
+                upload.raise_for_status()
+                params = {"checkpoint_ids": [upload.json()["id"]], "autoencoder_id": autoencoder_id}
+                submitted = client.post(f"{API}/jobs", json={"kind": "reconstruct", "params": params})
+                submitted.raise_for_status()
+                job_ids.append(submitted.json()["id"])
+        print(f"waiting for {len(job_ids)} jobs", file=sys.stderr)
+        wait_until_done(running.database_url, job_ids, 600)
+        api_pids = [
+            pid for pid, (_, command) in cpu_seconds(running.processes()).items() if role(command) == API_ROLE
+        ]
+        endpoints = {
+            "GET /jobs?limit=50": (f"{API}/jobs?limit=50", None),
+            "GET /jobs?limit=50, revalidated (304)": (f"{API}/jobs?limit=50", {}),
+            "GET /jobs/{id}": (f"{API}/jobs/{job_ids[-1]}", None),
+            "GET /jobs/{id}, revalidated (304)": (f"{API}/jobs/{job_ids[-1]}", {}),
+            "GET /jobs/{id}/report": (f"{API}/jobs/{job_ids[-1]}/report", None),
+        }
+        rows = {}
+        for name, (path, revalidate) in endpoints.items():
+            asyncio.run(measure(running.url, path, 50, revalidate))  # warm: plans, caches, pool
+            api_before, db_before = total_cpu(api_pids), total_cpu(postgres_pids())
+            started = time.perf_counter()
+            latencies = asyncio.run(measure(running.url, path, args.requests, revalidate))
+            wall = time.perf_counter() - started
+            api_ms = 1000 * (total_cpu(api_pids) - api_before) / args.requests
+            db_ms = 1000 * (total_cpu(postgres_pids()) - db_before) / args.requests
+            rows[name] = {
+                "requests": args.requests,
+                "api_cpu_ms": api_ms,
+                "postgres_cpu_ms": db_ms,
+                "p50_ms": 1000 * statistics.median(latencies),
+                "requests_per_s": args.requests / wall,
+            }
+            print(f"{name}: API {api_ms:.2f} ms, PostgreSQL {db_ms:.2f} ms a request", file=sys.stderr)
+    return {"machine": machine(), "jobs": args.jobs, "endpoints": rows}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--jobs", type=int, default=60, help="reconstruct jobs made first (the jobs page's rows)"
+    )
+    parser.add_argument("--requests", type=int, default=1000, help="requests per endpoint")
+    parser.add_argument("--json", type=Path, help="also write the numbers here")
+    args = parser.parse_args()
+    result = run(args)
+    print(machine_line(result["machine"]))
+    print()
+    print(
+        f"{result['jobs']} jobs in the table; one client, requests back to back, the service otherwise idle."
+    )
+    print()
+    rows = [
+        [name, r["requests"], f"{r['api_cpu_ms']:.2f}", f"{r['postgres_cpu_ms']:.2f}", f"{r['p50_ms']:.2f}",
+         f"{r['requests_per_s']:.0f}"]
+        for name, r in result["endpoints"].items()
+    ]  # fmt: skip
+    header = [
+        "endpoint",
+        "requests",
+        "API CPU ms a request",
+        "PostgreSQL CPU ms a request",
+        "p50 (ms)",
+        "requests/s",
+    ]
+    print(markdown_table(header, rows))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
