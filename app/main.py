@@ -21,6 +21,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 
 import zooscope
+from app.api.conditional import RenderedBodies
 from app.api.deps import SESSION_CLOSING_THREADS
 from app.api.job_events import JobEndListener
 from app.api.problems import PROBLEM_RESPONSES, install_problem_handlers
@@ -57,6 +58,7 @@ def create_app(
         app.state.sessionmaker = make_sessionmaker(engine)
         # The threads that close request sessions (app/api/deps.py get_session), made in this loop.
         app.state.session_closing = anyio.CapacityLimiter(SESSION_CLOSING_THREADS)
+        app.state.rendered_listings = RenderedBodies()
         app.state.store = store or LocalBlobStore.from_settings(settings)
         app.state.queue = queue or CeleryJobQueue(settings)
         app.state.job_events = JobEndListener(settings.database_url)

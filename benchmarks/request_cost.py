@@ -6,7 +6,8 @@ measured from the processes' own CPU clocks, not from latency. Prints a markdown
     .venv/bin/python benchmarks/request_cost.py --jobs 100 --requests 2000 --json /tmp/cost.json
 
 The production shape of benchmarks/load_benchmark.py (uvicorn, one process, and a Celery worker on
-a fresh PostgreSQL database and Redis db 15), with the tiny preset's default models built as jobs.
+a fresh PostgreSQL database and Redis db 15), with the tiny preset's default models built as jobs
+(ZOOSCOPE_DEFAULT_PRESET=tiny).
 --jobs reconstruct jobs are submitted and left to finish, so the jobs page is a full page of real
 rows. Then, for each endpoint in turn, one client sends --requests requests back to back (the
 service otherwise idle) and the table gives the API's and PostgreSQL's CPU milliseconds per
@@ -23,6 +24,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -57,19 +60,56 @@ def postgres_pids() -> list[int]:
     return [int(pid) for pid in listed]
 
 
+def start_profiler(api_pids: list[int], folder: Path, endpoint: str) -> subprocess.Popen[bytes]:
+    """py-spy sampling the API process while an endpoint is measured (it slows what it samples:
+    the table's numbers of a profiled run are not the cost)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    name = "".join(c if c.isalnum() else "_" for c in endpoint).strip("_")
+    command = ["py-spy", "record", "--format", "raw", "--rate", "1000", "--nonblocking", "--threads"]
+    command += ["-o", str(folder / f"{name}.txt"), "--pid", str(api_pids[0])]
+    profiler = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.0)  # attached before the first request
+    return profiler
+
+
+def stop_profiler(profiler: subprocess.Popen[bytes]) -> None:
+    profiler.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+    profiler.wait(timeout=60)
+
+
+def top_functions(collapsed: Path, n: int = 25) -> list[tuple[str, float, float]]:
+    """From py-spy's collapsed stacks: (function, % of samples in it or below, % on top)."""
+    inclusive: dict[str, int] = {}
+    own: dict[str, int] = {}
+    total = 0
+    for line in collapsed.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        total += count
+        frames = stack.split(";")
+        for frame in set(frames):
+            inclusive[frame] = inclusive.get(frame, 0) + count
+        own[frames[-1]] = own.get(frames[-1], 0) + count
+    ranked = sorted(inclusive, key=inclusive.__getitem__, reverse=True)[:n]
+    return [(frame, 100 * inclusive[frame] / total, 100 * own.get(frame, 0) / total) for frame in ranked]
+
+
 def total_cpu(pids: list[int]) -> float:
     return sum(seconds for seconds, _ in cpu_seconds(pids).values())
 
 
-async def measure(url: str, path: str, requests: int, etag_of: dict[str, str] | None) -> list[float]:
-    """`requests` GETs of `path` back to back on one kept-alive connection; latencies in seconds.
-    With `etag_of`, each request revalidates the previous answer (If-None-Match)."""
+async def measure(url: str, paths: list[str], requests: int, revalidate: bool) -> list[float]:
+    """`requests` GETs back to back on one kept-alive connection, of `paths` in turn; latencies in
+    seconds. With `revalidate`, each request revalidates the previous answer (If-None-Match)."""
     client = RawClient(url)
     latencies = []
     try:
         etag = None
-        for _ in range(requests):
-            headers = {"If-None-Match": etag} if etag_of is not None and etag else {}
+        for i in range(requests):
+            path = paths[i % len(paths)]
+            headers = {"If-None-Match": etag} if revalidate and etag else {}
             started = time.perf_counter()
             response = await client.get(path, headers=headers)
             latencies.append(time.perf_counter() - started)
@@ -107,20 +147,27 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         api_pids = [
             pid for pid, (_, command) in cpu_seconds(running.processes()).items() if role(command) == API_ROLE
         ]
+        # Listings of limit 40 to 139 in turn: 100 versions, more than an API process keeps
+        # rendered (app.api.conditional.RenderedBodies), so each is rendered for its request.
+        first_renders = [f"{API}/jobs?limit={limit}" for limit in range(40, 140)]
         endpoints = {
-            "GET /jobs?limit=50": (f"{API}/jobs?limit=50", None),
-            "GET /jobs?limit=50, revalidated (304)": (f"{API}/jobs?limit=50", {}),
-            "GET /jobs/{id}": (f"{API}/jobs/{job_ids[-1]}", None),
-            "GET /jobs/{id}, revalidated (304)": (f"{API}/jobs/{job_ids[-1]}", {}),
-            "GET /jobs/{id}/report": (f"{API}/jobs/{job_ids[-1]}/report", None),
+            "GET /jobs?limit=50, a version already rendered": ([f"{API}/jobs?limit=50"], False),
+            "GET /jobs?limit=40..139, each rendered anew": (first_renders, False),
+            "GET /jobs?limit=50, revalidated (304)": ([f"{API}/jobs?limit=50"], True),
+            "GET /jobs/{id}": ([f"{API}/jobs/{job_ids[-1]}"], False),
+            "GET /jobs/{id}, revalidated (304)": ([f"{API}/jobs/{job_ids[-1]}"], True),
+            "GET /jobs/{id}/report": ([f"{API}/jobs/{job_ids[-1]}/report"], False),
         }
         rows = {}
-        for name, (path, revalidate) in endpoints.items():
-            asyncio.run(measure(running.url, path, 50, revalidate))  # warm: plans, caches, pool
+        for name, (paths, revalidate) in endpoints.items():
+            asyncio.run(measure(running.url, paths, 50, revalidate))  # warm: plans, caches, pool
+            profiler = start_profiler(api_pids, args.profile, name) if args.profile else None
             api_before, db_before = total_cpu(api_pids), total_cpu(postgres_pids())
             started = time.perf_counter()
-            latencies = asyncio.run(measure(running.url, path, args.requests, revalidate))
+            latencies = asyncio.run(measure(running.url, paths, args.requests, revalidate))
             wall = time.perf_counter() - started
+            if profiler is not None:
+                stop_profiler(profiler)
             api_ms = 1000 * (total_cpu(api_pids) - api_before) / args.requests
             db_ms = 1000 * (total_cpu(postgres_pids()) - db_before) / args.requests
             rows[name] = {
@@ -143,7 +190,16 @@ def main() -> None:
     )
     parser.add_argument("--requests", type=int, default=1000, help="requests per endpoint")
     parser.add_argument("--json", type=Path, help="also write the numbers here")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="sample the API with py-spy into this folder (one collapsed-stack file per endpoint) and "
+        "print each endpoint's top functions; slows the API, so its costs are not the unprofiled ones",
+    )
     args = parser.parse_args()
+    # SIGTERM unwinds like Ctrl-C, so every process started is stopped on the way out.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    os.environ["ZOOSCOPE_DEFAULT_PRESET"] = "tiny"  # the default zoo and autoencoder in seconds
     result = run(args)
     print(machine_line(result["machine"]))
     print()
@@ -167,6 +223,10 @@ def main() -> None:
     print(markdown_table(header, rows))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
+    for collapsed in sorted(args.profile.glob("*.txt")) if args.profile else []:
+        print(f"\n{collapsed.stem}: % of samples in the function or below / on top")
+        for frame, below, on_top in top_functions(collapsed):
+            print(f"  {below:5.1f} {on_top:5.1f}  {frame}")
 
 
 if __name__ == "__main__":

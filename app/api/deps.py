@@ -27,10 +27,10 @@ PageLimit = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE, description="items per 
 PageOffset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="items to skip, newest first")]
 
 
-# The dependencies that only read app.state are `async def`: FastAPI runs a plain `def`
-# dependency on a worker thread, a hop these do not need (the change moved a POST by less than the
-# noise, docs/benchmarks.md). Those that touch the database stay plain (off the loop); the session
-# is made on the loop (no I/O) and closed on a thread (get_session).
+# The dependencies are `async def`: FastAPI runs a plain `def` dependency on a worker thread, a hop
+# that costs CPU on every request and that those without I/O do not need. What touches the database
+# goes to a thread itself, only when it must (get_principal with a key, get_session's close of a
+# session still in a transaction); the session is made on the loop (no I/O until its first query).
 async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
@@ -47,7 +47,10 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
     try:
         yield session
     finally:
-        await anyio.to_thread.run_sync(session.close, limiter=request.app.state.session_closing)
+        if session.in_transaction():  # it holds a pooled connection: rolling back is I/O
+            await anyio.to_thread.run_sync(session.close, limiter=request.app.state.session_closing)
+        else:  # the endpoint ended its transaction (app/api/routing.py): nothing to give back
+            session.close()
 
 
 async def get_store(request: Request) -> BlobStore:
@@ -69,13 +72,20 @@ QueueDep = Annotated[JobQueue, Depends(get_queue)]
 _bearer = HTTPBearer(auto_error=False, description="an API key from `zooscope keys create`")
 
 
-def get_principal(
+async def get_principal(
     request: Request,
     session: SessionDep,
     settings: SettingsDep,
     _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)] = None,
 ) -> Principal:
-    principal = authenticate(session, request.headers.get("authorization"), settings.auth_required)
+    authorization = request.headers.get("authorization")
+    if not authorization:  # anonymous, or a 401: no key to look up, so no I/O and no thread
+        return authenticate(session, authorization, settings.auth_required)
+    return await anyio.to_thread.run_sync(_look_up_key, session, authorization, settings.auth_required)
+
+
+def _look_up_key(session: Session, authorization: str, auth_required: bool) -> Principal:
+    principal = authenticate(session, authorization, auth_required)
     # The key's lookup ends its transaction here, on this thread: held until the endpoint's own
     # thread, its connection would wait out a hop to the threadpool (app/api/routing.py).
     session.commit()

@@ -110,3 +110,36 @@ def test_a_listing_is_unchanged_by_jobs_it_does_not_show(api: Api) -> None:
     with session_scope(api.settings.database_url) as session:
         job_repo.cancel_job(session, other)
     assert _revalidate(api, URL, etag, kind="build_zoo") == (304, etag)
+
+
+def test_a_listing_served_from_its_rendered_body_shows_every_change(api: Api) -> None:
+    # The second client of a version gets the bytes rendered for the first; a change makes a new
+    # version, rendered anew: no client ever sees a state the rows no longer have.
+    job_id = _submit(api)
+    first, again = (api.client.get(URL, params={"limit": 50}) for _ in range(2))
+    assert again.content == first.content and again.headers["etag"] == first.headers["etag"]
+    assert first.headers["content-type"] == "application/json"
+    body = first.json()
+    assert body["total"] == 1 and body["limit"] == 50 and body["offset"] == 0
+    assert body["items"][0].keys() == api.client.get(f"{URL}/{job_id}").json().keys()
+    assert body["items"][0]["state"] == "queued"
+
+    with session_scope(api.settings.database_url) as session:
+        job_repo.claim_job(session, job_id, "w1")
+        job_repo.update_progress(session, job_id, 0.25, "a quarter")
+    changed = api.client.get(URL, params={"limit": 50})
+    assert changed.headers["etag"] != first.headers["etag"]
+    item = changed.json()["items"][0]
+    assert (item["state"], item["progress"], item["message"]) == ("running", 0.25, "a quarter")
+    assert api.client.get(URL, params={"limit": 1, "offset": 1}).json()["items"] == []
+
+
+def test_rendered_bodies_keep_the_most_recently_used() -> None:
+    from app.api.conditional import RenderedBodies
+
+    bodies = RenderedBodies(capacity=2)
+    bodies.put('"a"', b"A")
+    bodies.put('"b"', b"B")
+    assert bodies.get('"a"') == b"A"  # now the most recent
+    bodies.put('"c"', b"C")
+    assert bodies.get('"b"') is None and bodies.get('"a"') == b"A" and bodies.get('"c"') == b"C"

@@ -515,12 +515,21 @@ def _train_epoch(run: _Run, progress: ProgressFn | None) -> dict[str, Any]:
 
 
 def _collapse_warning(entry: dict[str, Any]) -> str:
-    return (
+    found = (
         f"WARNING: COLLAPSE at epoch {entry['epoch']}: {entry['val_constant_fraction']:.0%} of the "
         "validation reconstructions predict a single class (originals: "
-        f"{entry['val_original_constant_fraction']:.0%}). The behavioural loss fell into the "
-        "constant-class solution (docs/method.md §11): use a longer structure-first warm-up "
-        "(--warmup-epochs), a lower learning rate or a larger model."
+        f"{entry['val_original_constant_fraction']:.0%})."
+    )
+    if entry.get("beta", 0.0) >= 1.0:
+        # No behavioural term this epoch: the cause is lossy structure, not the behavioural loss.
+        return (
+            f"{found} The loss has no behavioural term at this epoch (beta 1: structure only, or "
+            "the structure-first warm-up), and the rebuilt weights have lost their function; the "
+            "behavioural term is what keeps it (docs/method.md §11)."
+        )
+    return (
+        f"{found} The behavioural loss fell into the constant-class solution (docs/method.md §11): "
+        "use a longer structure-first warm-up (--warmup-epochs), a lower learning rate or a larger model."
     )
 
 

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session, undefer
 
@@ -19,6 +19,7 @@ from app.api.auth import Principal
 from app.api.conditional import (
     NOT_MODIFIED_RESPONSE,
     IfNoneMatch,
+    RenderedBodies,
     entity_tag,
     not_modified,
     still_current,
@@ -44,6 +45,7 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/jobs", tags=["jobs"], route_class=DatabaseRoute)
 MAX_IDEMPOTENCY_KEY = 200
 MAX_WAIT_S = 60.0  # the longest long poll: below common proxy idle timeouts
+JOB_PAGE = TypeAdapter(Page[JobOut])  # renders a listing's body itself, for RenderedBodies
 
 
 def job_location(job_id: str) -> str:
@@ -259,17 +261,17 @@ def send_job(session: Session, queue: JobQueue, job: Job) -> None:
 
 @router.get("", response_model=Page[JobOut], responses=NOT_MODIFIED_RESPONSE)
 def list_jobs(
+    request: Request,
     session: SessionDep,
     principal: PrincipalDep,
-    response: Response,
     state: Literal[JOB_STATES] | None = None,  # type: ignore[valid-type]
     kind: JobKindName | None = None,
     limit: PageLimit = 50,
     offset: PageOffset = 0,
     if_none_match: IfNoneMatch = None,
 ) -> Any:
-    """Newest first. With If-None-Match, 304 while no job of the listing has changed
-    (app/api/conditional.py)."""
+    """Newest first. With If-None-Match, 304 while no job of the listing has changed; a version
+    already rendered for another client is answered with the same bytes (app/api/conditional.py)."""
     filters = []
     if state:
         filters.append(Job.state == state)
@@ -279,8 +281,13 @@ def list_jobs(
     etag = entity_tag("jobs", principal.owner_id, state, kind, limit, offset, total, *version)
     if still_current(if_none_match, etag):
         return not_modified(etag)
-    response.headers.update(validator_headers(etag))
-    return visible_page(session, Job, principal.owner_id, *filters, limit=limit, offset=offset, total=total)
+    rendered: RenderedBodies = request.app.state.rendered_listings
+    body = rendered.get(etag)
+    if body is None:
+        owner = principal.owner_id
+        page = visible_page(session, Job, owner, *filters, limit=limit, offset=offset, total=total)
+        body = rendered.put(etag, JOB_PAGE.dump_json(JOB_PAGE.validate_python(page, from_attributes=True)))
+    return Response(body, media_type="application/json", headers=validator_headers(etag))
 
 
 @router.get("/{job_id}", response_model=JobOut, responses=NOT_MODIFIED_RESPONSE)

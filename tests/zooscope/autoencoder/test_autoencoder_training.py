@@ -144,6 +144,10 @@ def test_collapse_guard_flags_constant_reconstructions_loudly(checkpoint_sets, d
     assert collapsed["val_original_constant_fraction"] < 1.0
     assert collapsed["collapse"]
     assert "COLLAPSE" in _collapse_warning({"epoch": 3, **collapsed})
+    # The advice names the cause: the behavioural loss only where the epoch had one.
+    assert "behavioural loss fell" in _collapse_warning({"epoch": 3, "beta": 0.1, **collapsed})
+    structure_only = _collapse_warning({"epoch": 3, "beta": 1.0, **collapsed})
+    assert "no behavioural term" in structure_only and "behavioural loss fell" not in structure_only
 
 
 def test_collapse_guard_ignores_originals_that_are_constant_themselves(checkpoint_sets, digits) -> None:
