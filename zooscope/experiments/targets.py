@@ -1,4 +1,10 @@
-"""The autoencoder's targets on the default digits zoo, checked on an ablation's results.
+"""The autoencoder's targets, checked on an ablation's results, in two regimes.
+
+A latent that can copy (the cpu preset: more latent numbers than the checkpoint has parameters)
+is held to the copy targets on the default digits zoo. A latent that compresses (at most
+COMPRESSING_RATIO of the parameters: the paper's regime, where the claim that behaviour is needed
+is about) is held to the compression targets: more agreement, and generated models that stay
+diverse at no cost in accuracy. A page states which regime its run was in.
 
 Each C+S+B column present is checked on its own: the paper's three terms (`csb`) and the cpu
 preset's recipe (`csb_stats`, with the layer-statistics term), so the results page shows which
@@ -64,17 +70,86 @@ def _r2(result: dict[str, Any]) -> float | None:
     return result.get("probes", {}).get("test_acc", {}).get("embedding", {}).get("r2_test")
 
 
-PER_CONFIG: tuple[tuple[Target, Callable[[dict[str, Any]], float | None]], ...] = (
-    (Target("mean agreement, all test checkpoints", 85.0, True, "%"),
-     lambda r: 100.0 * r["evaluation"]["agreement"]["mean"]),
-    (Target("mean agreement, originals >= 80 %", 97.0, True, "%"),
-     lambda r: 100.0 * r["evaluation"]["agreement_high_accuracy"]["mean"]),
+# Latent numbers per checkpoint over its parameters at or below which a run is in the compressing
+# regime: the paper's CNN3 autoencoders hold 0.55x.
+COMPRESSING_RATIO = 0.5
+# Generation in the compressing regime: the most diverse setting whose generated models' mean
+# accuracy is at most this many points below the anchors'.
+GENERATION_ACCURACY_SLACK = 1.0
+
+
+def latent_ratio(result: dict[str, Any]) -> float | None:
+    """Latent numbers per checkpoint over the checkpoint's parameters (ablation.describe_autoencoder)."""
+    numbers, parameters = result.get("latent_numbers"), result.get("checkpoint_parameters")
+    return numbers / parameters if numbers and parameters else None
+
+
+def diverse_generation(result: dict[str, Any]) -> float | None:
+    """Over the accuracy-vs-diversity curves, the largest mean pairwise weight distance of generated
+    models (as % of the anchors') among the settings whose mean accuracy stays within
+    GENERATION_ACCURACY_SLACK points of the anchors' mean; 0 when no setting does."""
+    anchors = result.get("generation", {}).get("anchors", {}).get("accuracy", {}).get("mean")
+    curves = result.get("diversity_curves") or []
+    if anchors is None or not curves:
+        return None
+    kept = [
+        point["weight_l2_ratio"]
+        for curve in curves
+        for point in curve
+        if point.get("accuracy_mean") is not None
+        and point.get("weight_l2_ratio") is not None
+        and 100.0 * (anchors - point["accuracy_mean"]) <= GENERATION_ACCURACY_SLACK
+    ]
+    return 100.0 * max(kept) if kept else 0.0
+
+
+def _agreement(r: dict[str, Any]) -> float:
+    return 100.0 * r["evaluation"]["agreement"]["mean"]
+
+
+def _agreement_high(r: dict[str, Any]) -> float:
+    return 100.0 * r["evaluation"]["agreement_high_accuracy"]["mean"]
+
+
+Measure = Callable[[dict[str, Any]], float | None]
+_BEST_ROWS: tuple[tuple[Target, Measure], ...] = (
     (Target("best reconstruction vs best test original", -0.5, True, "points"), best_test_gap),
     (Target("best reconstruction vs best zoo model (any split)", -0.5, True, "points", required=False),
      lambda r: r["best_reconstruction_gap"]),  # run_config stores it
     (Target("R^2 for test accuracy, ridge on the embedding", 0.9, True, ""), _r2),
 )  # fmt: skip
+COPY_TARGETS: tuple[tuple[Target, Measure], ...] = (
+    (Target("mean agreement, all test checkpoints", 85.0, True, "%"), _agreement),
+    (Target("mean agreement, originals >= 80 %", 97.0, True, "%"), _agreement_high),
+    *_BEST_ROWS,
+)
+COMPRESSING_TARGETS: tuple[tuple[Target, Measure], ...] = (
+    (Target("mean agreement, all test checkpoints", 90.0, True, "%"), _agreement),
+    (Target("mean agreement, originals >= 80 %", 98.0, True, "%"), _agreement_high),
+    *_BEST_ROWS,
+    (
+        Target(
+            "generated diversity (weight L2, % of the anchors') within "
+            f"{GENERATION_ACCURACY_SLACK:g} point of the anchors' accuracy",
+            50.0,
+            True,
+            "%",
+        ),
+        diverse_generation,
+    ),
+)
 STEP_COST = Target("a behavioural step over a structure-only step", 1.3, False, "x")
+
+
+def compressing(results: dict[str, Any]) -> bool:
+    """Whether the run's autoencoders compress (every configuration of a run shares one latent)."""
+    ratios = [latent_ratio(c) for c in results["configs"].values()]
+    known = [ratio for ratio in ratios if ratio is not None]
+    return bool(known) and max(known) <= COMPRESSING_RATIO
+
+
+def regime_targets(results: dict[str, Any]) -> tuple[tuple[Target, Measure], ...]:
+    return COMPRESSING_TARGETS if compressing(results) else COPY_TARGETS
 
 
 def step_cost_ratio(configs: dict[str, dict[str, Any]], name: str = "csb") -> float | None:
@@ -92,7 +167,8 @@ def check_targets(results: dict[str, Any]) -> list[TargetCheck]:
     configs = results["configs"]
     present = [name for name in TARGET_CONFIGS if name in configs]
     checks = [
-        TargetCheck(target, {name: value(configs[name]) for name in present}) for target, value in PER_CONFIG
+        TargetCheck(target, {name: value(configs[name]) for name in present})
+        for target, value in regime_targets(results)
     ]
     checks.append(TargetCheck(STEP_COST, {name: step_cost_ratio(configs, name) for name in present}))
     return checks
@@ -122,13 +198,30 @@ def targets_markdown(results: dict[str, Any]) -> list[str]:
     if not present:
         return []
     labels = [configs[name]["config"]["label"] for name in present]
+    known = any(latent_ratio(c) is not None for c in configs.values())
+    if not known:  # a page from before the latent's size was recorded
+        regime = ""
+    elif compressing(results):
+        regime = (
+            f" The latent compresses (at most {COMPRESSING_RATIO:g}x the checkpoint's parameters), so "
+            "these are the compressing regime's targets: the paper's claim is about this regime. "
+            "Structure-only at the same latent and budget, where it ran, is the first column of the "
+            "table above. The generation row takes the most diverse setting of the accuracy-vs-"
+            "diversity tables below whose mean accuracy stays within "
+            f"{GENERATION_ACCURACY_SLACK:g} point of the anchors' (0 %: no setting does)."
+        )
+    else:
+        regime = (
+            f" The latent holds more than {COMPRESSING_RATIO:g}x the checkpoint's parameters, so these "
+            "are the targets of the cpu preset, whose latent can copy."
+        )
     lines = [
         "",
         "## The autoencoder's targets",
         "",
         "Checked by zooscope/experiments/targets.py on the numbers above (the slow reproduction test "
         f"asserts the required ones for `{REQUIRED_CONFIG}`). The best zoo model row is reported, not "
-        "required: see the note above.",
+        f"required: see the note above.{regime}",
         "",
         "| target | threshold | " + " | ".join(labels) + " |",
         "|---|---|" + "---|" * len(present),

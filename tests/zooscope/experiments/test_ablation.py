@@ -153,3 +153,45 @@ def _targets_lines(results: dict) -> list[str]:
     from zooscope.experiments.targets import targets_markdown
 
     return targets_markdown(results)
+
+
+def _curve_point(accuracy: float, ratio: float) -> dict:
+    return {"accuracy_mean": accuracy, "weight_l2_ratio": ratio}
+
+
+def test_a_compressing_latent_is_held_to_the_compressing_targets() -> None:
+    from zooscope.experiments.targets import compressing, diverse_generation
+
+    csb = _config_result("C+S+B", 0.92, 0.985, 0.9777, 0.91, 0.12) | {
+        "latent_numbers": 336,
+        "checkpoint_parameters": 1042,
+        "generation": {"anchors": {"accuracy": {"mean": 0.95}}},
+        # Only the settings within a point of the anchors' mean accuracy count: 0.35 and 0.55.
+        "diversity_curves": [
+            [_curve_point(0.95, 0.10), _curve_point(0.945, 0.35), _curve_point(0.90, 0.80)],
+            [_curve_point(0.941, 0.55), _curve_point(0.939, 0.70)],
+        ],
+    }
+    structure = _config_result("structure-only", 0.12, 0.14, 0.3, 0.5, 0.1)
+    results = {"configs": {"structure": structure, "csb": csb}}
+    assert compressing(results)
+    assert diverse_generation(csb) == pytest.approx(55.0)
+    checks = {c.target.label: c for c in check_targets(results)}
+    assert checks["mean agreement, all test checkpoints"].target.threshold == 90.0
+    assert checks["mean agreement, originals >= 80 %"].target.threshold == 98.0
+    (generation,) = [c for label, c in checks.items() if label.startswith("generated diversity")]
+    assert generation.met("csb") is True
+    assert unmet_required(results, "csb") == []
+    page = "\n".join(targets_markdown(results))
+    assert "compressing regime's targets" in page and ">= 90.0 %" in page
+
+    # No setting keeps the accuracy: the generation target is missed, not unmeasured.
+    csb["diversity_curves"] = [[_curve_point(0.90, 0.80)]]
+    assert diverse_generation(csb) == 0.0
+    assert any(label.startswith("generated diversity") for label in unmet_required(results, "csb"))
+    # A latent larger than half the parameters is the copy regime: 85 / 97 %, no generation row.
+    csb["latent_numbers"] = 2688
+    assert not compressing(results)
+    labels = [c.target.label for c in check_targets(results)]
+    assert not any(label.startswith("generated diversity") for label in labels)
+    assert {c.target.threshold for c in check_targets(results) if c.target.unit == "%"} == {85.0, 97.0}

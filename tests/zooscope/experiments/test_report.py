@@ -20,6 +20,7 @@ GENERATED_PAGES = (
     "results-latent8-recipe.md",
     "results-latent16.md",
     "results-latent16-e160.md",
+    "results-cnn-s.md",
 )
 
 
