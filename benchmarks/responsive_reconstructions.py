@@ -1,0 +1,68 @@
+"""Whether reconstructed networks still respond to their inputs: the spread of each network's
+logits across query images, for the originals and for each autoencoder's reconstructions of them
+(docs/tuning.md, "The CNN-s zoo on real MNIST at a compressing latent").
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/responsive_reconstructions.py --zoo ZOO AE_DIR [AE_DIR ...]
+
+A network whose logits do not change with the input (standard deviation across inputs under
+1e-3) predicts one class for everything: dead ReLUs or a constant output layer. No behavioural
+loss has a gradient there, whatever its form, so a run that lands in it stays.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+DEAD = 1e-3
+
+
+def logit_spread(arch, params, queries: torch.Tensor) -> torch.Tensor:
+    """Per model: the standard deviation of its logits across the queries, averaged over classes."""
+    from zooscope.population.forward import population_forward
+
+    with torch.no_grad():
+        logits = population_forward(arch, params, queries)  # [K, N, classes]
+    return logits.std(dim=1).mean(dim=1)
+
+
+def main() -> None:
+    from zooscope.autoencoder.artefact import TrainedAutoencoder
+    from zooscope.networks.datasets import QuerySampler
+    from zooscope.zoo.store import Zoo
+
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--zoo", required=True)
+    parser.add_argument(
+        "--split", default="train", help="checkpoints of this split (train: the batches it learned on)"
+    )
+    parser.add_argument("--checkpoints", type=int, default=64)
+    parser.add_argument("--queries", type=int, default=256)
+    parser.add_argument("autoencoders", nargs="+")
+    args = parser.parse_args()
+
+    zoo = Zoo.open(args.zoo)
+    records = [r for r in zoo.checkpoints() if r.split == args.split][: args.checkpoints]
+    originals = zoo.load_checkpoints(records)
+    queries = QuerySampler(zoo.dataset(), n=args.queries).sample(torch.Generator().manual_seed(0))
+    rows = [("originals", logit_spread(originals.arch, originals.params, queries))]
+    for path in args.autoencoders:
+        autoencoder = TrainedAutoencoder.load(path)
+        with torch.no_grad():
+            reconstructed = autoencoder.reconstruct_params(originals.params)
+        rows.append((path, logit_spread(originals.arch, reconstructed, queries)))
+    print(
+        f"{len(records)} {args.split} checkpoints of {args.zoo}, {args.queries} queries of the training split"
+    )
+    print()
+    print("| networks | logit spread across inputs, median | share that do not respond (spread < 1e-3) |")
+    print("|---|---|---|")
+    for name, spread in rows:
+        print(f"| {name} | {spread.median():.4f} | {(spread < DEAD).float().mean():.0%} |")
+
+
+if __name__ == "__main__":
+    main()
