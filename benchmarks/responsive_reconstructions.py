@@ -45,7 +45,7 @@ def main() -> None:
     args = parser.parse_args()
 
     zoo = Zoo.open(args.zoo)
-    records = [r for r in zoo.checkpoints() if r.split == args.split][: args.checkpoints]
+    records = zoo.checkpoints(split=args.split)[: args.checkpoints]
     originals = zoo.load_checkpoints(records)
     queries = QuerySampler(zoo.dataset(), n=args.queries).sample(torch.Generator().manual_seed(0))
     rows = [("originals", logit_spread(originals.arch, originals.params, queries))]
@@ -58,7 +58,8 @@ def main() -> None:
         f"{len(records)} {args.split} checkpoints of {args.zoo}, {args.queries} queries of the training split"
     )
     print()
-    print("| networks | logit spread across inputs, median | share that do not respond (spread < 1e-3) |")
+    dead = f"share that do not respond (spread < {DEAD:g})"
+    print(f"| networks | logit spread across inputs, median | {dead} |")
     print("|---|---|---|")
     for name, spread in rows:
         print(f"| {name} | {spread.median():.4f} | {(spread < DEAD).float().mean():.0%} |")

@@ -141,10 +141,16 @@ COMPRESSING_TARGETS: tuple[tuple[Target, Measure], ...] = (
 STEP_COST = Target("a behavioural step over a structure-only step", 1.3, False, "x")
 
 
+def recorded_ratios(results: dict[str, Any]) -> list[float]:
+    """The latent ratios of the run's configurations that recorded one (pages from before the
+    latent's size was recorded have none)."""
+    ratios = [latent_ratio(c) for c in results["configs"].values()]
+    return [ratio for ratio in ratios if ratio is not None]
+
+
 def compressing(results: dict[str, Any]) -> bool:
     """Whether the run's autoencoders compress (every configuration of a run shares one latent)."""
-    ratios = [latent_ratio(c) for c in results["configs"].values()]
-    known = [ratio for ratio in ratios if ratio is not None]
+    known = recorded_ratios(results)
     return bool(known) and max(known) <= COMPRESSING_RATIO
 
 
@@ -198,8 +204,7 @@ def targets_markdown(results: dict[str, Any]) -> list[str]:
     if not present:
         return []
     labels = [configs[name]["config"]["label"] for name in present]
-    known = any(latent_ratio(c) is not None for c in configs.values())
-    if not known:  # a page from before the latent's size was recorded
+    if not recorded_ratios(results):
         regime = ""
     elif compressing(results):
         regime = (
