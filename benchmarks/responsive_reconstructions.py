@@ -15,20 +15,19 @@ import argparse
 
 import torch
 
-DEAD = 1e-3
 
-
-def logit_spread(arch, params, queries: torch.Tensor) -> torch.Tensor:
+def spread_of(arch, params, queries: torch.Tensor) -> torch.Tensor:
     """Per model: the standard deviation of its logits across the queries, averaged over classes."""
+    from zooscope.autoencoder.losses import logit_spread
     from zooscope.population.forward import population_forward
 
     with torch.no_grad():
-        logits = population_forward(arch, params, queries)  # [K, N, classes]
-    return logits.std(dim=1).mean(dim=1)
+        return logit_spread(population_forward(arch, params, queries))
 
 
 def main() -> None:
     from zooscope.autoencoder.artefact import TrainedAutoencoder
+    from zooscope.autoencoder.losses import UNRESPONSIVE_SPREAD
     from zooscope.networks.datasets import QuerySampler
     from zooscope.zoo.store import Zoo
 
@@ -48,21 +47,21 @@ def main() -> None:
     records = zoo.checkpoints(split=args.split)[: args.checkpoints]
     originals = zoo.load_checkpoints(records)
     queries = QuerySampler(zoo.dataset(), n=args.queries).sample(torch.Generator().manual_seed(0))
-    rows = [("originals", logit_spread(originals.arch, originals.params, queries))]
+    rows = [("originals", spread_of(originals.arch, originals.params, queries))]
     for path in args.autoencoders:
         autoencoder = TrainedAutoencoder.load(path)
         with torch.no_grad():
             reconstructed = autoencoder.reconstruct_params(originals.params)
-        rows.append((path, logit_spread(originals.arch, reconstructed, queries)))
+        rows.append((path, spread_of(originals.arch, reconstructed, queries)))
     print(
         f"{len(records)} {args.split} checkpoints of {args.zoo}, {args.queries} queries of the training split"
     )
     print()
-    dead = f"share that do not respond (spread < {DEAD:g})"
+    dead = f"share that do not respond (spread < {UNRESPONSIVE_SPREAD:g})"
     print(f"| networks | logit spread across inputs, median | {dead} |")
     print("|---|---|---|")
     for name, spread in rows:
-        print(f"| {name} | {spread.median():.4f} | {(spread < DEAD).float().mean():.0%} |")
+        print(f"| {name} | {spread.median():.4f} | {(spread < UNRESPONSIVE_SPREAD).float().mean():.0%} |")
 
 
 if __name__ == "__main__":

@@ -230,6 +230,12 @@ class TrainingConfig:
     # model), so every original's decision structure weighs the same. "kl": distillation (paper).
     behavioural_loss: BehaviouralKind = "mse"
     kl_temperature: float = 2.0  # distillation temperature of the "kl" variant (paper)
+    # Beyond docs/method.md: the gradient a ReLU of the reconstructed networks passes where its input
+    # is negative, in the behavioural term's forward (population/relu_gradient.py; values exact).
+    # 0 is the true gradient: a network whose units are dead on every query gives the decoder none
+    # back, and on a zoo with many dead originals the decoder settles there (docs/tuning.md, "The
+    # CNN-s zoo on real MNIST at a compressing latent").
+    behavioural_relu_gradient_slope: float = 0.0
     contrastive_temperature: float = 0.1  # NT-Xent temperature (paper)
     # Query images per step, shared by all models of the batch. Paper: 256. 128 keeps a behavioural
     # step at about 1.2x a structure-only step on a 2-core CPU (1.36x at 256); drawn fresh every
@@ -298,6 +304,8 @@ class TrainingConfig:
                 f"behavioural_loss must be one of {', '.join(BEHAVIOURAL_KINDS)}, "
                 f"not {self.behavioural_loss!r}"
             )
+        if not 0.0 <= self.behavioural_relu_gradient_slope < 1.0:
+            raise ValueError("behavioural_relu_gradient_slope must lie in [0, 1)")
         if self.token_normalisation not in TOKEN_NORMALISATIONS:
             raise ValueError(
                 f"token_normalisation must be one of {', '.join(TOKEN_NORMALISATIONS)}, "
@@ -474,6 +482,7 @@ LEGACY_TRAINING: dict[str, Any] = {
     "statistics_weight_final": None,
     "behavioural_loss": "mse",
     "kl_temperature": 2.0,
+    "behavioural_relu_gradient_slope": 0.0,
     "contrastive_temperature": 0.1,
     "n_queries": 128,
     "query_source": "train",
@@ -510,6 +519,7 @@ TRAINING_OVERRIDES: dict[str, str] = {
     "statistics_weight": "statistics_weight",
     "statistics_weight_final": "statistics_weight_final",
     "behavioural_loss": "behavioural_loss",
+    "relu_gradient_slope": "behavioural_relu_gradient_slope",
     "queries": "n_queries",
     "query_source": "query_source",
     "contrastive_views": "contrastive_views",

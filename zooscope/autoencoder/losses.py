@@ -19,11 +19,25 @@ from torch import nn
 from zooscope.networks.architectures import Architecture
 from zooscope.networks.parameters import StackedParams
 from zooscope.population.forward import population_forward
+from zooscope.population.relu_gradient import relu_gradient_slope
 from zooscope.weightspace.tokens import TokenLayout
 
 KINDS = ("mse", "mse_scaled", "logits", "kl")
 # Smallest per-model scale the normalised behavioural kinds divide by.
 SCALE_FLOOR = 1e-6
+
+
+# A network whose logits spread less than this across inputs (standard deviation, averaged over
+# classes) does not respond to its input: one output whatever it sees (dead ReLUs or a constant
+# output layer). No behavioural loss gets a gradient out of such a reconstruction through its
+# true ReLU backward.
+UNRESPONSIVE_SPREAD = 1e-3
+
+
+def logit_spread(logits: torch.Tensor) -> torch.Tensor:
+    """[K, N, classes] -> [K]: each network's standard deviation of its logits across the N
+    inputs, averaged over classes."""
+    return logits.std(dim=1).mean(dim=1)
 
 
 def _identity(tokens: torch.Tensor) -> torch.Tensor:
@@ -75,6 +89,7 @@ class BehaviouralLoss(nn.Module):
         temperature: float = 2.0,
         chunk_size: int | None = None,
         to_real: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        relu_gradient_slope: float = 0.0,
     ) -> None:
         super().__init__()
         if kind not in KINDS:
@@ -87,6 +102,9 @@ class BehaviouralLoss(nn.Module):
         # Maps the decoder's output tokens to real tokens before they are run (the token
         # normaliser's denormalise); identity when the autoencoder works on raw weights.
         self.to_real = to_real or _identity
+        # The reconstructions' ReLUs pass this much gradient where they are off (relu_gradient.py):
+        # a dead network's weights then still get one. Targets and values are unchanged.
+        self.relu_gradient_slope = relu_gradient_slope
 
     @torch.no_grad()
     def targets(
@@ -107,9 +125,10 @@ class BehaviouralLoss(nn.Module):
     ) -> torch.Tensor:
         """[K] loss per reconstructed model; non-finite values are left in (see `forward`)."""
         params = self.layout.detokenize(self.to_real(reconstruction.float()), reference=reference)
-        logits = population_forward(
-            self.arch, params, queries, chunk_size=self.chunk_size, activations=activations
-        ).float()
+        with relu_gradient_slope(self.relu_gradient_slope):
+            logits = population_forward(
+                self.arch, params, queries, chunk_size=self.chunk_size, activations=activations
+            ).float()
         return self._compare(logits, target_logits)
 
     def _compare(self, logits: torch.Tensor, target_logits: torch.Tensor) -> torch.Tensor:

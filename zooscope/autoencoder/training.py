@@ -151,6 +151,7 @@ class _Run:
             tc.behavioural_loss,
             tc.kl_temperature,
             to_real=self.normaliser.denormalise,
+            relu_gradient_slope=tc.behavioural_relu_gradient_slope,
         )
         self.contrastive = ContrastiveLoss(tc.contrastive_temperature)
         self.composite = CompositeLoss(tc.gamma, tc.beta, tc.statistics_weight).to(self.device)

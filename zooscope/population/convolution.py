@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812 - the conventional name
 from torch import nn
 
+from zooscope.population import relu_gradient
 from zooscope.population.compiled_kernels import model_conv_kernel, slab_max_product_kernel
 
 # The dense kernel's arithmetic over the convolution's, and its matrix size per model, at most.
@@ -303,7 +304,7 @@ def _max_over_slabs(slabs: torch.Tensor, prepared: PreparedConv, relu: bool) -> 
     pooled = torch.amax(slabs, 1, out=prepared.memory.out(f"{prepared.name} pool", shape, slabs))
     if not relu:
         return pooled
-    return torch.relu_(pooled) if autograd_free(pooled) else torch.relu(pooled)
+    return torch.relu_(pooled) if autograd_free(pooled) else relu_gradient.relu(pooled)
 
 
 def dense_conv(x: torch.Tensor, prepared: PreparedConv) -> torch.Tensor:

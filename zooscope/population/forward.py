@@ -55,7 +55,7 @@ from torch.func import functional_call, vmap
 
 from zooscope.networks.architectures import ACTIVATION_NAMES, Architecture, activation_codes
 from zooscope.networks.parameters import StackedParams, n_models, stack_state_dicts
-from zooscope.population import autotune
+from zooscope.population import autotune, relu_gradient
 from zooscope.population.autotune import PathChoice
 from zooscope.population.batching import spans, take, widest_activation
 from zooscope.population.compiled_kernels import INPUT_BLOCK, built_library, cpu_identity, kernel_mode
@@ -652,6 +652,8 @@ def _activate(module: nn.Module, h: _Activation) -> torch.Tensor:
     # a tensor the program made itself (never the caller's input) and that no backward needs
     if in_place is not None and h.layout != "shared" and autograd_free(h.tensor):
         return in_place(h.tensor)
+    if type(module) is nn.ReLU:
+        return relu_gradient.relu(h.tensor)  # torch's, unless a caller asked for a leaky backward
     return module(h.tensor)
 
 

@@ -155,6 +155,27 @@ def test_behavioural_loss_compares_several_views_with_one_set_of_targets() -> No
     assert loss(torch.cat([tokens, tokens]), targets, queries).item() == pytest.approx(single, rel=1e-6)
 
 
+def test_a_relu_gradient_slope_keeps_the_value_and_gives_a_dead_reconstruction_a_gradient() -> None:
+    layout = TokenLayout.of(ARCH)
+    originals, dead = _population(3), _population(3, seed=9)
+    dead["module_list.6.bias"] = torch.full_like(dead["module_list.6.bias"], -1e3)  # last hidden layer off
+    queries = _queries()
+    tokens = layout.tokenize(dead).requires_grad_(True)
+    values, gradients = [], []
+    for slope in (0.0, 0.05):
+        loss = BehaviouralLoss(ARCH, layout, relu_gradient_slope=slope)
+        value = loss(tokens, loss.targets(originals, queries), queries)
+        (gradient,) = torch.autograd.grad(value, tokens)
+        values.append(value.item())
+        gradients.append(gradient)
+    assert values[0] == values[1]
+    # The first conv's entries among the tokens; torch's ReLU lets nothing past the dead layer.
+    ones_in_first_layer = {k: (v * 0 + k.startswith("module_list.0.")) for k, v in dead.items()}
+    first_layer = layout.tokenize(ones_in_first_layer).bool()
+    assert gradients[0][first_layer].abs().max().item() == 0.0
+    assert gradients[1][first_layer].abs().max().item() > 0.0
+
+
 # ---- contrastive ------------------------------------------------------------------------------
 def test_nt_xent_prefers_matching_views() -> None:
     torch.manual_seed(0)
