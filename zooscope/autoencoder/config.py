@@ -194,6 +194,8 @@ QUICK_AUTOENCODER_PRESET = "quick"
 
 BehaviouralKind = Literal["mse", "mse_scaled", "logits", "kl"]
 BEHAVIOURAL_KINDS = ("mse", "mse_scaled", "logits", "kl")
+StructuralKind = Literal["mse", "relative"]
+STRUCTURAL_KINDS = ("mse", "relative")  # losses.StructuralLoss's kinds
 LRSchedule = Literal["none", "cosine"]
 TokenNormalisation = Literal["none", "layer", "tensor"]
 TOKEN_NORMALISATIONS = ("none", "layer", "tensor")  # normalisation.py's kinds
@@ -229,6 +231,10 @@ class TrainingConfig:
     # "logits" compares logits centred per query and divided by the original's logit spread (per
     # model), so every original's decision structure weighs the same. "kl": distillation (paper).
     behavioural_loss: BehaviouralKind = "mse"
+    # "mse": the paper's structural loss, each checkpoint weighing by the size of its tokens;
+    # "relative": each checkpoint's error over its own tokens' mean square, so checkpoints of
+    # every scale weigh alike (losses.StructuralLoss).
+    structural_loss: StructuralKind = "mse"
     kl_temperature: float = 2.0  # distillation temperature of the "kl" variant (paper)
     # Beyond docs/method.md: the gradient a ReLU of the reconstructed networks passes where its input
     # is negative, in the behavioural term's forward (population/relu_gradient.py; values exact).
@@ -306,6 +312,10 @@ class TrainingConfig:
             )
         if not 0.0 <= self.behavioural_relu_gradient_slope < 1.0:
             raise ValueError("behavioural_relu_gradient_slope must lie in [0, 1)")
+        if self.structural_loss not in STRUCTURAL_KINDS:
+            raise ValueError(
+                f"structural_loss must be one of {', '.join(STRUCTURAL_KINDS)}, not {self.structural_loss!r}"
+            )
         if self.token_normalisation not in TOKEN_NORMALISATIONS:
             raise ValueError(
                 f"token_normalisation must be one of {', '.join(TOKEN_NORMALISATIONS)}, "
@@ -483,6 +493,7 @@ LEGACY_TRAINING: dict[str, Any] = {
     "behavioural_loss": "mse",
     "kl_temperature": 2.0,
     "behavioural_relu_gradient_slope": 0.0,
+    "structural_loss": "mse",
     "contrastive_temperature": 0.1,
     "n_queries": 128,
     "query_source": "train",
@@ -520,6 +531,7 @@ TRAINING_OVERRIDES: dict[str, str] = {
     "statistics_weight_final": "statistics_weight_final",
     "behavioural_loss": "behavioural_loss",
     "relu_gradient_slope": "behavioural_relu_gradient_slope",
+    "structural_loss": "structural_loss",
     "queries": "n_queries",
     "query_source": "query_source",
     "contrastive_views": "contrastive_views",

@@ -16,13 +16,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from zooscope.autoencoder.config import BEHAVIOURAL_KINDS, STRUCTURAL_KINDS
 from zooscope.networks.architectures import Architecture
 from zooscope.networks.parameters import StackedParams
 from zooscope.population.forward import population_forward
 from zooscope.population.relu_gradient import relu_gradient_slope
 from zooscope.weightspace.tokens import TokenLayout
 
-KINDS = ("mse", "mse_scaled", "logits", "kl")
+KINDS = BEHAVIOURAL_KINDS  # one list of kinds: TrainingConfig checks the same names
 # Smallest per-model scale the normalised behavioural kinds divide by.
 SCALE_FLOOR = 1e-6
 
@@ -45,17 +46,34 @@ def _identity(tokens: torch.Tensor) -> torch.Tensor:
 
 
 class StructuralLoss(nn.Module):
-    """L_S: mean squared error over the real values of the tokens (padding masked out)."""
+    """L_S: mean squared error over the real values of the tokens (padding masked out).
 
-    def __init__(self, mask: torch.Tensor) -> None:
+    kind "mse": the paper's; a checkpoint weighs by the size of its tokens.
+    kind "relative": each checkpoint's squared error divided by its own tokens' mean square, so
+      every checkpoint weighs alike whatever its scale. On a zoo whose failed models carry
+      weights ten times larger than the working ones (N(0, 1) inits that never trained), the
+      working ones are otherwise a few per cent of the loss (docs/tuning.md, "The CNN-s zoo on
+      real MNIST at a compressing latent").
+    """
+
+    def __init__(self, mask: torch.Tensor, kind: str = "mse") -> None:
         super().__init__()
+        if kind not in STRUCTURAL_KINDS:
+            known = ", ".join(STRUCTURAL_KINDS)
+            raise ValueError(f"structural loss kind must be one of {known}, not {kind!r}")
+        self.kind = kind
         self.register_buffer("mask", mask.to(torch.bool), persistent=False)
 
     def per_model(self, reconstruction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """[K]: each model's mean squared error over its real token values."""
+        """[K]: each model's mean squared error over its real token values (relative: over its
+        target's mean square)."""
         mask = self.mask.to(reconstruction.dtype)
         squared = (reconstruction - target).pow(2) * mask
-        return squared.sum(dim=(1, 2)) / mask.sum()
+        mse = squared.sum(dim=(1, 2)) / mask.sum()
+        if self.kind == "mse":
+            return mse
+        size = (target.pow(2) * mask).sum(dim=(1, 2)) / mask.sum()
+        return mse / size.clamp_min(SCALE_FLOOR)
 
     def forward(self, reconstruction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return self.per_model(reconstruction.float(), target.float()).mean()

@@ -144,7 +144,7 @@ class _Run:
             self.layout, self.layout.tokenize(train.params), kind=tc.token_normalisation
         )
         self.queries = QuerySampler(dataset, n=tc.n_queries, source=tc.query_source)
-        self.structural = StructuralLoss(self.layout.mask).to(self.device)
+        self.structural = StructuralLoss(self.layout.mask, tc.structural_loss).to(self.device)
         self.behavioural = BehaviouralLoss(
             self.arch,
             self.layout,

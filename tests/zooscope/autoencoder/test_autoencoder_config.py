@@ -81,6 +81,11 @@ def test_cpu_recipe_standardises_tokens_and_paper_recipe_stays_the_papers() -> N
         TrainingConfig(token_normalisation="model")
     with pytest.raises(ValueError, match="behavioural_loss"):
         TrainingConfig(behavioural_loss="huber")
+    with pytest.raises(ValueError, match="structural_loss"):
+        TrainingConfig(structural_loss="l1")  # type: ignore[arg-type]
+    for slope in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="behavioural_relu_gradient_slope"):
+            TrainingConfig(behavioural_relu_gradient_slope=slope)
 
 
 def test_cpu_autoencoder_has_a_relu_latent_and_old_artefacts_read_back_as_they_ran() -> None:

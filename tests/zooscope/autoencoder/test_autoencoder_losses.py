@@ -37,6 +37,19 @@ def test_structural_loss_counts_real_values_only() -> None:
     assert loss(target, target).item() == 0.0
 
 
+def test_relative_structural_loss_weighs_each_checkpoint_by_its_own_size() -> None:
+    mask = torch.tensor([[True, True, False]])
+    loss = StructuralLoss(mask, kind="relative")
+    target = torch.tensor([[[10.0, 0.0, 0.0]], [[0.1, 0.1, 5.0]]])
+    # the same 10 % error on a large and on a small checkpoint costs them the same
+    reconstruction = target * 1.1
+    assert loss.per_model(reconstruction, target).tolist() == pytest.approx([0.01, 0.01], rel=1e-3)
+    plain = StructuralLoss(mask).per_model(reconstruction, target).tolist()
+    assert plain == pytest.approx([0.5, 0.0001], rel=1e-3)
+    with pytest.raises(ValueError, match="structural loss kind"):
+        StructuralLoss(mask, kind="l1")
+
+
 # ---- behavioural ------------------------------------------------------------------------------
 @pytest.mark.parametrize("kind", ["mse", "mse_scaled", "logits", "kl"])
 def test_behavioural_loss_is_zero_for_identical_networks(kind: str) -> None:

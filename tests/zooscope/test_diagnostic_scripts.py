@@ -1,0 +1,49 @@
+"""The zoo diagnostics of benchmarks/ (docs/tuning.md cites their tables) run on a tiny zoo and
+print what they claim to."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.benchmark_scripts import benchmark_module
+from zooscope.zoo.grid import ZooConfig
+from zooscope.zoo.store import build_zoo
+
+
+@pytest.fixture(scope="module")
+def tiny_zoo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("zoo") / "tiny"
+    build_zoo(ZooConfig.tiny(inits=("kaiming_uniform", "normal")), out)
+    return out
+
+
+def _run(name: str, argv: list[str], monkeypatch: pytest.MonkeyPatch, capsys) -> list[str]:
+    monkeypatch.setattr(sys, "argv", [name, *argv])
+    with benchmark_module(name) as module:
+        module.main()
+    return capsys.readouterr().out.splitlines()
+
+
+def test_structural_energy_shares_add_up_and_name_each_init(tiny_zoo: Path, monkeypatch, capsys) -> None:
+    lines = _run("structural_energy", ["--zoo", str(tiny_zoo)], monkeypatch, capsys)
+    rows = [line.split("|")[1:-1] for line in lines if line.startswith("| ") and "%" in line]
+    assert sorted(row[0].strip() for row in rows) == ["kaiming_uniform", "normal"]
+    shares = [float(row[2].strip().rstrip("%")) for row in rows]
+    assert sum(shares) == pytest.approx(100.0, abs=0.2)
+    # N(0, 1) weights are far larger than Kaiming's: they take most of the standardised energy
+    assert rows[0][0].strip() == "normal" and shares[0] > 50.0
+
+
+def test_behaviour_from_noise_prints_a_row_every_25_steps(tiny_zoo: Path, monkeypatch, capsys) -> None:
+    argv = ["--zoo", str(tiny_zoo), "--steps", "25", "--checkpoints", "4", "--queries", "16"]
+    lines = _run(
+        "behaviour_from_noise",
+        [*argv, "--start", "mean", "--relu-gradient-slope", "0.1"],
+        monkeypatch,
+        capsys,
+    )
+    rows = [line for line in lines if line.startswith("| ") and line[2].isdigit()]
+    assert [row.split("|")[1].strip() for row in rows] == ["0", "25"]
