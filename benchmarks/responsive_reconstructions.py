@@ -2,11 +2,13 @@
 logits across query images, for the originals and for each autoencoder's reconstructions of them
 (docs/tuning.md, "The CNN-s zoo on real MNIST at a compressing latent").
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/responsive_reconstructions.py --zoo ZOO AE_DIR [AE_DIR ...]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/responsive_reconstructions.py --zoo ZOO \
+        [--shrink 0,0.1,0.3] [AE_DIR ...]
 
 A network whose logits do not change with the input (standard deviation across inputs under
-1e-3) predicts one class for everything: dead ReLUs or a constant output layer. No behavioural
-loss has a gradient there, whatever its form, so a run that lands in it stays.
+1e-3) predicts one class for everything: dead ReLUs or a constant output layer. Through the true
+ReLU backward no behavioural loss has a gradient there, whatever its form, so a run that lands in
+it stays (TrainingConfig.behavioural_relu_gradient_slope gives it one).
 """
 
 from __future__ import annotations
@@ -25,6 +27,20 @@ def spread_of(arch, params, queries: torch.Tensor) -> torch.Tensor:
         return logit_spread(population_forward(arch, params, queries))
 
 
+def shrunk(zoo, originals, factor: float, queries: torch.Tensor) -> torch.Tensor:
+    """The spread of the originals moved toward the zoo's mean in standardised token space: what a
+    decoder that shrinks toward the mean (any lossy code does, as PCA does) hands the behavioural
+    loss."""
+    from zooscope.autoencoder.normalisation import TokenNormaliser
+    from zooscope.weightspace.tokens import TokenLayout
+
+    layout = TokenLayout.of(originals.arch)
+    train = zoo.load_checkpoints(zoo.checkpoints(split="train"))
+    normaliser = TokenNormaliser.fit(layout, layout.tokenize(train.params), kind="tensor")
+    tokens = normaliser.normalise(layout.tokenize(originals.params)) * factor
+    return spread_of(originals.arch, layout.detokenize(normaliser.denormalise(tokens)), queries)
+
+
 def main() -> None:
     from zooscope.autoencoder.artefact import TrainedAutoencoder
     from zooscope.autoencoder.losses import UNRESPONSIVE_SPREAD
@@ -40,7 +56,13 @@ def main() -> None:
     )
     parser.add_argument("--checkpoints", type=int, default=64)
     parser.add_argument("--queries", type=int, default=256)
-    parser.add_argument("autoencoders", nargs="+")
+    parser.add_argument(
+        "--shrink",
+        default="",
+        help="comma-separated factors s: also the originals moved toward the zoo's mean, s x their "
+        "standardised tokens (per-tensor standardisation fitted on the training split; 0: the mean)",
+    )
+    parser.add_argument("autoencoders", nargs="*")
     args = parser.parse_args()
 
     zoo = Zoo.open(args.zoo)
@@ -48,6 +70,13 @@ def main() -> None:
     originals = zoo.load_checkpoints(records)
     queries = QuerySampler(zoo.dataset(), n=args.queries).sample(torch.Generator().manual_seed(0))
     rows = [("originals", spread_of(originals.arch, originals.params, queries))]
+    for factor in [float(text) for text in args.shrink.split(",") if text]:
+        rows.append(
+            (
+                f"originals shrunk to {factor:g} x their standardised tokens",
+                shrunk(zoo, originals, factor, queries),
+            )
+        )
     for path in args.autoencoders:
         autoencoder = TrainedAutoencoder.load(path)
         with torch.no_grad():

@@ -47,3 +47,27 @@ def test_behaviour_from_noise_prints_a_row_every_25_steps(tiny_zoo: Path, monkey
     )
     rows = [line for line in lines if line.startswith("| ") and line[2].isdigit()]
     assert [row.split("|")[1].strip() for row in rows] == ["0", "25"]
+
+
+def test_the_zoo_mean_network_is_listed_and_responds_less_than_the_originals(
+    tiny_zoo: Path, monkeypatch, capsys
+) -> None:
+    lines = _run(
+        "responsive_reconstructions", ["--zoo", str(tiny_zoo), "--shrink", "0,1"], monkeypatch, capsys
+    )
+    rows = {
+        line.split("|")[1].strip(): line.split("|")[2:4]
+        for line in lines
+        if line.startswith("| ") and "%" in line
+    }
+    assert set(rows) == {
+        "originals",
+        "originals shrunk to 0 x their standardised tokens",
+        "originals shrunk to 1 x their standardised tokens",
+    }
+    median = {name: float(cells[0]) for name, cells in rows.items()}
+    # a factor of 1 gives the originals back; the mean network is one network, however many rows
+    assert median["originals shrunk to 1 x their standardised tokens"] == pytest.approx(
+        median["originals"], rel=1e-3
+    )
+    assert median["originals shrunk to 0 x their standardised tokens"] < median["originals"]
