@@ -92,6 +92,17 @@ def train(
     behavioural_loss: str | None = typer.Option(
         None, "--behavioural-loss", help="mse (paper) | mse_scaled | logits | kl."
     ),
+    structural_loss: str | None = typer.Option(
+        None,
+        "--structural-loss",
+        help="mse (paper) | relative (each checkpoint's error over its own tokens' mean square).",
+    ),
+    relu_gradient_slope: float | None = typer.Option(
+        None,
+        "--relu-gradient-slope",
+        help="Gradient the behavioural term's ReLUs pass where they are off, in [0, 1) (0: torch's; "
+        "values stay exact): dead reconstructions still get a gradient.",
+    ),
     token_normalisation: str | None = typer.Option(
         None,
         "--token-normalisation",
@@ -126,6 +137,8 @@ def train(
             statistics_weight=statistics_weight,
             statistics_weight_final=statistics_weight_final,
             behavioural_loss=behavioural_loss,
+            structural_loss=structural_loss,
+            relu_gradient_slope=relu_gradient_slope,
             queries=queries,
             query_source=query_source,
             contrastive_views=contrastive_views,

@@ -45,6 +45,19 @@ def test_cli_train_writes_an_artefact_with_the_overrides(tiny_zoo: Zoo, tmp_path
     assert loaded.seed == 7 and "epoch 1/1" in result.output
 
 
+def test_cli_train_takes_the_relative_structural_loss_and_a_relu_gradient_slope(
+    tiny_zoo: Zoo, tmp_path: Path
+) -> None:
+    out = tmp_path / "ae"
+    args = ["train", "--zoo", str(tiny_zoo.path), "--out", str(out), "--preset", "tiny", "--epochs", "1"]
+    result = CliRunner().invoke(app, [*args, "--structural-loss", "relative", "--relu-gradient-slope", "0.3"])
+    assert result.exit_code == 0, result.output
+    recorded = TrainedAutoencoder.load(out).training_config
+    assert (recorded.structural_loss, recorded.behavioural_relu_gradient_slope) == ("relative", 0.3)
+    refused = CliRunner().invoke(app, [*args, "--relu-gradient-slope", "1.5"])
+    assert refused.exit_code != 0 and "behavioural_relu_gradient_slope" in refused.output
+
+
 def test_cli_train_reports_a_missing_zoo(tmp_path: Path) -> None:
     result = CliRunner().invoke(
         app, ["train", "--zoo", str(tmp_path / "nope"), "--out", str(tmp_path / "ae")]
