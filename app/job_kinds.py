@@ -29,7 +29,7 @@ Id = str
 # zooscope.autoencoder.config's AUTOENCODER_PRESETS and DEFAULT_AUTOENCODER_PRESET, written out
 # because the service may not import zooscope.autoencoder (pyproject.toml's import contracts);
 # tests/app/test_job_kinds.py keeps them equal to the library's.
-AUTOENCODER_PRESETS = ("cpu", "paper", "tiny", "quick", "compress")
+AUTOENCODER_PRESETS = ("cpu", "paper", "tiny", "quick", "compress", "compress_cnn_s")
 DEFAULT_AUTOENCODER_PRESET = "cpu"
 
 

@@ -146,6 +146,15 @@ class AutoencoderConfig:
         return cls(latent_dim=8, latent_activation="none")
 
     @classmethod
+    def compress_cnn_s(cls) -> AutoencoderConfig:
+        """The cpu size with a linear latent of 16 a token: on CNN-s (48 tokens, 2,464
+        parameters) 768 numbers, 0.31x, a latent that cannot copy (on cnn_digits it would be
+        0.64x). With TrainingConfig.compress_cnn_s, C+S+B keeps most of the function of a zoo of
+        trained CNN-s networks where structure-only keeps a fifth (docs/tuning.md, "A zoo of
+        trained CNN-s networks")."""
+        return cls(latent_dim=16, latent_activation="none")
+
+    @classmethod
     def tiny(cls) -> AutoencoderConfig:
         """For tests: a few thousand parameters, a step takes milliseconds."""
         return cls(
@@ -187,7 +196,7 @@ LEGACY_AUTOENCODER: dict[str, Any] = {
 
 # The presets of both configs (AutoencoderConfig.preset, TrainingConfig.preset), by the name the
 # CLI (`ae train --preset`), the service's train_autoencoder jobs and ZOOSCOPE_DEFAULT_PRESET use.
-AUTOENCODER_PRESETS = ("cpu", "paper", "tiny", "quick", "compress")
+AUTOENCODER_PRESETS = ("cpu", "paper", "tiny", "quick", "compress", "compress_cnn_s")
 DEFAULT_AUTOENCODER_PRESET = "cpu"
 # The embedded service's first default, made while the default preset trains (worker/bootstrap.py).
 QUICK_AUTOENCODER_PRESET = "quick"
@@ -431,6 +440,13 @@ class TrainingConfig:
         gained 0 to 2 points) and 512 queries a step (128 gave 0.8 points less and collapsed to one
         class for stretches with the other behavioural losses) (docs/tuning.md)."""
         return cls(epochs=30, beta_warmup_epochs=8, n_queries=512)
+
+    @classmethod
+    def compress_cnn_s(cls) -> TrainingConfig:
+        """The cpu recipe (80 epochs, warm-up 20, 128 queries) for AutoencoderConfig.compress_cnn_s:
+        the paper's three terms (no layer-statistics term) and the relative structural loss, so a
+        checkpoint of small weights weighs as much as one of large weights (losses.StructuralLoss)."""
+        return cls(statistics_weight=0.0, statistics_weight_final=None, structural_loss="relative")
 
     @classmethod
     def tiny(cls) -> TrainingConfig:

@@ -146,6 +146,11 @@ PRESET_CHANGES = {
          "lr": 1e-3, "batch_size": 16, "epochs": 30, "beta_warmup_epochs": 8, "n_queries": 512,
          "lr_schedule": "cosine"},
     ),
+    "compress_cnn_s": (
+        {"latent_dim": 16},
+        {"token_normalisation": "tensor", "lr": 1e-3, "batch_size": 16, "epochs": 80, "lr_schedule": "cosine",
+         "structural_loss": "relative"},
+    ),
     "tiny": (
         {"d_model": 16, "n_heads": 2, "n_encoder_layers": 1, "n_decoder_layers": 1, "d_ff": 32,
          "latent_dim": 4},

@@ -173,3 +173,6 @@ def test_every_zoo_preset_name_builds_a_config() -> None:
     cnn_s = configs["mnist5k-cnn-s"]
     assert (cnn_s.dataset, cnn_s.architecture.name, cnn_s.n_models) == ("mnist5k", "cnn_s-1x28x28", 96)
     assert configs["digits"] == ZooConfig.default_digits() and configs["tiny"].n_models == 12
+    kaiming = configs["mnist5k-cnn-s-kaiming"]
+    assert kaiming.n_models == 96 and set(kaiming.inits) == {"kaiming_uniform", "kaiming_normal"}
+    assert kaiming.replace(inits=cnn_s.inits, n_seeds=cnn_s.n_seeds) == cnn_s  # the same grid otherwise
