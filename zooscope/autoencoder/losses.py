@@ -51,9 +51,9 @@ class StructuralLoss(nn.Module):
     kind "mse": the paper's; a checkpoint weighs by the size of its tokens.
     kind "relative": each checkpoint's squared error divided by its own tokens' mean square, so
       every checkpoint weighs alike whatever its scale. On a zoo whose failed models carry
-      weights ten times larger than the working ones (N(0, 1) inits that never trained), the
-      working ones are otherwise a few per cent of the loss (docs/tuning.md, "The CNN-s zoo on
-      real MNIST at a compressing latent").
+      weights 3 to 25 times larger than the working ones (N(0, 1) inits that never trained), the
+      working ones are otherwise a few per cent of the loss (docs/tuning.md, "Why the decoder
+      lands on dead networks").
     """
 
     def __init__(self, mask: torch.Tensor, kind: str = "mse") -> None:

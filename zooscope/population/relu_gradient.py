@@ -3,11 +3,12 @@
 The behavioural loss trains a decoder through the networks it builds. Where such a network's ReLU
 units are negative on every query (a dead layer, a network with one output whatever its input),
 the ReLU's gradient is zero and no form of the behavioural loss can move the weights before it:
-the decoder stays at the dead network (docs/tuning.md, "The CNN-s zoo on real MNIST at a
-compressing latent"). Inside `relu_gradient_slope(s)` with s > 0, every ReLU of the population
-forward that autograd records passes gradient g * s where its input was negative (a leaky ReLU's
-backward), while its output stays max(x, 0): the logits, hence the loss's value and every
-evaluation, are those of the real network. Outside it (the default), a ReLU is torch's.
+the decoder stays at the dead network (docs/tuning.md, "Why the decoder lands on dead
+networks": on a zoo whose mean network is dead, a decoder that shrinks toward it builds them).
+Inside `relu_gradient_slope(s)` with s > 0, every ReLU of the population forward that autograd
+records passes gradient g * s where its input was negative (a leaky ReLU's backward), while its
+output stays max(x, 0): the logits, hence the loss's value and every evaluation, are those of
+the real network. Outside it (the default), a ReLU is torch's.
 
 A context rather than an argument of population_forward because it changes only the backward of
 one op wherever the program applies a ReLU, and only for the callers that train through
