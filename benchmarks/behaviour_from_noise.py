@@ -22,6 +22,7 @@ def main() -> None:
     from zooscope.autoencoder.losses import UNRESPONSIVE_SPREAD, BehaviouralLoss, logit_spread
     from zooscope.autoencoder.normalisation import TokenNormaliser
     from zooscope.networks.datasets import QuerySampler
+    from zooscope.population.batching import take
     from zooscope.population.forward import population_forward
     from zooscope.weightspace.tokens import TokenLayout
     from zooscope.zoo.store import Zoo
@@ -42,20 +43,18 @@ def main() -> None:
 
     torch.manual_seed(0)
     zoo = Zoo.open(args.zoo)
-    records = zoo.checkpoints(split="train")
-    originals = zoo.load_checkpoints(records[: args.checkpoints])
-    layout = TokenLayout.of(originals.arch)
+    train = zoo.load_checkpoints(zoo.checkpoints(split="train"))
+    arch, original_params = train.arch, take(train.params, slice(0, args.checkpoints))
+    layout = TokenLayout.of(arch)
     # Standardised as training does (TrainingConfig.token_normalisation "tensor", fitted on the split).
-    normaliser = TokenNormaliser.fit(
-        layout, layout.tokenize(zoo.load_checkpoints(records).params), kind="tensor"
-    )
-    tokens = normaliser.normalise(layout.tokenize(originals.params))
+    normaliser = TokenNormaliser.fit(layout, layout.tokenize(train.params), kind="tensor")
+    tokens = normaliser.normalise(layout.tokenize(original_params))
     if args.start == "mean":
         tokens = torch.zeros_like(tokens)
     tokens = (tokens + args.noise * torch.randn_like(tokens) * layout.mask).requires_grad_(True)
     sampler = QuerySampler(zoo.dataset(), n=args.queries)
     loss_fn = BehaviouralLoss(
-        originals.arch,
+        arch,
         layout,
         args.kind,
         to_real=normaliser.denormalise,
@@ -67,7 +66,7 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for step in range(args.steps + 1):
         queries = sampler.sample(generator)
-        targets = loss_fn.targets(originals.params, queries)
+        targets = loss_fn.targets(original_params, queries)
         loss = loss_fn(tokens, targets, queries)
         optimiser.zero_grad()
         loss.backward()
@@ -75,7 +74,7 @@ def main() -> None:
         if step % 25 == 0:
             with torch.no_grad():
                 rebuilt = layout.detokenize(normaliser.denormalise(tokens.detach()))
-                logits = population_forward(originals.arch, rebuilt, queries)
+                logits = population_forward(arch, rebuilt, queries)
                 agreement = (logits.argmax(-1) == targets.argmax(-1)).float().mean().item()
                 dead = (logit_spread(logits) < UNRESPONSIVE_SPREAD).float().mean().item()
             print(

@@ -27,18 +27,21 @@ def spread_of(arch, params, queries: torch.Tensor) -> torch.Tensor:
         return logit_spread(population_forward(arch, params, queries))
 
 
-def shrunk(zoo, originals, factor: float, queries: torch.Tensor) -> torch.Tensor:
-    """The spread of the originals moved toward the zoo's mean in standardised token space: what a
-    decoder that shrinks toward the mean (any lossy code does, as PCA does) hands the behavioural
-    loss."""
+def shrunk(zoo, originals, factors: list[float], queries: torch.Tensor) -> list[torch.Tensor]:
+    """The spread of the originals moved toward the zoo's mean in standardised token space, one per
+    factor: what a decoder that shrinks toward the mean (any lossy code does, as PCA does) hands
+    the behavioural loss. The standardisation is fitted once, on the training split."""
     from zooscope.autoencoder.normalisation import TokenNormaliser
     from zooscope.weightspace.tokens import TokenLayout
 
     layout = TokenLayout.of(originals.arch)
     train = zoo.load_checkpoints(zoo.checkpoints(split="train"))
     normaliser = TokenNormaliser.fit(layout, layout.tokenize(train.params), kind="tensor")
-    tokens = normaliser.normalise(layout.tokenize(originals.params)) * factor
-    return spread_of(originals.arch, layout.detokenize(normaliser.denormalise(tokens)), queries)
+    tokens = normaliser.normalise(layout.tokenize(originals.params))
+    return [
+        spread_of(originals.arch, layout.detokenize(normaliser.denormalise(tokens * factor)), queries)
+        for factor in factors
+    ]
 
 
 def main() -> None:
@@ -70,13 +73,10 @@ def main() -> None:
     originals = zoo.load_checkpoints(records)
     queries = QuerySampler(zoo.dataset(), n=args.queries).sample(torch.Generator().manual_seed(0))
     rows = [("originals", spread_of(originals.arch, originals.params, queries))]
-    for factor in [float(text) for text in args.shrink.split(",") if text]:
-        rows.append(
-            (
-                f"originals shrunk to {factor:g} x their standardised tokens",
-                shrunk(zoo, originals, factor, queries),
-            )
-        )
+    factors = [float(text) for text in args.shrink.split(",") if text]
+    if factors:
+        for factor, spread in zip(factors, shrunk(zoo, originals, factors, queries), strict=True):
+            rows.append((f"originals shrunk to {factor:g} x their standardised tokens", spread))
     for path in args.autoencoders:
         autoencoder = TrainedAutoencoder.load(path)
         with torch.no_grad():
