@@ -67,6 +67,10 @@ def test_library_pipeline_writes_loadable_reports(zoo: Zoo, ae_dir: Path) -> Non
     assert torch.allclose(
         torch.tensor([i.original_accuracy for i in evaluation.items]), zoo_acc.float(), atol=1e-4
     )
+    specific = evaluation.aggregate["specificity"]
+    assert specific["count"] == len(test_records)
+    assert specific["own"] == pytest.approx(evaluation.aggregate["agreement"]["mean"])
+    assert 0.0 <= specific["other_originals"] <= 1.0 and 0.0 <= specific["originals_with_each_other"] <= 1.0
     ae.save_evaluation(evaluation.to_dict())
     reread = ReconstructionReport.from_dict(json.loads((ae_dir / "evaluation.json").read_text()))
     assert reread.items == evaluation.items
@@ -127,6 +131,7 @@ def test_cli_commands_write_checkpoints_and_reports(zoo: Zoo, ae_dir: Path, tmp_
     result = runner.invoke(app, ["ae", "evaluate", str(ae_dir)])
     assert result.exit_code == 0, result.output
     assert (ae_dir / "evaluation.json").exists()
+    assert "agreement, other models' originals" in result.output
 
     result = runner.invoke(
         app, ["reconstruct", "--ae", str(ae_dir), str(tmp_path / "emb.json"), "--out", "x"]

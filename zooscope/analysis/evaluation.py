@@ -48,6 +48,10 @@ METRICS = (
     "behavioural_distance",
 )
 REPORT_VERSION = 1
+# Cross-agreement (`specificity`) compares each reconstruction with the originals of OTHER models:
+# at most this many checkpoints take part (the first ones), so its cost stays a few forwards
+# whatever the split's size.
+SPECIFICITY_MAX_CHECKPOINTS = 512
 
 
 # ---- metrics on batched logits and tokens ----------------------------------------------------------
@@ -331,6 +335,72 @@ def evaluate_reconstructions(
     return ReconstructionReport(items, aggregate_items(items), reconstructions, metadata)
 
 
+def agreement_matrix(pred_a: torch.Tensor, pred_b: torch.Tensor) -> torch.Tensor:
+    """[K, M] share of inputs on which model i of `pred_a` [K, N] and model j of `pred_b` [M, N]
+    predict the same class."""
+    n_classes = int(max(pred_a.max(), pred_b.max())) + 1
+    counts = torch.zeros(pred_a.shape[0], pred_b.shape[0], dtype=torch.float64)
+    for c in range(n_classes):
+        counts += (pred_a == c).double() @ (pred_b == c).double().T
+    return counts / pred_a.shape[1]
+
+
+def specificity_of(
+    pred_originals: torch.Tensor, pred_reconstructions: torch.Tensor, groups: Sequence[str]
+) -> dict[str, Any]:
+    """Whether reconstructions keep THEIR original's function or just any good model's.
+
+    `groups[i]` names the model checkpoint i belongs to (its epochs are one model): "others" are
+    the originals of the other models. Returns the mean agreement of each reconstruction with its
+    own original, with the other models' originals, and of the originals with each other's (what
+    swapping in another member of the zoo would give). A reconstruction that agrees with its own
+    original no more than with the others' has learnt the zoo's typical function, not the
+    checkpoint's."""
+    k = pred_originals.shape[0]
+    group_ids = {name: index for index, name in enumerate(dict.fromkeys(groups))}
+    codes = torch.tensor([group_ids[name] for name in groups])
+    others = codes[:, None] != codes[None, :]
+    empty = {"count": k, "own": None, "other_originals": None, "originals_with_each_other": None}
+    if k == 0 or not bool(others.any()):
+        return empty
+    recon_vs_orig = agreement_matrix(pred_reconstructions, pred_originals)
+    orig_vs_orig = agreement_matrix(pred_originals, pred_originals)
+    rows = others.any(dim=1)
+
+    def mean_over_others(matrix: torch.Tensor) -> float:
+        per_row = (matrix * others).sum(dim=1)[rows] / others.sum(dim=1)[rows]
+        return float(per_row.mean())
+
+    return {
+        "count": k,
+        "own": float(recon_vs_orig.diagonal().mean()),
+        "other_originals": mean_over_others(recon_vs_orig),
+        "originals_with_each_other": mean_over_others(orig_vs_orig),
+    }
+
+
+@torch.no_grad()
+def specificity(
+    arch: Architecture,
+    originals: StackedParams,
+    reconstructions: StackedParams,
+    x: torch.Tensor,
+    groups: Sequence[str],
+    *,
+    batch_models: int = 256,
+    activations: torch.Tensor | None = None,
+    device: torch.device | str | None = None,
+) -> dict[str, Any]:
+    """specificity_of on the first SPECIFICITY_MAX_CHECKPOINTS checkpoints, run on inputs `x`."""
+    first = slice(0, min(n_models(originals), SPECIFICITY_MAX_CHECKPOINTS))
+    own = None if activations is None else activations[first]
+    pred_o, pred_r = (
+        predict(arch, take(params, first), x, batch_models=batch_models, device=device, activations=own)
+        for params in (originals, reconstructions)
+    )
+    return specificity_of(pred_o, pred_r, list(groups)[first])
+
+
 # ---- high-level calls (the CLI and the service's worker use these) ------------------------------
 def reconstruct_with_tokens(
     ae: TrainedAutoencoder, params: StackedParams, batch_models: int = 256
@@ -392,6 +462,16 @@ def evaluate_autoencoder(
         reconstructed_tokens=tokens,
         device=_device_of(ae),
         activations=checkpoints.activations,
+    )
+    result.aggregate["specificity"] = specificity(
+        ae.architecture,
+        checkpoints.params,
+        reconstructed,
+        data.test.x,
+        [r.model_id for r in records],
+        batch_models=batch_models,
+        activations=checkpoints.activations,
+        device=_device_of(ae),
     )
     result.metadata["split"] = split
     result.metadata["inputs"] = inputs

@@ -295,4 +295,11 @@ def _aggregate_table(title: str, aggregate: dict[str, Any]) -> Table:
             metric if metric in METRICS else f"agreement, originals >= {s['threshold']:.0%} (n={s['count']})"
         )
         table.add_row(label, *(fmt(s[k]) for k in ("mean", "std", "max", "min")))
+    specific = aggregate.get("specificity")
+    if specific and specific["other_originals"] is not None:  # a split of one model has no others
+        for label, key in (
+            ("agreement, other models' originals", "other_originals"),
+            ("originals' agreement with each other", "originals_with_each_other"),
+        ):
+            table.add_row(label, fmt(specific[key]), "", "", "")
     return table

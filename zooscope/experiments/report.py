@@ -11,6 +11,7 @@ again, byte for byte.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from typing import Any
 
 from zooscope.experiments.targets import best_test_gap, targets_markdown
@@ -37,8 +38,9 @@ def _num(x: float | None, spec: str = ".2f") -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
 
 
-def metric_cells(r: dict[str, Any]) -> dict[str, str]:
-    """One configuration's column: a cell per ROW_LABELS key, from run_config's result."""
+def metric_cells(r: dict[str, Any]) -> dict[str, str | None]:
+    """One configuration's column: a cell per ROW_LABELS key, from run_config's result; None where
+    the result predates the measurement (table_rows leaves out a row that is None everywhere)."""
     ev, gen, probes, t = r["evaluation"], r["generation"], r["probes"], r["timings"]
     high = ev["agreement_high_accuracy"]
     div = gen["diversity"]
@@ -52,9 +54,16 @@ def metric_cells(r: dict[str, Any]) -> dict[str, str]:
     def mean_max(summary: dict[str, Any]) -> str:
         return f"{_pct(summary['mean'])} / {_pct(summary['max'])}"
 
+    def other_originals() -> str | None:  # None: a result from before specificity was measured
+        measured = ev.get("specificity")
+        if measured is None:
+            return None
+        return f"{_pct(measured['other_originals'])} ({_pct(measured['originals_with_each_other'])})"
+
     return {
         "agreement_mean": f"{_pct(ev['agreement']['mean'])} ± {_pct(ev['agreement']['std'])}",
         "agreement_high": f"{_pct(high['mean'])} (n={high['count']})",
+        "agreement_other_originals": other_originals(),
         "structural_l2_mean": _num(ev["structural_distance"]["mean"]),
         "structural_l2_real": _num(ev["structural_distance_real"]["mean"]),
         "behavioural_distance": _num(ev["behavioural_distance"]["mean"], ".3f"),
@@ -82,6 +91,8 @@ def metric_cells(r: dict[str, Any]) -> dict[str, str]:
 ROW_LABELS = {
     "agreement_mean": "mean agreement with original (%)",
     "agreement_high": "mean agreement, originals >= 80 % accuracy (%)",
+    "agreement_other_originals": "agreement with other models' originals (%): reconstruction "
+    "(originals with each other)",
     "structural_l2_mean": "mean structural L2 (tokens, padding included)",
     "structural_l2_real": "mean structural L2 (real parameters only)",
     "behavioural_distance": "mean behavioural distance (softmax L2)",
@@ -100,6 +111,17 @@ ROW_LABELS = {
     "seconds_per_step": "seconds per training step (median)",
     "collapsed": "collapse flagged at the last validation",
 }
+
+
+def table_rows(keys: Iterable[str], columns: list[dict[str, str | None]]) -> list[tuple[str, list[str]]]:
+    """(key, one cell per column) for each key measured in at least one column ("-" where a
+    column lacks it): pages written before a row existed render as they were."""
+    rows = []
+    for key in keys:
+        cells = [column[key] for column in columns]
+        if any(cell is not None for cell in cells):
+            rows.append((key, ["-" if cell is None else cell for cell in cells]))
+    return rows
 
 
 def _latent_lines(results: dict[str, Any]) -> list[str]:
@@ -162,9 +184,8 @@ def results_markdown(results: dict[str, Any]) -> str:
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
     ]
-    for key, label in ROW_LABELS.items():
-        paper = PAPER_NUMBERS.get(key, ("", ""))
-        lines.append("| " + " | ".join([label, *(rows[n][key] for n in names), *paper]) + " |")
+    for key, cells in table_rows(ROW_LABELS, [rows[n] for n in names]):
+        lines.append("| " + " | ".join([ROW_LABELS[key], *cells, *PAPER_NUMBERS.get(key, ("", ""))]) + " |")
     ratio = results.get("behavioural_step_cost_ratio")
     # The page lives in docs/, so it names docs/method.md by its relative path, method.md.
     lines += [

@@ -27,7 +27,7 @@ from zooscope.experiments.ablation import (
     run_configs,
     write_results,
 )
-from zooscope.experiments.report import ROW_LABELS, metric_cells, run_lines
+from zooscope.experiments.report import ROW_LABELS, metric_cells, run_lines, table_rows
 from zooscope.progress import ProgressFn
 
 # The method every sweep varies one knob of.
@@ -69,6 +69,7 @@ SWEEPS: dict[str, Sweep] = {
         (
             "agreement_mean",
             "agreement_high",
+            "agreement_other_originals",
             "reconstructed_accuracy",
             "structural_l2_mean",
             "structural_l2_real",
@@ -86,6 +87,7 @@ SWEEPS: dict[str, Sweep] = {
         (
             "agreement_mean",
             "agreement_high",
+            "agreement_other_originals",
             "structural_l2_mean",
             "structural_l2_real",
             "reconstructed_accuracy",
@@ -102,6 +104,7 @@ SWEEPS: dict[str, Sweep] = {
         (
             "agreement_mean",
             "agreement_high",
+            "agreement_other_originals",
             "r2_test_acc",
             "structural_l2_mean",
             "structural_l2_real",
@@ -229,8 +232,8 @@ def sweep_markdown(results: dict[str, Any]) -> str:
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
     ]
-    for key in sweep.rows:
-        lines.append("| " + " | ".join([ROW_LABELS[key], *(cells[name][key] for name in names)]) + " |")
+    for key, row in table_rows(sweep.rows, [cells[name] for name in names]):
+        lines.append("| " + " | ".join([ROW_LABELS[key], *row]) + " |")
     lines += NOTES[sweep.name](results)
     return "\n".join(lines) + "\n"
 

@@ -13,9 +13,12 @@ from zooscope.analysis.evaluation import (
     accuracy,
     aggregate_items,
     agreement,
+    agreement_matrix,
     behavioural_distance,
     evaluate_reconstructions,
     predict,
+    specificity,
+    specificity_of,
     structural_distance,
 )
 from zooscope.networks.architectures import Architecture
@@ -163,3 +166,42 @@ def test_predict_matches_module_forward_in_blocks() -> None:
     for i in range(3):
         sd = {k: v[i] for k, v in params.items()}
         assert torch.equal(predictions[i], module_forward(ARCH, sd, data.test.x).argmax(1))
+
+
+def test_agreement_matrix_counts_matching_predictions_pair_by_pair() -> None:
+    a = torch.tensor([[0, 1, 2, 2], [1, 1, 1, 1]])
+    b = torch.tensor([[0, 1, 2, 0], [2, 2, 2, 2], [1, 1, 0, 0]])
+    expected = torch.tensor([[0.75, 0.5, 0.25], [0.25, 0.0, 0.5]], dtype=torch.float64)
+    assert torch.equal(agreement_matrix(a, b), expected)
+
+
+def test_specificity_tells_a_copy_from_one_generic_model() -> None:
+    originals = torch.tensor([[0, 0, 1, 1], [0, 1, 0, 1], [1, 1, 0, 0], [1, 0, 1, 0]])
+    copy = specificity_of(originals, originals.clone(), ["m0", "m1", "m2", "m3"])
+    assert copy["own"] == 1.0
+    mutual = (agreement_matrix(originals, originals).sum() - 4) / 12
+    assert copy["other_originals"] == pytest.approx(float(mutual))
+    assert copy["originals_with_each_other"] == pytest.approx(float(mutual))
+    generic = specificity_of(originals, torch.zeros_like(originals), ["m0", "m1", "m2", "m3"])
+    # The same network for every checkpoint agrees with its own original no more than with others'.
+    assert generic["own"] == pytest.approx(0.5) and generic["other_originals"] == pytest.approx(0.5)
+
+
+def test_specificity_leaves_out_other_epochs_of_the_same_model() -> None:
+    originals = torch.tensor([[0, 0, 0, 0], [0, 0, 0, 1], [1, 1, 1, 1]])
+    result = specificity_of(originals, originals.clone(), ["a", "a", "b"])
+    # Rows: a@0 against b only (0), a@1 against b only (0.25), b against both a's (0 and 0.25);
+    # a@0 against a@1 (0.75) would count if epochs of one model were "others".
+    assert result["other_originals"] == pytest.approx((0.0 + 0.25 + 0.125) / 3)
+    alone = specificity_of(originals, originals.clone(), ["a", "a", "a"])
+    assert alone["own"] is None and alone["other_originals"] is None and alone["count"] == 3
+
+
+def test_specificity_runs_the_models_it_compares() -> None:
+    a, b, data = _models(3, 0), _models(3, 1), _dataset()
+    result = specificity(ARCH, a, b, data.test.x, ["p", "q", "r"], batch_models=2)
+    pred_a, pred_b = predict(ARCH, a, data.test.x), predict(ARCH, b, data.test.x)
+    matrix = agreement_matrix(pred_b, pred_a)
+    assert result["own"] == pytest.approx(float(matrix.diagonal().mean()))
+    off = (matrix.sum() - matrix.diagonal().sum()) / 6
+    assert result["other_originals"] == pytest.approx(float(off))
