@@ -138,6 +138,9 @@ COMPRESSING_TARGETS: tuple[tuple[Target, Measure], ...] = (
         diverse_generation,
     ),
 )
+# A reconstruction that agrees with its own original fewer than this many points more than with the
+# other models' originals is read as the zoo's typical function (specificity_note).
+SPECIFIC_MARGIN = 1.0
 STEP_COST = Target("a behavioural step over a structure-only step", 1.3, False, "x")
 
 
@@ -242,7 +245,31 @@ def targets_markdown(results: dict[str, Any]) -> list[str]:
     collapsed = configs.get("behaviour", {}).get("collapsed")
     if collapsed is not None:
         lines += ["", f"Behaviour-only collapses, as the paper reports: {'yes' if collapsed else 'no'}."]
+    lines += [line for name in present for line in specificity_note(configs[name])]
     return lines
+
+
+def specificity_note(result: dict[str, Any]) -> list[str]:
+    """Whether a configuration's agreement is its checkpoints' own (docs/method.md §7): its margin
+    over the agreement with other models' originals. Absent from results that predate the
+    measurement."""
+    measured = result["evaluation"].get("specificity")
+    if not measured or measured.get("other_originals") is None:
+        return []
+    own, other = 100.0 * measured["own"], 100.0 * measured["other_originals"]
+    mutual = 100.0 * measured["originals_with_each_other"]
+    margin = own - other
+    reading = (
+        "the agreement rows are met by the zoo's typical function, not by each checkpoint's own"
+        if margin < SPECIFIC_MARGIN
+        else "the reconstructions keep their own checkpoint's function"
+    )
+    return [
+        "",
+        f"Specificity, {result['config']['label']}: {own:.1f} % agreement with its own original, "
+        f"{other:.1f} % with the other models' originals (the originals with each other: {mutual:.1f} %), "
+        f"a margin of {margin:+.1f} points: {reading}.",
+    ]
 
 
 def _format(value: float | None, unit: str) -> str:

@@ -195,3 +195,20 @@ def test_a_compressing_latent_is_held_to_the_compressing_targets() -> None:
     labels = [c.target.label for c in check_targets(results)]
     assert not any(label.startswith("generated diversity") for label in labels)
     assert {c.target.threshold for c in check_targets(results) if c.target.unit == "%"} == {85.0, 97.0}
+
+
+def test_the_targets_say_whether_agreement_is_the_checkpoints_own() -> None:
+    csb = _config_result("C+S+B", 0.923, 0.923, 0.95, 0.1, 0.2)
+    results = {"configs": {"csb": csb}}
+    assert not any(line.startswith("Specificity") for line in targets_markdown(results))  # not measured
+    csb["evaluation"]["specificity"] = {
+        "own": 0.9237,
+        "other_originals": 0.9229,
+        "originals_with_each_other": 0.9015,
+    }
+    (note,) = [line for line in targets_markdown(results) if line.startswith("Specificity")]
+    assert "92.4 % agreement with its own original, 92.3 % with the other models' originals" in note
+    assert "margin of +0.1 points" in note and "zoo's typical function" in note
+    csb["evaluation"]["specificity"]["other_originals"] = 0.40
+    (note,) = [line for line in targets_markdown(results) if line.startswith("Specificity")]
+    assert "keep their own checkpoint's function" in note
