@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.benchmark_scripts import benchmark_module
 from zooscope.zoo.grid import ZooConfig
@@ -71,3 +72,24 @@ def test_the_zoo_mean_network_is_listed_and_responds_less_than_the_originals(
         median["originals"], rel=1e-3
     )
     assert median["originals shrunk to 0 x their standardised tokens"] < median["originals"]
+
+
+def test_init_share_redraws_the_trainers_inits_and_prints_a_row_per_epoch(
+    tiny_zoo: Path, monkeypatch, capsys
+) -> None:
+    from zooscope.networks.parameters import FlatLayout
+    from zooscope.zoo.store import Zoo
+    from zooscope.zoo.training import _initial_weights
+
+    zoo = Zoo.open(tiny_zoo)
+    layout = FlatLayout.of(zoo.architecture)
+    with benchmark_module("init_share") as module:
+        drawn = module.initial_weights(zoo.architecture, layout, zoo.models)
+        same = module.share_table(drawn, drawn)
+    generators = [torch.Generator().manual_seed(m.seed) for m in zoo.models]
+    assert torch.equal(drawn, _initial_weights(zoo.architecture, layout, zoo.models, generators))
+    assert same["init_share"] == pytest.approx(1.0) and same["moved"] == 0.0
+
+    lines = _run("init_share", ["--zoo", str(tiny_zoo), "--split", "train"], monkeypatch, capsys)
+    rows = [line.split("|")[1:-1] for line in lines if line.startswith("| ") and line[2].isdigit()]
+    assert [int(row[0]) for row in rows] == sorted({e for m in zoo.models for e in m.checkpoint_epochs})

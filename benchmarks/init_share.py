@@ -1,0 +1,96 @@
+"""How much of the differences between a zoo's models is still their random initialisation
+(docs/tuning.md, "What bounds specificity on the CNN-s zoo").
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/init_share.py --zoo ZOO [--split test]
+
+Each model's init is drawn again from its record (init scheme, seed), exactly as the zoo's trainer
+drew it (zooscope.networks.architectures.initialise on a fresh module). For each checkpoint epoch
+it prints, over the models of the split: the weights' spread about their mean, the share of that
+spread the inits already had (R^2 of each model's deviation from the mean by its init's deviation),
+and how far training moved each model from its init relative to the init's norm.
+
+Why it matters: a draw of an i.i.d. init is noise spread over every parameter, with no low-
+dimensional structure to learn from other models. Where it is most of what tells two trained
+models apart, a code shorter than the parameters cannot keep what makes a checkpoint itself, and
+an autoencoder that compresses keeps the zoo's typical function instead (docs/method.md §7,
+specificity).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+
+def initial_weights(arch, layout, records) -> torch.Tensor:
+    """[K, P] the inits of `records`' models, drawn as the zoo's trainer drew them."""
+    from zooscope.networks.architectures import initialise
+
+    rows = []
+    for record in records:
+        module = arch.build()
+        initialise(module, record.init, torch.Generator().manual_seed(record.seed))
+        state = module.state_dict()
+        rows.append(torch.cat([state[key].flatten() for key in layout.keys]))
+    return torch.stack(rows)
+
+
+def share_table(inits: torch.Tensor, trained: torch.Tensor) -> dict[str, float]:
+    """Over K models ([K, P] each): spread of the trained weights about their mean, the R^2 of that
+    spread by the inits' deviations, and the mean of ||trained - init|| / ||init||."""
+    dev_w = trained - trained.mean(0)
+    dev_0 = inits - inits.mean(0)
+    spread = dev_w.pow(2).sum(1).mean()
+    explained = 1.0 - (dev_w - dev_0).pow(2).sum(1).mean() / spread
+    moved = ((trained - inits).norm(dim=1) / inits.norm(dim=1)).mean()
+    return {
+        "spread": float(spread.sqrt()),
+        "init_spread": float(dev_0.pow(2).sum(1).mean().sqrt()),
+        "init_share": float(explained),
+        "moved": float(moved),
+    }
+
+
+def main() -> None:
+    from zooscope.machine import cpu_summary
+    from zooscope.networks.parameters import FlatLayout
+    from zooscope.zoo.store import Zoo
+
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--zoo", required=True)
+    parser.add_argument("--split", default="test")
+    args = parser.parse_args()
+
+    zoo = Zoo.open(args.zoo)
+    models = [m for m in zoo.models if m.split == args.split and not m.diverged]
+    arch = zoo.architecture
+    layout = FlatLayout.of(arch)
+    inits = initial_weights(arch, layout, models)
+    print(
+        f"zoo {args.zoo}: {arch.name}, {layout.size:,} parameters, {len(models)} {args.split} models "
+        f"(inits {', '.join(sorted({m.init for m in models}))}); machine: {cpu_summary()}; "
+        f"torch {torch.__version__}"
+    )
+    print()
+    print(
+        "| epoch | weights' spread about the mean (L2) | the inits' spread | share of the spread the "
+        "inits explain (R^2) | moved from init / init norm |"
+    )
+    print("|---|---|---|---|---|")
+    for epoch in sorted({e for m in models for e in m.checkpoint_epochs}):
+        records = [r for r in zoo.checkpoints(split=args.split) if r.epoch == epoch]
+        by_model = {r.model_id: r for r in records}
+        kept = [i for i, m in enumerate(models) if m.model_id in by_model]
+        trained = layout.flatten(zoo.load_checkpoints([by_model[models[i].model_id] for i in kept]).params)
+        row = share_table(inits[kept], trained)
+        print(
+            f"| {epoch} | {row['spread']:.2f} | {row['init_spread']:.2f} | {row['init_share']:.1%} | "
+            f"{row['moved']:.1%} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
