@@ -7,7 +7,12 @@ Each model's init is drawn again from its record (init scheme, seed), exactly as
 drew it (zooscope.networks.architectures.initialise on a fresh module). For each checkpoint epoch
 it prints, over the models of the split: the weights' spread about their mean, the share of that
 spread the inits already had (R^2 of each model's deviation from the mean by its init's deviation),
-and how far training moved each model from its init relative to the init's norm.
+and how far training moved each model from its init relative to the init's norm. Then, per latent
+size (a ratio of the parameter count), what the init costs a code of that size: the init variance
+the best linear code of that many numbers loses (an i.i.d. init has a diagonal covariance, so that
+code keeps the parameters of largest init variance), and how much each last-epoch model still
+agrees with itself once its own init is taken off the parameters such a code loses, beside the
+models' agreement with each other.
 
 Why it matters: a draw of an i.i.d. init is noise spread over every parameter, with no low-
 dimensional structure to learn from other models. Where it is most of what tells two trained
@@ -52,6 +57,38 @@ def share_table(inits: torch.Tensor, trained: torch.Tensor) -> dict[str, float]:
     }
 
 
+def init_variances(arch, layout, records, draws: int) -> torch.Tensor:
+    """[P] each parameter's variance over `draws` fresh draws of the records' init schemes (seeds
+    unused by any zoo)."""
+    from types import SimpleNamespace
+
+    schemes = [records[i % len(records)].init for i in range(draws)]
+    fresh = [SimpleNamespace(init=scheme, seed=2**40 + i) for i, scheme in enumerate(schemes)]
+    return initial_weights(arch, layout, fresh).var(dim=0)
+
+
+def lost_coordinates(variances: torch.Tensor, ratio: float) -> torch.Tensor:
+    """The parameters whose init no linear code of ratio x P numbers keeps. An i.i.d. init has a
+    diagonal covariance, so the best such code keeps the k parameters of largest init variance."""
+    order = variances.argsort(descending=True)
+    return order[round(ratio * len(order)) :]
+
+
+def agreement_without_init(zoo, arch, layout, trained, inits, lost) -> tuple[float, float]:
+    """(agreement of each model with itself once its own init is taken off the `lost` parameters,
+    mean agreement of the models with each other), on the zoo's test images."""
+    from zooscope.analysis.evaluation import agreement_matrix, predict
+
+    x = zoo.dataset().test.x
+    stripped = trained.clone()
+    stripped[:, lost] -= inits[:, lost]
+    own = predict(arch, layout.unflatten(trained), x)
+    moved = predict(arch, layout.unflatten(stripped), x)
+    each_other = agreement_matrix(own, own)
+    k = own.shape[0]
+    return float((own == moved).double().mean()), float((each_other.sum() - k) / (k * (k - 1)))
+
+
 def main() -> None:
     from zooscope.machine import cpu_summary
     from zooscope.networks.parameters import FlatLayout
@@ -62,6 +99,10 @@ def main() -> None:
     )
     parser.add_argument("--zoo", required=True)
     parser.add_argument("--split", default="test")
+    parser.add_argument(
+        "--ratios", default="0.31,0.5", help="comma-separated latent sizes over the parameter count"
+    )
+    parser.add_argument("--draws", type=int, default=1000, help="fresh inits for the per-parameter variance")
     args = parser.parse_args()
 
     zoo = Zoo.open(args.zoo)
@@ -89,6 +130,30 @@ def main() -> None:
         print(
             f"| {epoch} | {row['spread']:.2f} | {row['init_spread']:.2f} | {row['init_share']:.1%} | "
             f"{row['moved']:.1%} |"
+        )
+    ratios = [float(text) for text in args.ratios.split(",") if text]
+    variances = init_variances(arch, layout, models, args.draws)
+    last = max(e for m in models for e in m.checkpoint_epochs)
+    records = {r.model_id: r for r in zoo.checkpoints(split=args.split) if r.epoch == last}
+    kept = [i for i, m in enumerate(models) if m.model_id in records]
+    trained = layout.flatten(zoo.load_checkpoints([records[models[i].model_id] for i in kept]).params)
+    print()
+    print(
+        f"Epoch {last}, {len(kept)} models; init variance per parameter over {args.draws} fresh draws. "
+        "'Without': each model with its own init taken off the parameters such a code loses."
+    )
+    print()
+    print(
+        "| latent / parameters | init spread no linear code of that size keeps (L2) | agreement of a "
+        "model with itself without it (%) | agreement of the models with each other (%) |"
+    )
+    print("|---|---|---|---|")
+    for ratio in ratios:
+        lost = lost_coordinates(variances, ratio)
+        itself, each_other = agreement_without_init(zoo, arch, layout, trained, inits[kept], lost)
+        print(
+            f"| {ratio:g} | {float(variances[lost].sum().sqrt()):.2f} | {100 * itself:.1f} | "
+            f"{100 * each_other:.1f} |"
         )
 
 

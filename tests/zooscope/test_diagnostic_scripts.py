@@ -90,6 +90,10 @@ def test_init_share_redraws_the_trainers_inits_and_prints_a_row_per_epoch(
     assert torch.equal(drawn, _initial_weights(zoo.architecture, layout, zoo.models, generators))
     assert same["init_share"] == pytest.approx(1.0) and same["moved"] == 0.0
 
-    lines = _run("init_share", ["--zoo", str(tiny_zoo), "--split", "train"], monkeypatch, capsys)
+    argv = ["--zoo", str(tiny_zoo), "--split", "train", "--ratios", "0.5,1", "--draws", "50"]
+    lines = _run("init_share", argv, monkeypatch, capsys)
     rows = [line.split("|")[1:-1] for line in lines if line.startswith("| ") and line[2].isdigit()]
-    assert [int(row[0]) for row in rows] == sorted({e for m in zoo.models for e in m.checkpoint_epochs})
+    epochs = sorted({e for m in zoo.models for e in m.checkpoint_epochs})
+    assert [row[0].strip() for row in rows] == [*map(str, epochs), "0.5", "1"]
+    # A code as large as the model loses no init: the model agrees with itself on every input.
+    assert float(rows[-1][1]) == 0.0 and float(rows[-1][2]) == 100.0
