@@ -35,7 +35,8 @@ def initial_weights(arch, layout, records) -> torch.Tensor:
     rows = []
     for record in records:
         module = arch.build()
-        initialise(module, record.init, torch.Generator().manual_seed(record.seed))
+        seed = getattr(record, "extra", {}).get("init_seed", record.seed)  # a shared init's draw
+        initialise(module, record.init, torch.Generator().manual_seed(seed))
         state = module.state_dict()
         rows.append(torch.cat([state[key].flatten() for key in layout.keys]))
     return torch.stack(rows)

@@ -58,7 +58,8 @@ def build(
         DEFAULT_ZOO_PRESET,
         help=f"{' | '.join(ZOO_PRESETS)}: the 360-model digits grid, its 60-model one-seed stand-in, "
         "12 models in seconds, 96 CNN-s models on real MNIST images (needs the mnist extra), 96 of "
-        "them from Kaiming inits only (every one trains), 12 in seconds, or the paper's 1,200 CNN3 "
+        "them from Kaiming inits only (every one trains), the same from one init draw per scheme, 12 "
+        "in seconds, or the paper's 1,200 CNN3 "
         "models.",
     ),
     seeds: int | None = typer.Option(None, help="Models per grid cell."),
@@ -67,6 +68,12 @@ def build(
     lrs: str | None = typer.Option(None, help="Comma-separated learning rates."),
     wds: str | None = typer.Option(None, help="Comma-separated weight decays."),
     seed: int | None = typer.Option(None, help="Zoo seed: inits, data orders and the model split."),
+    shared_init: bool | None = typer.Option(
+        None,
+        "--shared-init/--own-init",
+        help="Every model of an init scheme starts from one draw (default: the preset's; most "
+        "presets give each model its own).",
+    ),
     resize: int | None = typer.Option(None, help="Resize images to this many pixels a side."),
     architecture: str | None = typer.Option(None, help="Architecture family: cnn_digits, cnn_s or cnn3."),
     data_root: Path | None = typer.Option(None, help="Where local data sets live."),
@@ -92,6 +99,8 @@ def build(
                 changes[name] = values
         if seed is not None:
             changes["seed"] = seed
+        if shared_init is not None:
+            changes["shared_init"] = shared_init
         if resize is not None:
             changes["resize"] = resize
         data = load_dataset(

@@ -39,6 +39,8 @@ class ModelSpec:
     wd: float
     replicate: int  # which of the n_seeds copies of this grid cell
     seed: int  # seeds this model's init and data order; derived from (config seed, index)
+    # Seeds the init alone where models share it (ZooConfig.shared_init); None: `seed` does.
+    init_seed: int | None = None
 
     @property
     def model_id(self) -> str:
@@ -62,6 +64,10 @@ class ZooConfig:
     checkpoint_epochs: tuple[int, ...] = (10, 20, 30, 40)
     split_fractions: tuple[float, float, float] = DEFAULT_SPLIT_FRACTIONS
     seed: int = 0
+    # Every model of one init scheme starts from the same draw (its data order stays its own): a
+    # zoo of trainings from one starting point, whose models differ by what they learnt, not by
+    # their random init (docs/tuning.md, "Whose function the reconstructions keep").
+    shared_init: bool = False
     divergence_threshold: float = DEFAULT_DIVERGENCE_THRESHOLD
     # Inputs per evaluation batch: bounds the memory of evaluating every model on a whole split.
     eval_batch_size: int = 64  # small batches keep activations in cache: faster on a CPU than 512
@@ -121,7 +127,15 @@ class ZooConfig:
         """Every model of the grid, in a fixed order: init, then lr, then wd, then replicate."""
         cells = itertools.product(self.inits, self.learning_rates, self.weight_decays, range(self.n_seeds))
         return [
-            ModelSpec(index, init, float(lr), float(wd), replicate, model_seed(self.seed, index))
+            ModelSpec(
+                index,
+                init,
+                float(lr),
+                float(wd),
+                replicate,
+                model_seed(self.seed, index),
+                shared_init_seed(self.seed, init) if self.shared_init else None,
+            )
             for index, (init, lr, wd, replicate) in enumerate(cells)
         ]
 
@@ -218,6 +232,16 @@ class ZooConfig:
         return base.replace(**overrides) if overrides else base
 
     @classmethod
+    def mnist5k_cnn_s_shared_init(cls, **overrides: Any) -> ZooConfig:
+        """mnist5k-cnn-s-kaiming with one init draw per scheme: every model of a scheme starts from
+        the same weights and differs from the others by its learning rate, weight decay and data
+        order. In the Kaiming zoo the random init is half of what tells two models apart, noise
+        no code shorter than the weights keeps (docs/tuning.md, "Whose function the
+        reconstructions keep"); here what tells them apart is what they learnt."""
+        base = cls.mnist5k_cnn_s_kaiming(shared_init=True)
+        return base.replace(**overrides) if overrides else base
+
+    @classmethod
     def tiny_cnn_s(cls, **overrides: Any) -> ZooConfig:
         """A CNN-s zoo on mnist5k built in seconds, for tests: the tiny grid (12 models) for 2
         epochs."""
@@ -242,6 +266,7 @@ class ZooConfig:
             "tiny": cls.tiny,
             "mnist5k-cnn-s": cls.mnist5k_cnn_s,
             "mnist5k-cnn-s-kaiming": cls.mnist5k_cnn_s_kaiming,
+            "mnist5k-cnn-s-shared-init": cls.mnist5k_cnn_s_shared_init,
             "tiny-cnn-s": cls.tiny_cnn_s,
             "paper": cls.paper,
         }
@@ -260,6 +285,12 @@ class ZooConfig:
         if "architecture" in changes and "activation" not in changes:
             data["activation"] = None  # take the new architecture's activation
         return ZooConfig(**data)
+
+
+def shared_init_seed(zoo_seed: int, init: str) -> int:
+    """The seed of the one init draw that a shared-init zoo's models of scheme `init` start from
+    (a sequence no model index reaches: model seeds are derived from two integers)."""
+    return int(np.random.SeedSequence([zoo_seed, INIT_TYPES.index(init), 2**31]).generate_state(1)[0])
 
 
 def model_seed(zoo_seed: int, model_index: int) -> int:

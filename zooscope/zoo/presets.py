@@ -6,7 +6,8 @@ service's quick first default), "tiny" a 12-model digits zoo built in seconds (t
 ZOOSCOPE_DEFAULT_PRESET=tiny), "mnist5k-cnn-s" 96 CNN-s models (the public zoos' architecture)
 on real MNIST images (the mnist5k data set), "mnist5k-cnn-s-kaiming" 96 CNN-s models that all
 start from Kaiming inits (a zoo of trained networks, for reconstruction at a compressing
-latent), "tiny-cnn-s" 12 of them for 2 epochs (tests),
+latent), "mnist5k-cnn-s-shared-init" the same grid from one init draw per scheme (models that
+differ by what they learnt, not by their init), "tiny-cnn-s" 12 of them for 2 epochs (tests),
 "paper" the paper's 1,200 CNN3 models (a GPU job). The names live apart from grid.py so the CLI
 and the service can list and check them without importing torch.
 """
@@ -19,6 +20,7 @@ ZOO_PRESETS = (
     "tiny",
     "mnist5k-cnn-s",
     "mnist5k-cnn-s-kaiming",
+    "mnist5k-cnn-s-shared-init",
     "tiny-cnn-s",
     "paper",
 )

@@ -342,7 +342,8 @@ def build_zoo(
             diverged=trained.diverged_epoch[i] is not None,
             diverged_epoch=trained.diverged_epoch[i],
             diverged_reason=trained.diverged_reason[i],
-            extra={"replicate": spec.replicate, "index": spec.index},
+            extra={"replicate": spec.replicate, "index": spec.index}
+            | ({} if spec.init_seed is None else {"init_seed": spec.init_seed}),
         )
         for i, (spec, split) in enumerate(zip(trained.specs, splits, strict=True))
     ]

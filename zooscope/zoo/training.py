@@ -90,7 +90,8 @@ def train_models(
     k = len(specs)
 
     generators = [torch.Generator().manual_seed(s.seed) for s in specs]
-    flat = _initial_weights(arch, layout, specs, generators).to(device)
+    init_generators = [init_generator(s, g) for s, g in zip(specs, generators, strict=True)]
+    flat = _initial_weights(arch, layout, specs, init_generators).to(device)
     x_train, y_train = dataset.train.x.to(device), dataset.train.y.to(device)
     steps = _steps_per_epoch(len(y_train), config.batch_size)
 
@@ -260,7 +261,7 @@ def train_one_at_a_time(
         for i, spec in enumerate(specs):
             generator = torch.Generator().manual_seed(spec.seed)
             module = arch.build()
-            initialise(module, spec.init, generator)
+            initialise(module, spec.init, init_generator(spec, generator))
             optimiser = torch.optim.Adam(module.parameters(), lr=spec.lr, weight_decay=spec.wd)
 
             def record(epoch: int, i: int = i, module: nn.Module = module) -> None:
@@ -394,6 +395,12 @@ def _evaluate_module(
         out[f"{split_name}_loss"] = loss_sum / n if n else math.nan
         out[f"{split_name}_acc"] = correct / n if n else math.nan
     return out
+
+
+def init_generator(spec: ModelSpec, own: torch.Generator) -> torch.Generator:
+    """Where a model's init is drawn from: its own generator (which then orders its data), or a
+    fresh one on the shared init's seed (ModelSpec.init_seed)."""
+    return own if spec.init_seed is None else torch.Generator().manual_seed(spec.init_seed)
 
 
 def _initial_weights(

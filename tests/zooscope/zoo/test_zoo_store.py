@@ -176,3 +176,7 @@ def test_every_zoo_preset_name_builds_a_config() -> None:
     kaiming = configs["mnist5k-cnn-s-kaiming"]
     assert kaiming.n_models == 96 and set(kaiming.inits) == {"kaiming_uniform", "kaiming_normal"}
     assert kaiming.replace(inits=cnn_s.inits, n_seeds=cnn_s.n_seeds) == cnn_s  # the same grid otherwise
+    assert configs["mnist5k-cnn-s-shared-init"] == kaiming.replace(shared_init=True)
+    assert not any(
+        config.shared_init for name, config in configs.items() if name != "mnist5k-cnn-s-shared-init"
+    )

@@ -71,6 +71,29 @@ def test_batched_training_matches_one_model_at_a_time(small_digits: ImageDataset
         torch.testing.assert_close(together.metrics[name], alone.metrics[name], atol=2e-2, rtol=0.0)
 
 
+def test_a_shared_init_zoo_starts_each_scheme_from_one_draw(small_digits: ImageDataset) -> None:
+    config = tiny_config(shared_init=True, n_seeds=2)
+    specs = config.model_specs()
+    assert len({s.init_seed for s in specs if s.init == "normal"}) == 1
+    assert len({s.init_seed for s in specs}) == 2 and len({s.seed for s in specs}) == len(specs)
+    together = train_models(config, small_digits)
+    first = together.checkpoints[0]
+    for key, value in first.items():
+        by_scheme = {init: value[[i for i, s in enumerate(specs) if s.init == init]] for init in config.inits}
+        for init, start in by_scheme.items():  # every model of a scheme starts where the first does
+            assert torch.equal(start, start[:1].expand_as(start)), (init, key)
+    # The models still train apart (their data orders and learning rates differ), and the draw is
+    # not any model's own: the zoo without shared_init starts elsewhere.
+    key = "module_list.0.weight"  # biases start at a constant in every zoo (BIAS_INIT)
+    last = together.checkpoints[2]
+    assert not torch.equal(last[key][0], last[key][1])
+    own = train_models(config.replace(shared_init=False), small_digits)
+    assert not torch.equal(own.checkpoints[0][key][0], first[key][0])
+    alone = train_one_at_a_time(config, small_digits)  # the reference path draws the same init
+    for key, value in first.items():
+        assert torch.equal(value, alone.checkpoints[0][key])
+
+
 def test_batched_adam_is_torch_adam_per_model() -> None:
     generator = torch.Generator().manual_seed(0)
     weights = torch.randn(3, 7, generator=generator)
