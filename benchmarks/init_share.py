@@ -132,6 +132,14 @@ def main() -> None:
             f"| {epoch} | {row['spread']:.2f} | {row['init_spread']:.2f} | {row['init_share']:.1%} | "
             f"{row['moved']:.1%} |"
         )
+    seeds = [m.extra.get("init_seed", m.seed) for m in models]
+    if len(set(seeds)) < len(seeds):
+        print()
+        print(
+            f"The models share {len(set(seeds))} init draw(s) (a shared-init zoo): a code learns them from "
+            "the training split, so no init is lost to it and the latent-size table does not apply."
+        )
+        return
     ratios = [float(text) for text in args.ratios.split(",") if text]
     variances = init_variances(arch, layout, models, args.draws)
     last = max(e for m in models for e in m.checkpoint_epochs)

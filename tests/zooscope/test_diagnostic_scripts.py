@@ -97,3 +97,13 @@ def test_init_share_redraws_the_trainers_inits_and_prints_a_row_per_epoch(
     assert [row[0].strip() for row in rows] == [*map(str, epochs), "0.5", "1"]
     # A code as large as the model loses no init: the model agrees with itself on every input.
     assert float(rows[-1][1]) == 0.0 and float(rows[-1][2]) == 100.0
+
+
+def test_init_share_says_a_shared_init_costs_a_code_nothing(tmp_path: Path, monkeypatch, capsys) -> None:
+    out = tmp_path / "shared"
+    build_zoo(ZooConfig.tiny(inits=("kaiming_uniform",), shared_init=True), out)
+    lines = _run("init_share", ["--zoo", str(out), "--split", "train"], monkeypatch, capsys)
+    rows = [line.split("|")[1:-1] for line in lines if line.startswith("| ") and line[2].isdigit()]
+    assert {row[2].strip() for row in rows} == {"0.00"}  # one draw: the inits do not spread
+    assert any("share 1 init draw(s)" in line for line in lines)
+    assert not any(line.startswith("| latent / parameters") for line in lines)
