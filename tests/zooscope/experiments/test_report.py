@@ -23,6 +23,7 @@ GENERATED_PAGES = (
     "results-latent16-e160.md",
     "results-cnn-s.md",
     "results-cnn-s-kaiming.md",
+    "results-cnn-s-shared-init.md",
 )
 # The pages the sweeps wrote (zooscope experiment queries | beta | views).
 SWEEP_PAGES = (
