@@ -49,8 +49,8 @@ METRICS = (
 )
 REPORT_VERSION = 1
 # Cross-agreement (`specificity`) compares each reconstruction with the originals of OTHER models:
-# at most this many checkpoints take part (the first ones), so its cost stays a few forwards
-# whatever the split's size.
+# at most this many checkpoints take part (the first ones), so the predictions it keeps from the
+# evaluation's forwards and its K x K matrices stay small whatever the split's size.
 SPECIFICITY_MAX_CHECKPOINTS = 512
 
 
@@ -118,6 +118,9 @@ class ReconstructionReport:
     # Not serialised by to_dict (tensors): the caller saves them as safetensors if it wants.
     reconstructed: StackedParams | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    # Predicted classes [M, N] of the first M originals and of their reconstructions, where the
+    # evaluation was asked to keep them (evaluate_reconstructions' `keep_predictions`); not serialised.
+    predictions: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -239,11 +242,14 @@ def _behaviour_sums(
     y: torch.Tensor,
     progress: ProgressFn | None,
     activations: torch.Tensor | None = None,
-) -> dict[str, torch.Tensor]:
-    """Per-model sums over all inputs of: correct (original, reconstruction), agreement, softmax L2."""
+    keep: int = 0,
+) -> tuple[dict[str, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """Per-model sums over all inputs of: correct (original, reconstruction), agreement, softmax L2;
+    and the predicted classes [keep, N] of the first `keep` originals and reconstructions."""
     k = n_models(originals)
     device = next(iter(originals.values())).device
     sums = {name: torch.zeros(k, dtype=torch.float64) for name in ("correct_o", "correct_r", "agree", "dist")}
+    kept: tuple[list[torch.Tensor], list[torch.Tensor]] = ([], [])
     step = inputs_per_call(arch, k)
     blocks = list(spans(x.shape[0], step))
     for i, block in enumerate(blocks):
@@ -255,8 +261,10 @@ def _behaviour_sums(
         sums["correct_r"] += (accuracy(logits_r, yb) * n).double().cpu()
         sums["agree"] += (agreement(logits_o, logits_r) * n).double().cpu()
         sums["dist"] += (behavioural_distance(logits_o, logits_r) * n).double().cpu()
+        for store, logits in zip(kept, (logits_o, logits_r), strict=True):
+            store.append(logits[:keep].argmax(-1).cpu())
         report(progress, (i + 1) / len(blocks), f"inputs {block.stop}/{x.shape[0]}")
-    return sums
+    return sums, (torch.cat(kept[0], dim=1), torch.cat(kept[1], dim=1))
 
 
 @torch.no_grad()
@@ -273,10 +281,13 @@ def evaluate_reconstructions(
     reconstructed_tokens: torch.Tensor | None = None,
     device: torch.device | str | None = None,
     activations: torch.Tensor | None = None,
+    keep_predictions: int = 0,
 ) -> ReconstructionReport:
     """Compare K originals with their reconstructions on the FULL test split of `dataset`.
 
     `activations`: per-checkpoint activation codes where they differ (CheckpointSet.activations).
+    `keep_predictions`: the report keeps the predicted classes of the first that many originals
+    and reconstructions (`predictions`), taken from the same forwards as the metrics.
 
     `reconstructed_tokens` [K, T, W]: the decoder's raw output, padding included, for the
     paper's structural distance; without it the reconstructions are re-tokenized, so padding is
@@ -294,13 +305,17 @@ def evaluate_reconstructions(
     mask = token_layout.mask
 
     items: list[ReconstructionItem] = []
+    kept: tuple[list[torch.Tensor], list[torch.Tensor]] = ([], [])
     blocks = list(spans(k, batch_models))
     for b, block in enumerate(blocks):
         orig = to_device(take(originals, block), device)
         rec = to_device(take(reconstructions, block), device)
         sub = scaled(progress, b / len(blocks), (b + 1) / len(blocks))
         own = None if activations is None else activations[block]
-        sums = _behaviour_sums(arch, orig, rec, x, y, sub, own)
+        keep = max(0, min(block.stop, keep_predictions) - block.start)
+        sums, predictions = _behaviour_sums(arch, orig, rec, x, y, sub, own, keep)
+        for store, predicted in zip(kept, predictions, strict=True):
+            store.append(predicted)
         tokens_o = token_layout.tokenize(orig)
         tokens_r = (
             reconstructed_tokens[block].to(device)
@@ -332,7 +347,8 @@ def evaluate_reconstructions(
     if activations is not None:  # `architecture` names one activation; say which ran, how often
         names = [ACTIVATION_NAMES[code] for code in activations.tolist()]
         metadata["activations"] = {name: names.count(name) for name in sorted(set(names))}
-    return ReconstructionReport(items, aggregate_items(items), reconstructions, metadata)
+    predictions = (torch.cat(kept[0]), torch.cat(kept[1])) if keep_predictions > 0 else None
+    return ReconstructionReport(items, aggregate_items(items), reconstructions, metadata, predictions)
 
 
 def agreement_matrix(pred_a: torch.Tensor, pred_b: torch.Tensor) -> torch.Tensor:
@@ -377,28 +393,6 @@ def specificity_of(
         "other_originals": mean_over_others(recon_vs_orig),
         "originals_with_each_other": mean_over_others(orig_vs_orig),
     }
-
-
-@torch.no_grad()
-def specificity(
-    arch: Architecture,
-    originals: StackedParams,
-    reconstructions: StackedParams,
-    x: torch.Tensor,
-    groups: Sequence[str],
-    *,
-    batch_models: int = 256,
-    activations: torch.Tensor | None = None,
-    device: torch.device | str | None = None,
-) -> dict[str, Any]:
-    """specificity_of on the first SPECIFICITY_MAX_CHECKPOINTS checkpoints, run on inputs `x`."""
-    first = slice(0, min(n_models(originals), SPECIFICITY_MAX_CHECKPOINTS))
-    own = None if activations is None else activations[first]
-    pred_o, pred_r = (
-        predict(arch, take(params, first), x, batch_models=batch_models, device=device, activations=own)
-        for params in (originals, reconstructions)
-    )
-    return specificity_of(pred_o, pred_r, list(groups)[first])
 
 
 # ---- high-level calls (the CLI and the service's worker use these) ------------------------------
@@ -462,17 +456,12 @@ def evaluate_autoencoder(
         reconstructed_tokens=tokens,
         device=_device_of(ae),
         activations=checkpoints.activations,
+        keep_predictions=SPECIFICITY_MAX_CHECKPOINTS,
     )
-    result.aggregate["specificity"] = specificity(
-        ae.architecture,
-        checkpoints.params,
-        reconstructed,
-        data.test.x,
-        [r.model_id for r in records],
-        batch_models=batch_models,
-        activations=checkpoints.activations,
-        device=_device_of(ae),
-    )
+    assert result.predictions is not None  # asked for above
+    pred_originals, pred_reconstructions = result.predictions
+    groups = [r.model_id for r in records][: pred_originals.shape[0]]
+    result.aggregate["specificity"] = specificity_of(pred_originals, pred_reconstructions, groups)
     result.metadata["split"] = split
     result.metadata["inputs"] = inputs
     return result

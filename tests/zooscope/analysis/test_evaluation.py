@@ -17,7 +17,6 @@ from zooscope.analysis.evaluation import (
     behavioural_distance,
     evaluate_reconstructions,
     predict,
-    specificity,
     specificity_of,
     structural_distance,
 )
@@ -197,10 +196,18 @@ def test_specificity_leaves_out_other_epochs_of_the_same_model() -> None:
     assert alone["own"] is None and alone["other_originals"] is None and alone["count"] == 3
 
 
-def test_specificity_runs_the_models_it_compares() -> None:
+def test_the_evaluation_keeps_the_predictions_specificity_compares() -> None:
     a, b, data = _models(3, 0), _models(3, 1), _dataset()
-    result = specificity(ARCH, a, b, data.test.x, ["p", "q", "r"], batch_models=2)
+    layout = TokenLayout.of(ARCH)
+    # Blocks of 2 models: the first 3 are kept across both blocks, from the metrics' own forwards.
+    report = evaluate_reconstructions(ARCH, a, b, data, layout, batch_models=2, keep_predictions=3)
     pred_a, pred_b = predict(ARCH, a, data.test.x), predict(ARCH, b, data.test.x)
+    assert report.predictions is not None
+    assert torch.equal(report.predictions[0], pred_a) and torch.equal(report.predictions[1], pred_b)
+    assert evaluate_reconstructions(ARCH, a, b, data, layout).predictions is None
+    first_two = evaluate_reconstructions(ARCH, a, b, data, layout, batch_models=2, keep_predictions=2)
+    assert torch.equal(first_two.predictions[0], pred_a[:2])
+    result = specificity_of(*report.predictions, ["p", "q", "r"])
     matrix = agreement_matrix(pred_b, pred_a)
     assert result["own"] == pytest.approx(float(matrix.diagonal().mean()))
     off = (matrix.sum() - matrix.diagonal().sum()) / 6
