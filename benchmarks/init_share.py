@@ -29,17 +29,12 @@ import torch
 
 
 def initial_weights(arch, layout, records) -> torch.Tensor:
-    """[K, P] the inits of `records`' models, drawn as the zoo's trainer drew them."""
-    from zooscope.networks.architectures import initialise
+    """[K, P] the inits of `records`' models, drawn as the zoo's trainer drew them: from the
+    model's own seed, or from its shared init's (ModelSpec.init_seed, kept in the record's extra)."""
+    from zooscope.zoo.training import initial_weights as draw
 
-    rows = []
-    for record in records:
-        module = arch.build()
-        seed = getattr(record, "extra", {}).get("init_seed", record.seed)  # a shared init's draw
-        initialise(module, record.init, torch.Generator().manual_seed(seed))
-        state = module.state_dict()
-        rows.append(torch.cat([state[key].flatten() for key in layout.keys]))
-    return torch.stack(rows)
+    seeds = [getattr(record, "extra", {}).get("init_seed", record.seed) for record in records]
+    return draw(arch, layout, records, [torch.Generator().manual_seed(seed) for seed in seeds])
 
 
 def share_table(inits: torch.Tensor, trained: torch.Tensor) -> dict[str, float]:

@@ -74,20 +74,30 @@ def test_the_zoo_mean_network_is_listed_and_responds_less_than_the_originals(
     assert median["originals shrunk to 0 x their standardised tokens"] < median["originals"]
 
 
-def test_init_share_redraws_the_trainers_inits_and_prints_a_row_per_epoch(
-    tiny_zoo: Path, monkeypatch, capsys
-) -> None:
+@pytest.mark.parametrize("shared_init", [False, True])
+def test_init_share_redraws_the_inits_the_zoo_started_from(tmp_path: Path, shared_init: bool) -> None:
     from zooscope.networks.parameters import FlatLayout
     from zooscope.zoo.store import Zoo
-    from zooscope.zoo.training import _initial_weights
 
-    zoo = Zoo.open(tiny_zoo)
+    out = tmp_path / "zoo"
+    build_zoo(ZooConfig.tiny(checkpoint_epochs=(0, 4), shared_init=shared_init), out)
+    zoo = Zoo.open(out)
     layout = FlatLayout.of(zoo.architecture)
+    started = layout.flatten(zoo.load_checkpoints(zoo.checkpoints(epochs=[0])).params)
+    by_model = {r.model_id: i for i, r in enumerate(zoo.checkpoints(epochs=[0]))}
     with benchmark_module("init_share") as module:
         drawn = module.initial_weights(zoo.architecture, layout, zoo.models)
+    assert torch.equal(drawn, started[[by_model[m.model_id] for m in zoo.models]])
+
+
+def test_init_share_prints_a_row_per_epoch_and_per_latent_size(tiny_zoo: Path, monkeypatch, capsys) -> None:
+    from zooscope.networks.parameters import FlatLayout
+    from zooscope.zoo.store import Zoo
+
+    zoo = Zoo.open(tiny_zoo)
+    with benchmark_module("init_share") as module:
+        drawn = module.initial_weights(zoo.architecture, FlatLayout.of(zoo.architecture), zoo.models)
         same = module.share_table(drawn, drawn)
-    generators = [torch.Generator().manual_seed(m.seed) for m in zoo.models]
-    assert torch.equal(drawn, _initial_weights(zoo.architecture, layout, zoo.models, generators))
     assert same["init_share"] == pytest.approx(1.0) and same["moved"] == 0.0
 
     argv = ["--zoo", str(tiny_zoo), "--split", "train", "--ratios", "0.5,1", "--draws", "50"]

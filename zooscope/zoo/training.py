@@ -18,7 +18,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -91,7 +91,7 @@ def train_models(
 
     generators = [torch.Generator().manual_seed(s.seed) for s in specs]
     init_generators = [init_generator(s, g) for s, g in zip(specs, generators, strict=True)]
-    flat = _initial_weights(arch, layout, specs, init_generators).to(device)
+    flat = initial_weights(arch, layout, specs, init_generators).to(device)
     x_train, y_train = dataset.train.x.to(device), dataset.train.y.to(device)
     steps = _steps_per_epoch(len(y_train), config.batch_size)
 
@@ -403,10 +403,11 @@ def init_generator(spec: ModelSpec, own: torch.Generator) -> torch.Generator:
     return own if spec.init_seed is None else torch.Generator().manual_seed(spec.init_seed)
 
 
-def _initial_weights(
-    arch: Architecture, layout: FlatLayout, specs: Sequence[ModelSpec], generators: Sequence[torch.Generator]
+def initial_weights(
+    arch: Architecture, layout: FlatLayout, specs: Sequence[Any], generators: Sequence[torch.Generator]
 ) -> torch.Tensor:
-    """[K, P] initial weights; model i drawn from generators[i] exactly as train_one_at_a_time draws it."""
+    """[K, P] initial weights; model i drawn from generators[i] exactly as train_one_at_a_time draws it.
+    Only each spec's `init` is read, so a zoo's ModelRecords redraw its models' inits too."""
     rows = []
     for spec, generator in zip(specs, generators, strict=True):
         # a fresh module per model: initialise() draws from `generator` only, so this matches
