@@ -59,8 +59,7 @@ def build(
         help=f"{' | '.join(ZOO_PRESETS)}: the 360-model digits grid, its 60-model one-seed stand-in, "
         "12 models in seconds, 96 CNN-s models on real MNIST images (needs the mnist extra), 96 of "
         "them from Kaiming inits only (every one trains), the same from one init draw per scheme, 12 "
-        "in seconds, or the paper's 1,200 CNN3 "
-        "models.",
+        "in seconds, or the paper's 1,200 CNN3 models.",
     ),
     seeds: int | None = typer.Option(None, help="Models per grid cell."),
     epochs: int | None = typer.Option(None, help="Training epochs (later checkpoint epochs are dropped)."),
