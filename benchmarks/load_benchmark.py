@@ -12,9 +12,12 @@ queue names of the run. Both build
 the default zoo and autoencoder of the tiny preset as jobs first and start the load once the
 default autoencoder exists.
 
-Open loop, for --duration seconds, every request sent at its scheduled time whether or not the
-ones before it were answered, its latency counted from that time (a stalled server shows as
-latency, not as fewer requests):
+Open loop, for --warmup (10) and then --duration seconds, every request sent at its scheduled
+time whether or not the ones before it were answered, its latency counted from that time (a
+stalled server shows as latency, not as fewer requests). The tables count the requests sent after
+the warm-up: in its first second every tab, uploader and long poll opens its connection at once,
+a burst a dashboard in steady use does not make; the JSON keeps every request with its send time,
+and the printout gives the p99 of GET /jobs/{id} with the warm-up and per 10 s beside. The load:
 - dashboard tabs (--clients, 200), each polling once a second from its own offset in the first
   second, as app/api/static/pages do: a tab on the jobs page GETs /jobs?limit=50; a tab on a
   report page GETs /jobs/{id} of its uploader's newest job and, once that job has succeeded, its
@@ -68,7 +71,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT)]
 
-from idle_cost import cpu_seconds, descendants, role  # noqa: E402
+from idle_cost import TICKS, cpu_seconds, descendants, role  # noqa: E402
 from raw_http import ConnectionFailed, RawClient  # noqa: E402
 from service_benchmarks import (  # noqa: E402
     REDIS_URL,
@@ -101,15 +104,29 @@ MODES = {"embedded": "SQLite + SQLite broker", "postgres": "PostgreSQL + Redis"}
 
 @dataclass
 class Samples:
-    """What one endpoint answered: every request's seconds (failed ones too) and its failures."""
+    """What one endpoint answered: every request's seconds (failed ones too), when each was sent
+    (seconds from the start of the load, for the open loop) and what each failed with, if it did."""
 
     seconds: list[float] = field(default_factory=list)
-    errors: Counter[str] = field(default_factory=Counter)
+    sent_at: list[float] = field(default_factory=list)
+    failures: list[str | None] = field(default_factory=list)
 
-    def add(self, seconds: float, error: str | None) -> None:
+    def add(self, seconds: float, error: str | None, sent_at: float = 0.0) -> None:
         self.seconds.append(seconds)
-        if error is not None:
-            self.errors[error] += 1
+        self.sent_at.append(sent_at)
+        self.failures.append(error)
+
+    @property
+    def errors(self) -> Counter[str]:
+        return Counter(error for error in self.failures if error is not None)
+
+    def sent_from(self, t: float) -> Samples:
+        """The requests sent at `t` or later: the measured window after the warm-up."""
+        kept = Samples()
+        for seconds, sent, error in zip(self.seconds, self.sent_at, self.failures, strict=True):
+            if sent >= t:
+                kept.add(seconds, error, sent)
+        return kept
 
 
 def summary(samples: Samples) -> dict[str, Any]:
@@ -123,6 +140,23 @@ def summary(samples: Samples) -> dict[str, Any]:
         **ms,
         "max_ms": 1000 * max(values) if values else None,
     }
+
+
+def machine_busy_seconds() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine since boot, all cores (/proc/stat)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:8]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    total = sum(fields)
+    return (total - idle) / TICKS, total / TICKS
+
+
+def windows_p99(samples: Samples, length_s: float, window_s: float = 10.0) -> list[float | None]:
+    """p99 (ms) of the requests sent in each `window_s` of the load, warm-up included: where in
+    the run the slow answers are."""
+    windows: list[list[float]] = [[] for _ in range(max(1, int(-(-length_s // window_s))))]
+    for seconds, sent in zip(samples.seconds, samples.sent_at, strict=True):
+        windows[min(len(windows) - 1, max(0, int(sent // window_s)))].append(seconds)
+    return [1000 * percentile(w, 99) if w else None for w in windows]
 
 
 def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
@@ -317,20 +351,24 @@ class Load:
     uploaders: int
     upload_interval_s: float
     long_polls: int
-    duration_s: float
+    duration_s: float  # the measured window, after the warm-up
     revalidate: bool  # tabs send If-None-Match with their last ETag, as a browser's cache does
     # "raw": the tabs' polls on raw_http.RawClient (a small fraction of httpx's CPU a request),
     # "httpx": on httpx, as before; uploads and long polls always use httpx
     tab_client: str = "raw"
+    # The same load runs this long before the measured window: every tab, uploader and long poll
+    # opens its connection in the first second, a burst no dashboard sees in steady use.
+    warmup_s: float = 10.0
 
 
 @dataclass
 class OpenLoopResult:
     samples: dict[str, Samples]
-    send_lag_s: list[float]  # how late this process sent scheduled requests: its own saturation
+    send_lag: Samples  # how late this process sent scheduled requests: its own saturation
     submitted: list[str]
     long_polls_open_at_end: int
     cpu_percent: dict[str, float]  # % of one core over the load, this process and the service's
+    machine_busy_percent: float  # the whole machine's busy time over the load, % of all its cores
     backlog_s: float  # from the end of the load to the last answer of what was sent during it
     ended_at: float  # Unix time at the end of the load
     not_modified: Counter[str]  # per endpoint: answers 304 (the tab's copy was current)
@@ -371,7 +409,7 @@ async def open_loop(
     url: str, load: Load, checkpoints: list[bytes], held_job_id: str, pids: list[int]
 ) -> OpenLoopResult:
     samples = {name: Samples() for name in ENDPOINTS}
-    send_lag: list[float] = []
+    send_lag = Samples()
     submitted: list[str] = []
     newest: dict[int, str] = {}  # uploader -> its newest job
     not_modified: Counter[str] = Counter()
@@ -403,10 +441,10 @@ async def open_loop(
             try:
                 response = await request
             except (httpx.HTTPError, ConnectionFailed) as exc:
-                samples[name].add(time.perf_counter() - since, _error_name(exc))
+                samples[name].add(time.perf_counter() - since, _error_name(exc), since - start)
                 return None
             error = None if response.is_success else f"HTTP {response.status_code}"
-            samples[name].add(time.perf_counter() - since, error)
+            samples[name].add(time.perf_counter() - since, error, since - start)
             return response if error is None else None
 
         def spawn(work: Awaitable[Any]) -> None:
@@ -416,7 +454,7 @@ async def open_loop(
 
         def scheduled(tick: Callable[[float], Awaitable[Any]]) -> Callable[[float], Awaitable[Any]]:
             async def run(at: float) -> None:
-                send_lag.append(time.perf_counter() - at)
+                send_lag.add(time.perf_counter() - at, None, at - start)
                 await tick(at)
 
             return run
@@ -490,8 +528,15 @@ async def open_loop(
         jobs_page_tabs = round(load.clients * load.jobs_page_share)
         start = time.perf_counter() + 0.5
         await until(start)
-        cpu_before = time.process_time(), cpu_seconds(pids)
-        end = start + load.duration_s
+        measured_from = start + load.warmup_s
+        end = measured_from + load.duration_s
+        cpu_before: list[Any] = []
+
+        async def cpu_from_the_window() -> None:
+            await until(measured_from)
+            cpu_before[:] = [time.process_time(), cpu_seconds(pids), machine_busy_seconds()]
+
+        cpu_clock = asyncio.ensure_future(cpu_from_the_window())
         polls = [
             asyncio.ensure_future(long_poll(k / max(load.long_polls, 1))) for k in range(load.long_polls)
         ]
@@ -509,9 +554,16 @@ async def open_loop(
         ]
         await asyncio.gather(*schedules)
         await until(end)
-        ended_at, wall = time.time(), time.perf_counter() - start
+        await cpu_clock
+        ended_at, wall = time.time(), time.perf_counter() - measured_from
         cpu = {"load generator": 100 * (time.process_time() - cpu_before[0]) / wall}
         cpu |= cpu_by_role(cpu_before[1], cpu_seconds(pids), wall)
+        busy, total = machine_busy_seconds()
+        busy_share = (busy - cpu_before[2][0]) / max(total - cpu_before[2][1], 1e-9)
+        # The rest of the machine's busy time: PostgreSQL, Redis, the kernel, anything else.
+        cpu["everything else (database and broker servers, kernel)"] = max(
+            0.0, 100 * busy_share * (os.cpu_count() or 1) - sum(cpu.values())
+        )
         open_at_end = sum(not task.done() for task in polls)
         # What was sent is waited for (each has its timeout): a stalled answer counts in full.
         while in_flight:
@@ -522,8 +574,9 @@ async def open_loop(
         await asyncio.wait_for(asyncio.gather(*polls, return_exceptions=True), REQUEST_TIMEOUT_S)
         retries = sum(client.retries for client in raw_clients)
     return OpenLoopResult(
-        samples, send_lag, submitted, open_at_end, cpu, backlog, ended_at, not_modified, retries
-    )
+        samples, send_lag, submitted, open_at_end, cpu, 100 * busy_share, backlog, ended_at,
+        not_modified, retries,
+    )  # fmt: skip
 
 
 async def closed_loop(
@@ -606,11 +659,15 @@ def run_mode(mode: str, load: Load, args: argparse.Namespace) -> dict[str, Any]:
         from app.settings import Settings
         from zooscope.networks.checkpoints import checkpoint_bytes
 
-        uploads = load.uploaders * (int(load.duration_s / load.upload_interval_s) + 2) + 1
+        load_s = load.warmup_s + load.duration_s
+        uploads = load.uploaders * (int(load_s / load.upload_interval_s) + 2) + 1
         zoo_dir = Settings(data_dir=running.data_dir).default_zoo_dir
         checkpoints = [checkpoint_bytes(sd) for sd in distinct_checkpoints(zoo_dir, uploads)]
         held = held_job(running, checkpoints.pop(), autoencoder_id)
-        print(f"{mode}: {load.duration_s:.0f} s of open-loop load", file=sys.stderr)
+        print(
+            f"{mode}: {load.warmup_s:.0f} s of warm-up, then {load.duration_s:.0f} s of open-loop load",
+            file=sys.stderr,
+        )
         result = run_async(open_loop(running.url, load, checkpoints, held, running.processes()))
         at_end = job_states(running.database_url, result.submitted, result.ended_at)
         drained_s = wait_until_done(running.database_url, result.submitted, args.drain)
@@ -632,9 +689,17 @@ def run_mode(mode: str, load: Load, args: argparse.Namespace) -> dict[str, Any]:
         "mode": mode,
         "shape": MODES[mode],
         "load": vars(load),
-        "open_loop": {name: summary(s) for name, s in result.samples.items()},
+        # Long polls are held, not timed: their row is the whole run's (each one waits ~60 s).
+        "open_loop": {
+            name: summary(s if name == LONG_POLL else s.sent_from(load.warmup_s))
+            for name, s in result.samples.items()
+        },
+        "open_loop_with_warmup": {name: summary(s) for name, s in result.samples.items()},
+        "job_p99_ms_by_10_s": windows_p99(result.samples[JOB], load.warmup_s + load.duration_s),
         "latencies_ms": {name: [round(1000 * v, 3) for v in s.seconds] for name, s in result.samples.items()},
-        "send_lag_ms": summary(Samples(result.send_lag_s)),
+        "sent_at_s": {name: [round(v, 4) for v in s.sent_at] for name, s in result.samples.items()},
+        "send_lag_ms": summary(result.send_lag.sent_from(load.warmup_s)),
+        "send_lag_ms_with_warmup": summary(result.send_lag),
         "long_polls_open_at_end": result.long_polls_open_at_end,
         "not_modified": dict(result.not_modified),
         "retries": result.retries,
@@ -646,6 +711,7 @@ def run_mode(mode: str, load: Load, args: argparse.Namespace) -> dict[str, Any]:
             "drain_s": drained_s,
         },
         "cpu_percent_of_one_core": result.cpu_percent,
+        "machine_busy_percent": result.machine_busy_percent,
         "ceiling": {
             "clients": args.ceiling_clients,
             "duration_s": ceiling_wall,
@@ -678,6 +744,15 @@ def print_mode(r: dict[str, Any], duration: float) -> None:
             endpoint_rows(r["open_loop"]),
         )
     )
+    if "open_loop_with_warmup" in r:
+        whole = r["open_loop_with_warmup"][JOB]
+        by_10_s = ", ".join("-" if v is None else f"{v:.0f}" for v in r["job_p99_ms_by_10_s"])
+        print(
+            f"\nThe table counts the requests sent after {load.get('warmup_s', 0):g} s of warm-up (the same "
+            f"load, during which every tab, uploader and long poll opens its connection). With the "
+            f"warm-up, {JOB}: p50 {whole['p50_ms']:.1f} ms, p99 {whole['p99_ms']:.1f} ms; its p99 in "
+            f"each 10 s of the run, warm-up first (ms): {by_10_s}."
+        )
     jobs = r["jobs"]
     at_end, drained = jobs["at_end_of_load"], jobs["after_drain"]
     print(
@@ -702,7 +777,9 @@ def print_mode(r: dict[str, Any], duration: float) -> None:
     lag = r["send_lag_ms"]
     cpu = ", ".join(f"{name} {percent:.0f} %" for name, percent in r["cpu_percent_of_one_core"].items())
     print(
-        f"\nCPU during the load, % of one core: {cpu}. The load generator sent its scheduled requests "
+        f"\nCPU during the load, % of one core: {cpu}; the whole machine busy "
+        f"{r.get('machine_busy_percent', float('nan')):.0f} % of all its cores. "
+        "The load generator sent its scheduled requests "
         f"p50 {lag['p50_ms']:.1f} ms, p99 {lag['p99_ms']:.1f} ms late (its own lag)."
     )
     c = r["ceiling"]
@@ -726,6 +803,12 @@ def main() -> None:
     )
     parser.add_argument("--mode", choices=["embedded", "postgres", "both"], default="both")
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of open-loop load")
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        default=10.0,
+        help="seconds of the same load before the measured window (connections open, caches fill)",
+    )
     parser.add_argument("--clients", type=int, default=200, help="dashboard tabs, each polling once a second")
     parser.add_argument(
         "--jobs-page-share", type=float, default=0.5, help="the share of tabs on the jobs page"
@@ -766,6 +849,7 @@ def main() -> None:
         args.duration,
         revalidate=not args.no_revalidate,
         tab_client=args.tab_client,
+        warmup_s=args.warmup,
     )
     # SIGTERM unwinds like Ctrl-C, so every process started is stopped on the way out.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))

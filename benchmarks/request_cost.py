@@ -65,7 +65,18 @@ def start_profiler(api_pids: list[int], folder: Path, endpoint: str) -> subproce
     the table's numbers of a profiled run are not the cost)."""
     folder.mkdir(parents=True, exist_ok=True)
     name = "".join(c if c.isalnum() else "_" for c in endpoint).strip("_")
-    command = ["py-spy", "record", "--format", "raw", "--rate", "1000", "--nonblocking", "--threads"]
+    # The environment's own py-spy (pip install py-spy into .venv) before one on PATH.
+    beside = Path(sys.executable).parent / "py-spy"
+    command = [
+        str(beside) if beside.exists() else "py-spy",
+        "record",
+        "--format",
+        "raw",
+        "--rate",
+        "1000",
+        "--nonblocking",
+        "--threads",
+    ]
     command += ["-o", str(folder / f"{name}.txt"), "--pid", str(api_pids[0])]
     profiler = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(1.0)  # attached before the first request
