@@ -190,11 +190,10 @@ def build_rows(device: str) -> tuple[list[list[str]], str]:
 
 
 def roofline_rows(device: torch.device) -> list[list[str]]:
-    """The arithmetic bound of the 1000-input forward: its FLOPs at this machine's GEMM peak, and the
-    rate each side reaches."""
+    """The arithmetic bound of each forward row: its FLOPs at this machine's GEMM peak, the rate
+    each side reaches, and the speed-up over the loop that the peak would give."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    n = FORWARD_INPUTS[0]
     a, b = torch.randn(4096, 4096, device=device), torch.randn(4096, 4096, device=device)
     peak = 2 * 4096**3 / best_of(lambda: (a @ b, _sync(device)))
     rows = [
@@ -206,20 +205,21 @@ def roofline_rows(device: torch.device) -> list[list[str]]:
         ]
     ]
     for arch in FORWARD_ARCHITECTURES:
-        modules, params, x = _forward_case(arch, n, device)
-        with FlopCounterMode(display=False) as counter, torch.inference_mode():
-            modules[0](x)
-        flops = counter.get_total_flops() * FORWARD_MODELS
-        t_pop = best_of(lambda a=arch, p=params, x=x: _population_forward(a, p, x, device))
-        t_loop = best_of(lambda m=modules, x=x: _loop_forward(m, x, device))
-        rows.append(
-            [
-                f"{arch.name}, {FORWARD_MODELS} models x {n} inputs: {flops / 1e9:.1f} GFLOP",
-                f"{flops / t_pop / 1e9:.1f} GFLOP/s ({flops / t_pop / peak:.0%} of peak)",
-                f"{flops / t_loop / 1e9:.1f} GFLOP/s",
-                f"ceiling {t_loop / (flops / peak):.1f}x at peak",
-            ]
-        )
+        for n in FORWARD_INPUTS:
+            modules, params, x = _forward_case(arch, n, device)
+            with FlopCounterMode(display=False) as counter, torch.inference_mode():
+                modules[0](x)
+            flops = counter.get_total_flops() * FORWARD_MODELS
+            t_pop = best_of(lambda a=arch, p=params, x=x: _population_forward(a, p, x, device))
+            t_loop = best_of(lambda m=modules, x=x: _loop_forward(m, x, device))
+            rows.append(
+                [
+                    f"{arch.name}, {FORWARD_MODELS} models x {n} inputs: {flops / 1e9:.1f} GFLOP",
+                    f"{flops / t_pop / 1e9:.1f} GFLOP/s ({flops / t_pop / peak:.0%} of peak)",
+                    f"{flops / t_loop / 1e9:.1f} GFLOP/s",
+                    f"ceiling {t_loop / (flops / peak):.1f}x at peak",
+                ]
+            )
     return rows
 
 
