@@ -4,10 +4,12 @@
     .venv/bin/python benchmarks/training_throughput.py --zoo DIR --epochs 3    # a built default zoo
     .venv/bin/python benchmarks/training_throughput.py --epochs 3              # builds it first (~2 min)
     .venv/bin/python benchmarks/training_throughput.py --zoo-preset tiny --epochs 1   # smoke, seconds
+    .venv/bin/python benchmarks/training_throughput.py --zoo DIR --preset compress_cnn_s   # a CNN-s zoo
 
-The cpu preset's autoencoder (AutoencoderConfig.cpu) on the zoo's train split, three recipes of
-TrainingConfig.cpu: structure-only (beta 1, the ablation's `structure`), C+S+B (beta 0.1, the
-ablation's `csb`) and the cpu preset itself (C+S+B plus the layer-statistics term), each with the
+A preset's autoencoder (--preset, default cpu: AutoencoderConfig.cpu) on the zoo's train split,
+the recipes of its TrainingConfig: structure-only (beta 1, the ablation's `structure`), C+S+B
+(the preset's beta, the ablation's `csb`) and, where the preset adds the layer-statistics term
+(cpu does), the preset itself, each with the
 structure-first warm-up skipped so that every C+S+B step carries the behavioural term. Each epoch
 is one training run of one epoch, the recipes in turn, so that drifts in the machine's speed reach
 all of them alike; no validation. Prints the median and best epoch over --epochs rounds (the first
@@ -29,20 +31,24 @@ from pathlib import Path
 
 import torch
 
-from zooscope.autoencoder.config import AutoencoderConfig, TrainingConfig
+from zooscope.autoencoder.config import AUTOENCODER_PRESETS, AutoencoderConfig, TrainingConfig
 from zooscope.autoencoder.training import train_on_checkpoints
 from zooscope.machine import cpu_summary
 from zooscope.zoo.grid import ZooConfig
 from zooscope.zoo.store import Zoo, build_zoo
 
 
-def recipes() -> dict[str, TrainingConfig]:
-    cpu = replace(TrainingConfig.cpu(), device="cpu", beta_warmup_epochs=0, checkpoint_every=0)
-    return {
-        "structure-only": cpu.with_overrides(beta=1.0, statistics_weight=0.0),
-        "C+S+B": cpu.with_overrides(statistics_weight=0.0),
-        "cpu preset (C+S+B + T)": cpu,
+def recipes(preset: str = "cpu") -> dict[str, TrainingConfig]:
+    """structure-only and C+S+B of a preset's recipe, and the preset itself where it adds the
+    layer-statistics term."""
+    base = replace(TrainingConfig.preset(preset), device="cpu", beta_warmup_epochs=0, checkpoint_every=0)
+    runs = {
+        "structure-only": base.with_overrides(beta=1.0, statistics_weight=0.0),
+        "C+S+B": base.with_overrides(statistics_weight=0.0),
     }
+    if base.statistics_weight > 0:
+        runs[f"{preset} preset (C+S+B + T)"] = base
+    return runs
 
 
 def machine_line() -> str:
@@ -68,6 +74,12 @@ def main() -> None:
         "--zoo-preset", default="digits", help="the zoo to build without --zoo (tiny: a smoke run)"
     )
     parser.add_argument("--epochs", type=int, default=3, help="rounds of one epoch of each recipe")
+    parser.add_argument(
+        "--preset",
+        default="cpu",
+        choices=AUTOENCODER_PRESETS,
+        help="the autoencoder and training preset whose recipes are timed (compress_cnn_s on a CNN-s zoo)",
+    )
     args = parser.parse_args()
     print(machine_line())
     print(f"load average (1 min) at start: {os.getloadavg()[0]:.1f}", flush=True)
@@ -76,15 +88,15 @@ def main() -> None:
         zoo = open_zoo(args, scratch)
         train = zoo.load_checkpoints(zoo.checkpoints(split="train"))
         dataset = zoo.dataset()
-        seconds: dict[str, list[float]] = {name: [] for name in recipes()}
+        seconds: dict[str, list[float]] = {name: [] for name in recipes(args.preset)}
         steps: dict[str, int] = {}
         for round_ in range(args.epochs):
-            for name, tc in recipes().items():
+            for name, tc in recipes(args.preset).items():
                 ae = train_on_checkpoints(
                     train,
                     None,
                     dataset,
-                    AutoencoderConfig.cpu(),
+                    AutoencoderConfig.preset(args.preset),
                     replace(tc, epochs=1, seed=round_),
                     scratch / "ae",
                 )
@@ -92,7 +104,11 @@ def main() -> None:
                 seconds[name].append(entry["seconds"])
                 steps[name] = entry["step"]
                 print(f"round {round_ + 1}: {name} {entry['seconds']:.2f} s", flush=True)
-    print(f"\n{len(train)} train checkpoints of {train.arch.name}, batch {TrainingConfig.cpu().batch_size}\n")
+    batch = TrainingConfig.preset(args.preset).batch_size
+    print(
+        f"\n{len(train)} train checkpoints of {train.arch.name}, the {args.preset} preset, batch {batch}, "
+        f"{TrainingConfig.preset(args.preset).n_queries} queries\n"
+    )
     print("| recipe | seconds an epoch (median) | best | seconds a step | step cost vs structure-only |")
     print("|---|---|---|---|---|")
     kept = {name: values[1:] or values for name, values in seconds.items()}

@@ -32,6 +32,7 @@ from zooscope.autoencoder.losses import BehaviouralLoss, CompositeLoss, Contrast
 from zooscope.autoencoder.model import WeightAutoencoder
 from zooscope.autoencoder.normalisation import TokenNormaliser
 from zooscope.errors import ArtefactError, ZooscopeError
+from zooscope.heap import retained_heap
 from zooscope.networks.architectures import Architecture
 from zooscope.networks.datasets import ImageDataset, QuerySampler
 from zooscope.networks.parameters import FlatLayout, StackedParams
@@ -455,7 +456,11 @@ def train_on_checkpoints(
     )
     run.model.train()
     while run.epoch < tc.epochs:
-        entry = _train_epoch(run, progress)
+        # A behavioural step allocates and frees the same large activations every step (the first
+        # convolution's pool slabs on CNN-s: 33 MB a chunk, forward and gradient): kept in the
+        # heap, their pages stay mapped instead of faulting in again each step (zooscope/heap.py).
+        with retained_heap():
+            entry = _train_epoch(run, progress)
         last = run.epoch == tc.epochs
         if run.validation is not None and (run.epoch % tc.validate_every == 0 or last):
             started = time.perf_counter()

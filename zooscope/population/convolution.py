@@ -299,12 +299,18 @@ def pool_slabs(columns: torch.Tensor, prepared: PreparedConv, *, relu: bool = Fa
 
 
 def _max_over_slabs(slabs: torch.Tensor, prepared: PreparedConv, relu: bool) -> torch.Tensor:
-    """torch's amax over axis 1, then the ReLU if asked (in place where autograd allows)."""
+    """The max over axis 1, then the ReLU if asked (in place where autograd allows).
+
+    Under autograd, max with its indices: its backward scatters the gradient to the winners,
+    where amax's compares every element with the maximum again and divides among ties (1.5-2x
+    the time of the whole pool step on CNN-s's first layer). A tie then sends the gradient to one
+    slab instead of sharing it: both are gradients of the max."""
+    if not autograd_free(slabs):
+        pooled = slabs.max(1).values
+        return relu_gradient.relu(pooled) if relu else pooled
     shape = (slabs.shape[0], *slabs.shape[2:])
     pooled = torch.amax(slabs, 1, out=prepared.memory.out(f"{prepared.name} pool", shape, slabs))
-    if not relu:
-        return pooled
-    return torch.relu_(pooled) if autograd_free(pooled) else relu_gradient.relu(pooled)
+    return torch.relu_(pooled) if relu else pooled
 
 
 def dense_conv(x: torch.Tensor, prepared: PreparedConv) -> torch.Tensor:

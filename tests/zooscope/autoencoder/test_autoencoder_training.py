@@ -211,3 +211,25 @@ def test_latent_collapse_is_flagged_when_every_checkpoint_encodes_alike(checkpoi
     collapsed = run.validation()
     assert collapsed["latent_collapse"] and collapsed["val_latent_spread"] == 0.0
     assert "LATENT COLLAPSE" in _latent_collapse_warning({"epoch": 2, **collapsed})
+
+
+def test_training_steps_run_with_the_heap_retained_and_it_is_released_after(
+    tmp_path: Path, checkpoint_sets, digits, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every step allocates the same large activations: inside retained_heap their pages stay
+    mapped between steps (zooscope/heap.py); validation and whatever follows run with glibc's own
+    limits again."""
+    from zooscope import heap
+
+    depths: list[int] = []
+    step = _Run.train_step
+
+    def recording_step(self: _Run, batch: torch.Tensor) -> dict[str, float]:
+        depths.append(heap._depth)
+        return step(self, batch)
+
+    monkeypatch.setattr(_Run, "train_step", recording_step)
+    train, val = checkpoint_sets
+    train_on_checkpoints(train, val, digits, AE, dataclasses.replace(TC, epochs=2), tmp_path)
+    assert depths and all(depth >= 1 for depth in depths) == heap.is_supported()
+    assert heap._depth == 0
