@@ -38,10 +38,12 @@ from zooscope.zoo.grid import ZooConfig
 from zooscope.zoo.store import Zoo, build_zoo
 
 
-def recipes(preset: str = "cpu") -> dict[str, TrainingConfig]:
+def recipes(preset: str = "cpu", queries: int | None = None) -> dict[str, TrainingConfig]:
     """structure-only and C+S+B of a preset's recipe, and the preset itself where it adds the
-    layer-statistics term."""
+    layer-statistics term; `queries` replaces the preset's number of behavioural queries."""
     base = replace(TrainingConfig.preset(preset), device="cpu", beta_warmup_epochs=0, checkpoint_every=0)
+    if queries is not None:
+        base = base.with_overrides(queries=queries)
     runs = {
         "structure-only": base.with_overrides(beta=1.0, statistics_weight=0.0),
         "C+S+B": base.with_overrides(statistics_weight=0.0),
@@ -80,6 +82,7 @@ def main() -> None:
         choices=AUTOENCODER_PRESETS,
         help="the autoencoder and training preset whose recipes are timed (compress_cnn_s on a CNN-s zoo)",
     )
+    parser.add_argument("--queries", type=int, help="behavioural queries a step (default: the preset's)")
     args = parser.parse_args()
     print(machine_line())
     print(f"load average (1 min) at start: {os.getloadavg()[0]:.1f}", flush=True)
@@ -88,10 +91,10 @@ def main() -> None:
         zoo = open_zoo(args, scratch)
         train = zoo.load_checkpoints(zoo.checkpoints(split="train"))
         dataset = zoo.dataset()
-        seconds: dict[str, list[float]] = {name: [] for name in recipes(args.preset)}
+        seconds: dict[str, list[float]] = {name: [] for name in recipes(args.preset, args.queries)}
         steps: dict[str, int] = {}
         for round_ in range(args.epochs):
-            for name, tc in recipes(args.preset).items():
+            for name, tc in recipes(args.preset, args.queries).items():
                 ae = train_on_checkpoints(
                     train,
                     None,
@@ -107,7 +110,7 @@ def main() -> None:
     batch = TrainingConfig.preset(args.preset).batch_size
     print(
         f"\n{len(train)} train checkpoints of {train.arch.name}, the {args.preset} preset, batch {batch}, "
-        f"{TrainingConfig.preset(args.preset).n_queries} queries\n"
+        f"{args.queries or TrainingConfig.preset(args.preset).n_queries} queries\n"
     )
     print("| recipe | seconds an epoch (median) | best | seconds a step | step cost vs structure-only |")
     print("|---|---|---|---|---|")
