@@ -304,7 +304,7 @@ def _max_over_slabs(slabs: torch.Tensor, prepared: PreparedConv, relu: bool) -> 
     Under autograd, max with its indices: its backward scatters the gradient to the winners,
     where amax's compares every element with the maximum again and divides among ties (1.5-2x
     the time of the whole pool step on CNN-s's first layer). A tie then sends the gradient to one
-    slab instead of sharing it: both are gradients of the max."""
+    slab instead of sharing it, as nn.MaxPool2d's backward does."""
     if not autograd_free(slabs):
         pooled = slabs.max(1).values
         return relu_gradient.relu(pooled) if relu else pooled
