@@ -28,13 +28,17 @@ import argparse
 import torch
 
 
+def init_seed(record) -> int:
+    """The seed a model's init was drawn from: its own, or its shared init's (ModelSpec.init_seed,
+    kept in the record's extra)."""
+    return getattr(record, "extra", {}).get("init_seed", record.seed)
+
+
 def initial_weights(arch, layout, records) -> torch.Tensor:
-    """[K, P] the inits of `records`' models, drawn as the zoo's trainer drew them: from the
-    model's own seed, or from its shared init's (ModelSpec.init_seed, kept in the record's extra)."""
+    """[K, P] the inits of `records`' models, drawn as the zoo's trainer drew them."""
     from zooscope.zoo.training import initial_weights as draw
 
-    seeds = [getattr(record, "extra", {}).get("init_seed", record.seed) for record in records]
-    return draw(arch, layout, records, [torch.Generator().manual_seed(seed) for seed in seeds])
+    return draw(arch, layout, records, [torch.Generator().manual_seed(init_seed(r)) for r in records])
 
 
 def share_table(inits: torch.Tensor, trained: torch.Tensor) -> dict[str, float]:
@@ -127,7 +131,7 @@ def main() -> None:
             f"| {epoch} | {row['spread']:.2f} | {row['init_spread']:.2f} | {row['init_share']:.1%} | "
             f"{row['moved']:.1%} |"
         )
-    seeds = [m.extra.get("init_seed", m.seed) for m in models]
+    seeds = [init_seed(m) for m in models]
     if len(set(seeds)) < len(seeds):
         print()
         print(

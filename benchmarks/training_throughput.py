@@ -107,10 +107,10 @@ def main() -> None:
                 seconds[name].append(entry["seconds"])
                 steps[name] = entry["step"]
                 print(f"round {round_ + 1}: {name} {entry['seconds']:.2f} s", flush=True)
-    batch = TrainingConfig.preset(args.preset).batch_size
+    timed = recipes(args.preset, args.queries)["C+S+B"]
     print(
-        f"\n{len(train)} train checkpoints of {train.arch.name}, the {args.preset} preset, batch {batch}, "
-        f"{args.queries or TrainingConfig.preset(args.preset).n_queries} queries\n"
+        f"\n{len(train)} train checkpoints of {train.arch.name}, the {args.preset} preset, "
+        f"batch {timed.batch_size}, {timed.n_queries} queries\n"
     )
     print("| recipe | seconds an epoch (median) | best | seconds a step | step cost vs structure-only |")
     print("|---|---|---|---|---|")
