@@ -23,6 +23,7 @@ from fastapi_offline import FastAPIOffline
 import zooscope
 from app.api.conditional import RenderedBodies
 from app.api.deps import SESSION_CLOSING_THREADS
+from app.api.job_bodies import RENDERED_JOBS_CAPACITY
 from app.api.job_events import JobEndListener
 from app.api.problems import PROBLEM_RESPONSES, install_problem_handlers
 from app.api.routes import autoencoders, checkpoints, defaults, embedding_maps, health, jobs, zoos
@@ -59,6 +60,7 @@ def create_app(
         # The threads that close request sessions (app/api/deps.py get_session), made in this loop.
         app.state.session_closing = anyio.CapacityLimiter(SESSION_CLOSING_THREADS)
         app.state.rendered_listings = RenderedBodies()
+        app.state.rendered_jobs = RenderedBodies(RENDERED_JOBS_CAPACITY)
         app.state.store = store or LocalBlobStore.from_settings(settings)
         app.state.queue = queue or CeleryJobQueue(settings)
         app.state.job_events = JobEndListener(settings.database_url)

@@ -316,13 +316,22 @@ def claim_unsent_queued_jobs(session: Session, resend_after_s: float) -> list[tu
     return claimed
 
 
-def listing_version(session: Session, where: Collection[ColumnElement[bool]]) -> tuple[int, int, str]:
-    """(count, revision sum, newest created_at) of the jobs that pass `where`: changed by any insert,
-    visible update or delete among them. One aggregate query; its count is the listing's total."""
-    count, revisions, newest = session.execute(
-        select(func.count(), func.coalesce(func.sum(Job.revision), 0), func.max(Job.created_at)).where(*where)
-    ).one()
-    return int(count), int(revisions), str(newest)
+def listing_keys(
+    session: Session, where: Collection[ColumnElement[bool]], limit: int, offset: int
+) -> tuple[int, list[tuple[str, int]]]:
+    """(count, [(id, revision)] of one page, newest first) of the jobs that pass `where`: what a
+    listing shows is fixed by these (a job's row as a client sees it by its id and revision), so
+    they are its version. Two small queries: the count, and the page's keys through the
+    created_at index, without loading a row."""
+    count = session.scalar(select(func.count()).select_from(Job).where(*where)) or 0
+    page = session.execute(
+        select(Job.id, Job.revision)
+        .where(*where)
+        .order_by(Job.created_at.desc(), Job.id.desc())
+        .limit(limit)
+        .offset(offset)
+    ).all()
+    return int(count), [(job_id, int(revision)) for job_id, revision in page]
 
 
 def archive_job_states(session: Session, archive_ids: Collection[str]) -> dict[str, list[str]]:

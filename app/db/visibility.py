@@ -40,13 +40,11 @@ def visible_page(
     *filters: ColumnElement[bool],
     limit: int,
     offset: int,
-    total: int | None = None,
 ) -> dict[str, Any]:
     """One page of the rows `owner_id` may see that pass `filters`, newest first, with the count of
-    all of them (counted here unless the caller has it): the body of a listing (app.api.schemas.Page)."""
+    all of them: the body of a listing (app.api.schemas.Page)."""
     where = (visible_to(model, owner_id), *filters)
-    if total is None:
-        total = session.scalar(select(func.count()).select_from(model).where(*where)) or 0
+    total = session.scalar(select(func.count()).select_from(model).where(*where)) or 0
     query = select(model).where(*where).order_by(model.created_at.desc(), model.id.desc())
     items = session.scalars(query.limit(limit).offset(offset)).all()
     return {"items": items, "total": total, "limit": limit, "offset": offset}

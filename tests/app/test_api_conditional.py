@@ -143,3 +143,56 @@ def test_rendered_bodies_keep_the_most_recently_used() -> None:
     assert bodies.get('"a"') == b"A"  # now the most recent
     bodies.put('"c"', b"C")
     assert bodies.get('"b"') is None and bodies.get('"a"') == b"A" and bodies.get('"c"') == b"C"
+
+
+def test_a_listing_body_is_the_bytes_pydantic_writes_for_the_page(api: Api) -> None:
+    # The body is assembled from each row's rendered bytes (app/api/job_bodies.py): it must be
+    # what rendering the whole page at once gives.
+    from pydantic import TypeAdapter
+    from sqlalchemy import select
+
+    from app.api.schemas import JobOut, Page
+    from app.db.models import Job
+
+    for seeds in (1, 2, 3):
+        _submit(api, seeds=seeds)
+    body = api.client.get(URL, params={"limit": 2, "offset": 1}).content
+    with session_scope(api.settings.database_url) as session:
+        rows = session.scalars(select(Job).order_by(Job.created_at.desc(), Job.id.desc())).all()
+        page = {"items": rows[1:3], "total": 3, "limit": 2, "offset": 1}
+        adapter = TypeAdapter(Page[JobOut])
+        assert body == adapter.dump_json(adapter.validate_python(page, from_attributes=True))
+    assert api.client.get(URL, params={"limit": 2, "offset": 9}).content == (
+        b'{"items":[],"total":3,"limit":2,"offset":9}'
+    )
+
+
+def test_a_new_version_of_a_listing_renders_only_its_changed_rows(api: Api) -> None:
+    from app.api.conditional import RenderedBodies
+    from app.api.job_bodies import job_etag, page_rows
+    from app.db.models import Job
+
+    ids = [_submit(api, seeds=seeds) for seeds in (1, 2, 3)]
+    with session_scope(api.settings.database_url) as session:
+        job_repo.claim_job(session, ids[1], "w1")  # revision 1
+        rendered = RenderedBodies()
+        rendered.put(job_etag(ids[0], 0), b'"kept"')  # as if rendered before, at revision 0
+        keys = [(ids[2], 0), (ids[1], 0), (ids[0], 0)]  # the middle one read before its claim
+        shown, bodies = page_rows(session, keys, rendered)
+        assert shown == [(ids[2], 0), (ids[1], 1), (ids[0], 0)]  # rendered as it is now
+        assert bodies[2] == b'"kept"'  # not loaded again
+        assert [b'"state":"queued"' in bodies[0], b'"state":"running"' in bodies[1]] == [True, True]
+        assert rendered.get(job_etag(ids[1], 1)) == bodies[1]
+
+        session.delete(session.get(Job, ids[2]))
+        session.flush()
+        shown, bodies = page_rows(session, [(ids[2], 1), (ids[1], 1)], rendered)
+        assert shown == [(ids[1], 1)] and len(bodies) == 1  # a row deleted meanwhile is left out
+
+
+def test_a_job_and_the_listings_showing_it_share_its_rendered_body(api: Api) -> None:
+    job_id = _submit(api)
+    alone = api.client.get(f"{URL}/{job_id}")
+    listed = api.client.get(URL, params={"limit": 1})
+    assert alone.content in listed.content and alone.json() == listed.json()["items"][0]
+    assert alone.headers["content-type"] == "application/json"

@@ -48,6 +48,13 @@ def _floats(text: str | None) -> tuple[float, ...] | None:
         raise typer.BadParameter(f"expected comma-separated numbers, got {text!r}") from error
 
 
+def _integers(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError as error:
+        raise typer.BadParameter(f"expected comma-separated whole numbers, got {text!r}") from error
+
+
 @app.command()
 def build(
     out: Path = typer.Option(..., "--out", help="New (or empty) folder to write the zoo into."),
@@ -63,6 +70,11 @@ def build(
     ),
     seeds: int | None = typer.Option(None, help="Models per grid cell."),
     epochs: int | None = typer.Option(None, help="Training epochs (later checkpoint epochs are dropped)."),
+    checkpoint_epochs: str | None = typer.Option(
+        None,
+        help="Comma-separated epochs whose weights are kept, 0 the init, e.g. 1,2,4,8,24: early "
+        "epochs widen the zoo's range of accuracies (default: the preset's).",
+    ),
     inits: str | None = typer.Option(None, help="Comma-separated init schemes, e.g. kaiming_uniform,normal."),
     lrs: str | None = typer.Option(None, help="Comma-separated learning rates."),
     wds: str | None = typer.Option(None, help="Comma-separated weight decays."),
@@ -98,6 +110,8 @@ def build(
                 changes[name] = values
         if seed is not None:
             changes["seed"] = seed
+        if checkpoint_epochs is not None:
+            changes["checkpoint_epochs"] = _integers(checkpoint_epochs)
         if shared_init is not None:
             changes["shared_init"] = shared_init
         if resize is not None:

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session, undefer
 
@@ -26,6 +26,7 @@ from app.api.conditional import (
     validator_headers,
 )
 from app.api.deps import PageLimit, PageOffset, PrincipalDep, QueueDep, SessionDep, SettingsDep, get_visible
+from app.api.job_bodies import job_etag, job_response, page_body, page_rows
 from app.api.job_events import JobEndListener
 from app.api.problems import Problem
 from app.api.routing import DatabaseRoute
@@ -34,7 +35,7 @@ from app.db import jobs as job_repo
 from app.db.artefacts import default_autoencoders
 from app.db.default_builds import list_builds, preparing_for, seconds_left, stage_progress
 from app.db.models import JOB_STATES, TERMINAL_JOB_STATES, Autoencoder, Checkpoint, Job, Zoo
-from app.db.visibility import find_visible, is_visible, visible_page, visible_to
+from app.db.visibility import find_visible, is_visible, visible_to
 from app.import_roots import ImportPathRefused, check_import_path
 from app.job_kinds import JobKindName, job_kind
 from app.queue import JobQueue
@@ -45,7 +46,6 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/jobs", tags=["jobs"], route_class=DatabaseRoute)
 MAX_IDEMPOTENCY_KEY = 200
 MAX_WAIT_S = 60.0  # the longest long poll: below common proxy idle timeouts
-JOB_PAGE = TypeAdapter(Page[JobOut])  # renders a listing's body itself, for RenderedBodies
 
 
 def job_location(job_id: str) -> str:
@@ -271,22 +271,25 @@ def list_jobs(
     if_none_match: IfNoneMatch = None,
 ) -> Any:
     """Newest first. With If-None-Match, 304 while no job of the listing has changed; a version
-    already rendered for another client is answered with the same bytes (app/api/conditional.py)."""
+    already rendered for another client is answered with the same bytes, and a new version renders
+    only its changed rows (app/api/conditional.py, app/api/job_bodies.py)."""
     filters = []
     if state:
         filters.append(Job.state == state)
     if kind:
         filters.append(Job.kind == kind)
-    total, *version = job_repo.listing_version(session, (visible_to(Job, principal.owner_id), *filters))
-    etag = entity_tag("jobs", principal.owner_id, state, kind, limit, offset, total, *version)
+    where = (visible_to(Job, principal.owner_id), *filters)
+    total, keys = job_repo.listing_keys(session, where, limit, offset)
+    page = ("jobs", principal.owner_id, state, kind, limit, offset, total)
+    etag = entity_tag(*page, keys)
     if still_current(if_none_match, etag):
         return not_modified(etag)
-    rendered: RenderedBodies = request.app.state.rendered_listings
-    body = rendered.get(etag)
+    listings: RenderedBodies = request.app.state.rendered_listings
+    body = listings.get(etag)
     if body is None:
-        owner = principal.owner_id
-        page = visible_page(session, Job, owner, *filters, limit=limit, offset=offset, total=total)
-        body = rendered.put(etag, JOB_PAGE.dump_json(JOB_PAGE.validate_python(page, from_attributes=True)))
+        shown, rows = page_rows(session, keys, request.app.state.rendered_jobs)
+        etag = entity_tag(*page, shown)  # the rows as rendered, should one have changed meanwhile
+        body = listings.put(etag, page_body(rows, total, limit, offset))
     return Response(body, media_type="application/json", headers=validator_headers(etag))
 
 
@@ -294,7 +297,6 @@ def list_jobs(
 async def get_job(
     job_id: str,
     request: Request,
-    response: Response,
     session: SessionDep,
     principal: PrincipalDep,
     if_none_match: IfNoneMatch = None,
@@ -315,11 +317,10 @@ async def get_job(
     job = await run_in_threadpool(_read_and_release, session, principal, job_id)
     if wait > 0 and job.state not in TERMINAL_JOB_STATES:
         job = await _wait_for_end(request, session, principal, job_id, wait)
-    etag = entity_tag("job", job.id, job.revision)
+    etag = job_etag(job.id, job.revision)
     if still_current(if_none_match, etag):
         return not_modified(etag)
-    response.headers.update(validator_headers(etag))
-    return job
+    return job_response(job, request.app.state.rendered_jobs)
 
 
 async def _wait_for_end(

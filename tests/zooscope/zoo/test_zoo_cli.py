@@ -84,3 +84,17 @@ def test_import_says_when_a_zoo_mixes_activations_and_layouts(tmp_path: Path) ->
     text = " ".join(result.output.split())  # rich wraps long lines
     assert "mix activations (gelu 3, relu 1, sigmoid 3, tanh 3)" in text
     assert "stored as cnn_s-1x28x28" in text
+
+
+def test_build_keeps_the_checkpoint_epochs_asked_for(tmp_path: Path) -> None:
+    out = tmp_path / "zoo"
+    args = ["build", "--preset", "tiny", "--out", str(out), "--seeds", "1", "--checkpoint-epochs", "0,1,4"]
+    built = runner.invoke(app, args)
+    assert built.exit_code == 0, built.output
+    zoo = Zoo.open(out)
+    assert zoo.manifest["checkpoint_epochs"] == [0, 1, 4]
+    assert sorted({record.epoch for record in zoo.checkpoints()}) == [0, 1, 4]
+    for bad, says in (("1,x", "whole numbers"), ("3,9", "within 0..4")):
+        args = ["build", "--preset", "tiny", "--out", str(tmp_path / bad), "--checkpoint-epochs", bad]
+        refused = runner.invoke(app, args)
+        assert refused.exit_code in (1, 2) and says in " ".join(refused.output.split()), refused.output
