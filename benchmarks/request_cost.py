@@ -31,10 +31,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
+import sqlalchemy
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT)]
@@ -111,15 +113,20 @@ def total_cpu(pids: list[int]) -> float:
     return sum(seconds for seconds, _ in cpu_seconds(pids).values())
 
 
-async def measure(url: str, paths: list[str], requests: int, revalidate: bool) -> list[float]:
+async def measure(
+    url: str, paths: list[str], requests: int, revalidate: bool, before_each: Callable[[], None] | None = None
+) -> list[float]:
     """`requests` GETs back to back on one kept-alive connection, of `paths` in turn; latencies in
-    seconds. With `revalidate`, each request revalidates the previous answer (If-None-Match)."""
+    seconds. With `revalidate`, each request revalidates the previous answer (If-None-Match);
+    `before_each` runs before each request, outside its latency."""
     client = RawClient(url)
     latencies = []
     try:
         etag = None
         for i in range(requests):
             path = paths[i % len(paths)]
+            if before_each is not None:
+                before_each()
             headers = {"If-None-Match": etag} if revalidate and etag else {}
             started = time.perf_counter()
             response = await client.get(path, headers=headers)
@@ -159,23 +166,39 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             pid for pid, (_, command) in cpu_seconds(running.processes()).items() if role(command) == API_ROLE
         ]
         # Listings of limit 40 to 139 in turn: 100 versions, more than an API process keeps
-        # rendered (app.api.conditional.RenderedBodies), so each is rendered for its request.
-        first_renders = [f"{API}/jobs?limit={limit}" for limit in range(40, 140)]
-        endpoints = {
-            "GET /jobs?limit=50, a version already rendered": ([f"{API}/jobs?limit=50"], False),
-            "GET /jobs?limit=40..139, each rendered anew": (first_renders, False),
-            "GET /jobs?limit=50, revalidated (304)": ([f"{API}/jobs?limit=50"], True),
-            "GET /jobs/{id}": ([f"{API}/jobs/{job_ids[-1]}"], False),
-            "GET /jobs/{id}, revalidated (304)": ([f"{API}/jobs/{job_ids[-1]}"], True),
-            "GET /jobs/{id}/report": ([f"{API}/jobs/{job_ids[-1]}/report"], False),
+        # rendered (app.api.conditional.RenderedBodies), so each page is assembled for its
+        # request, from rows rendered before (app/api/job_bodies.py).
+        new_pages = [f"{API}/jobs?limit={limit}" for limit in range(40, 140)]
+        database = sqlalchemy.create_engine(running.database_url)
+
+        def change_newest_job() -> None:
+            # A visible change as the worker's writes make them (the revision goes up): the jobs
+            # page has a new version, with one row to render again. PostgreSQL's column includes
+            # this write.
+            with database.begin() as connection:
+                bump = sqlalchemy.text("UPDATE jobs SET revision = revision + 1 WHERE id = :id")
+                connection.execute(bump, {"id": job_ids[-1]})
+
+        endpoints: dict[str, tuple[list[str], bool, Callable[[], None] | None]] = {
+            "GET /jobs?limit=50, a version already rendered": ([f"{API}/jobs?limit=50"], False, None),
+            "GET /jobs?limit=40..139, a new page of rows rendered before": (new_pages, False, None),
+            "GET /jobs?limit=50, one row changed before each request": (
+                [f"{API}/jobs?limit=50"],
+                False,
+                change_newest_job,
+            ),
+            "GET /jobs?limit=50, revalidated (304)": ([f"{API}/jobs?limit=50"], True, None),
+            "GET /jobs/{id}": ([f"{API}/jobs/{job_ids[-1]}"], False, None),
+            "GET /jobs/{id}, revalidated (304)": ([f"{API}/jobs/{job_ids[-1]}"], True, None),
+            "GET /jobs/{id}/report": ([f"{API}/jobs/{job_ids[-1]}/report"], False, None),
         }
         rows = {}
-        for name, (paths, revalidate) in endpoints.items():
-            asyncio.run(measure(running.url, paths, 50, revalidate))  # warm: plans, caches, pool
+        for name, (paths, revalidate, before_each) in endpoints.items():
+            asyncio.run(measure(running.url, paths, 50, revalidate, before_each))  # warm: plans, caches, pool
             profiler = start_profiler(api_pids, args.profile, name) if args.profile else None
             api_before, db_before = total_cpu(api_pids), total_cpu(postgres_pids())
             started = time.perf_counter()
-            latencies = asyncio.run(measure(running.url, paths, args.requests, revalidate))
+            latencies = asyncio.run(measure(running.url, paths, args.requests, revalidate, before_each))
             wall = time.perf_counter() - started
             if profiler is not None:
                 stop_profiler(profiler)
@@ -189,6 +212,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "requests_per_s": args.requests / wall,
             }
             print(f"{name}: API {api_ms:.2f} ms, PostgreSQL {db_ms:.2f} ms a request", file=sys.stderr)
+        database.dispose()
     return {"machine": machine(), "jobs": args.jobs, "endpoints": rows}
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, or_, select, update
+from sqlalchemy import ColumnElement, String, and_, cast, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -316,14 +316,36 @@ def claim_unsent_queued_jobs(session: Session, resend_after_s: float) -> list[tu
     return claimed
 
 
-def listing_keys(
+def listing_version(
     session: Session, where: Collection[ColumnElement[bool]], limit: int, offset: int
-) -> tuple[int, list[tuple[str, int]]]:
-    """(count, [(id, revision)] of one page, newest first) of the jobs that pass `where`: what a
-    listing shows is fixed by these (a job's row as a client sees it by its id and revision), so
-    they are its version. Two small queries: the count, and the page's keys through the
-    created_at index, without loading a row."""
-    count = session.scalar(select(func.count()).select_from(Job).where(*where)) or 0
+) -> tuple[int, frozenset[tuple[str, int]]]:
+    """(count, {(id, revision)} of one page) of the jobs that pass `where`, newest first: what the
+    page shows is fixed by these (a job as a client sees it by its id and revision; the page's
+    order by the ids' creation), so they are its version. One row back, whatever the page's
+    length: the count (a subquery computed once) and the page's keys joined into one string by
+    the database (a row a key cost more than the rest of a poll)."""
+    count = select(func.count()).select_from(Job).where(*where).scalar_subquery()
+    page = (
+        select(Job.id, Job.revision)
+        .where(*where)
+        .order_by(Job.created_at.desc(), Job.id.desc())
+        .limit(limit)
+        .offset(offset)
+        .subquery()
+    )
+    key = page.c.id + KEY_SEPARATOR + cast(page.c.revision, String)
+    total, keys = session.execute(select(count, func.aggregate_strings(key, KEYS_SEPARATOR))).one()
+    pairs = (entry.rpartition(KEY_SEPARATOR) for entry in keys.split(KEYS_SEPARATOR)) if keys else ()
+    return int(total), frozenset((job_id, int(revision)) for job_id, _, revision in pairs)
+
+
+KEY_SEPARATOR, KEYS_SEPARATOR = ":", ","  # neither occurs in an id (app.db.types.new_id)
+
+
+def page_keys(
+    session: Session, where: Collection[ColumnElement[bool]], limit: int, offset: int
+) -> list[tuple[str, int]]:
+    """(id, revision) of one page of the jobs that pass `where`, newest first."""
     page = session.execute(
         select(Job.id, Job.revision)
         .where(*where)
@@ -331,7 +353,7 @@ def listing_keys(
         .limit(limit)
         .offset(offset)
     ).all()
-    return int(count), [(job_id, int(revision)) for job_id, revision in page]
+    return [(job_id, int(revision)) for job_id, revision in page]
 
 
 def archive_job_states(session: Session, archive_ids: Collection[str]) -> dict[str, list[str]]:

@@ -196,3 +196,17 @@ def test_a_job_and_the_listings_showing_it_share_its_rendered_body(api: Api) -> 
     listed = api.client.get(URL, params={"limit": 1})
     assert alone.content in listed.content and alone.json() == listed.json()["items"][0]
     assert alone.headers["content-type"] == "application/json"
+
+
+def test_a_listing_version_is_its_page_keys_and_count(api: Api) -> None:
+    from app.db.models import Job
+
+    ids = [_submit(api, seeds=seeds) for seeds in (1, 2, 3)]
+    with session_scope(api.settings.database_url) as session:
+        job_repo.claim_job(session, ids[0], "w1")
+        everything = (Job.id.is_not(None),)
+        for limit, offset in ((2, 0), (2, 1), (5, 0), (2, 3)):
+            total, keys = job_repo.listing_version(session, everything, limit, offset)
+            ordered = job_repo.page_keys(session, everything, limit, offset)
+            assert total == 3 and keys == frozenset(ordered) and len(ordered) == min(limit, 3 - offset)
+        assert job_repo.page_keys(session, everything, 3, 0) == [(ids[2], 0), (ids[1], 0), (ids[0], 1)]

@@ -279,16 +279,17 @@ def list_jobs(
     if kind:
         filters.append(Job.kind == kind)
     where = (visible_to(Job, principal.owner_id), *filters)
-    total, keys = job_repo.listing_keys(session, where, limit, offset)
+    total, keys = job_repo.listing_version(session, where, limit, offset)
     page = ("jobs", principal.owner_id, state, kind, limit, offset, total)
-    etag = entity_tag(*page, keys)
+    etag = entity_tag(*page, sorted(keys))
     if still_current(if_none_match, etag):
         return not_modified(etag)
     listings: RenderedBodies = request.app.state.rendered_listings
     body = listings.get(etag)
     if body is None:
-        shown, rows = page_rows(session, keys, request.app.state.rendered_jobs)
-        etag = entity_tag(*page, shown)  # the rows as rendered, should one have changed meanwhile
+        ordered = job_repo.page_keys(session, where, limit, offset)
+        shown, rows = page_rows(session, ordered, request.app.state.rendered_jobs)
+        etag = entity_tag(*page, sorted(shown))  # the rows as rendered, should one have changed meanwhile
         body = listings.put(etag, page_body(rows, total, limit, offset))
     return Response(body, media_type="application/json", headers=validator_headers(etag))
 
