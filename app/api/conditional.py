@@ -8,14 +8,16 @@ with If-None-Match and gets a bodiless 304 while nothing has changed, which cost
 primary-key read (a job) or one aggregate query (a listing).
 
 A job's version is its `revision` (one more on every change a client can see: app/db/jobs.py);
-a listing's is the count, the revision sum and the newest creation time of the rows it is drawn
-from, which any insert, update or delete among them changes. The page's own parameters are in
-the tag too, and the code's version, so that a new release never answers 304 to a copy an older
-one made.
+a listing's is its count and the (id, revision) of each job on the page, read as one row
+(app.db.jobs.listing_version): any insert, visible update or delete among the rows it is drawn
+from changes it, and a change to a job on another page does not. The page's own parameters are
+in the tag too, and the code's version, so that a new release never answers 304 to a copy an
+older one made.
 
 Because a tag fixes its representation, a body rendered once can answer every client that asks
-for the same version (RenderedBodies): the dashboard's tabs poll the same listing, and rendering
-50 rows costs twice what answering from the tag does (docs/benchmarks.md, "Request cost").
+for the same version (RenderedBodies): the dashboard's tabs poll the same listing. A new version
+renders only the jobs that changed: each job's body is kept under its own tag
+(app/api/job_bodies.py).
 """
 
 from __future__ import annotations
