@@ -182,7 +182,7 @@ class Architecture:
 
     @property
     def n_parameters(self) -> int:
-        return sum(p.numel() for p in self.build().parameters())
+        return _parameter_count(self)
 
 
 class _ModuleListNet(nn.Module):
@@ -196,6 +196,23 @@ class _ModuleListNet(nn.Module):
 
 def _conv_out(size: int, kernel: int) -> int:
     return size - kernel + 1
+
+
+# Building a module (random init included) to read its sizes costs milliseconds, and every upload
+# asks them of several candidates (detect_architecture): they are read once per architecture, on
+# a forked random state, so that whether a size was asked before never moves a seeded draw.
+@lru_cache(maxsize=64)
+def _parameter_count(arch: Architecture) -> int:
+    with torch.random.fork_rng(devices=[]):
+        return sum(p.numel() for p in arch.build().parameters())
+
+
+@lru_cache(maxsize=64)
+def _reference_shapes(arch: Architecture) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    """(key, shape) of every tensor a checkpoint of `arch` holds, num_batches_tracked aside."""
+    with torch.random.fork_rng(devices=[]):
+        tensors = arch.build().state_dict().items()
+    return tuple((k, tuple(v.shape)) for k, v in tensors if not k.endswith("num_batches_tracked"))
 
 
 def reference_state_dict(arch: Architecture) -> dict[str, torch.Tensor]:
@@ -232,12 +249,7 @@ def detect_architecture(state_dict: dict[str, torch.Tensor], activation: str = "
     """
     shapes = {k: tuple(v.shape) for k, v in state_dict.items() if not k.endswith("num_batches_tracked")}
     for arch in _CANDIDATES_BY_PREFERENCE():
-        reference = {
-            k: tuple(v.shape)
-            for k, v in reference_state_dict(arch).items()
-            if not k.endswith("num_batches_tracked")
-        }
-        if reference == shapes:
+        if dict(_reference_shapes(arch)) == shapes:
             return arch.with_activation(activation)
     summary = ", ".join(f"{k}{list(v)}" for k, v in list(shapes.items())[:8])
     raise UnknownArchitectureError(

@@ -86,3 +86,17 @@ def test_activation_codes_index_the_activation_names() -> None:
     assert [ACTIVATION_NAMES[c] for c in codes.tolist()] == ["gelu", "relu", "gelu"]
     with pytest.raises(UnknownArchitectureError):
         activation_codes(["swish"])
+
+
+def test_sizes_and_detection_leave_the_global_random_state_alone() -> None:
+    # They are read once per architecture and kept: asked or not before, a seeded draw after them
+    # is the same.
+    arch = Architecture("cnn3", 3, 32)
+    checkpoint = _trained_like(arch, 1)
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    n = arch.n_parameters
+    assert detect_architecture(checkpoint) == arch
+    assert torch.equal(torch.rand(3), expected)
+    assert n == sum(p.numel() for p in arch.build().parameters()) == arch.n_parameters
