@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, String, and_, cast, func, or_, select, update
+from sqlalchemy import ColumnElement, Select, String, and_, cast, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -320,19 +320,12 @@ def listing_version(
     session: Session, where: Collection[ColumnElement[bool]], limit: int, offset: int
 ) -> tuple[int, frozenset[tuple[str, int]]]:
     """(count, {(id, revision)} of one page) of the jobs that pass `where`, newest first: what the
-    page shows is fixed by these (a job as a client sees it by its id and revision; the page's
-    order by the ids' creation), so they are its version. One row back, whatever the page's
-    length: the count (a subquery computed once) and the page's keys joined into one string by
-    the database (a row a key cost more than the rest of a poll)."""
+    page shows is fixed by these (each job by its id and revision, their order by the jobs'
+    creation), so they are its version. One row back, whatever the page's length: the count (a
+    subquery computed once) and the page's keys joined into one string by the database (fetched
+    as a row each, the keys made every poll dearer than the one aggregate row they replaced)."""
     count = select(func.count()).select_from(Job).where(*where).scalar_subquery()
-    page = (
-        select(Job.id, Job.revision)
-        .where(*where)
-        .order_by(Job.created_at.desc(), Job.id.desc())
-        .limit(limit)
-        .offset(offset)
-        .subquery()
-    )
+    page = _page(where, limit, offset).subquery()
     key = page.c.id + KEY_SEPARATOR + cast(page.c.revision, String)
     total, keys = session.execute(select(count, func.aggregate_strings(key, KEYS_SEPARATOR))).one()
     pairs = (entry.rpartition(KEY_SEPARATOR) for entry in keys.split(KEYS_SEPARATOR)) if keys else ()
@@ -346,14 +339,13 @@ def page_keys(
     session: Session, where: Collection[ColumnElement[bool]], limit: int, offset: int
 ) -> list[tuple[str, int]]:
     """(id, revision) of one page of the jobs that pass `where`, newest first."""
-    page = session.execute(
-        select(Job.id, Job.revision)
-        .where(*where)
-        .order_by(Job.created_at.desc(), Job.id.desc())
-        .limit(limit)
-        .offset(offset)
-    ).all()
-    return [(job_id, int(revision)) for job_id, revision in page]
+    return [(job_id, int(revision)) for job_id, revision in session.execute(_page(where, limit, offset))]
+
+
+def _page(where: Collection[ColumnElement[bool]], limit: int, offset: int) -> Select[tuple[str, int]]:
+    """The (id, revision) of a listing's page, in the listings' order (app.db.visibility.visible_page)."""
+    query = select(Job.id, Job.revision).where(*where).order_by(Job.created_at.desc(), Job.id.desc())
+    return query.limit(limit).offset(offset)
 
 
 def archive_job_states(session: Session, archive_ids: Collection[str]) -> dict[str, list[str]]:
