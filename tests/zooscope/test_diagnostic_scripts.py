@@ -117,3 +117,26 @@ def test_init_share_says_a_shared_init_costs_a_code_nothing(tmp_path: Path, monk
     assert {row[2].strip() for row in rows} == {"0.00"}  # one draw: the inits do not spread
     assert any("share 1 init draw(s)" in line for line in lines)
     assert not any(line.startswith("| latent / parameters") for line in lines)
+
+
+def test_agreement_by_epoch_groups_the_items_by_their_checkpoint_epoch(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    import json
+
+    items = [
+        {
+            "checkpoint_id": f"m{m:05d}@{epoch}",
+            "original_accuracy": accuracy,
+            "reconstructed_accuracy": 0.9,
+            "agreement": accuracy - 0.1,
+        }
+        for m in range(2)
+        for epoch, accuracy in ((1, 0.5), (12, 0.9))
+    ]
+    evaluation = tmp_path / "csb" / "evaluation.json"
+    evaluation.parent.mkdir()
+    evaluation.write_text(json.dumps({"items": items}))
+    lines = _run("agreement_by_epoch", [str(evaluation)], monkeypatch, capsys)
+    rows = [[cell.strip() for cell in line.split("|")[1:-1]] for line in lines[2:]]
+    assert rows == [["csb", "1", "2", "50.0", "90.0", "40.0"], ["csb", "12", "2", "90.0", "90.0", "80.0"]]

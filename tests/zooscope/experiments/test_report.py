@@ -24,6 +24,7 @@ GENERATED_PAGES = (
     "results-cnn-s.md",
     "results-cnn-s-kaiming.md",
     "results-cnn-s-shared-init.md",
+    "results-cnn-s-epochs.md",
 )
 # The pages the sweeps wrote (zooscope experiment queries | beta | views).
 SWEEP_PAGES = (
