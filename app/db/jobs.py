@@ -20,15 +20,17 @@ import json
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, String, and_, cast, func, or_, select, update
+from sqlalchemy import Select, String, and_, bindparam, cast, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.db.models import JOB_ERROR_TYPES, Job
 from app.db.session import commit_without_waiting_for_disk
 from app.db.types import new_id, utcnow
+from app.db.visibility import owner_parameters, visible_to_bound
 
 MAX_ERROR_CHARS = 10_000  # a traceback tail is enough to act on; the worker log has the rest
 JOB_ENDED_CHANNEL = "zooscope_job_ended"
@@ -317,35 +319,68 @@ def claim_unsent_queued_jobs(session: Session, resend_after_s: float) -> list[tu
 
 
 def listing_version(
-    session: Session, where: Collection[ColumnElement[bool]], limit: int, offset: int
+    session: Session, owner_id: str | None, state: str | None, kind: str | None, limit: int, offset: int
 ) -> tuple[int, frozenset[tuple[str, int]]]:
-    """(count, {(id, revision)} of one page) of the jobs that pass `where`, newest first: what the
-    page shows is fixed by these (each job by its id and revision, their order by the jobs'
-    creation), so they are its version. One row back, whatever the page's length: the count (a
-    subquery computed once) and the page's keys joined into one string by the database (fetched
-    as a row each, the keys made every poll dearer than the one aggregate row they replaced)."""
-    count = select(func.count()).select_from(Job).where(*where).scalar_subquery()
-    page = _page(where, limit, offset).subquery()
-    key = page.c.id + KEY_SEPARATOR + cast(page.c.revision, String)
-    total, keys = session.execute(select(count, func.aggregate_strings(key, KEYS_SEPARATOR))).one()
+    """(count, {(id, revision)} of one page) of the jobs `owner_id` may see, of `state` and `kind`
+    where given, newest first: what the page shows is fixed by these (each job by its id and
+    revision, their order by the jobs' creation), so they are its version. One row back, whatever
+    the page's length: the count (a subquery computed once) and the page's keys joined into one
+    string by the database (fetched as a row each, the keys made every poll dearer than the one
+    aggregate row they replaced)."""
+    statements = _listing_statements(owner_id is not None, state is not None, kind is not None)
+    parameters = _listing_parameters(owner_id, state, kind, limit, offset)
+    total, keys = session.execute(statements.version, parameters).one()
     pairs = (entry.rpartition(KEY_SEPARATOR) for entry in keys.split(KEYS_SEPARATOR)) if keys else ()
     return int(total), frozenset((job_id, int(revision)) for job_id, _, revision in pairs)
+
+
+def page_keys(
+    session: Session, owner_id: str | None, state: str | None, kind: str | None, limit: int, offset: int
+) -> list[tuple[str, int]]:
+    """(id, revision) of the jobs of one page of that listing, newest first."""
+    statements = _listing_statements(owner_id is not None, state is not None, kind is not None)
+    page = session.execute(statements.page, _listing_parameters(owner_id, state, kind, limit, offset))
+    return [(job_id, int(revision)) for job_id, revision in page]
 
 
 KEY_SEPARATOR, KEYS_SEPARATOR = ":", ","  # neither occurs in an id (app.db.types.new_id)
 
 
-def page_keys(
-    session: Session, where: Collection[ColumnElement[bool]], limit: int, offset: int
-) -> list[tuple[str, int]]:
-    """(id, revision) of one page of the jobs that pass `where`, newest first."""
-    return [(job_id, int(revision)) for job_id, revision in session.execute(_page(where, limit, offset))]
+@dataclass(frozen=True)
+class _ListingStatements:
+    version: Select[tuple[int, str | None]]
+    page: Select[tuple[str, int]]
 
 
-def _page(where: Collection[ColumnElement[bool]], limit: int, offset: int) -> Select[tuple[str, int]]:
-    """The (id, revision) of a listing's page, in the listings' order (app.db.visibility.visible_page)."""
-    query = select(Job.id, Job.revision).where(*where).order_by(Job.created_at.desc(), Job.id.desc())
-    return query.limit(limit).offset(offset)
+@lru_cache(maxsize=8)
+def _listing_statements(keyed: bool, by_state: bool, by_kind: bool) -> _ListingStatements:
+    """The listing's two statements for one shape of its filters, built once (see
+    app/db/visibility.py): the values are bound parameters (_listing_parameters)."""
+    where = [visible_to_bound(Job, keyed)]
+    if by_state:
+        where.append(Job.state == bindparam("state"))
+    if by_kind:
+        where.append(Job.kind == bindparam("kind"))
+    page = (
+        select(Job.id, Job.revision)
+        .where(*where)
+        .order_by(Job.created_at.desc(), Job.id.desc())
+        .limit(bindparam("limit"))
+        .offset(bindparam("offset"))
+    )
+    count = select(func.count()).select_from(Job).where(*where).scalar_subquery()
+    keys = page.subquery()
+    key = keys.c.id + KEY_SEPARATOR + cast(keys.c.revision, String)
+    # The count is computed even for a page past the end (an aggregate always returns its row).
+    version = select(count, func.aggregate_strings(key, KEYS_SEPARATOR)).select_from(keys)
+    return _ListingStatements(version, page)
+
+
+def _listing_parameters(
+    owner_id: str | None, state: str | None, kind: str | None, limit: int, offset: int
+) -> dict[str, Any]:
+    filters = {name: value for name, value in (("state", state), ("kind", kind)) if value is not None}
+    return {**owner_parameters(owner_id), **filters, "limit": limit, "offset": offset}
 
 
 def archive_job_states(session: Session, archive_ids: Collection[str]) -> dict[str, list[str]]:

@@ -199,14 +199,16 @@ def test_a_job_and_the_listings_showing_it_share_its_rendered_body(api: Api) -> 
 
 
 def test_a_listing_version_is_its_page_keys_and_count(api: Api) -> None:
-    from app.db.models import Job
-
     ids = [_submit(api, seeds=seeds) for seeds in (1, 2, 3)]
     with session_scope(api.settings.database_url) as session:
         job_repo.claim_job(session, ids[0], "w1")
-        everything = (Job.id.is_not(None),)
         for limit, offset in ((2, 0), (2, 1), (5, 0), (2, 3)):
-            total, keys = job_repo.listing_version(session, everything, limit, offset)
-            ordered = job_repo.page_keys(session, everything, limit, offset)
+            total, keys = job_repo.listing_version(session, None, None, None, limit, offset)
+            ordered = job_repo.page_keys(session, None, None, None, limit, offset)
             assert total == 3 and keys == frozenset(ordered) and len(ordered) == min(limit, 3 - offset)
-        assert job_repo.page_keys(session, everything, 3, 0) == [(ids[2], 0), (ids[1], 0), (ids[0], 1)]
+        assert job_repo.page_keys(session, None, None, None, 3, 0) == [(ids[2], 0), (ids[1], 0), (ids[0], 1)]
+        # the filters and a caller with a key (who sees the shared jobs too) are bound parameters
+        assert job_repo.listing_version(session, None, "running", None, 5, 0) == (1, frozenset({(ids[0], 1)}))
+        assert job_repo.listing_version(session, None, "queued", "build_zoo", 5, 0)[0] == 2
+        assert job_repo.listing_version(session, None, None, "import_zoo", 5, 0) == (0, frozenset())
+        assert job_repo.page_keys(session, "someone", "queued", None, 5, 0) == [(ids[2], 0), (ids[1], 0)]

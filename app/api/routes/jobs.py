@@ -273,21 +273,16 @@ def list_jobs(
     """Newest first. With If-None-Match, 304 while no job of the listing has changed; a version
     already rendered for another client is answered with the same bytes, and a new version renders
     only its changed rows (app/api/conditional.py, app/api/job_bodies.py)."""
-    filters = []
-    if state:
-        filters.append(Job.state == state)
-    if kind:
-        filters.append(Job.kind == kind)
-    where = (visible_to(Job, principal.owner_id), *filters)
-    total, keys = job_repo.listing_version(session, where, limit, offset)
-    page = ("jobs", principal.owner_id, state, kind, limit, offset, total)
+    owner = principal.owner_id
+    total, keys = job_repo.listing_version(session, owner, state, kind, limit, offset)
+    page = ("jobs", owner, state, kind, limit, offset, total)
     etag = entity_tag(*page, sorted(keys))
     if still_current(if_none_match, etag):
         return not_modified(etag)
     listings: RenderedBodies = request.app.state.rendered_listings
     body = listings.get(etag)
     if body is None:
-        ordered = job_repo.page_keys(session, where, limit, offset)
+        ordered = job_repo.page_keys(session, owner, state, kind, limit, offset)
         shown, rows = page_rows(session, ordered, request.app.state.rendered_jobs)
         etag = entity_tag(*page, sorted(shown))  # the rows as rendered, should one have changed meanwhile
         body = listings.put(etag, page_body(rows, total, limit, offset))
