@@ -320,60 +320,53 @@ def claim_unsent_queued_jobs(session: Session, resend_after_s: float) -> list[tu
 
 def listing_version(
     session: Session, owner_id: str | None, state: str | None, kind: str | None, limit: int, offset: int
-) -> tuple[int, frozenset[tuple[str, int]]]:
-    """(count, {(id, revision)} of one page) of the jobs `owner_id` may see, of `state` and `kind`
-    where given, newest first: what the page shows is fixed by these (each job by its id and
-    revision, their order by the jobs' creation), so they are its version. One row back, whatever
-    the page's length: the count (a subquery computed once) and the page's keys joined into one
-    string by the database (fetched as a row each, the keys made every poll dearer than the one
-    aggregate row they replaced)."""
-    statements = _listing_statements(owner_id is not None, state is not None, kind is not None)
-    parameters = _listing_parameters(owner_id, state, kind, limit, offset)
-    total, keys = session.execute(statements.version, parameters).one()
-    pairs = (entry.rpartition(KEY_SEPARATOR) for entry in keys.split(KEYS_SEPARATOR)) if keys else ()
-    return int(total), frozenset((job_id, int(revision)) for job_id, _, revision in pairs)
-
-
-def page_keys(
-    session: Session, owner_id: str | None, state: str | None, kind: str | None, limit: int, offset: int
-) -> list[tuple[str, int]]:
-    """(id, revision) of the jobs of one page of that listing, newest first."""
-    statements = _listing_statements(owner_id is not None, state is not None, kind is not None)
-    page = session.execute(statements.page, _listing_parameters(owner_id, state, kind, limit, offset))
-    return [(job_id, int(revision)) for job_id, revision in page]
+) -> tuple[int, list[tuple[str, int]]]:
+    """(count, [(id, revision)] of one page, newest first) of the jobs `owner_id` may see, of
+    `state` and `kind` where given: what the page shows is fixed by these (each job by its id and
+    revision), so they are its version, and they are what a render needs. One round trip and one
+    row back, whatever the page's length: the count (a subquery computed once) and the page's keys
+    with their positions, joined into one string by the database (fetched as a row each, the keys
+    made every poll dearer than the aggregate row they replaced; a second query for their order
+    was one more wait for the database on a busy machine)."""
+    statement = _listing_statement(owner_id is not None, state is not None, kind is not None)
+    total, keys = session.execute(statement, _listing_parameters(owner_id, state, kind, limit, offset)).one()
+    entries = (entry.split(KEY_SEPARATOR) for entry in keys.split(KEYS_SEPARATOR)) if keys else ()
+    ranked = sorted((int(position), job_id, int(revision)) for position, job_id, revision in entries)
+    return int(total), [(job_id, revision) for _, job_id, revision in ranked]
 
 
 KEY_SEPARATOR, KEYS_SEPARATOR = ":", ","  # neither occurs in an id (app.db.types.new_id)
 
 
-@dataclass(frozen=True)
-class _ListingStatements:
-    version: Select[tuple[int, str | None]]
-    page: Select[tuple[str, int]]
-
-
 @lru_cache(maxsize=8)
-def _listing_statements(keyed: bool, by_state: bool, by_kind: bool) -> _ListingStatements:
-    """The listing's two statements for one shape of its filters, built once (see
-    app/db/visibility.py): the values are bound parameters (_listing_parameters)."""
+def _listing_statement(keyed: bool, by_state: bool, by_kind: bool) -> Select[tuple[int, str | None]]:
+    """listing_version's statement for one shape of the filters, built once (see
+    app/db/visibility.py): their values are bound parameters (_listing_parameters)."""
     where = [visible_to_bound(Job, keyed)]
     if by_state:
         where.append(Job.state == bindparam("state"))
     if by_kind:
         where.append(Job.kind == bindparam("kind"))
+    newest_first = (Job.created_at.desc(), Job.id.desc())  # the listings' order (visible_page)
+    position = func.row_number().over(order_by=newest_first)
     page = (
-        select(Job.id, Job.revision)
+        select(Job.id, Job.revision, position.label("position"))
         .where(*where)
-        .order_by(Job.created_at.desc(), Job.id.desc())
+        .order_by(*newest_first)
         .limit(bindparam("limit"))
         .offset(bindparam("offset"))
+        .subquery()
     )
     count = select(func.count()).select_from(Job).where(*where).scalar_subquery()
-    keys = page.subquery()
-    key = keys.c.id + KEY_SEPARATOR + cast(keys.c.revision, String)
-    # The count is computed even for a page past the end (an aggregate always returns its row).
-    version = select(count, func.aggregate_strings(key, KEYS_SEPARATOR)).select_from(keys)
-    return _ListingStatements(version, page)
+    key = (
+        cast(page.c.position, String)
+        + KEY_SEPARATOR
+        + page.c.id
+        + KEY_SEPARATOR
+        + cast(page.c.revision, String)
+    )
+    # The count comes back even for a page past the end: an aggregate always returns its row.
+    return select(count, func.aggregate_strings(key, KEYS_SEPARATOR)).select_from(page)
 
 
 def _listing_parameters(

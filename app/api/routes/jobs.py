@@ -276,15 +276,14 @@ def list_jobs(
     owner = principal.owner_id
     total, keys = job_repo.listing_version(session, owner, state, kind, limit, offset)
     page = ("jobs", owner, state, kind, limit, offset, total)
-    etag = entity_tag(*page, sorted(keys))
+    etag = entity_tag(*page, keys)
     if still_current(if_none_match, etag):
         return not_modified(etag)
     listings: RenderedBodies = request.app.state.rendered_listings
     body = listings.get(etag)
     if body is None:
-        ordered = job_repo.page_keys(session, owner, state, kind, limit, offset)
-        shown, rows = page_rows(session, ordered, request.app.state.rendered_jobs)
-        etag = entity_tag(*page, sorted(shown))  # the rows as rendered, should one have changed meanwhile
+        shown, rows = page_rows(session, keys, request.app.state.rendered_jobs)
+        etag = entity_tag(*page, shown)  # the rows as rendered, should one have changed meanwhile
         body = listings.put(etag, page_body(rows, total, limit, offset))
     return Response(body, media_type="application/json", headers=validator_headers(etag))
 
