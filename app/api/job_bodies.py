@@ -7,7 +7,7 @@ change a client can see: app/db/jobs.py), which is why the job's ETag is made of
 that ETag and serve GET /jobs/{id} and every listing that shows the job at that revision. The
 dashboard's jobs page changes several times a second while jobs run, and each change used to load
 and render all of its rows again; now a new version of a page renders only the rows that changed
-(docs/benchmarks.md, "Request cost").
+(docs/benchmarks.md, "Cheaper job polls").
 """
 
 from __future__ import annotations
