@@ -5,9 +5,9 @@ What a client sees of a job is fixed by its id and revision (the revision goes u
 change a client can see: app/db/jobs.py), which is why the job's ETag is made of them
 (app/api/conditional.py). The same pair fixes the job's rendered bytes, so they are kept under
 that ETag and serve GET /jobs/{id} and every listing that shows the job at that revision. The
-dashboard's jobs page changes several times a second while jobs run, and each change used to load
-and render all of its rows again; now a new version of a page renders only the rows that changed
-(docs/benchmarks.md, "Cheaper job polls").
+dashboard's jobs page changes several times a second while jobs run: a new version of a page
+loads and renders only its jobs that changed, not all of its rows (docs/benchmarks.md, "Cheaper
+job polls").
 """
 
 from __future__ import annotations

@@ -325,9 +325,9 @@ def listing_version(
     `state` and `kind` where given: what the page shows is fixed by these (each job by its id and
     revision), so they are its version, and they are what a render needs. One round trip and one
     row back, whatever the page's length: the count (a subquery computed once) and the page's keys
-    with their positions, joined into one string by the database (fetched as a row each, the keys
-    made every poll dearer than the aggregate row they replaced; a second query for their order
-    was one more wait for the database on a busy machine)."""
+    with their positions, joined into one string by the database (a row for each key costs a poll
+    more than the one aggregate row, and a second query for their order would be one more wait
+    for the database on a busy machine)."""
     statement = _listing_statement(owner_id is not None, state is not None, kind is not None)
     total, keys = session.execute(statement, _listing_parameters(owner_id, state, kind, limit, offset)).one()
     entries = (entry.split(KEY_SEPARATOR) for entry in keys.split(KEYS_SEPARATOR)) if keys else ()

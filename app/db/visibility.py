@@ -2,7 +2,7 @@
 the listings of the routes go through here, so each applies the rule the same way.
 
 The statements polled most (a row by its id) are built once, with the id and the owner as bound
-parameters: building a select and deriving its cache key on every request cost more of the
+parameters: building a select and deriving its cache key on every request costs more of the
 API's CPU than running it (docs/benchmarks.md, "Cheaper job polls").
 """
 
