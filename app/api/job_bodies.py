@@ -41,9 +41,9 @@ def job_body(job: Job, rendered: RenderedBodies) -> tuple[str, bytes]:
     return etag, body
 
 
-def job_response(job: Job, rendered: RenderedBodies, status_code: int = 200) -> Response:
+def job_response(job: Job, rendered: RenderedBodies) -> Response:
     etag, body = job_body(job, rendered)
-    return Response(body, status_code, headers=validator_headers(etag), media_type="application/json")
+    return Response(body, headers=validator_headers(etag), media_type="application/json")
 
 
 def page_rows(
