@@ -21,6 +21,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 
 import zooscope
+from app.api.answers import AnswerCache, KeptAnswers
 from app.api.conditional import RenderedBodies
 from app.api.deps import SESSION_CLOSING_THREADS
 from app.api.job_bodies import RENDERED_JOBS_CAPACITY
@@ -47,6 +48,7 @@ def create_app(
 ) -> FastAPI:
     """The API. `queue` and `store` replace the Celery client and the local blob folder (tests)."""
     settings = settings or get_settings()
+    answers = AnswerCache(settings.listing_progress_lag_s)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -63,7 +65,9 @@ def create_app(
         app.state.rendered_jobs = RenderedBodies(RENDERED_JOBS_CAPACITY)
         app.state.store = store or LocalBlobStore.from_settings(settings)
         app.state.queue = queue or CeleryJobQueue(settings)
-        app.state.job_events = JobEndListener(settings.database_url)
+        app.state.answers = answers
+        kept = answers if settings.keep_answers else None
+        app.state.job_events = JobEndListener(settings.database_url, kept)
         await app.state.job_events.start()
         try:
             yield
@@ -84,6 +88,8 @@ def create_app(
         lifespan=lifespan,
     )
     install_problem_handlers(app)
+    # Outside the routing: a kept answer costs no routing, dependencies or session.
+    app.add_middleware(KeptAnswers, cache=answers)
     for module in (checkpoints, zoos, autoencoders, defaults, embedding_maps, jobs):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(health.router)

@@ -43,6 +43,11 @@ class Settings(BaseSettings):
     job_heartbeat_timeout_s: float = Field(default=120.0, gt=0)
     job_max_attempts: int = Field(default=3, ge=1)  # a job re-queued after a worker death, at most
     readiness_timeout_s: float = Field(default=2.0, gt=0)  # broker and worker ping in /readyz
+    # Answers to job polls kept in memory on PostgreSQL, dropped when the rows under them change
+    # (app/api/answers.py); a listing's job progress may be this many seconds behind (its states
+    # never are). False: every request reaches the routes.
+    keep_answers: bool = True
+    listing_progress_lag_s: float = Field(default=0.5, ge=0)
     default_zoo_dir: Path | None = None
     default_autoencoder_dir: Path | None = None
     host: str = "127.0.0.1"

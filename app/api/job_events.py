@@ -1,4 +1,5 @@
-"""Wake long polls (GET /jobs/{id}?wait=...) the moment a job ends.
+"""Wake long polls (GET /jobs/{id}?wait=...) the moment a job ends, and tell the kept answers
+(app/api/answers.py) which jobs changed.
 
 On PostgreSQL the job repository sends `NOTIFY zooscope_job_ended, '<job id>'` when a job ends
 (app/db/jobs.py). One LISTEN connection per API process turns those notifications into asyncio
@@ -15,6 +16,10 @@ Without either (an in-memory database), a long poll looks at the job row every P
 The job row stays the truth either way: a notification only says "look now". While the listener
 is connected a long poll still looks every SAFETY_LOOK_S, in case a notification was lost (the
 listener reconnecting, say).
+
+The same PostgreSQL connection LISTENs for every visible change of a job and of an API key
+(triggers: migrations/versions/0005_change_notifications.py) and hands them to the AnswerCache,
+which keeps answers only while this connection is up: it may not miss a change.
 """
 
 from __future__ import annotations
@@ -24,11 +29,14 @@ import contextlib
 import logging
 import sqlite3
 from collections.abc import Iterator
+from typing import Any
 
 from sqlalchemy.engine import make_url
 
-from app.db.jobs import JOB_ENDED_CHANNEL
+from app.api.answers import AnswerCache
+from app.db.jobs import JOB_CHANGED_CHANNEL, JOB_ENDED_CHANNEL
 from app.db.models import TERMINAL_JOB_STATES
+from app.db.owners import KEY_CHANGED_CHANNEL
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +51,8 @@ class JobEndListener:
     """LISTEN for ended jobs on PostgreSQL, watch data_version on a SQLite file; else a no-op
     (long polls look at the row)."""
 
-    def __init__(self, database_url: str) -> None:
+    def __init__(self, database_url: str, answers: AnswerCache | None = None) -> None:
+        self.answers = answers
         url = make_url(database_url)
         backend = url.get_backend_name()
         on_file = backend == "sqlite" and url.database not in (None, "", ":memory:")
@@ -87,6 +96,29 @@ class JobEndListener:
                 waiting.discard(event)
                 if not waiting:
                     del self._waiters[job_id]
+
+    def _drain(self, conn: Any) -> None:
+        """Hand on the notifications already in the connection's buffer, now: called before a kept
+        answer is given, so that it is never behind a change whose notification has arrived but
+        that this task has not been scheduled to read yet."""
+        pgconn = conn.pgconn
+        try:
+            pgconn.consume_input()  # a non-blocking read of what the socket holds
+        except Exception:  # noqa: BLE001 - the connection is gone; _listen_forever will notice
+            if self.answers is not None:
+                self.answers.stop()
+            return
+        while (note := pgconn.notifies()) is not None:
+            self._dispatch(note.relname.decode(), note.extra.decode())
+
+    def _dispatch(self, channel: str, payload: str) -> None:
+        if channel == JOB_ENDED_CHANNEL:
+            self._wake(payload)
+        elif self.answers is not None:
+            if channel == JOB_CHANGED_CHANNEL:
+                self.answers.note(payload)
+            else:  # KEY_CHANGED_CHANNEL: whose answers a key may read changed
+                self.answers.clear()
 
     def _wake(self, job_id: str) -> None:
         for event in self._waiters.get(job_id, ()):
@@ -142,15 +174,20 @@ class JobEndListener:
         while True:
             try:
                 async with await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True) as conn:
-                    await conn.execute(f"LISTEN {JOB_ENDED_CHANNEL}")
+                    for channel in (JOB_ENDED_CHANNEL, JOB_CHANGED_CHANNEL, KEY_CHANGED_CHANNEL):
+                        await conn.execute(f"LISTEN {channel}")
                     self.connected, delay = True, 0.5
+                    if self.answers is not None:
+                        self.answers.start(drain=lambda: self._drain(conn))
                     async for note in conn.notifies():
-                        self._wake(note.payload)
+                        self._dispatch(note.channel, note.payload)
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - any failure: long polls fall back to looking often
                 log.warning("job-end listener lost its connection; retrying in %.1f s", delay, exc_info=True)
             finally:
                 self.connected = False
+                if self.answers is not None:
+                    self.answers.stop()
             await asyncio.sleep(delay)
             delay = min(delay * 2, RECONNECT_MAX_S)

@@ -34,6 +34,9 @@ from app.db.visibility import owner_parameters, visible_to_bound
 
 MAX_ERROR_CHARS = 10_000  # a traceback tail is enough to act on; the worker log has the rest
 JOB_ENDED_CHANNEL = "zooscope_job_ended"
+# NOTIFY'd by a trigger on every visible change of a job, payload "<id> state|progress"
+# (migrations/versions/0005_change_notifications.py; read by app/api/answers.py).
+JOB_CHANGED_CHANNEL = "zooscope_job_changed"
 # Set by every transition that changes what GET /jobs shows (not by heartbeats or re-sends): a
 # job's revision goes up by one, so its ETag and its listings' ETags change (app/api/conditional.py).
 VISIBLE_CHANGE = {"revision": Job.revision + 1}

@@ -12,6 +12,8 @@ from app.db.models import ApiKey, Owner
 from app.db.types import utcnow
 
 KEY_PREFIX = "zs_"  # makes a leaked key recognisable in logs and secret scanners
+# NOTIFY'd by a trigger when a key is revoked or deleted (migrations/versions/0005_change_notifications.py)
+KEY_CHANGED_CHANNEL = "zooscope_key_changed"
 
 
 def hash_key(key: str) -> str:

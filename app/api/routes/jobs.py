@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session, undefer
@@ -381,9 +382,12 @@ def cancel_job(job_id: str, session: SessionDep, principal: PrincipalDep, queue:
     return job
 
 
-@router.get("/{job_id}/report")
-def get_report(job_id: str, session: SessionDep, principal: PrincipalDep) -> dict[str, Any]:
-    """The stored report of a succeeded job (409 while it is queued or running, or if it did not succeed)."""
+@router.get("/{job_id}/report", responses=NOT_MODIFIED_RESPONSE)
+def get_report(
+    job_id: str, session: SessionDep, principal: PrincipalDep, if_none_match: IfNoneMatch = None
+) -> Any:
+    """The stored report of a succeeded job (409 while it is queued or running, or if it did not
+    succeed). A report never changes once written: with If-None-Match, 304 (app/api/conditional.py)."""
     job = get_visible(session, principal, Job, job_id, undefer(Job.report))
     if job.state != "succeeded" or job.report is None:
         lines = (job.error or "").strip().splitlines()
@@ -396,4 +400,8 @@ def get_report(job_id: str, session: SessionDep, principal: PrincipalDep) -> dic
         # A failure of ours is told apart from a wrong request by its problem type.
         type_ = "job-internal-error" if job.error_type == "internal" else "report-not-ready"
         raise Problem(409, f"job {job_id} has no report: {hint}", type_=type_, state=job.state)
-    return job.report
+    etag = entity_tag("report", job.id, job.revision)
+    if still_current(if_none_match, etag):
+        return not_modified(etag)
+    # Read from a JSON column: already JSON, no encoding pass needed.
+    return JSONResponse(job.report, headers=validator_headers(etag))

@@ -1,0 +1,298 @@
+"""Job polls answered from kept answers (app/api/answers.py): what is kept, what drops it, and
+that a kept answer is the routes' own answer. The service side runs on a real PostgreSQL, whose
+triggers (migration 0005) and the API's listener deliver the changes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from service_fixtures import RecordingQueue, empty_database
+from sqlalchemy import event, text
+
+import app.api.answers as answers_module
+from app.api.answers import Answer, AnswerCache, job_poll_target
+from app.db import jobs as job_repo
+from app.db import owners
+from app.db.migrate import upgrade_to_head
+from app.db.session import session_scope
+from app.main import create_app
+from app.settings import Settings
+from app.storage import LocalBlobStore
+
+URL = "/api/v1/jobs"
+LAG_S = 0.3
+
+
+# ---- the cache alone ----------------------------------------------------------------------------
+
+
+def _answer(body: bytes = b"{}") -> Answer:
+    return Answer('"t"', [(b"etag", b'"t"')], body, time.monotonic())
+
+
+def test_an_answer_is_kept_only_while_the_changes_are_delivered_and_none_came_meanwhile() -> None:
+    cache = AnswerCache(listing_progress_lag_s=LAG_S)
+    key = (f"{URL}/j1", b"", b"")
+    cache.keep(key, "j1", _answer(), cache.generation)
+    assert cache.find(key, "j1") is None  # not started: no listener, nothing kept
+    cache.start()
+    made_at = cache.generation
+    cache.job_changed("other", state_changed=False)  # a change while the answer was made
+    cache.keep(key, "j1", _answer(), made_at)
+    assert cache.find(key, "j1") is None
+    cache.keep(key, "j1", _answer(), cache.generation)
+    assert cache.find(key, "j1") is not None
+    cache.job_changed("other", state_changed=True)  # another job: this one's answer stays
+    assert cache.find(key, "j1") is not None
+    cache.note("j1 progress")
+    assert cache.find(key, "j1") is None
+    cache.keep(key, "j1", _answer(), cache.generation)
+    cache.stop()
+    assert cache.find(key, "j1") is None and len(cache) == 0
+
+
+def test_a_listing_drops_at_a_state_change_at_once_and_at_a_progress_change_after_the_lag() -> None:
+    cache = AnswerCache(listing_progress_lag_s=LAG_S)
+    cache.start()
+    key = (URL, b"limit=50", b"")
+    cache.keep(key, None, _answer(), cache.generation)
+    cache.note("j1 progress")
+    assert cache.find(key, None) is not None  # kept for less than the lag
+    time.sleep(LAG_S + 0.05)
+    assert cache.find(key, None) is None
+    cache.keep(key, None, _answer(), cache.generation)
+    time.sleep(LAG_S + 0.05)
+    assert cache.find(key, None) is not None  # old, but nothing changed since
+    cache.note("j2 state")
+    assert cache.find(key, None) is None
+
+
+def test_the_least_recently_used_job_answers_go_first(monkeypatch) -> None:
+    monkeypatch.setattr(answers_module, "JOB_ANSWERS_CAPACITY", 2)
+    cache = AnswerCache(listing_progress_lag_s=LAG_S)
+    cache.start()
+    keys = [(f"{URL}/j{i}", b"", b"") for i in range(3)]
+    cache.keep(keys[0], "j0", _answer(), cache.generation)
+    cache.keep(keys[1], "j1", _answer(), cache.generation)
+    assert cache.find(keys[0], "j0") is not None  # j0 used last: j1 goes
+    cache.keep(keys[2], "j2", _answer(), cache.generation)
+    assert [cache.find(k, f"j{i}") is not None for i, k in enumerate(keys)] == [True, False, True]
+    cache.job_changed("j1", state_changed=True)  # its entry already gone: nothing to trip on
+    assert len(cache) == 2
+
+
+@pytest.mark.parametrize(
+    ("path", "query", "target"),
+    [
+        (URL, b"limit=50", (True, None)),
+        (f"{URL}/abc", b"", (True, "abc")),
+        (f"{URL}/abc/report", b"", (True, "abc")),
+        (f"{URL}/abc", b"wait=30", (False, None)),  # a long poll waits for a change
+        (f"{URL}/abc/cancel", b"", (False, None)),
+        (f"{URL}/", b"", (False, None)),
+        ("/api/v1/checkpoints", b"", (False, None)),
+    ],
+)
+def test_which_requests_may_be_answered_from_kept_answers(path, query, target) -> None:
+    assert job_poll_target(path, query) == target
+
+
+# ---- the service on PostgreSQL ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def postgres_url(postgres_database_factory: Callable[[], str]) -> str:
+    url = postgres_database_factory()
+    upgrade_to_head(url)
+    return url
+
+
+class Service:
+    def __init__(self, client: TestClient, settings: Settings) -> None:
+        self.client = client
+        self.settings = settings
+        self.statements = 0
+        event.listen(client.app.state.engine, "before_cursor_execute", self._count)
+
+    def _count(self, *_: object) -> None:
+        self.statements += 1
+
+    def get(self, path: str, **kwargs: object):
+        """(response, statements the request ran: 0 when it was answered from kept answers)."""
+        before = self.statements
+        response = self.client.get(path, **kwargs)
+        return response, self.statements - before
+
+    def until(self, path: str, holds: Callable[[object], bool], timeout: float = 5.0, **kwargs: object):
+        deadline = time.monotonic() + timeout
+        while True:
+            response = self.client.get(path, **kwargs)
+            if holds(response) or time.monotonic() > deadline:
+                return response
+            time.sleep(0.01)
+
+
+@pytest.fixture
+def service_factory(postgres_url: str, tmp_path: Path) -> Iterator[Callable[..., Service]]:
+    clients: list[TestClient] = []
+
+    def make(**overrides: object) -> Service:
+        empty_database(postgres_url)
+        values = {"data_dir": tmp_path / "data", "database_url": postgres_url, "broker_url": "memory://"}
+        settings = Settings(**{**values, "listing_progress_lag_s": LAG_S, **overrides})
+        app = create_app(settings, queue=RecordingQueue(), store=LocalBlobStore.from_settings(settings))
+        client = TestClient(app, raise_server_exceptions=False)
+        client.__enter__()
+        clients.append(client)
+        _wait_for(lambda: app.state.answers.enabled, "the listener did not connect")
+        return Service(client, settings)
+
+    yield make
+    for client in clients:
+        client.__exit__(None, None, None)
+
+
+def _wait_for(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.02)
+
+
+def _submit(service: Service) -> str:
+    response = service.client.post(URL, json={"kind": "build_zoo", "params": {"dataset": "digits"}})
+    assert response.status_code == 202, response.text
+    return response.json()["id"]
+
+
+def test_a_job_poll_is_answered_from_memory_with_the_routes_bytes_until_the_job_changes(
+    service_factory,
+) -> None:
+    service = service_factory()
+    job_id = _submit(service)
+    first, ran = service.get(f"{URL}/{job_id}")
+    assert first.status_code == 200 and ran > 0
+    kept, ran = service.get(f"{URL}/{job_id}")
+    assert ran == 0, "the second poll reached the database"
+    assert kept.content == first.content and kept.headers == first.headers
+    etag = first.headers["etag"]
+    revalidated, ran = service.get(f"{URL}/{job_id}", headers={"If-None-Match": etag})
+    assert revalidated.status_code == 304 and ran == 0 and revalidated.headers["etag"] == etag
+    # What the routes answer to the same revalidation, with nothing kept: the same headers.
+    service.client.app.state.answers.clear()
+    routed, ran = service.get(f"{URL}/{job_id}", headers={"If-None-Match": etag})
+    assert routed.status_code == 304 and ran > 0 and routed.headers == revalidated.headers
+
+    with session_scope(service.settings.database_url) as session:  # the worker's change
+        job_repo.claim_job(session, job_id, "w1")
+    running = service.until(f"{URL}/{job_id}", lambda r: r.json()["state"] == "running", timeout=2)
+    assert running.json()["state"] == "running" and running.headers["etag"] != etag
+
+
+def test_a_listing_shows_states_at_once_and_progress_within_the_lag(service_factory) -> None:
+    service = service_factory()
+    job_id = _submit(service)
+    with session_scope(service.settings.database_url) as session:
+        job_repo.claim_job(session, job_id, "w1")
+    listing = service.until(URL, lambda r: r.json()["items"][0]["state"] == "running", timeout=2)
+    assert listing.json()["items"][0]["state"] == "running"
+    assert service.get(URL)[1] == 0  # kept
+
+    with session_scope(service.settings.database_url) as session:
+        job_repo.update_progress(session, job_id, 0.5, "halfway")
+    # The job's own GET shows the progress once the notification is in; the listing within the lag.
+    seen = service.until(f"{URL}/{job_id}", lambda r: r.json()["progress"] == 0.5, timeout=2)
+    assert seen.json()["progress"] == 0.5
+    started = time.monotonic()
+    listed = service.until(URL, lambda r: r.json()["items"][0]["progress"] == 0.5, timeout=2)
+    assert listed.json()["items"][0]["progress"] == 0.5
+    assert time.monotonic() - started < LAG_S + 0.5
+
+    with session_scope(service.settings.database_url) as session:
+        job_repo.finish_job(session, job_id, {"ok": True})
+    # A state change: once the job's GET shows it, so does the listing, with no lag.
+    service.until(f"{URL}/{job_id}", lambda r: r.json()["state"] == "succeeded", timeout=2)
+    assert service.client.get(URL).json()["items"][0]["state"] == "succeeded"
+
+
+def test_a_report_is_kept_and_revalidated(service_factory) -> None:
+    service = service_factory()
+    job_id = _submit(service)
+    not_ready, _ = service.get(f"{URL}/{job_id}/report")
+    assert not_ready.status_code == 409
+    again, ran = service.get(f"{URL}/{job_id}/report")
+    assert again.status_code == 409 and ran > 0  # only answers with an ETag are kept
+    with session_scope(service.settings.database_url) as session:
+        job_repo.claim_job(session, job_id, "w1")
+        job_repo.finish_job(session, job_id, {"aggregate": {"agreement": 0.9}})
+    report = service.until(f"{URL}/{job_id}/report", lambda r: r.status_code == 200, timeout=2)
+    assert report.json() == {"aggregate": {"agreement": 0.9}} and "etag" in report.headers
+    kept, ran = service.get(f"{URL}/{job_id}/report")
+    assert ran == 0 and kept.content == report.content
+    revalidated, ran = service.get(f"{URL}/{job_id}/report", headers={"If-None-Match": report.headers["etag"]})
+    assert revalidated.status_code == 304 and ran == 0
+
+
+def test_a_write_through_this_api_is_seen_by_the_next_poll_at_once(service_factory) -> None:
+    service = service_factory()
+    job_id = _submit(service)
+    assert service.get(f"{URL}/{job_id}")[0].json()["state"] == "queued"
+    assert service.get(URL)[0].json()["total"] == 1
+    assert service.get(URL)[1] == 0
+    second = _submit(service)
+    assert service.client.get(URL).json()["total"] == 2  # not one notification later
+    assert service.client.post(f"{URL}/{job_id}/cancel").status_code == 200
+    assert service.client.get(f"{URL}/{job_id}").json()["state"] == "cancelled"
+    assert second != job_id
+
+
+def test_a_revoked_key_is_refused_although_its_answers_were_kept(service_factory) -> None:
+    service = service_factory(auth_required=True)
+    with session_scope(service.settings.database_url) as session:
+        row, key = owners.create_key(session, "alice")
+    bearer = {"Authorization": f"Bearer {key}"}
+    assert service.get(URL, headers=bearer)[0].status_code == 200
+    kept, ran = service.get(URL, headers=bearer)
+    assert kept.status_code == 200 and ran == 0
+    assert service.get(URL)[0].status_code == 401  # no key: never answered from another's
+    with session_scope(service.settings.database_url) as session:
+        owners.revoke_key(session, row.id)
+    refused = service.until(URL, lambda r: r.status_code == 401, timeout=2, headers=bearer)
+    assert refused.status_code == 401
+
+
+def test_without_the_listener_every_poll_reaches_the_database(service_factory) -> None:
+    service = service_factory()
+    job_id = _submit(service)
+    service.get(f"{URL}/{job_id}")
+    assert service.get(f"{URL}/{job_id}")[1] == 0
+    with session_scope(service.settings.database_url) as session:  # the listener's connection dies
+        session.execute(
+            text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND query LIKE 'LISTEN%'"
+            )
+        )
+    answers = service.client.app.state.answers
+    _wait_for(lambda: not answers.enabled or service.get(f"{URL}/{job_id}")[1] > 0, "still kept")
+    # Until it is back, nothing is kept: a change it would miss cannot leave an answer behind.
+    with session_scope(service.settings.database_url) as session:
+        job_repo.claim_job(session, job_id, "w1")
+    assert service.client.get(f"{URL}/{job_id}").json()["state"] == "running"
+    _wait_for(lambda: answers.enabled, "the listener did not come back", timeout=15)
+    service.get(f"{URL}/{job_id}")
+    assert service.get(f"{URL}/{job_id}")[1] == 0
+
+
+def test_on_sqlite_nothing_is_kept(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "data", broker_url="memory://")
+    app = create_app(settings, queue=RecordingQueue(), store=LocalBlobStore.from_settings(settings))
+    with TestClient(app) as client:
+        job = client.post(URL, json={"kind": "build_zoo", "params": {"dataset": "digits"}}).json()
+        for _ in range(3):
+            assert client.get(f"{URL}/{job['id']}").status_code == 200
+        assert not app.state.answers.enabled and len(app.state.answers) == 0
