@@ -73,6 +73,8 @@ def create_app(
             yield
         finally:
             await app.state.job_events.stop()
+            kept_hits, routed = answers.hits, answers.misses
+            log.info("job polls answered from kept answers: %d, by the routes: %d", kept_hits, routed)
             engine.dispose()
 
     # FastAPIOffline: FastAPI with /docs (Swagger UI) served from the fastapi-offline package's own

@@ -377,6 +377,7 @@ class OpenLoopResult:
     backlog_s: float  # from the end of the load to the last answer of what was sent during it
     ended_at: float  # Unix time at the end of the load
     not_modified: Counter[str]  # per endpoint: answers 304 (the tab's copy was current)
+    kept: Counter[str]  # per endpoint: answered from the API's kept answers (X-Cache: hit)
     retries: int  # polls resent once on a fresh connection: the kept-alive one had been closed
 
 
@@ -386,9 +387,13 @@ class TabCache:
     stored answer back to the page."""
 
     def __init__(
-        self, client: httpx.AsyncClient | RawClient, enabled: bool, not_modified: Counter[str]
+        self,
+        client: httpx.AsyncClient | RawClient,
+        enabled: bool,
+        not_modified: Counter[str],
+        kept: Counter[str],
     ) -> None:
-        self.client, self.enabled, self.not_modified = client, enabled, not_modified
+        self.client, self.enabled, self.not_modified, self.kept = client, enabled, not_modified, kept
         self.stored: dict[str, httpx.Response] = {}
 
     async def get(self, name: str, path: str, **params: Any) -> Any:  # the client's response
@@ -396,6 +401,8 @@ class TabCache:
         kept = self.stored.get(key) if self.enabled else None
         headers = {"If-None-Match": kept.headers["etag"]} if kept is not None else {}
         response = await self.client.get(path, params=params, headers=headers)
+        if response.headers.get("x-cache") == "hit":  # app/api/answers.py
+            self.kept[name] += 1
         if response.status_code == 304 and kept is not None:
             self.not_modified[name] += 1
             return kept
@@ -418,6 +425,7 @@ async def open_loop(
     submitted: list[str] = []
     newest: dict[int, str] = {}  # uploader -> its newest job
     not_modified: Counter[str] = Counter()
+    kept: Counter[str] = Counter()
     in_flight: set[asyncio.Task[Any]] = set()
     uploads = iter(checkpoints)
     # One client (its own connection) for each tab, uploader and long poll, as each browser tab
@@ -465,7 +473,7 @@ async def open_loop(
             return run
 
         def jobs_page() -> Callable[[float], Awaitable[Any]]:
-            cache = TabCache(tab_client(), load.revalidate, not_modified)
+            cache = TabCache(tab_client(), load.revalidate, not_modified, kept)
 
             @scheduled
             async def tick(at: float) -> None:
@@ -476,7 +484,7 @@ async def open_loop(
         def report_page(uploader: int) -> Callable[[float], Awaitable[Any]]:
             reported: set[str] = set()
             client = tab_client()
-            cache = TabCache(client, load.revalidate, not_modified)
+            cache = TabCache(client, load.revalidate, not_modified, kept)
 
             @scheduled
             async def tick(at: float) -> None:
@@ -580,7 +588,7 @@ async def open_loop(
         retries = sum(client.retries for client in raw_clients)
     return OpenLoopResult(
         samples, send_lag, submitted, open_at_end, cpu, 100 * busy_share, backlog, ended_at,
-        not_modified, retries,
+        not_modified, kept, retries,
     )  # fmt: skip
 
 
@@ -706,6 +714,7 @@ def run_mode(mode: str, load: Load, args: argparse.Namespace) -> dict[str, Any]:
         "send_lag_ms_with_warmup": summary(result.send_lag),
         "long_polls_open_at_end": result.long_polls_open_at_end,
         "not_modified": dict(result.not_modified),
+        "kept": dict(result.kept),
         "retries": result.retries,
         "backlog_s": result.backlog_s,
         "jobs": {
@@ -772,6 +781,11 @@ def print_mode(r: dict[str, Any], duration: float) -> None:
             f"{name} {n} of {counts[name]['count']}" for name, n in sorted(r["not_modified"].items())
         )
         print(f"\nAnswered 304 Not Modified (the tab's copy was current): {answered}.")
+    if r.get("kept"):
+        counts = r["open_loop"]
+        kept = sorted(r["kept"].items())
+        answered = ", ".join(f"{name} {n} of {counts[name]['count']}" for name, n in kept)
+        print(f"\nAnswered from the API's kept answers, without routing (X-Cache: hit): {answered}.")
     if r.get("retries"):
         print(
             f"\nPolls resent once on a fresh connection because the kept-alive one had been closed "

@@ -50,8 +50,12 @@ JOBS_PATH = f"{API_PREFIX}/jobs"
 # first; and listings (per key and query: a handful of distinct pages are polled).
 JOB_ANSWERS_CAPACITY = 8192
 LISTING_ANSWERS_CAPACITY = 256
+CHANGES_REMEMBERED = 65536  # jobs whose last change's generation is remembered (a few MB)
 VALIDATORS = (b"etag", b"cache-control", b"vary")  # the headers of a 304 (app/api/conditional.py)
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+# Marks an answer given from memory, as caches in front of web servers do (for operators and the
+# load benchmark; a client needs nothing from it).
+HIT = (b"x-cache", b"hit")
 
 AnswerKey = tuple[str, bytes, bytes]  # path, query string, Authorization header
 
@@ -71,13 +75,26 @@ def _nothing_to_drain() -> None:
 
 class AnswerCache:
     """The kept answers of one API process. Used on its event loop only (the middleware and the
-    listener task), so it needs no lock."""
+    listener task), so it needs no lock.
+
+    Every change gets the next generation number. An answer made from reads that began at
+    generation g is kept only if nothing it depends on changed after g: that job (for a job's
+    answers), a state change (for listings), a clear. Progress changes while a listing was being
+    made keep it, marked as behind."""
 
     def __init__(self, listing_progress_lag_s: float) -> None:
         self.listing_progress_lag_s = listing_progress_lag_s
         self.enabled = False  # only while a listener delivers the changes
-        self.generation = 0  # one more at every change: an answer made across one is not kept
+        self.generation = 0
+        self.hits = self.misses = 0
         self._drain: Callable[[], None] = _nothing_to_drain
+        self._cleared_at = 0
+        self._listings_changed_at = 0  # the last new, deleted or re-stated job
+        self._progress_changed_at = 0
+        # The generation of each job's last change, for the jobs changed most recently; of the
+        # jobs forgotten, only that they changed at or before _forgotten_at.
+        self._job_changed_at: OrderedDict[str, int] = OrderedDict()
+        self._forgotten_at = 0
         self._job_answers: OrderedDict[AnswerKey, tuple[str, Answer]] = OrderedDict()
         self._by_job: dict[str, set[AnswerKey]] = {}
         self._listings: OrderedDict[AnswerKey, Answer] = OrderedDict()
@@ -100,22 +117,31 @@ class AnswerCache:
 
     def clear(self) -> None:
         self.generation += 1
+        self._cleared_at = self.generation
         self._job_answers.clear()
         self._by_job.clear()
         self._listings.clear()
+        self._job_changed_at.clear()
+        self._forgotten_at = self.generation
 
     def job_changed(self, job_id: str, state_changed: bool) -> None:
         if state_changed:
             self.listings_changed()
         else:
             self.generation += 1
+            self._progress_changed_at = self.generation
             for answer in self._listings.values():
                 answer.progress_changed = True
+        self._job_changed_at[job_id] = self.generation
+        self._job_changed_at.move_to_end(job_id)
+        while len(self._job_changed_at) > CHANGES_REMEMBERED:
+            _, self._forgotten_at = self._job_changed_at.popitem(last=False)
         for key in self._by_job.pop(job_id, ()):
             self._job_answers.pop(key, None)
 
     def listings_changed(self) -> None:
         self.generation += 1
+        self._listings_changed_at = self.generation
         self._listings.clear()
 
     def note(self, payload: str) -> None:
@@ -142,15 +168,20 @@ class AnswerCache:
         return answer
 
     def keep(self, key: AnswerKey, job_id: str | None, answer: Answer, generation: int) -> None:
-        """Keep `answer`, made from what the database held after `generation` was read, unless a
-        change arrived since."""
-        if not self.enabled or generation != self.generation:
+        """Keep `answer`, made from what the database held after `generation` was read, unless
+        something it depends on changed since."""
+        if not self.enabled or self._cleared_at > generation:
             return
         if job_id is None:
+            if self._listings_changed_at > generation:
+                return
+            answer.progress_changed = self._progress_changed_at > generation
             self._listings[key] = answer
             self._listings.move_to_end(key)
             while len(self._listings) > LISTING_ANSWERS_CAPACITY:
                 self._listings.popitem(last=False)
+            return
+        if self._job_changed_at.get(job_id, self._forgotten_at) > generation:
             return
         self._job_answers[key] = (job_id, answer)
         self._job_answers.move_to_end(key)
@@ -213,13 +244,16 @@ class KeptAnswers:
         if answer is not None:
             if if_none_match and still_current(if_none_match.decode("latin-1"), answer.etag):
                 validators = [(name, value) for name, value in answer.headers if name in VALIDATORS]
-                await send({"type": "http.response.start", "status": 304, "headers": validators})
+                await send({"type": "http.response.start", "status": 304, "headers": [*validators, HIT]})
                 await send({"type": "http.response.body", "body": b""})
+                self.cache.hits += 1
                 return
             if answer.body is not None:
-                await send({"type": "http.response.start", "status": 200, "headers": answer.headers})
+                await send({"type": "http.response.start", "status": 200, "headers": [*answer.headers, HIT]})
                 await send({"type": "http.response.body", "body": answer.body})
+                self.cache.hits += 1
                 return
+        self.cache.misses += 1
         await self._answer_and_keep(scope, receive, send, key, job_id)
 
     def _own_write(self, path: str) -> None:

@@ -41,10 +41,12 @@ def test_an_answer_is_kept_only_while_the_changes_are_delivered_and_none_came_me
     assert cache.find(key, "j1") is None  # not started: no listener, nothing kept
     cache.start()
     made_at = cache.generation
-    cache.job_changed("other", state_changed=False)  # a change while the answer was made
+    cache.job_changed("j1", state_changed=False)  # a change of the job while its answer was made
     cache.keep(key, "j1", _answer(), made_at)
     assert cache.find(key, "j1") is None
-    cache.keep(key, "j1", _answer(), cache.generation)
+    made_at = cache.generation
+    cache.job_changed("other", state_changed=True)  # another job's: the answer still holds
+    cache.keep(key, "j1", _answer(), made_at)
     assert cache.find(key, "j1") is not None
     cache.job_changed("other", state_changed=True)  # another job: this one's answer stays
     assert cache.find(key, "j1") is not None
@@ -59,6 +61,14 @@ def test_a_listing_drops_at_a_state_change_at_once_and_at_a_progress_change_afte
     cache = AnswerCache(listing_progress_lag_s=LAG_S)
     cache.start()
     key = (URL, b"limit=50", b"")
+    made_at = cache.generation
+    cache.note("j2 state")  # a new job while the listing was made: it is not kept
+    cache.keep(key, None, _answer(), made_at)
+    assert cache.find(key, None) is None
+    made_at = cache.generation
+    cache.note("j1 progress")  # progress while it was made: kept, as behind by up to the lag
+    cache.keep(key, None, _answer(), made_at)
+    assert cache.find(key, None).progress_changed
     cache.keep(key, None, _answer(), cache.generation)
     cache.note("j1 progress")
     assert cache.find(key, None) is not None  # kept for less than the lag
@@ -178,14 +188,16 @@ def test_a_job_poll_is_answered_from_memory_with_the_routes_bytes_until_the_job_
     assert first.status_code == 200 and ran > 0
     kept, ran = service.get(f"{URL}/{job_id}")
     assert ran == 0, "the second poll reached the database"
-    assert kept.content == first.content and kept.headers == first.headers
+    assert kept.content == first.content and kept.headers["x-cache"] == "hit"
+    assert {**kept.headers, "x-cache": ""} == {**first.headers, "x-cache": ""}
     etag = first.headers["etag"]
     revalidated, ran = service.get(f"{URL}/{job_id}", headers={"If-None-Match": etag})
     assert revalidated.status_code == 304 and ran == 0 and revalidated.headers["etag"] == etag
     # What the routes answer to the same revalidation, with nothing kept: the same headers.
     service.client.app.state.answers.clear()
     routed, ran = service.get(f"{URL}/{job_id}", headers={"If-None-Match": etag})
-    assert routed.status_code == 304 and ran > 0 and routed.headers == revalidated.headers
+    assert routed.status_code == 304 and ran > 0 and "x-cache" not in routed.headers
+    assert {**routed.headers, "x-cache": "hit"} == revalidated.headers
 
     with session_scope(service.settings.database_url) as session:  # the worker's change
         job_repo.claim_job(session, job_id, "w1")
@@ -233,7 +245,8 @@ def test_a_report_is_kept_and_revalidated(service_factory) -> None:
     assert report.json() == {"aggregate": {"agreement": 0.9}} and "etag" in report.headers
     kept, ran = service.get(f"{URL}/{job_id}/report")
     assert ran == 0 and kept.content == report.content
-    revalidated, ran = service.get(f"{URL}/{job_id}/report", headers={"If-None-Match": report.headers["etag"]})
+    etag = {"If-None-Match": report.headers["etag"]}
+    revalidated, ran = service.get(f"{URL}/{job_id}/report", headers=etag)
     assert revalidated.status_code == 304 and ran == 0
 
 
