@@ -30,6 +30,7 @@ request reaches the routes.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -167,21 +168,26 @@ class AnswerCache:
                 return None
         return answer
 
+    def still_holds(self, job_id: str | None, generation: int) -> bool:
+        """Whether an answer read from the database after `generation` still holds: nothing it
+        depends on has changed since (for a listing, progress aside)."""
+        if not self.enabled or self._cleared_at > generation:
+            return False
+        if job_id is None:
+            return self._listings_changed_at <= generation
+        return self._job_changed_at.get(job_id, self._forgotten_at) <= generation
+
     def keep(self, key: AnswerKey, job_id: str | None, answer: Answer, generation: int) -> None:
         """Keep `answer`, made from what the database held after `generation` was read, unless
         something it depends on changed since."""
-        if not self.enabled or self._cleared_at > generation:
+        if not self.still_holds(job_id, generation):
             return
         if job_id is None:
-            if self._listings_changed_at > generation:
-                return
             answer.progress_changed = self._progress_changed_at > generation
             self._listings[key] = answer
             self._listings.move_to_end(key)
             while len(self._listings) > LISTING_ANSWERS_CAPACITY:
                 self._listings.popitem(last=False)
-            return
-        if self._job_changed_at.get(job_id, self._forgotten_at) > generation:
             return
         self._job_answers[key] = (job_id, answer)
         self._job_answers.move_to_end(key)
@@ -216,6 +222,10 @@ class KeptAnswers:
     def __init__(self, app: ASGIApp, cache: AnswerCache) -> None:
         self.app = app
         self.cache = cache
+        # Requests being answered by the routes, by key: (the generation their reads began
+        # after, their answer). A request that arrives meanwhile waits for that answer instead
+        # of making the same one (under load, many tabs ask at once).
+        self._in_flight: dict[AnswerKey, tuple[int, asyncio.Future[Answer | None]]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not self.cache.enabled:
@@ -241,20 +251,33 @@ class KeptAnswers:
                 if_none_match = value
         key = (path, scope["query_string"], authorization)
         answer = self.cache.find(key, job_id)
-        if answer is not None:
-            if if_none_match and still_current(if_none_match.decode("latin-1"), answer.etag):
-                validators = [(name, value) for name, value in answer.headers if name in VALIDATORS]
-                await send({"type": "http.response.start", "status": 304, "headers": [*validators, HIT]})
-                await send({"type": "http.response.body", "body": b""})
-                self.cache.hits += 1
-                return
-            if answer.body is not None:
-                await send({"type": "http.response.start", "status": 200, "headers": [*answer.headers, HIT]})
-                await send({"type": "http.response.body", "body": answer.body})
+        if answer is not None and await self._send_kept(send, answer, if_none_match):
+            self.cache.hits += 1
+            return
+        made = self._in_flight.get(key)
+        if made is not None and self.cache.still_holds(job_id, made[0]):
+            # The same request is being answered by the routes from reads that began after the
+            # last change it depends on: its answer holds for this one too.
+            answer = await asyncio.shield(made[1])
+            if answer is not None and await self._send_kept(send, answer, if_none_match):
                 self.cache.hits += 1
                 return
         self.cache.misses += 1
         await self._answer_and_keep(scope, receive, send, key, job_id)
+
+    async def _send_kept(self, send: Send, answer: Answer, if_none_match: bytes) -> bool:
+        """Send `answer` as the answer to a request with this If-None-Match: a 304 when it names
+        the kept tag, else the kept 200; False (nothing sent) when only a 304 was kept."""
+        if if_none_match and still_current(if_none_match.decode("latin-1"), answer.etag):
+            validators = [(name, value) for name, value in answer.headers if name in VALIDATORS]
+            await send({"type": "http.response.start", "status": 304, "headers": [*validators, HIT]})
+            await send({"type": "http.response.body", "body": b""})
+            return True
+        if answer.body is not None:
+            await send({"type": "http.response.start", "status": 200, "headers": [*answer.headers, HIT]})
+            await send({"type": "http.response.body", "body": answer.body})
+            return True
+        return False
 
     def _own_write(self, path: str) -> None:
         """A job request of this process that wrote: its change is visible to its client at once,
@@ -269,6 +292,20 @@ class KeptAnswers:
         self, scope: Scope, receive: Receive, send: Send, key: AnswerKey, job_id: str | None
     ) -> None:
         generation = self.cache.generation
+        made: asyncio.Future[Answer | None] = asyncio.get_running_loop().create_future()
+        self._in_flight[key] = (generation, made)
+        answer = None
+        try:
+            answer = await self._answer(scope, receive, send)
+            if answer is not None:
+                self.cache.keep(key, job_id, answer, generation)
+        finally:
+            made.set_result(answer)
+            if self._in_flight.get(key, (0, None))[1] is made:
+                del self._in_flight[key]
+
+    async def _answer(self, scope: Scope, receive: Receive, send: Send) -> Answer | None:
+        """The routes' answer, sent; returned when it may be kept (a 200 or 304 with an ETag)."""
         started: Message | None = None
         chunks: list[bytes] = []
 
@@ -282,10 +319,10 @@ class KeptAnswers:
 
         await self.app(scope, receive, capture)
         if started is None or started["status"] not in (200, 304):
-            return
+            return None
         headers = [(bytes(name).lower(), bytes(value)) for name, value in started.get("headers", ())]
         etag = next((value.decode("latin-1") for name, value in headers if name == b"etag"), None)
         if etag is None:
-            return
+            return None
         body = b"".join(chunks) if started["status"] == 200 else None
-        self.cache.keep(key, job_id, Answer(etag, headers, body, time.monotonic()), generation)
+        return Answer(etag, headers, body, time.monotonic())
