@@ -383,3 +383,24 @@ def test_requests_that_arrive_while_the_routes_answer_the_same_one_share_its_ans
         assert (await _ask(middleware))[1][b"x-cache"] == b"hit" and routes.calls == 3
 
     asyncio.run(run())
+
+
+def test_a_long_poll_on_an_unchanged_job_reads_it_once(service_factory, monkeypatch) -> None:
+    """While the change notifications flow, a long poll neither looks at the row every
+    SAFETY_LOOK_S nor again at its deadline: the job is as it was read."""
+    import app.api.job_events as job_events
+
+    monkeypatch.setattr(job_events, "SAFETY_LOOK_S", 0.1)
+    service = service_factory()
+    job_id = _submit(service)
+    service.client.app.state.answers.clear()
+    _, one_read = service.get(f"{URL}/{job_id}")
+    started = time.monotonic()
+    waited, ran = service.get(f"{URL}/{job_id}", params={"wait": 1.0})
+    assert time.monotonic() - started >= 1.0 and waited.json()["state"] == "queued"
+    assert ran == one_read, f"{ran} statements for a long poll, {one_read} for one read"
+    # A change during the wait is read at once (the end notification wakes it).
+    with session_scope(service.settings.database_url) as session:
+        job_repo.claim_job(session, job_id, "w1")
+        job_repo.fail_job(session, job_id, "boom", error_type="input")
+    assert service.client.get(f"{URL}/{job_id}", params={"wait": 5}).json()["state"] == "failed"

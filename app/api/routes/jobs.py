@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session, undefer
 
+from app.api.answers import AnswerCache
 from app.api.auth import Principal
 from app.api.conditional import (
     NOT_MODIFIED_RESPONSE,
@@ -310,9 +311,10 @@ async def get_job(
     With If-None-Match, 304 when the job is as the client has it (app/api/conditional.py)."""
     # Every read ends its transaction on its thread: a connection held from here to the next hop
     # to the threadpool waits out that hop (app/api/routing.py).
+    read_at = request.app.state.answers.generation
     job = await run_in_threadpool(_read_and_release, session, principal, job_id)
     if wait > 0 and job.state not in TERMINAL_JOB_STATES:
-        job = await _wait_for_end(request, session, principal, job_id, wait)
+        job = await _wait_for_end(request, session, principal, job, read_at, wait)
     etag = job_etag(job.id, job.revision)
     if still_current(if_none_match, etag):
         return not_modified(etag)
@@ -320,13 +322,18 @@ async def get_job(
 
 
 async def _wait_for_end(
-    request: Request, session: Session, principal: Principal, job_id: str, wait: float
+    request: Request, session: Session, principal: Principal, job: Job, read_at: int, wait: float
 ) -> Job:
-    """The job once it has ended, or as it is after `wait` seconds."""
+    """The job once it has ended, or as it is after `wait` seconds; `job` as read after the kept
+    answers' generation `read_at` (app/api/answers.py)."""
     listener: JobEndListener = request.app.state.job_events
+    answers: AnswerCache = request.app.state.answers
     deadline = time.monotonic() + wait
+    job_id = job.id
     with listener.watch(job_id) as ended:
-        job = await run_in_threadpool(_read_and_release, session, principal, job_id)
+        if not answers.still_holds(job_id, read_at):  # it may have ended before the watch began
+            read_at = answers.generation
+            job = await run_in_threadpool(_read_and_release, session, principal, job_id)
         while job.state not in TERMINAL_JOB_STATES and (left := deadline - time.monotonic()) > 0:
             # Waiting holds no thread, no transaction and no pooled connection; a notification
             # (PostgreSQL) wakes it at once, otherwise it looks again after a short sleep (one
@@ -334,6 +341,12 @@ async def _wait_for_end(
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(ended.wait(), timeout=min(listener.look_again_after(), left))
             ended.clear()
+            if answers.still_holds(job_id, read_at):
+                # The change notifications say the row is as it was read (app/api/answers.py): no
+                # look needed, neither the periodic one nor the last one at the deadline. Long polls
+                # that began together end together: their reads came as one burst.
+                continue
+            read_at = answers.generation
             job = await run_in_threadpool(_read_and_release, session, principal, job_id)
     return job
 
