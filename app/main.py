@@ -8,6 +8,7 @@ just works; the dashboard in app/api/static is served at / when it is there.
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -69,6 +70,10 @@ def create_app(
         kept = answers if settings.keep_answers else None
         app.state.job_events = JobEndListener(settings.database_url, kept)
         await app.state.job_events.start()
+        # What exists now (modules, torch, the app) lives as long as the process: kept out of the
+        # cyclic collector's full passes, which walked all of it (~270,000 objects, 130 ms with
+        # every request of the process waiting; docs/benchmarks.md, "Load").
+        gc.freeze()
         try:
             yield
         finally:
