@@ -96,6 +96,17 @@ def test_the_least_recently_used_job_answers_go_first(monkeypatch) -> None:
     assert len(cache) == 2
 
 
+def test_a_job_whose_last_change_was_forgotten_counts_as_changed_then(monkeypatch) -> None:
+    monkeypatch.setattr(answers_module, "CHANGES_REMEMBERED", 1)
+    cache = AnswerCache(listing_progress_lag_s=LAG_S)
+    cache.start()
+    before_a = cache.generation
+    cache.job_changed("a", state_changed=False)
+    cache.job_changed("b", state_changed=False)  # "a"'s change is forgotten, not its bound
+    assert not cache.still_holds("a", before_a)  # made before a's change: not kept
+    assert cache.still_holds("a", cache.generation)
+
+
 @pytest.mark.parametrize(
     ("path", "query", "target"),
     [
@@ -171,7 +182,10 @@ def service_factory(postgres_url: str, tmp_path: Path) -> Iterator[Callable[...,
         client = TestClient(app, raise_server_exceptions=False)
         client.__enter__()
         clients.append(client)
-        _wait_for(lambda: app.state.answers.enabled, "the listener did not connect")
+        if settings.keep_answers:
+            _wait_for(lambda: app.state.answers.enabled, "the listener did not connect")
+        else:  # the listener still serves the long polls
+            _wait_for(lambda: app.state.job_events.connected, "the listener did not connect")
         return Service(client, settings)
 
     yield make
@@ -404,3 +418,12 @@ def test_a_long_poll_on_an_unchanged_job_reads_it_once(service_factory, monkeypa
         job_repo.claim_job(session, job_id, "w1")
         job_repo.fail_job(session, job_id, "boom", error_type="input")
     assert service.client.get(f"{URL}/{job_id}", params={"wait": 5}).json()["state"] == "failed"
+
+
+def test_with_keep_answers_off_every_poll_reaches_the_routes(service_factory) -> None:
+    service = service_factory(keep_answers=False)
+    job_id = _submit(service)
+    for _ in range(3):
+        response, ran = service.get(f"{URL}/{job_id}")
+        assert response.status_code == 200 and ran > 0 and "x-cache" not in response.headers
+    assert not service.client.app.state.answers.enabled
