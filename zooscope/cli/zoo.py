@@ -165,7 +165,7 @@ def import_(
     from zooscope.zoo.import_public import import_public_zoo
 
     try:
-        kept = [int(e) for e in _floats(epochs)] if epochs is not None else None  # type: ignore[union-attr]
+        kept = list(_integers(epochs)) if epochs is not None else None
         with _progress_bar("importing") as on_progress:
             result = import_public_zoo(path, out, epochs=kept, progress=on_progress, dataset=dataset)
     except (ZooscopeError, ValueError) as error:

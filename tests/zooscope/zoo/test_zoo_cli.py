@@ -98,3 +98,11 @@ def test_build_keeps_the_checkpoint_epochs_asked_for(tmp_path: Path) -> None:
         args = ["build", "--preset", "tiny", "--out", str(tmp_path / bad), "--checkpoint-epochs", bad]
         refused = runner.invoke(app, args)
         assert refused.exit_code in (1, 2) and says in " ".join(refused.output.split()), refused.output
+
+
+def test_import_refuses_epochs_that_are_not_whole_numbers(tmp_path: Path) -> None:
+    write_public_zoo(tmp_path / "public", Architecture("cnn_s", 1, 28))
+    args = ["import", str(tmp_path / "public"), "--out", str(tmp_path / "zoo"), "--epochs", "1.5"]
+    refused = runner.invoke(app, args)
+    assert refused.exit_code in (1, 2) and "whole numbers" in " ".join(refused.output.split())
+    assert not (tmp_path / "zoo").exists()
