@@ -50,8 +50,9 @@ JOBS_PATH = f"{API_PREFIX}/jobs"
 # Kept answers about single jobs (a job's GET and its report, per key), least recently used out
 # first; and listings (per key and query: a handful of distinct pages are polled).
 JOB_ANSWERS_CAPACITY = 8192
+JOB_ANSWERS_MAX_BYTES = 64 * 1024 * 1024  # their bodies together: a report can weigh 100 KB
 LISTING_ANSWERS_CAPACITY = 256
-CHANGES_REMEMBERED = 65536  # jobs whose last change's generation is remembered (a few MB)
+CHANGES_REMEMBERED = 16384  # jobs whose last change's generation is remembered (~3 MB)
 VALIDATORS = (b"etag", b"cache-control", b"vary")  # the headers of a 304 (app/api/conditional.py)
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 # Marks an answer given from memory, as caches in front of web servers do (for operators and the
@@ -97,6 +98,7 @@ class AnswerCache:
         self._job_changed_at: OrderedDict[str, int] = OrderedDict()
         self._forgotten_at = 0
         self._job_answers: OrderedDict[AnswerKey, tuple[str, Answer]] = OrderedDict()
+        self._job_answer_bytes = 0
         self._by_job: dict[str, set[AnswerKey]] = {}
         self._listings: OrderedDict[AnswerKey, Answer] = OrderedDict()
 
@@ -120,6 +122,7 @@ class AnswerCache:
         self.generation += 1
         self._cleared_at = self.generation
         self._job_answers.clear()
+        self._job_answer_bytes = 0
         self._by_job.clear()
         self._listings.clear()
         self._job_changed_at.clear()
@@ -138,7 +141,7 @@ class AnswerCache:
         while len(self._job_changed_at) > CHANGES_REMEMBERED:
             _, self._forgotten_at = self._job_changed_at.popitem(last=False)
         for key in self._by_job.pop(job_id, ()):
-            self._job_answers.pop(key, None)
+            self._forget_job_answer(key)
 
     def listings_changed(self) -> None:
         self.generation += 1
@@ -189,16 +192,26 @@ class AnswerCache:
             while len(self._listings) > LISTING_ANSWERS_CAPACITY:
                 self._listings.popitem(last=False)
             return
+        self._forget_job_answer(key)
         self._job_answers[key] = (job_id, answer)
-        self._job_answers.move_to_end(key)
+        self._job_answer_bytes += len(answer.body or b"")
         self._by_job.setdefault(job_id, set()).add(key)
-        while len(self._job_answers) > JOB_ANSWERS_CAPACITY:
-            old_key, (old_job, _) = self._job_answers.popitem(last=False)
+        while self._job_answers and (
+            len(self._job_answers) > JOB_ANSWERS_CAPACITY or self._job_answer_bytes > JOB_ANSWERS_MAX_BYTES
+        ):
+            oldest = next(iter(self._job_answers))
+            old_job = self._job_answers[oldest][0]
+            self._forget_job_answer(oldest)
             keys = self._by_job.get(old_job)
             if keys is not None:
-                keys.discard(old_key)
+                keys.discard(oldest)
                 if not keys:
                     del self._by_job[old_job]
+
+    def _forget_job_answer(self, key: AnswerKey) -> None:
+        dropped = self._job_answers.pop(key, None)
+        if dropped is not None:
+            self._job_answer_bytes -= len(dropped[1].body or b"")
 
 
 def job_poll_target(path: str, query: bytes) -> tuple[bool, str | None]:

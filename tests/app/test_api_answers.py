@@ -94,6 +94,12 @@ def test_the_least_recently_used_job_answers_go_first(monkeypatch) -> None:
     assert [cache.find(k, f"j{i}") is not None for i, k in enumerate(keys)] == [True, False, True]
     cache.job_changed("j1", state_changed=True)  # its entry already gone: nothing to trip on
     assert len(cache) == 2
+    # A byte budget too: a body that does not fit with the others pushes the oldest out.
+    monkeypatch.setattr(answers_module, "JOB_ANSWERS_MAX_BYTES", 9)
+    cache.keep(keys[1], "j1", _answer(b"x" * 8), cache.generation)
+    assert [cache.find(k, f"j{i}") is not None for i, k in enumerate(keys)] == [False, True, False]
+    cache.job_changed("j1", state_changed=False)
+    assert len(cache) == 0 and cache._job_answer_bytes == 0
 
 
 def test_a_job_whose_last_change_was_forgotten_counts_as_changed_then(monkeypatch) -> None:
