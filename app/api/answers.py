@@ -21,11 +21,14 @@ turns into drops here (app/api/job_events.py):
 - a key revoked or deleted, a lost listener connection, or a job request of this process that
   writes (POST /jobs, cancel) drops everything or what it touched, the last so that a client
   sees its own writes at once.
-An answer is kept only if no change arrived while it was being made, so an answer read before a
-change can never outlive the change's notification. What is kept is thus at most one
-notification's delivery behind the database (on loopback, well under a millisecond), apart from
-the listings' progress. Without a listener (SQLite: no notifications) nothing is kept and every
-request reaches the routes.
+An answer is kept only if nothing it depends on changed while it was being made (generation
+numbers, AnswerCache), so an answer read before a change can never outlive the change's
+notification; the notifications that have arrived are read before each kept answer is given.
+What is kept is thus at most one notification's delivery behind the database (on loopback, well
+under a millisecond), apart from the listings' progress. A request that arrives while the routes
+answer the same request waits for that answer instead of making it again. Without a listener
+(SQLite: no notifications) nothing is kept and every request reaches the routes. Answers given
+from memory carry `X-Cache: hit`.
 """
 
 from __future__ import annotations
