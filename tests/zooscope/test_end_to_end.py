@@ -171,12 +171,16 @@ def test_ablation_command_says_which_targets_each_recipe_misses(zoo: Zoo, tmp_pa
         app,
         ["experiment", "ablation", "--zoo", str(zoo.path), "--preset", "tiny", "--epochs", "1",
          "--configs", "csb", "--device", "cpu", "--n-generate", "3", "--out", str(tmp_path / "runs"),
-         "--results-path", str(tmp_path / "results.md"), "--latent-dim", "2"],
+         "--results-path", str(tmp_path / "results.md"), "--latent-dim", "2", "--warmup-epochs", "1"],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["latent_dim"] == 2 and saved["configs"]["csb"]["autoencoder_config"]["latent_dim"] == 2
-    assert "- latent: 2 per token (overrides the preset's)" in (tmp_path / "results.md").read_text()
+    assert saved["warmup_epochs"] == 1
+    assert saved["configs"]["csb"]["training_config"]["beta_warmup_epochs"] == 1
+    page = (tmp_path / "results.md").read_text()
+    assert "- latent: 2 per token (overrides the preset's)" in page
+    assert "structure-first warm-up: 1 epochs" in page
     text = " ".join(result.output.split())  # the console wraps long lines
     verdict = text[text.index("csb: ") : text.index("results written to")]
     # No structure-only run beside it: the step cost is unmeasured, and the verdict says so.

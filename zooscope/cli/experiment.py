@@ -128,6 +128,12 @@ def ablation(
     n_generate: int = N_GENERATE,
     resume: bool = RESUME,
     latent_dim: int | None = LATENT_DIM,
+    warmup_epochs: int | None = typer.Option(
+        None,
+        min=0,
+        help="Epochs of the structure-first warm-up in the configurations that have one "
+        "(default: the preset's).",
+    ),
 ) -> None:
     """Train structure-only, behaviour-only, C+S+B and the cpu recipe on the same budget and compare them."""
     from zooscope.experiments.ablation import DEFAULT_CONFIGS, run_ablation
@@ -153,6 +159,7 @@ def ablation(
             command=command,
             resume=resume,
             latent_dim=latent_dim,
+            warmup_epochs=warmup_epochs,
         ),
     )
     for name, result in results["configs"].items():

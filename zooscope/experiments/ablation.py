@@ -104,7 +104,17 @@ def machine_info(device: str) -> dict[str, Any]:
     return info
 
 
-def _training_config(base: Any, config: AblationConfig, *, epochs: int | None, seed: int, device: str) -> Any:
+def _training_config(
+    base: Any,
+    config: AblationConfig,
+    *,
+    epochs: int | None,
+    seed: int,
+    device: str,
+    warmup_epochs: int | None = None,
+) -> Any:
+    """The preset's recipe as `config` runs it. `warmup_epochs` replaces the preset's structure-first
+    warm-up (None keeps it) in the configurations that have one."""
     # statistics_weight 0 (the paper's three terms) also drops the preset's schedule of the fourth.
     return base.with_overrides(
         gamma=config.gamma,
@@ -115,7 +125,7 @@ def _training_config(base: Any, config: AblationConfig, *, epochs: int | None, s
         seed=seed,
         device=device,
         epochs=epochs,  # None: the preset's
-        warmup_epochs=None if config.warmup else 0,
+        warmup_epochs=warmup_epochs if config.warmup else 0,
     )
 
 
@@ -162,6 +172,7 @@ def run_config(
     resume: bool = False,
     latent_dim: int | None = None,
     validation: bool = False,
+    warmup_epochs: int | None = None,
 ) -> dict[str, Any]:
     """Train one configuration and measure everything the results table reports.
 
@@ -183,7 +194,8 @@ def run_config(
     ae_config = AutoencoderConfig.preset(preset)
     if latent_dim is not None:
         ae_config = replace(ae_config, latent_dim=latent_dim)
-    tc = _training_config(TrainingConfig.preset(preset), config, epochs=epochs, seed=seed, device=device)
+    base = TrainingConfig.preset(preset)
+    tc = _training_config(base, config, epochs=epochs, seed=seed, device=device, warmup_epochs=warmup_epochs)
     if preset == "paper" and config.beta >= 1.0:
         tc = tc.with_overrides(learning_rate=PAPER_STRUCTURE_LR)
     say(
@@ -287,6 +299,7 @@ def run_ablation(
     log: LogFn | None = None,
     resume: bool = False,
     latent_dim: int | None = None,
+    warmup_epochs: int | None = None,
 ) -> dict[str, Any]:
     """Run the configurations on `zoo`; write results.json (in out_dir and beside results_path) and
     results_path (markdown). Returns the results dict."""
@@ -297,7 +310,7 @@ def run_ablation(
     results = run_configs(
         zoo, [ABLATIONS[name] for name in names], out_dir, preset=preset, epochs=epochs, device=device,
         seed=seed, n_generate=n_generate, command=command, progress=progress, log=log, resume=resume,
-        latent_dim=latent_dim, curve_configs=CURVE_CONFIGS,
+        latent_dim=latent_dim, curve_configs=CURVE_CONFIGS, warmup_epochs=warmup_epochs,
     )  # fmt: skip
     results["behavioural_step_cost_ratio"] = step_cost_ratio(results["configs"])
     write_results(results, out_dir, results_path, results_markdown)
@@ -321,6 +334,7 @@ def run_configs(
     latent_dim: int | None = None,
     curve_configs: Sequence[str] = (),
     validation: bool = False,
+    warmup_epochs: int | None = None,
 ) -> dict[str, Any]:
     """Train and measure each configuration on `zoo` (run_config, each in out_dir/<name>), under
     one record of what ran, where and with which seed: the results dict every results page is
@@ -328,15 +342,16 @@ def run_configs(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     results = results_header(
-        zoo, command=command, device=device, seed=seed, preset=preset, epochs=epochs, latent_dim=latent_dim
-    )
+        zoo, command=command, device=device, seed=seed, preset=preset, epochs=epochs, latent_dim=latent_dim,
+        warmup_epochs=warmup_epochs,
+    )  # fmt: skip
     resolved = results["machine"]["device"]
     for i, config in enumerate(configs):
         sub = scaled(progress, i / len(configs), (i + 1) / len(configs))
         results["configs"][config.name] = run_config(
             zoo, config, out, preset=preset, epochs=epochs, seed=seed, device=resolved,
             n_generate=n_generate, curve=config.name in curve_configs, progress=sub, log=log,
-            resume=resume, latent_dim=latent_dim, validation=validation,
+            resume=resume, latent_dim=latent_dim, validation=validation, warmup_epochs=warmup_epochs,
         )  # fmt: skip
     return results
 
@@ -350,6 +365,7 @@ def results_header(
     preset: str | None,
     epochs: int | None,
     latent_dim: int | None,
+    warmup_epochs: int | None = None,
 ) -> dict[str, Any]:
     """What ran, where and with which seed, and an empty `configs` for the results to come."""
     from zooscope.autoencoder.training import resolve_device
@@ -362,6 +378,7 @@ def results_header(
         "preset": preset,
         "epochs": epochs,
         "latent_dim": latent_dim,  # None: the preset's
+        "warmup_epochs": warmup_epochs,  # None: the preset's
         "zoo": _describe_zoo(zoo),
         "configs": {},
     }

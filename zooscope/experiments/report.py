@@ -152,9 +152,11 @@ def run_lines(results: dict[str, Any], caller: str) -> list[str]:
         given = results["autoencoder"]
         trained = f"- autoencoder: {given} (given, not trained here), seed: {results['seed']}"
     else:
+        warmup = results.get("warmup_epochs")  # pages written before the key lack it: the preset's
         trained = (
             f"- preset: {results['preset']}, epochs: {results['epochs'] or 'preset default'}, "
-            f"seed: {results['seed']}"
+            + (f"structure-first warm-up: {warmup} epochs, " if warmup is not None else "")
+            + f"seed: {results['seed']}"
         )
     return [
         f"- command: `{results.get('command') or caller}`",

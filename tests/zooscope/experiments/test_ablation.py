@@ -60,6 +60,10 @@ def test_configurations_set_the_paper_weights() -> None:
     assert (structure_stats.gamma, structure_stats.beta, structure_stats.beta_warmup_epochs) == (0.05, 1.0, 0)
     assert structure_stats.statistics_weight == stats.statistics_weight
     assert structure_stats.statistics_weight_final == stats.statistics_weight_final
+    # A warm-up asked for replaces the preset's where there is one, and only there.
+    short = _training_config(base, ABLATIONS["csb"], epochs=3, seed=7, device="cpu", warmup_epochs=10)
+    none = _training_config(base, ABLATIONS["behaviour"], epochs=3, seed=7, device="cpu", warmup_epochs=10)
+    assert (short.beta_warmup_epochs, none.beta_warmup_epochs) == (10, 0)
 
 
 def test_the_paper_configurations_drop_a_scheduled_fourth_term() -> None:
