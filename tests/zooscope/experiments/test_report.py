@@ -25,6 +25,7 @@ GENERATED_PAGES = (
     "results-cnn-s-kaiming.md",
     "results-cnn-s-shared-init.md",
     "results-cnn-s-epochs.md",
+    "results-cnn-s-epochs-l25.md",
 )
 # The pages the sweeps wrote (zooscope experiment queries | beta | views).
 SWEEP_PAGES = (
