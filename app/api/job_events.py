@@ -19,7 +19,9 @@ listener reconnecting, say).
 
 The same PostgreSQL connection LISTENs for every visible change of a job and of an API key
 (triggers: migrations/versions/0005_change_notifications.py) and hands them to the AnswerCache,
-which keeps answers only while this connection is up: it may not miss a change.
+which keeps answers only while this connection is up: it may not miss a change. While it keeps
+them, a long poll skips those periodic looks (and the last one at its deadline) for as long as
+the change notifications say the job's row is as it was read (app/api/routes/jobs.py).
 """
 
 from __future__ import annotations
