@@ -143,7 +143,7 @@ class AnswerCache:
         self._job_changed_at.move_to_end(job_id)
         while len(self._job_changed_at) > CHANGES_REMEMBERED:
             _, self._forgotten_at = self._job_changed_at.popitem(last=False)
-        for key in self._by_job.pop(job_id, ()):
+        for key in list(self._by_job.get(job_id, ())):
             self._forget_job_answer(key)
 
     def listings_changed(self) -> None:
@@ -202,19 +202,20 @@ class AnswerCache:
         while self._job_answers and (
             len(self._job_answers) > JOB_ANSWERS_CAPACITY or self._job_answer_bytes > JOB_ANSWERS_MAX_BYTES
         ):
-            oldest = next(iter(self._job_answers))
-            old_job = self._job_answers[oldest][0]
-            self._forget_job_answer(oldest)
-            keys = self._by_job.get(old_job)
-            if keys is not None:
-                keys.discard(oldest)
-                if not keys:
-                    del self._by_job[old_job]
+            self._forget_job_answer(next(iter(self._job_answers)))  # the least recently used
 
     def _forget_job_answer(self, key: AnswerKey) -> None:
+        """Drop one kept job answer, from the answers, their bytes and their job's keys."""
         dropped = self._job_answers.pop(key, None)
-        if dropped is not None:
-            self._job_answer_bytes -= len(dropped[1].body or b"")
+        if dropped is None:
+            return
+        job_id, answer = dropped
+        self._job_answer_bytes -= len(answer.body or b"")
+        keys = self._by_job.get(job_id)
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del self._by_job[job_id]
 
 
 def job_poll_target(path: str, query: bytes) -> tuple[bool, str | None]:
