@@ -105,7 +105,12 @@ class JobEndListener:
         that this task has not been scheduled to read yet."""
         pgconn = conn.pgconn
         try:
-            pgconn.consume_input()  # a non-blocking read of what the socket holds
+            # Non-blocking reads of what the socket holds. Twice: a connection the server ended
+            # (pg_terminate_backend, a restart) holds its last message and then its end; libpq
+            # takes the message without a word (an error while idle), and only the second read
+            # meets the end and fails, so that no answer is given from a listener already gone.
+            pgconn.consume_input()
+            pgconn.consume_input()
         except Exception:  # noqa: BLE001 - the connection is gone; _listen_forever will notice
             if self.answers is not None:
                 self.answers.stop()

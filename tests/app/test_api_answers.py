@@ -310,15 +310,18 @@ def test_without_the_listener_every_poll_reaches_the_database(service_factory) -
     service = service_factory()
     job_id = _submit(service)
     service.kept(f"{URL}/{job_id}")
+    listeners = text(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN%'"
+    )
     with session_scope(service.settings.database_url) as session:  # the listener's connection dies
-        session.execute(
-            text(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE datname = current_database() AND query LIKE 'LISTEN%'"
-            )
-        )
+        (pid,) = session.execute(listeners).scalars().all()
+        session.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+    gone = text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid")
+    with session_scope(service.settings.database_url) as session:
+        _wait_for(lambda: session.execute(gone, {"pid": pid}).scalar_one() == 0, "the backend is still up")
+    # The very next poll reaches the database: the listener's end is found before a kept answer.
+    assert service.get(f"{URL}/{job_id}")[1] > 0
     answers = service.client.app.state.answers
-    _wait_for(lambda: not answers.enabled or service.get(f"{URL}/{job_id}")[1] > 0, "still kept")
     # Until it is back, nothing is kept: a change it would miss cannot leave an answer behind.
     with session_scope(service.settings.database_url) as session:
         job_repo.claim_job(session, job_id, "w1")
@@ -433,3 +436,30 @@ def test_with_keep_answers_off_every_poll_reaches_the_routes(service_factory) ->
         response, ran = service.get(f"{URL}/{job_id}")
         assert response.status_code == 200 and ran > 0 and "x-cache" not in response.headers
     assert not service.client.app.state.answers.enabled
+
+
+def test_a_listener_the_server_ended_keeps_no_answer_given(postgres_url: str) -> None:
+    """The server's last message on a connection it ends is taken by libpq without a word; the
+    drain before a kept answer must still find the end (a second read), not answer from memory."""
+    import psycopg
+
+    from app.api.job_events import JobEndListener
+
+    conninfo = postgres_url.replace("postgresql+psycopg://", "postgresql://")
+    cache = AnswerCache(listing_progress_lag_s=LAG_S)
+    listener = JobEndListener(postgres_url, cache)
+    with (
+        psycopg.connect(conninfo, autocommit=True) as conn,
+        psycopg.connect(conninfo, autocommit=True) as admin,
+    ):
+        conn.execute("LISTEN zooscope_job_changed")
+        cache.start(drain=lambda: listener._drain(conn))
+        key = (f"{URL}/j1", b"", b"")
+        cache.keep(key, "j1", _answer(), cache.generation)
+        assert cache.find(key, "j1") is not None
+        pid = conn.pgconn.backend_pid
+        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        gone = "SELECT count(*) FROM pg_stat_activity WHERE pid = %s"
+        _wait_for(lambda: admin.execute(gone, (pid,)).fetchone()[0] == 0, "the backend is still up")
+        time.sleep(0.05)  # its last message and its end are on this socket
+        assert cache.find(key, "j1") is None and not cache.enabled
