@@ -99,23 +99,34 @@ class JobEndListener:
                 if not waiting:
                     del self._waiters[job_id]
 
+    def follow(self, conn: Any) -> None:
+        """Deliver the changes `conn` LISTENs for to the kept answers from now on, and end them
+        the moment the server says it ends the connection."""
+        conn.add_notice_handler(self._server_said)
+        if self.answers is not None:
+            self.answers.start(drain=lambda: self._drain(conn))
+
+    def _server_said(self, diagnostic: Any) -> None:
+        # A server that ends a connection (pg_terminate_backend, a shutdown, idle_session_timeout)
+        # sends a FATAL error first; libpq, idle, hands it to the notice handlers. The socket
+        # closes only after the backend has left pg_stat_activity: at this message, not at the
+        # close, no further answer may be given from memory.
+        if diagnostic.severity_nonlocalized in ("FATAL", "PANIC") and self.answers is not None:
+            self.answers.stop()
+
     def _drain(self, conn: Any) -> None:
         """Hand on the notifications already in the connection's buffer, now: called before a kept
         answer is given, so that it is never behind a change whose notification has arrived but
-        that this task has not been scheduled to read yet."""
+        that this task has not been scheduled to read yet, nor behind the server's end of the
+        connection (its FATAL message reaches _server_said while the buffer is parsed)."""
         pgconn = conn.pgconn
         try:
-            # Non-blocking reads of what the socket holds. Twice: a connection the server ended
-            # (pg_terminate_backend, a restart) holds its last message and then its end; libpq
-            # takes the message without a word (an error while idle), and only the second read
-            # meets the end and fails, so that no answer is given from a listener already gone.
-            pgconn.consume_input()
-            pgconn.consume_input()
+            pgconn.consume_input()  # a non-blocking read of what the socket holds
         except Exception:  # noqa: BLE001 - the connection is gone; _listen_forever will notice
             if self.answers is not None:
                 self.answers.stop()
             return
-        while (note := pgconn.notifies()) is not None:
+        while (note := pgconn.notifies()) is not None:  # parses the buffer: notices included
             self._dispatch(note.relname.decode(), note.extra.decode())
 
     def _dispatch(self, channel: str, payload: str) -> None:
@@ -184,8 +195,7 @@ class JobEndListener:
                     for channel in (JOB_ENDED_CHANNEL, JOB_CHANGED_CHANNEL, KEY_CHANGED_CHANNEL):
                         await conn.execute(f"LISTEN {channel}")
                     self.connected, delay = True, 0.5
-                    if self.answers is not None:
-                        self.answers.start(drain=lambda: self._drain(conn))
+                    self.follow(conn)
                     async for note in conn.notifies():
                         self._dispatch(note.channel, note.payload)
             except asyncio.CancelledError:
