@@ -37,6 +37,9 @@ SLAB_SHAPES = [  # ROWS, COLS, COL_TILE (a huge tile: every block of rows walks 
     {"ROWS": 4, "COLS": 2, "COL_TILE": 32},
     {"ROWS": 6, "COLS": 1, "COL_TILE": 8},
     {"ROWS": 3, "COLS": 2, "COL_TILE": 8},
+    {"ROWS": 4, "COLS": 3, "COL_TILE": 8},
+    {"ROWS": 8, "COLS": 1, "COL_TILE": 8},
+    {"ROWS": 8, "COLS": 1, "COL_TILE": 16},
 ]
 # later convolutions on [K, C, H, W, n]: channels, size, outs, kernel, pool after
 MODEL_LAYERS = {

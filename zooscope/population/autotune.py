@@ -8,7 +8,7 @@ shapes, in turn, a few times, and the fastest is kept when it takes at most MARG
 torch's ops alone; otherwise torch's ops run.
 
 The decision is kept in this process and on disk beside the built kernels
-(compiled_kernels.cache_folder(), one `autotune-<key>.json` per decision), under a key of
+(kernel_cache.cache_folder(), one `autotune-<key>.json` per decision), under a key of
 everything it depends on: the kernels' builds (their file names hash the source, compiler, flags
 and CPU), the CPU's model and flags, torch's version and thread count, the architecture and the
 shapes timed. A later process reads it instead of timing again; deleting the files measures
@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from zooscope.population.compiled_kernels import cache_folder
+from zooscope.population.kernel_cache import cache_folder
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ class PathChoice:
     inputs: int = 0
 
 
-_LOCK = threading.Lock()  # one tuning at a time: two at once would time each other
+_LOCK = threading.RLock()  # one tuning at a time: two at once would time each other
 # by identity and candidates: looked up on every forward call, so without hashing them to a key
 _DECISIONS: dict[Hashable, PathChoice] = {}
 
@@ -156,7 +156,7 @@ def decision_key(identity: Mapping[str, Hashable], candidates: Mapping[str, froz
 
 def describe_identity(identity: Mapping[str, Hashable]) -> str:
     return ", ".join(
-        f"{key} {identity[key]}" for key in ("architecture", "models", "inputs") if key in identity
+        f"{key} {identity[key]}" for key in ("kernel", "architecture", "models", "inputs") if key in identity
     )
 
 

@@ -24,7 +24,7 @@ import platform
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -32,13 +32,14 @@ from typing import Literal
 import torch
 
 from zooscope.machine import cpu_flags, cpuinfo_lines
+from zooscope.population import autotune
+from zooscope.population.kernel_cache import cache_folder
 
 log = logging.getLogger(__name__)
 
 # "0": torch's ops only; "1": every compiled kernel that can serve a call (the parity tests);
 # unset or "auto": the kernels the autotune measured faster here (autotune.py)
 ENABLE_ENV = "ZOOSCOPE_COMPILED_KERNELS"
-CACHE_ENV = "ZOOSCOPE_KERNEL_CACHE"  # where built kernels are kept (default ~/.cache/zooscope/kernels)
 COMPILER_ENV = "CC"
 FLAGS = ("-O3", "-march=native", "-std=gnu11", "-fopenmp", "-shared", "-fPIC")
 SOURCES = Path(__file__).with_name("kernels")
@@ -46,6 +47,16 @@ SOURCES = Path(__file__).with_name("kernels")
 # Inputs per block the kernels take: a whole number of vectors at every width they are built
 # for (16 or 8 floats), and one 64-byte cache line of float32.
 INPUT_BLOCK = 16
+
+# The tile shapes the first-layer kernel is built with (ROWS x COLS in kernels/slab_max_product.c),
+# the first its default. Which runs fastest differs between CPUs more than their vector width
+# says: on a Zen 4 EPYC (AVX-512) 8 x 1 ran the first layers 1.6-1.8x as fast as 4 x 2, the shape
+# an AVX2 EPYC had chosen (docs/benchmarks.md). Each is timed here once (slab_tile); another than
+# the default must take at most autotune.MARGIN of its time.
+SLAB_TILES: tuple[Mapping[str, int], ...] = ({"ROWS": 4, "COLS": 2}, {"ROWS": 8, "COLS": 1})
+# what they are timed on: CNN-s's first layer for 128 models and 16 inputs (rows, taps, slabs,
+# width); the ranking held for the first layers of cnn_digits and CNN3 as well
+SLAB_TILE_PROBLEM = (128 * 8, 26, 4, 144 * 16)
 
 KernelMode = Literal["torch", "compiled", "auto"]
 _MODES: dict[str, KernelMode] = {"0": "torch", "1": "compiled", "auto": "auto", "": "auto"}
@@ -182,20 +193,77 @@ def model_conv_kernel() -> ModelConv | None:
 
 
 def built_library(name: str) -> Path | None:
-    """Where the kernel's shared library is, or None when it cannot be had here (logged once). Its
-    file name is its build's identity (source, compiler, flags, CPU): the autotune keys on it."""
-    return None if kernel_mode() == "torch" else _built(name)
+    """Where the kernel's shared library is, as it runs here (the first-layer kernel in its tile
+    shape, slab_tile), or None when it cannot be had here (logged once). Its file name is its
+    build's identity (source, compiler, flags, tile, CPU): the autotune keys on it."""
+    if kernel_mode() == "torch":
+        return None
+    if name == "slab_max_product":
+        tile = slab_tile()
+        return None if tile is None else _built(name, _defines(tile))
+    return _built(name)
 
 
 def forget_kernels() -> None:
     """Look for the kernels afresh on the next call (after the compiler or cache changed: tests)."""
-    for cached in (_built, _library, _slab_max_product, _model_conv):
+    for cached in (_built, _library, slab_tile, _slab_max_product, _model_conv):
         cached.cache_clear()
 
 
 @lru_cache(maxsize=1)
+def slab_tile() -> Mapping[str, int] | None:
+    """The tile shape the first-layer kernel runs with here (one of SLAB_TILES): the default
+    unless another measured faster on this machine, a decision kept on disk with the autotune's;
+    None when the default cannot be built."""
+    builds = {_tile_label(tile): (tile, _built("slab_max_product", _defines(tile))) for tile in SLAB_TILES}
+    built = {label: (tile, path) for label, (tile, path) in builds.items() if path is not None}
+    default = _tile_label(SLAB_TILES[0])
+    if default not in built:
+        return None
+    if len(built) == 1:
+        return SLAB_TILES[0]
+    identity = {
+        "kernel": "slab_max_product tile",
+        "kernels": tuple(path.name for _, path in built.values()),
+        "threads": torch.get_num_threads(),
+    }
+    rows, taps, slabs, width = SLAB_TILE_PROBLEM
+
+    def runner(labels: frozenset[str]) -> Callable[[], object]:
+        (label,) = labels
+        library = ctypes.CDLL(str(built[label][1]))
+        kernel = SlabMaxProduct(library)
+        weight, columns = torch.randn(rows, taps), torch.randn(taps, slabs, width)
+        out = torch.empty(rows, width)
+        return lambda: kernel(weight, columns, out)
+
+    try:
+        choice = autotune.choose(
+            identity,
+            {label: frozenset({label}) for label in built},
+            runner,
+            reference=default,
+            models=rows,
+            inputs=width,
+        )
+    except OSError as error:  # a build that does not load: the default, which _library checks
+        log.warning("compiled kernel slab_max_product tiles not timed: %s", error)
+        return SLAB_TILES[0]
+    return built[choice.chosen][0]
+
+
+def _tile_label(tile: Mapping[str, int]) -> str:
+    return " ".join(f"{key}={value}" for key, value in tile.items())
+
+
+def _defines(tile: Mapping[str, int]) -> tuple[tuple[str, int], ...]:
+    return tuple(tile.items())
+
+
+@lru_cache(maxsize=1)
 def _slab_max_product() -> SlabMaxProduct | None:
-    library = _library("slab_max_product")
+    tile = slab_tile()
+    library = None if tile is None else _library("slab_max_product", _defines(tile))
     return None if library is None else SlabMaxProduct(library)
 
 
@@ -206,17 +274,17 @@ def _model_conv() -> ModelConv | None:
 
 
 @lru_cache(maxsize=8)
-def _built(name: str) -> Path | None:
+def _built(name: str, defines: tuple[tuple[str, int], ...] = ()) -> Path | None:
     try:
-        return build(name)
+        return build(name, defines=dict(defines))
     except (OSError, subprocess.SubprocessError, RuntimeError) as error:
         log.warning("compiled kernel %s unavailable, using torch's ops: %s", name, error)
         return None
 
 
 @lru_cache(maxsize=8)
-def _library(name: str) -> ctypes.CDLL | None:
-    path = _built(name)
+def _library(name: str, defines: tuple[tuple[str, int], ...] = ()) -> ctypes.CDLL | None:
+    path = _built(name, defines)
     if path is None:
         return None
     try:
@@ -224,11 +292,6 @@ def _library(name: str) -> ctypes.CDLL | None:
     except OSError as error:
         log.warning("compiled kernel %s does not load, using torch's ops: %s", name, error)
         return None
-
-
-def cache_folder() -> Path:
-    """Where built kernels and the autotune's decisions are kept."""
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "zooscope" / "kernels")
 
 
 def build(name: str, lanes: int | None = None, defines: Mapping[str, int] | None = None) -> Path:

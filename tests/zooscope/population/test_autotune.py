@@ -17,6 +17,7 @@ from zooscope.networks.parameters import stack_state_dicts
 from zooscope.population import autotune, compiled_kernels
 from zooscope.population import convolution as population_convolution
 from zooscope.population.forward import convolution_paths, module_forward, population_forward
+from zooscope.population.kernel_cache import CACHE_ENV, cache_folder
 
 needs_compiler = pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler on this machine")
 CNN_S = Architecture("cnn_s", 1, 28)
@@ -28,10 +29,21 @@ def built_kernels(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Both kernels built once for this module's tests, each of which gets a copy of the folder."""
     folder = tmp_path_factory.mktemp("built-kernels")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv(compiled_kernels.CACHE_ENV, str(folder))
+        patch.setenv(CACHE_ENV, str(folder))
+        patch.setenv(compiled_kernels.ENABLE_ENV, "auto")
         for name in KERNELS:
             compiled_kernels.build(name)
+        _fresh_state()
+        assert compiled_kernels.slab_tile() is not None  # its tile shapes built and timed, kept here
+        _fresh_state()
     return folder
+
+
+def _path_decisions() -> list[Path]:
+    """The stored decisions about which convolutions run compiled (beside them: the first-layer
+    kernel's tile shape, slab_tile)."""
+    files = Path(cache_folder()).glob("autotune-*.json")
+    return [path for path in files if "architecture" in json.loads(path.read_text()).get("identity", {})]
 
 
 def _fresh_state() -> None:
@@ -44,7 +56,7 @@ def kernel_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, built_kernels:
     """A cache folder of this test's own, holding the built kernels and no decision; autotuning on."""
     folder = tmp_path / "kernels"
     shutil.copytree(built_kernels, folder)
-    monkeypatch.setenv(compiled_kernels.CACHE_ENV, str(folder))
+    monkeypatch.setenv(CACHE_ENV, str(folder))
     monkeypatch.setenv(compiled_kernels.ENABLE_ENV, "auto")
     _fresh_state()
     yield folder
@@ -55,7 +67,7 @@ def kernel_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, built_kernels:
 def empty_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A cache folder with nothing built in it yet; autotuning on."""
     folder = tmp_path / "kernels"
-    monkeypatch.setenv(compiled_kernels.CACHE_ENV, str(folder))
+    monkeypatch.setenv(CACHE_ENV, str(folder))
     monkeypatch.setenv(compiled_kernels.ENABLE_ENV, "auto")
     _fresh_state()
     yield folder
@@ -180,7 +192,7 @@ def test_a_stored_decision_is_reused_by_a_later_process(monkeypatch: pytest.Monk
     first = convolution_paths(CNN_S, 100, 1000)
     assert first.origin == "measured" and len(asked) == 1
     assert convolution_paths(CNN_S, 100, 1000) is first, "this process remembers it"
-    files = list(Path(compiled_kernels.cache_folder()).glob("autotune-*.json"))
+    files = _path_decisions()
     assert len(files) == 1, "the decision sits beside the built kernels"
     stored = json.loads(files[0].read_text())
     assert stored["chosen"] == "CCT" and stored["identity"]["models"] == 64  # the shapes timed
@@ -199,7 +211,7 @@ def test_a_stored_decision_is_reused_by_a_later_process(monkeypatch: pytest.Monk
         convolution_paths(CNN_S, 100, 1000)  # another thread count
     finally:
         torch.set_num_threads(threads)
-    assert len(asked) == 3 and len(list(Path(compiled_kernels.cache_folder()).glob("autotune-*.json"))) == 3
+    assert len(asked) == 3 and len(_path_decisions()) == 3
 
 
 @needs_compiler
@@ -209,7 +221,7 @@ def test_an_unreadable_decision_is_timed_again(
 ) -> None:
     asked = _inject_timings(monkeypatch, lambda label: 1.0)
     convolution_paths(CNN_S, 3, 20)
-    (stored,) = Path(compiled_kernels.cache_folder()).glob("autotune-*.json")
+    (stored,) = _path_decisions()
     stored.write_text("{ not json")
     autotune.forget_decisions()
     with caplog.at_level(logging.WARNING, logger="zooscope.population.autotune"):
@@ -254,6 +266,61 @@ def test_the_forced_modes_time_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(compiled_kernels.ENABLE_ENV, "0")
     assert convolution_paths(CNN_S, 3, 20).origin == "torch"
     assert compiled_kernels.model_conv_kernel() is None
+
+
+def _forget_tile_decision() -> None:
+    for path in Path(cache_folder()).glob("autotune-*.json"):
+        if json.loads(path.read_text())["identity"].get("kernel") == "slab_max_product tile":
+            path.unlink()
+    _fresh_state()
+
+
+TILE_LABELS = [
+    " ".join(f"{key}={value}" for key, value in tile.items()) for tile in compiled_kernels.SLAB_TILES
+]
+
+
+@needs_compiler
+@pytest.mark.usefixtures("kernel_cache")
+@pytest.mark.parametrize("ratio, chosen", [(0.95, 0), (0.85, 1)])
+def test_the_first_layer_kernel_takes_another_tile_shape_only_where_it_measured_faster(
+    monkeypatch: pytest.MonkeyPatch, ratio: float, chosen: int
+) -> None:
+    _forget_tile_decision()
+    default, other = TILE_LABELS
+    asked = _inject_timings(monkeypatch, lambda label: {default: 1.0, other: ratio}.get(label, 1.0))
+    assert compiled_kernels.slab_tile() == compiled_kernels.SLAB_TILES[chosen]
+    assert asked[0] == TILE_LABELS, "each tile shape timed"
+    # the forward's kernel and the path decision's identity are that tile's build
+    running = compiled_kernels.built_library("slab_max_product")
+    assert running == compiled_kernels.build("slab_max_product", defines=compiled_kernels.SLAB_TILES[chosen])
+    state_dicts, params, x = _case()
+    monkeypatch.setenv(compiled_kernels.ENABLE_ENV, "1")
+    with torch.inference_mode():
+        _assert_matches_modules(state_dicts, population_forward(CNN_S, params, x), x)
+
+    _fresh_state()  # a later process reads the decision
+    _refuse_timing(monkeypatch)
+    assert compiled_kernels.slab_tile() == compiled_kernels.SLAB_TILES[chosen]
+
+
+@needs_compiler
+@pytest.mark.usefixtures("kernel_cache")
+def test_a_tile_shape_that_does_not_build_leaves_the_default_untimed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _forget_tile_decision()
+    for path in Path(cache_folder()).glob("slab_max_product-*.so"):
+        path.unlink()  # built afresh, by a compiler that fails on every shape but the default
+    other = compiled_kernels.SLAB_TILES[1]
+    picky = tmp_path / "picky-cc"
+    refused = f"-DROWS={other['ROWS']}"
+    picky.write_text(f'#!/bin/sh\nfor a in "$@"; do [ "$a" = "{refused}" ] && exit 1; done\nexec cc "$@"\n')
+    picky.chmod(0o755)
+    monkeypatch.setenv(compiled_kernels.COMPILER_ENV, str(picky))
+    _refuse_timing(monkeypatch)
+    assert compiled_kernels.slab_tile() == compiled_kernels.SLAB_TILES[0]
+    assert compiled_kernels.slab_max_product_kernel() is not None
 
 
 def test_time_candidates_takes_the_best_of_rounds_in_turn_and_drops_hopeless_ones(

@@ -18,6 +18,7 @@ from zooscope.population import compiled_kernels
 from zooscope.population import convolution as population_convolution
 from zooscope.population.compiled_kernels import ModelConv, SlabMaxProduct, slab_max_product_kernel
 from zooscope.population.forward import module_forward, population_forward
+from zooscope.population.kernel_cache import CACHE_ENV
 
 needs_compiler = pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler on this machine")
 # the vector widths the kernels are built for: 16 floats with AVX-512, 8 without (a CPU runs
@@ -25,9 +26,17 @@ needs_compiler = pytest.mark.skipif(shutil.which("cc") is None, reason="no C com
 WIDTHS = pytest.mark.parametrize("lanes", [16, 8], ids=lambda lanes: f"{lanes}-lanes")
 
 
+# every tile shape the first-layer kernel may be built with here (compiled_kernels.slab_tile)
+SLAB_TILES = pytest.mark.parametrize(
+    "tile",
+    [tuple(tile.items()) for tile in compiled_kernels.SLAB_TILES],
+    ids=lambda tile: "x".join(str(value) for _, value in tile),
+)
+
+
 @cache
-def _kernel_at(name: str, lanes: int) -> SlabMaxProduct | ModelConv:
-    library = ctypes.CDLL(str(compiled_kernels.build(name, lanes)))
+def _kernel_at(name: str, lanes: int, tile: tuple[tuple[str, int], ...] = ()) -> SlabMaxProduct | ModelConv:
+    library = ctypes.CDLL(str(compiled_kernels.build(name, lanes, dict(tile))))
     return SlabMaxProduct(library) if name == "slab_max_product" else ModelConv(library)
 
 
@@ -40,7 +49,7 @@ def compiled_everywhere(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def fresh_kernel_cache(tmp_path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """The kernel built (or not) afresh under the test's environment, and forgotten after it."""
-    monkeypatch.setenv(compiled_kernels.CACHE_ENV, str(tmp_path / "kernels"))
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "kernels"))
     compiled_kernels.forget_kernels()
     yield
     compiled_kernels.forget_kernels()
@@ -65,10 +74,11 @@ def _reference(weight: torch.Tensor, columns: torch.Tensor, floor: float) -> tor
 )
 @pytest.mark.parametrize("floor", [float("-inf"), 0.0])
 @WIDTHS
+@SLAB_TILES
 def test_kernel_matches_product_then_max(
-    rows: int, taps: int, slabs: int, width: int, floor: float, lanes: int
+    rows: int, taps: int, slabs: int, width: int, floor: float, lanes: int, tile: tuple[tuple[str, int], ...]
 ) -> None:
-    kernel = _kernel_at("slab_max_product", lanes)
+    kernel = _kernel_at("slab_max_product", lanes, tile)
     assert isinstance(kernel, SlabMaxProduct)
     generator = torch.Generator().manual_seed(rows + width)
     weight = torch.randn(rows, taps, generator=generator)
@@ -80,8 +90,9 @@ def test_kernel_matches_product_then_max(
 
 @needs_compiler
 @WIDTHS
-def test_kernel_propagates_nan_like_torch(lanes: int) -> None:
-    kernel = _kernel_at("slab_max_product", lanes)
+@SLAB_TILES
+def test_kernel_propagates_nan_like_torch(lanes: int, tile: tuple[tuple[str, int], ...]) -> None:
+    kernel = _kernel_at("slab_max_product", lanes, tile)
     assert isinstance(kernel, SlabMaxProduct)
     generator = torch.Generator().manual_seed(3)
     weight = torch.randn(24, 10, generator=generator)
