@@ -48,7 +48,9 @@ MODEL_LAYERS = {
     "cnn3 conv2 16->32 3x3 on 15x15, pool 2": (16, 15, 32, 3, 2),
     "cnn3 conv3 32->15 3x3 on 6x6, pool 2": (32, 6, 15, 3, 2),
 }
-MODEL_SHAPES = [{"MAX_OB": ob, "MAX_JB": jb} for ob, jb in ((3, 4), (3, 3), (2, 4), (2, 3), (3, 2), (2, 2))]
+MODEL_SHAPES = [
+    {"MAX_OB": ob, "MAX_JB": jb} for ob, jb in ((3, 4), (3, 3), (2, 4), (2, 3), (3, 2), (2, 2), (8, 1), (6, 2), (4, 3))
+]
 
 
 def matmul_rate() -> float:

@@ -48,15 +48,24 @@ SOURCES = Path(__file__).with_name("kernels")
 # for (16 or 8 floats), and one 64-byte cache line of float32.
 INPUT_BLOCK = 16
 
-# The tile shapes the first-layer kernel is built with (ROWS x COLS in kernels/slab_max_product.c),
-# the first its default. Which runs fastest differs between CPUs more than their vector width
-# says: on a Zen 4 EPYC (AVX-512) 8 x 1 ran the first layers 1.6-1.8x as fast as 4 x 2, the shape
-# an AVX2 EPYC had chosen (docs/benchmarks.md). Each is timed here once (slab_tile); another than
-# the default must take at most autotune.MARGIN of its time.
-SLAB_TILES: tuple[Mapping[str, int], ...] = ({"ROWS": 4, "COLS": 2}, {"ROWS": 8, "COLS": 1})
-# what they are timed on: CNN-s's first layer for 128 models and 16 inputs (rows, taps, slabs,
-# width); the ranking held for the first layers of cnn_digits and CNN3 as well
+# The tile shapes each kernel is built with (its compile-time constants), the first its default.
+# Which runs fastest differs between CPUs more than their vector width says: on a Zen 4 EPYC
+# (AVX-512) 8 x 1 ran the first layers 1.6-1.8x as fast as 4 x 2, the shape an AVX2 EPYC had
+# chosen, and 8 (or 6) output channels by 1 column ran the later convolutions 1.3-1.5x as fast as
+# 3 x 4 (docs/benchmarks.md); on an Intel Xeon neither had been faster. Each kernel's shapes are
+# timed here once (kernel_tile); another than the default must take at most autotune.MARGIN of
+# its time.
+TILES: dict[str, tuple[Mapping[str, int], ...]] = {
+    "slab_max_product": ({"ROWS": 4, "COLS": 2}, {"ROWS": 8, "COLS": 1}),
+    "model_conv": ({"MAX_OB": 3, "MAX_JB": 4}, {"MAX_OB": 8, "MAX_JB": 1}, {"MAX_OB": 6, "MAX_JB": 2}),
+}
+# What they are timed on, for 128 models: the first layer of CNN-s at 16 inputs (rows, taps,
+# slabs, width); the second convolutions of CNN-s at 128 inputs and of CNN3 at 16 (channels, size,
+# outs, kernel, pool, inputs), which take about as long as each other. The ranking held for the
+# other layers of cnn_digits, CNN-s and CNN3.
 SLAB_TILE_PROBLEM = (128 * 8, 26, 4, 144 * 16)
+MODEL_CONV_TILE_PROBLEMS = ((8, 12, 6, 5, 2, 128), (16, 15, 32, 3, 2, 16))
+TILE_MODELS = 128
 
 KernelMode = Literal["torch", "compiled", "auto"]
 _MODES: dict[str, KernelMode] = {"0": "torch", "1": "compiled", "auto": "auto", "": "auto"}
@@ -193,49 +202,45 @@ def model_conv_kernel() -> ModelConv | None:
 
 
 def built_library(name: str) -> Path | None:
-    """Where the kernel's shared library is, as it runs here (the first-layer kernel in its tile
-    shape, slab_tile), or None when it cannot be had here (logged once). Its file name is its
-    build's identity (source, compiler, flags, tile, CPU): the autotune keys on it."""
+    """Where the kernel's shared library is, as it runs here (in its tile shape, kernel_tile), or
+    None when it cannot be had here (logged once). Its file name is its build's identity
+    (source, compiler, flags, tile, CPU): the autotune keys on it."""
     if kernel_mode() == "torch":
         return None
-    if name == "slab_max_product":
-        tile = slab_tile()
-        return None if tile is None else _built(name, _defines(tile))
-    return _built(name)
+    tile = kernel_tile(name)
+    return None if tile is None else _built(name, _defines(tile))
 
 
 def forget_kernels() -> None:
     """Look for the kernels afresh on the next call (after the compiler or cache changed: tests)."""
-    for cached in (_built, _library, slab_tile, _slab_max_product, _model_conv):
+    for cached in (_built, _library, kernel_tile, _slab_max_product, _model_conv):
         cached.cache_clear()
 
 
-@lru_cache(maxsize=1)
-def slab_tile() -> Mapping[str, int] | None:
-    """The tile shape the first-layer kernel runs with here (one of SLAB_TILES): the default
-    unless another measured faster on this machine, a decision kept on disk with the autotune's;
-    None when the default cannot be built."""
-    builds = {_tile_label(tile): (tile, _built("slab_max_product", _defines(tile))) for tile in SLAB_TILES}
-    built = {label: (tile, path) for label, (tile, path) in builds.items() if path is not None}
-    default = _tile_label(SLAB_TILES[0])
+@lru_cache(maxsize=4)
+def kernel_tile(name: str) -> Mapping[str, int] | None:
+    """The tile shape kernel `name` runs with here (one of TILES[name]): the default unless another
+    measured faster on this machine, a decision kept on disk with the autotune's; None when the
+    default cannot be built."""
+    built = {}
+    for tile in TILES[name]:
+        path = _built(name, _defines(tile))
+        if path is not None:
+            built[_tile_label(tile)] = (tile, path)
+    default = _tile_label(TILES[name][0])
     if default not in built:
         return None
     if len(built) == 1:
-        return SLAB_TILES[0]
+        return TILES[name][0]
     identity = {
-        "kernel": "slab_max_product tile",
+        "kernel": f"{name} tile",
         "kernels": tuple(path.name for _, path in built.values()),
         "threads": torch.get_num_threads(),
     }
-    rows, taps, slabs, width = SLAB_TILE_PROBLEM
 
     def runner(labels: frozenset[str]) -> Callable[[], object]:
         (label,) = labels
-        library = ctypes.CDLL(str(built[label][1]))
-        kernel = SlabMaxProduct(library)
-        weight, columns = torch.randn(rows, taps), torch.randn(taps, slabs, width)
-        out = torch.empty(rows, width)
-        return lambda: kernel(weight, columns, out)
+        return _TILE_PROBLEMS[name](ctypes.CDLL(str(built[label][1])))
 
     try:
         choice = autotune.choose(
@@ -243,13 +248,38 @@ def slab_tile() -> Mapping[str, int] | None:
             {label: frozenset({label}) for label in built},
             runner,
             reference=default,
-            models=rows,
-            inputs=width,
+            models=TILE_MODELS,
+            inputs=0,
         )
     except OSError as error:  # a build that does not load: the default, which _library checks
-        log.warning("compiled kernel slab_max_product tiles not timed: %s", error)
-        return SLAB_TILES[0]
+        log.warning("compiled kernel %s: tile shapes not timed: %s", name, error)
+        return TILES[name][0]
     return built[choice.chosen][0]
+
+
+def _slab_tile_problem(library: ctypes.CDLL) -> Callable[[], object]:
+    kernel, (rows, taps, slabs, width) = SlabMaxProduct(library), SLAB_TILE_PROBLEM
+    weight, columns, out = torch.randn(rows, taps), torch.randn(taps, slabs, width), torch.empty(rows, width)
+    return lambda: kernel(weight, columns, out)
+
+
+def _model_conv_tile_problem(library: ctypes.CDLL) -> Callable[[], object]:
+    kernel, runs = ModelConv(library), []
+    for channels, size, outs, kernel_size, pool, inputs in MODEL_CONV_TILE_PROBLEMS:
+        x = torch.randn(TILE_MODELS, channels, size, size, inputs)
+        weight = torch.randn(TILE_MODELS, outs, channels, kernel_size, kernel_size)
+        pooled = (size - kernel_size + 1) // pool
+        out = torch.empty(TILE_MODELS, outs, pooled, pooled, inputs)
+        runs.append((x, weight, torch.randn(TILE_MODELS, outs), out, pool))
+
+    def run() -> None:
+        for x, weight, bias, out, pool in runs:
+            kernel(x, weight, bias, out, (1, 1), (1, 1), pool=pool)
+
+    return run
+
+
+_TILE_PROBLEMS = {"slab_max_product": _slab_tile_problem, "model_conv": _model_conv_tile_problem}
 
 
 def _tile_label(tile: Mapping[str, int]) -> str:
@@ -262,15 +292,19 @@ def _defines(tile: Mapping[str, int]) -> tuple[tuple[str, int], ...]:
 
 @lru_cache(maxsize=1)
 def _slab_max_product() -> SlabMaxProduct | None:
-    tile = slab_tile()
-    library = None if tile is None else _library("slab_max_product", _defines(tile))
+    library = _tuned_library("slab_max_product")
     return None if library is None else SlabMaxProduct(library)
 
 
 @lru_cache(maxsize=1)
 def _model_conv() -> ModelConv | None:
-    library = _library("model_conv")
+    library = _tuned_library("model_conv")
     return None if library is None else ModelConv(library)
+
+
+def _tuned_library(name: str) -> ctypes.CDLL | None:
+    tile = kernel_tile(name)
+    return None if tile is None else _library(name, _defines(tile))
 
 
 @lru_cache(maxsize=8)

@@ -34,14 +34,15 @@ def built_kernels(tmp_path_factory: pytest.TempPathFactory) -> Path:
         for name in KERNELS:
             compiled_kernels.build(name)
         _fresh_state()
-        assert compiled_kernels.slab_tile() is not None  # its tile shapes built and timed, kept here
+        for name in KERNELS:  # their tile shapes built and timed, the decisions kept here
+            assert compiled_kernels.kernel_tile(name) is not None
         _fresh_state()
     return folder
 
 
 def _path_decisions() -> list[Path]:
     """The stored decisions about which convolutions run compiled (beside them: the first-layer
-    kernel's tile shape, slab_tile)."""
+    kernels' tile shapes, kernel_tile)."""
     files = Path(cache_folder()).glob("autotune-*.json")
     return [path for path in files if "architecture" in json.loads(path.read_text()).get("identity", {})]
 
@@ -268,32 +269,34 @@ def test_the_forced_modes_time_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     assert compiled_kernels.model_conv_kernel() is None
 
 
-def _forget_tile_decision() -> None:
+def _forget_tile_decisions() -> None:
     for path in Path(cache_folder()).glob("autotune-*.json"):
-        if json.loads(path.read_text())["identity"].get("kernel") == "slab_max_product tile":
+        if json.loads(path.read_text())["identity"].get("kernel", "").endswith(" tile"):
             path.unlink()
     _fresh_state()
 
 
-TILE_LABELS = [
-    " ".join(f"{key}={value}" for key, value in tile.items()) for tile in compiled_kernels.SLAB_TILES
-]
+def _tile_labels(name: str) -> list[str]:
+    return [
+        " ".join(f"{key}={value}" for key, value in tile.items()) for tile in compiled_kernels.TILES[name]
+    ]
 
 
 @needs_compiler
 @pytest.mark.usefixtures("kernel_cache")
+@pytest.mark.parametrize("name", KERNELS)
 @pytest.mark.parametrize("ratio, chosen", [(0.95, 0), (0.85, 1)])
-def test_the_first_layer_kernel_takes_another_tile_shape_only_where_it_measured_faster(
-    monkeypatch: pytest.MonkeyPatch, ratio: float, chosen: int
+def test_a_kernel_takes_another_tile_shape_only_where_it_measured_faster(
+    monkeypatch: pytest.MonkeyPatch, name: str, ratio: float, chosen: int
 ) -> None:
-    _forget_tile_decision()
-    default, other = TILE_LABELS
-    asked = _inject_timings(monkeypatch, lambda label: {default: 1.0, other: ratio}.get(label, 1.0))
-    assert compiled_kernels.slab_tile() == compiled_kernels.SLAB_TILES[chosen]
-    assert asked[0] == TILE_LABELS, "each tile shape timed"
-    # the forward's kernel and the path decision's identity are that tile's build
-    running = compiled_kernels.built_library("slab_max_product")
-    assert running == compiled_kernels.build("slab_max_product", defines=compiled_kernels.SLAB_TILES[chosen])
+    _forget_tile_decisions()
+    labels = _tile_labels(name)
+    asked = _inject_timings(monkeypatch, lambda label: ratio if label == labels[1] else 1.0)
+    tile = compiled_kernels.TILES[name][chosen]
+    assert compiled_kernels.kernel_tile(name) == tile
+    assert labels in asked, "each tile shape timed"
+    # the forward's kernel, and the path decision's identity, are that tile's build
+    assert compiled_kernels.built_library(name) == compiled_kernels.build(name, defines=tile)
     state_dicts, params, x = _case()
     monkeypatch.setenv(compiled_kernels.ENABLE_ENV, "1")
     with torch.inference_mode():
@@ -301,26 +304,34 @@ def test_the_first_layer_kernel_takes_another_tile_shape_only_where_it_measured_
 
     _fresh_state()  # a later process reads the decision
     _refuse_timing(monkeypatch)
-    assert compiled_kernels.slab_tile() == compiled_kernels.SLAB_TILES[chosen]
+    assert compiled_kernels.kernel_tile(name) == tile
 
 
 @needs_compiler
 @pytest.mark.usefixtures("kernel_cache")
-def test_a_tile_shape_that_does_not_build_leaves_the_default_untimed(
+def test_tile_shapes_that_do_not_build_leave_the_defaults_untimed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _forget_tile_decision()
-    for path in Path(cache_folder()).glob("slab_max_product-*.so"):
-        path.unlink()  # built afresh, by a compiler that fails on every shape but the default
-    other = compiled_kernels.SLAB_TILES[1]
+    _forget_tile_decisions()
+    for path in Path(cache_folder()).glob("*.so"):
+        path.unlink()  # built afresh, by a compiler that fails on every shape but the defaults
+    refused = {
+        f"-D{key}={value}"
+        for tiles in compiled_kernels.TILES.values()
+        for tile in tiles[1:]
+        for key, value in tile.items()
+        if tiles[0][key] != value
+    }
     picky = tmp_path / "picky-cc"
-    refused = f"-DROWS={other['ROWS']}"
-    picky.write_text(f'#!/bin/sh\nfor a in "$@"; do [ "$a" = "{refused}" ] && exit 1; done\nexec cc "$@"\n')
+    tests = " ".join(f'[ "$a" = "{flag}" ] && exit 1;' for flag in sorted(refused))
+    picky.write_text(f'#!/bin/sh\nfor a in "$@"; do {tests} true; done\nexec cc "$@"\n')
     picky.chmod(0o755)
     monkeypatch.setenv(compiled_kernels.COMPILER_ENV, str(picky))
     _refuse_timing(monkeypatch)
-    assert compiled_kernels.slab_tile() == compiled_kernels.SLAB_TILES[0]
+    for name in KERNELS:
+        assert compiled_kernels.kernel_tile(name) == compiled_kernels.TILES[name][0]
     assert compiled_kernels.slab_max_product_kernel() is not None
+    assert compiled_kernels.model_conv_kernel() is not None
 
 
 def test_time_candidates_takes_the_best_of_rounds_in_turn_and_drops_hopeless_ones(

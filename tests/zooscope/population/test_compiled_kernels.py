@@ -26,12 +26,13 @@ needs_compiler = pytest.mark.skipif(shutil.which("cc") is None, reason="no C com
 WIDTHS = pytest.mark.parametrize("lanes", [16, 8], ids=lambda lanes: f"{lanes}-lanes")
 
 
-# every tile shape the first-layer kernel may be built with here (compiled_kernels.slab_tile)
-SLAB_TILES = pytest.mark.parametrize(
-    "tile",
-    [tuple(tile.items()) for tile in compiled_kernels.SLAB_TILES],
-    ids=lambda tile: "x".join(str(value) for _, value in tile),
-)
+# every tile shape each kernel may be built with here (compiled_kernels.kernel_tile)
+def _tiles(name: str) -> pytest.MarkDecorator:
+    shapes = [tuple(tile.items()) for tile in compiled_kernels.TILES[name]]
+    return pytest.mark.parametrize("tile", shapes, ids=lambda tile: "x".join(str(value) for _, value in tile))
+
+
+SLAB_TILES, MODEL_CONV_TILES = _tiles("slab_max_product"), _tiles("model_conv")
 
 
 @cache
@@ -248,6 +249,7 @@ def _grouped_reference(
 )
 @pytest.mark.parametrize("relu", [False, True])
 @WIDTHS
+@MODEL_CONV_TILES
 def test_model_conv_matches_grouped_convolution(
     models: int,
     channels: int,
@@ -261,8 +263,9 @@ def test_model_conv_matches_grouped_convolution(
     with_bias: bool,
     relu: bool,
     lanes: int,
+    tile: tuple[tuple[str, int], ...],
 ) -> None:
-    conv = _kernel_at("model_conv", lanes)
+    conv = _kernel_at("model_conv", lanes, tile)
     assert isinstance(conv, ModelConv)
     generator = torch.Generator().manual_seed(models * size + n)
     x = torch.randn(models, channels, size, size, n, generator=generator)
@@ -277,8 +280,11 @@ def test_model_conv_matches_grouped_convolution(
 
 @needs_compiler
 @WIDTHS
-def test_model_conv_propagates_nan_and_checks_its_arguments(lanes: int) -> None:
-    conv = _kernel_at("model_conv", lanes)
+@MODEL_CONV_TILES
+def test_model_conv_propagates_nan_and_checks_its_arguments(
+    lanes: int, tile: tuple[tuple[str, int], ...]
+) -> None:
+    conv = _kernel_at("model_conv", lanes, tile)
     assert isinstance(conv, ModelConv)
     generator = torch.Generator().manual_seed(8)
     x = torch.randn(3, 2, 6, 6, 16, generator=generator)
