@@ -231,7 +231,9 @@ def prepare_convolution(
         return PreparedConv(plan, memory, name, k, stacked if plan.pool_into_model else stacked.T, None)
     if isinstance(plan, DenseConv):
         padded = torch.cat([weight.reshape(k, -1), weight.new_zeros(k, 1)], dim=1)
-        dense = padded[:, plan.entries]  # [K, out*Ho*Wo, C*H*W]
+        # [K, out*Ho*Wo, C*H*W]; index_select on the flat index took a third of the time of
+        # indexing with the 2-d one (1.4 of CNN-s's 16 ms at 32 inputs)
+        dense = padded.index_select(1, plan.entries.view(-1)).view(k, *plan.entries.shape)
         positions = plan.out_hw[0] * plan.out_hw[1]
         if bias is None:
             return PreparedConv(plan, memory, name, k, dense, None)
