@@ -7,7 +7,7 @@ Each kernel is built with every shape in its list (compiled_kernels.build's `def
 best of ROUNDS, on one chunk of a population forward: 128 models, 16 inputs (the first layer of
 cnn_digits at 128). Prints one table: layer, variant, ms, GFLOP/s and its share of the matrix-product
 rate on the same threads. The defaults in kernels/*.c are the shapes this chose on an AVX2 EPYC;
-compiled_kernels.TILES lists those each machine times and chooses from at first use.
+compiled_kernels.BUILD_VARIANTS lists those each machine times and chooses from at first use.
 """
 
 from __future__ import annotations

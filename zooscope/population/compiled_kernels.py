@@ -48,24 +48,31 @@ SOURCES = Path(__file__).with_name("kernels")
 # for (16 or 8 floats), and one 64-byte cache line of float32.
 INPUT_BLOCK = 16
 
-# The tile shapes each kernel is built with (its compile-time constants), the first its default.
-# Which runs fastest differs between CPUs more than their vector width says: on a Zen 4 EPYC
-# (AVX-512) 8 x 1 ran the first layers 1.6-1.8x as fast as 4 x 2, the shape an AVX2 EPYC had
-# chosen, and 8 (or 6) output channels by 1 column ran the later convolutions 1.3-1.5x as fast as
-# 3 x 4 (docs/benchmarks.md); on an Intel Xeon neither had been faster. Each kernel's shapes are
-# timed here once (kernel_tile); another than the default must take at most autotune.MARGIN of
-# its time.
-TILES: dict[str, tuple[Mapping[str, int], ...]] = {
+# The builds of each kernel (its compile-time constants: a tile shape, and for model_conv whether
+# 3x3 layers with a 2x2 pool take the Winograd path), the first its default. Which runs fastest
+# differs between CPUs more than their vector width says: on a Zen 4 EPYC (AVX-512) an 8 x 1 tile
+# ran the first layers 1.6-1.8x as fast as 4 x 2, the shape an AVX2 EPYC had chosen, 6 x 2 or
+# 8 x 1 ran the later convolutions 1.3-1.5x as fast as 3 x 4, and the Winograd path CNN3's 3x3
+# layers 1.5-1.7x as fast again (docs/benchmarks.md); on an Intel Xeon 8 x 1 had been no faster.
+# Each kernel's builds are timed here once (kernel_variant); another than the default must take
+# at most autotune.MARGIN of its time.
+BUILD_VARIANTS: dict[str, tuple[Mapping[str, int], ...]] = {
     "slab_max_product": ({"ROWS": 4, "COLS": 2}, {"ROWS": 8, "COLS": 1}),
-    "model_conv": ({"MAX_OB": 3, "MAX_JB": 4}, {"MAX_OB": 8, "MAX_JB": 1}, {"MAX_OB": 6, "MAX_JB": 2}),
+    "model_conv": (
+        {"MAX_OB": 3, "MAX_JB": 4},
+        {"MAX_OB": 8, "MAX_JB": 1},
+        {"MAX_OB": 6, "MAX_JB": 2},
+        {"MAX_OB": 8, "MAX_JB": 1, "WINOGRAD": 1},
+        {"MAX_OB": 6, "MAX_JB": 2, "WINOGRAD": 1},
+    ),
 }
 # What they are timed on, for 128 models: the first layer of CNN-s at 16 inputs (rows, taps,
 # slabs, width); the second convolutions of CNN-s at 128 inputs and of CNN3 at 16 (channels, size,
 # outs, kernel, pool, inputs), which take about as long as each other. The ranking held for the
 # other layers of cnn_digits, CNN-s and CNN3.
-SLAB_TILE_PROBLEM = (128 * 8, 26, 4, 144 * 16)
-MODEL_CONV_TILE_PROBLEMS = ((8, 12, 6, 5, 2, 128), (16, 15, 32, 3, 2, 16))
-TILE_MODELS = 128
+SLAB_TIMING_PROBLEM = (128 * 8, 26, 4, 144 * 16)
+MODEL_CONV_TIMING_PROBLEMS = ((8, 12, 6, 5, 2, 128), (16, 15, 32, 3, 2, 16))
+TIMING_MODELS = 128
 
 KernelMode = Literal["torch", "compiled", "auto"]
 _MODES: dict[str, KernelMode] = {"0": "torch", "1": "compiled", "auto": "auto", "": "auto"}
@@ -202,45 +209,45 @@ def model_conv_kernel() -> ModelConv | None:
 
 
 def built_library(name: str) -> Path | None:
-    """Where the kernel's shared library is, as it runs here (in its tile shape, kernel_tile), or
-    None when it cannot be had here (logged once). Its file name is its build's identity
-    (source, compiler, flags, tile, CPU): the autotune keys on it."""
+    """Where the kernel's shared library is, as it runs here (the build kernel_variant chose), or
+    None when it cannot be had here (logged once). Its file name is its build's identity (source,
+    compiler, flags, variant, CPU): the autotune keys on it."""
     if kernel_mode() == "torch":
         return None
-    tile = kernel_tile(name)
-    return None if tile is None else _built(name, _defines(tile))
+    variant = kernel_variant(name)
+    return None if variant is None else _built(name, _defines(variant))
 
 
 def forget_kernels() -> None:
     """Look for the kernels afresh on the next call (after the compiler or cache changed: tests)."""
-    for cached in (_built, _library, kernel_tile, _slab_max_product, _model_conv):
+    for cached in (_built, _library, kernel_variant, _slab_max_product, _model_conv):
         cached.cache_clear()
 
 
 @lru_cache(maxsize=4)
-def kernel_tile(name: str) -> Mapping[str, int] | None:
-    """The tile shape kernel `name` runs with here (one of TILES[name]): the default unless another
-    measured faster on this machine, a decision kept on disk with the autotune's; None when the
-    default cannot be built."""
+def kernel_variant(name: str) -> Mapping[str, int] | None:
+    """The build of kernel `name` that runs here (one of BUILD_VARIANTS[name]): the default unless
+    another measured faster on this machine, a decision kept on disk with the autotune's; None
+    when the default cannot be built."""
     built = {}
-    for tile in TILES[name]:
-        path = _built(name, _defines(tile))
+    for variant in BUILD_VARIANTS[name]:
+        path = _built(name, _defines(variant))
         if path is not None:
-            built[_tile_label(tile)] = (tile, path)
-    default = _tile_label(TILES[name][0])
+            built[_variant_label(variant)] = (variant, path)
+    default = _variant_label(BUILD_VARIANTS[name][0])
     if default not in built:
         return None
     if len(built) == 1:
-        return TILES[name][0]
+        return BUILD_VARIANTS[name][0]
     identity = {
-        "kernel": f"{name} tile",
+        "kernel": f"{name} build",
         "kernels": tuple(path.name for _, path in built.values()),
         "threads": torch.get_num_threads(),
     }
 
     def runner(labels: frozenset[str]) -> Callable[[], object]:
         (label,) = labels
-        return _TILE_PROBLEMS[name](ctypes.CDLL(str(built[label][1])))
+        return _TIMING_PROBLEMS[name](ctypes.CDLL(str(built[label][1])))
 
     try:
         choice = autotune.choose(
@@ -248,29 +255,29 @@ def kernel_tile(name: str) -> Mapping[str, int] | None:
             {label: frozenset({label}) for label in built},
             runner,
             reference=default,
-            models=TILE_MODELS,
+            models=TIMING_MODELS,
             inputs=0,
         )
     except OSError as error:  # a build that does not load: the default, which _library checks
-        log.warning("compiled kernel %s: tile shapes not timed: %s", name, error)
-        return TILES[name][0]
+        log.warning("compiled kernel %s: its builds not timed: %s", name, error)
+        return BUILD_VARIANTS[name][0]
     return built[choice.chosen][0]
 
 
-def _slab_tile_problem(library: ctypes.CDLL) -> Callable[[], object]:
-    kernel, (rows, taps, slabs, width) = SlabMaxProduct(library), SLAB_TILE_PROBLEM
+def _slab_timing_problem(library: ctypes.CDLL) -> Callable[[], object]:
+    kernel, (rows, taps, slabs, width) = SlabMaxProduct(library), SLAB_TIMING_PROBLEM
     weight, columns, out = torch.randn(rows, taps), torch.randn(taps, slabs, width), torch.empty(rows, width)
     return lambda: kernel(weight, columns, out)
 
 
-def _model_conv_tile_problem(library: ctypes.CDLL) -> Callable[[], object]:
+def _model_conv_timing_problem(library: ctypes.CDLL) -> Callable[[], object]:
     kernel, runs = ModelConv(library), []
-    for channels, size, outs, kernel_size, pool, inputs in MODEL_CONV_TILE_PROBLEMS:
-        x = torch.randn(TILE_MODELS, channels, size, size, inputs)
-        weight = torch.randn(TILE_MODELS, outs, channels, kernel_size, kernel_size)
+    for channels, size, outs, kernel_size, pool, inputs in MODEL_CONV_TIMING_PROBLEMS:
+        x = torch.randn(TIMING_MODELS, channels, size, size, inputs)
+        weight = torch.randn(TIMING_MODELS, outs, channels, kernel_size, kernel_size)
         pooled = (size - kernel_size + 1) // pool
-        out = torch.empty(TILE_MODELS, outs, pooled, pooled, inputs)
-        runs.append((x, weight, torch.randn(TILE_MODELS, outs), out, pool))
+        out = torch.empty(TIMING_MODELS, outs, pooled, pooled, inputs)
+        runs.append((x, weight, torch.randn(TIMING_MODELS, outs), out, pool))
 
     def run() -> None:
         for x, weight, bias, out, pool in runs:
@@ -279,15 +286,15 @@ def _model_conv_tile_problem(library: ctypes.CDLL) -> Callable[[], object]:
     return run
 
 
-_TILE_PROBLEMS = {"slab_max_product": _slab_tile_problem, "model_conv": _model_conv_tile_problem}
+_TIMING_PROBLEMS = {"slab_max_product": _slab_timing_problem, "model_conv": _model_conv_timing_problem}
 
 
-def _tile_label(tile: Mapping[str, int]) -> str:
-    return " ".join(f"{key}={value}" for key, value in tile.items())
+def _variant_label(variant: Mapping[str, int]) -> str:
+    return " ".join(f"{key}={value}" for key, value in variant.items())
 
 
-def _defines(tile: Mapping[str, int]) -> tuple[tuple[str, int], ...]:
-    return tuple(tile.items())
+def _defines(variant: Mapping[str, int]) -> tuple[tuple[str, int], ...]:
+    return tuple(variant.items())
 
 
 @lru_cache(maxsize=1)
@@ -303,8 +310,8 @@ def _model_conv() -> ModelConv | None:
 
 
 def _tuned_library(name: str) -> ctypes.CDLL | None:
-    tile = kernel_tile(name)
-    return None if tile is None else _library(name, _defines(tile))
+    variant = kernel_variant(name)
+    return None if variant is None else _library(name, _defines(variant))
 
 
 @lru_cache(maxsize=8)
@@ -331,7 +338,7 @@ def _library(name: str, defines: tuple[tuple[str, int], ...] = ()) -> ctypes.CDL
 def build(name: str, lanes: int | None = None, defines: Mapping[str, int] | None = None) -> Path:
     """kernels/<name>.c as a shared library in the cache, compiled unless already there, for
     vectors of `lanes` floats (default: this CPU's, native_lanes()); `defines` override the
-    kernel's compile-time constants (its tile shape: benchmarks/probe_kernels.py).
+    kernel's compile-time constants (its tile shape, BUILD_VARIANTS: benchmarks/probe_kernels.py).
 
     The cache key covers the source and the headers beside it, the compiler, the flags and the
     CPU: -march=native code from another machine sharing the folder could use instructions this

@@ -34,15 +34,15 @@ def built_kernels(tmp_path_factory: pytest.TempPathFactory) -> Path:
         for name in KERNELS:
             compiled_kernels.build(name)
         _fresh_state()
-        for name in KERNELS:  # their tile shapes built and timed, the decisions kept here
-            assert compiled_kernels.kernel_tile(name) is not None
+        for name in KERNELS:  # their builds made and timed, the decisions kept here
+            assert compiled_kernels.kernel_variant(name) is not None
         _fresh_state()
     return folder
 
 
 def _path_decisions() -> list[Path]:
     """The stored decisions about which convolutions run compiled (beside them: the first-layer
-    kernels' tile shapes, kernel_tile)."""
+    kernels' builds, kernel_variant)."""
     files = Path(cache_folder()).glob("autotune-*.json")
     return [path for path in files if "architecture" in json.loads(path.read_text()).get("identity", {})]
 
@@ -269,16 +269,17 @@ def test_the_forced_modes_time_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     assert compiled_kernels.model_conv_kernel() is None
 
 
-def _forget_tile_decisions() -> None:
+def _forget_variant_decisions() -> None:
     for path in Path(cache_folder()).glob("autotune-*.json"):
-        if json.loads(path.read_text())["identity"].get("kernel", "").endswith(" tile"):
+        if json.loads(path.read_text())["identity"].get("kernel", "").endswith(" build"):
             path.unlink()
     _fresh_state()
 
 
-def _tile_labels(name: str) -> list[str]:
+def _variant_labels(name: str) -> list[str]:
     return [
-        " ".join(f"{key}={value}" for key, value in tile.items()) for tile in compiled_kernels.TILES[name]
+        " ".join(f"{key}={value}" for key, value in variant.items())
+        for variant in compiled_kernels.BUILD_VARIANTS[name]
     ]
 
 
@@ -286,17 +287,17 @@ def _tile_labels(name: str) -> list[str]:
 @pytest.mark.usefixtures("kernel_cache")
 @pytest.mark.parametrize("name", KERNELS)
 @pytest.mark.parametrize("ratio, chosen", [(0.95, 0), (0.85, 1)])
-def test_a_kernel_takes_another_tile_shape_only_where_it_measured_faster(
+def test_a_kernel_takes_another_build_only_where_it_measured_faster(
     monkeypatch: pytest.MonkeyPatch, name: str, ratio: float, chosen: int
 ) -> None:
-    _forget_tile_decisions()
-    labels = _tile_labels(name)
+    _forget_variant_decisions()
+    labels = _variant_labels(name)
     asked = _inject_timings(monkeypatch, lambda label: ratio if label == labels[1] else 1.0)
-    tile = compiled_kernels.TILES[name][chosen]
-    assert compiled_kernels.kernel_tile(name) == tile
-    assert labels in asked, "each tile shape timed"
-    # the forward's kernel, and the path decision's identity, are that tile's build
-    assert compiled_kernels.built_library(name) == compiled_kernels.build(name, defines=tile)
+    variant = compiled_kernels.BUILD_VARIANTS[name][chosen]
+    assert compiled_kernels.kernel_variant(name) == variant
+    assert labels in asked, "each build timed"
+    # the forward's kernel, and the path decision's identity, are that build
+    assert compiled_kernels.built_library(name) == compiled_kernels.build(name, defines=variant)
     state_dicts, params, x = _case()
     monkeypatch.setenv(compiled_kernels.ENABLE_ENV, "1")
     with torch.inference_mode():
@@ -304,23 +305,23 @@ def test_a_kernel_takes_another_tile_shape_only_where_it_measured_faster(
 
     _fresh_state()  # a later process reads the decision
     _refuse_timing(monkeypatch)
-    assert compiled_kernels.kernel_tile(name) == tile
+    assert compiled_kernels.kernel_variant(name) == variant
 
 
 @needs_compiler
 @pytest.mark.usefixtures("kernel_cache")
-def test_tile_shapes_that_do_not_build_leave_the_defaults_untimed(
+def test_variants_that_do_not_build_leave_the_defaults_untimed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _forget_tile_decisions()
+    _forget_variant_decisions()
     for path in Path(cache_folder()).glob("*.so"):
         path.unlink()  # built afresh, by a compiler that fails on every shape but the defaults
     refused = {
         f"-D{key}={value}"
-        for tiles in compiled_kernels.TILES.values()
-        for tile in tiles[1:]
-        for key, value in tile.items()
-        if tiles[0][key] != value
+        for variants in compiled_kernels.BUILD_VARIANTS.values()
+        for variant in variants[1:]
+        for key, value in variant.items()
+        if variants[0].get(key) != value
     }
     picky = tmp_path / "picky-cc"
     tests = " ".join(f'[ "$a" = "{flag}" ] && exit 1;' for flag in sorted(refused))
@@ -329,7 +330,7 @@ def test_tile_shapes_that_do_not_build_leave_the_defaults_untimed(
     monkeypatch.setenv(compiled_kernels.COMPILER_ENV, str(picky))
     _refuse_timing(monkeypatch)
     for name in KERNELS:
-        assert compiled_kernels.kernel_tile(name) == compiled_kernels.TILES[name][0]
+        assert compiled_kernels.kernel_variant(name) == compiled_kernels.BUILD_VARIANTS[name][0]
     assert compiled_kernels.slab_max_product_kernel() is not None
     assert compiled_kernels.model_conv_kernel() is not None
 

@@ -26,18 +26,22 @@ needs_compiler = pytest.mark.skipif(shutil.which("cc") is None, reason="no C com
 WIDTHS = pytest.mark.parametrize("lanes", [16, 8], ids=lambda lanes: f"{lanes}-lanes")
 
 
-# every tile shape each kernel may be built with here (compiled_kernels.kernel_tile)
-def _tiles(name: str) -> pytest.MarkDecorator:
-    shapes = [tuple(tile.items()) for tile in compiled_kernels.TILES[name]]
-    return pytest.mark.parametrize("tile", shapes, ids=lambda tile: "x".join(str(value) for _, value in tile))
+# every build of each kernel that may run here (compiled_kernels.kernel_variant)
+def _variants(name: str) -> pytest.MarkDecorator:
+    variants = [tuple(variant.items()) for variant in compiled_kernels.BUILD_VARIANTS[name]]
+    return pytest.mark.parametrize(
+        "variant", variants, ids=lambda variant: "-".join(f"{key}{value}" for key, value in variant)
+    )
 
 
-SLAB_TILES, MODEL_CONV_TILES = _tiles("slab_max_product"), _tiles("model_conv")
+SLAB_VARIANTS, MODEL_CONV_VARIANTS = _variants("slab_max_product"), _variants("model_conv")
 
 
 @cache
-def _kernel_at(name: str, lanes: int, tile: tuple[tuple[str, int], ...] = ()) -> SlabMaxProduct | ModelConv:
-    library = ctypes.CDLL(str(compiled_kernels.build(name, lanes, dict(tile))))
+def _kernel_at(
+    name: str, lanes: int, variant: tuple[tuple[str, int], ...] = ()
+) -> SlabMaxProduct | ModelConv:
+    library = ctypes.CDLL(str(compiled_kernels.build(name, lanes, dict(variant))))
     return SlabMaxProduct(library) if name == "slab_max_product" else ModelConv(library)
 
 
@@ -75,11 +79,17 @@ def _reference(weight: torch.Tensor, columns: torch.Tensor, floor: float) -> tor
 )
 @pytest.mark.parametrize("floor", [float("-inf"), 0.0])
 @WIDTHS
-@SLAB_TILES
+@SLAB_VARIANTS
 def test_kernel_matches_product_then_max(
-    rows: int, taps: int, slabs: int, width: int, floor: float, lanes: int, tile: tuple[tuple[str, int], ...]
+    rows: int,
+    taps: int,
+    slabs: int,
+    width: int,
+    floor: float,
+    lanes: int,
+    variant: tuple[tuple[str, int], ...],
 ) -> None:
-    kernel = _kernel_at("slab_max_product", lanes, tile)
+    kernel = _kernel_at("slab_max_product", lanes, variant)
     assert isinstance(kernel, SlabMaxProduct)
     generator = torch.Generator().manual_seed(rows + width)
     weight = torch.randn(rows, taps, generator=generator)
@@ -91,9 +101,9 @@ def test_kernel_matches_product_then_max(
 
 @needs_compiler
 @WIDTHS
-@SLAB_TILES
-def test_kernel_propagates_nan_like_torch(lanes: int, tile: tuple[tuple[str, int], ...]) -> None:
-    kernel = _kernel_at("slab_max_product", lanes, tile)
+@SLAB_VARIANTS
+def test_kernel_propagates_nan_like_torch(lanes: int, variant: tuple[tuple[str, int], ...]) -> None:
+    kernel = _kernel_at("slab_max_product", lanes, variant)
     assert isinstance(kernel, SlabMaxProduct)
     generator = torch.Generator().manual_seed(3)
     weight = torch.randn(24, 10, generator=generator)
@@ -249,7 +259,7 @@ def _grouped_reference(
 )
 @pytest.mark.parametrize("relu", [False, True])
 @WIDTHS
-@MODEL_CONV_TILES
+@MODEL_CONV_VARIANTS
 def test_model_conv_matches_grouped_convolution(
     models: int,
     channels: int,
@@ -263,9 +273,9 @@ def test_model_conv_matches_grouped_convolution(
     with_bias: bool,
     relu: bool,
     lanes: int,
-    tile: tuple[tuple[str, int], ...],
+    variant: tuple[tuple[str, int], ...],
 ) -> None:
-    conv = _kernel_at("model_conv", lanes, tile)
+    conv = _kernel_at("model_conv", lanes, variant)
     assert isinstance(conv, ModelConv)
     generator = torch.Generator().manual_seed(models * size + n)
     x = torch.randn(models, channels, size, size, n, generator=generator)
@@ -280,11 +290,11 @@ def test_model_conv_matches_grouped_convolution(
 
 @needs_compiler
 @WIDTHS
-@MODEL_CONV_TILES
+@MODEL_CONV_VARIANTS
 def test_model_conv_propagates_nan_and_checks_its_arguments(
-    lanes: int, tile: tuple[tuple[str, int], ...]
+    lanes: int, variant: tuple[tuple[str, int], ...]
 ) -> None:
-    conv = _kernel_at("model_conv", lanes, tile)
+    conv = _kernel_at("model_conv", lanes, variant)
     assert isinstance(conv, ModelConv)
     generator = torch.Generator().manual_seed(8)
     x = torch.randn(3, 2, 6, 6, 16, generator=generator)

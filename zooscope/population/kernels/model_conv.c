@@ -24,8 +24,9 @@
 
 /* tile bounds: best and acc take 2 * MAX_OB * MAX_JB vector registers (24 of AVX-512's 32; with
    8-float vectors on AVX2's 16 registers best spills, which measured no slower than smaller tiles).
-   The program builds this file in each shape of compiled_kernels.TILES and keeps the fastest here
-   (compiled_kernels.kernel_tile): on a Zen 4 EPYC 8 x 1 and 6 x 2 ran 1.3-1.5x as fast as 3 x 4. */
+   The program builds this file in each of compiled_kernels.BUILD_VARIANTS and keeps the fastest
+   here (compiled_kernels.kernel_variant): on a Zen 4 EPYC 8 x 1 and 6 x 2 ran 1.3-1.5x as fast as
+   3 x 4, and the Winograd path below CNN3's 3x3 layers 1.5-1.7x as fast again. */
 #ifndef MAX_OB
 #define MAX_OB 3
 #endif
@@ -94,9 +95,168 @@ static int block_size(long total, long most) {
     return (int)((total + blocks - 1) / blocks);
 }
 
+/* ---- Winograd F(2x2, 3x3) for a 3x3 convolution (stride 1, no dilation) with a 2x2 max-pool:
+   each 2x2 block of outputs, which is exactly one pool window, is A^T [(G g G^T) . (B^T d B)] A
+   over the 4x4 input patch d under it: 16 multiplies per input and output channel where the
+   direct sum takes 36. Built in only with WINOGRAD=1 (a build of compiled_kernels.BUILD_VARIANTS),
+   used only for such layers. NaN propagates as in the direct sum (a NaN input reaches all four
+   outputs of its window, which the pool joins anyway); an infinite input can give NaN where the
+   direct sum gives an infinity (inf - inf in the transform). */
+#ifndef WINOGRAD
+#define WINOGRAD 0
+#endif
+#if WINOGRAD
+#include <stdlib.h>
+
+/* u = G g G^T for a 3x3 filter g (row-major), G = [[1,0,0],[1/2,1/2,1/2],[1/2,-1/2,1/2],[0,0,1]] */
+static void filter_transform(const float *g, float u[16]) {
+    float t[4][3];
+    for (int j = 0; j < 3; j++) {
+        t[0][j] = g[j];
+        t[1][j] = 0.5f * (g[j] + g[3 + j] + g[6 + j]);
+        t[2][j] = 0.5f * (g[j] - g[3 + j] + g[6 + j]);
+        t[3][j] = g[6 + j];
+    }
+    for (int i = 0; i < 4; i++) {
+        u[i * 4 + 0] = t[i][0];
+        u[i * 4 + 1] = 0.5f * (t[i][0] + t[i][1] + t[i][2]);
+        u[i * 4 + 2] = 0.5f * (t[i][0] - t[i][1] + t[i][2]);
+        u[i * 4 + 3] = t[i][2];
+    }
+}
+
+/* V = B^T d B for the 4x4 patch at (i0, j0) of one channel, LANES inputs from v;
+   B^T = [[1,0,-1,0],[0,1,1,0],[0,-1,1,0],[0,1,0,-1]] */
+static inline __attribute__((always_inline)) void input_transform(const float *channel, long width, long n,
+                                                                   long i0, long j0, long v, vec out[16]) {
+    vec d[4][4], t[4][4];
+    for (int i = 0; i < 4; i++)
+        for (int j = 0; j < 4; j++) d[i][j] = load(channel + ((i0 + i) * width + j0 + j) * n + v);
+    for (int j = 0; j < 4; j++) {
+        t[0][j] = d[0][j] - d[2][j];
+        t[1][j] = d[1][j] + d[2][j];
+        t[2][j] = d[2][j] - d[1][j];
+        t[3][j] = d[1][j] - d[3][j];
+    }
+    for (int i = 0; i < 4; i++) {
+        out[i * 4 + 0] = t[i][0] - t[i][2];
+        out[i * 4 + 1] = t[i][1] + t[i][2];
+        out[i * 4 + 2] = t[i][2] - t[i][1];
+        out[i * 4 + 3] = t[i][1] - t[i][3];
+    }
+}
+
+/* max(floor, the four outputs A^T m A + bias), A^T = [[1,1,1,0],[0,1,-1,-1]] */
+static inline vec pooled_output(const vec m[16], vec bias, vec floor) {
+    vec s[2][4];
+    for (int j = 0; j < 4; j++) {
+        s[0][j] = m[j] + m[4 + j] + m[8 + j];
+        s[1][j] = m[4 + j] - m[8 + j] - m[12 + j];
+    }
+    vec best = floor;
+    for (int i = 0; i < 2; i++) {
+        best = nan_max(best, s[i][0] + s[i][1] + s[i][2] + bias);
+        best = nan_max(best, s[i][1] - s[i][2] - s[i][3] + bias);
+    }
+    return best;
+}
+
+/* m[o][j][p] = sum over c of u[p][c][o0 + o] * x[c][pj0 + j][p], for the OB x JB block; u is one
+   model's [16][channels][outs], x the row's transformed inputs [channels][tiles][16] */
+static inline __attribute__((always_inline)) void winograd_block(const float *u, const vec *x, vec *m, long channels,
+                                                                  long outs, long tiles, long o0, long pj0,
+                                                                  const int OB, const int JB) {
+    for (int p = 0; p < 16; p++) {
+        vec acc[MAX_OB][MAX_JB];
+        for (int o = 0; o < OB; o++)
+            for (int j = 0; j < JB; j++) acc[o][j] = (vec){};
+        for (long c = 0; c < channels; c++) {
+            const float *w = u + (p * channels + c) * outs + o0;
+            vec xs[MAX_JB];
+            for (int j = 0; j < JB; j++) xs[j] = x[(c * tiles + pj0 + j) * 16 + p];
+            for (int o = 0; o < OB; o++)
+                for (int j = 0; j < JB; j++) acc[o][j] += w[o] * xs[j];
+        }
+        for (int o = 0; o < OB; o++)
+            for (int j = 0; j < JB; j++) m[(o * tiles + pj0 + j) * 16 + p] = acc[o][j];
+    }
+}
+
+#define WINO_CASE(OB, JB) \
+    case (OB) * 8 + (JB): winograd_block(u, x, m, channels, outs, tiles, o0, pj0, OB, JB); break;
+#define WINO_ROW(OB) WINO_CASE(OB, 1) WINO_CASE(OB, 2) WINO_CASE(OB, 3) WINO_CASE(OB, 4)
+
+static void any_winograd_block(const float *u, const vec *x, vec *m, long channels, long outs, long tiles,
+                               long o0, long pj0, int ob, int jb) {
+    switch (ob * 8 + jb) {
+        WINO_ROW(1) WINO_ROW(2) WINO_ROW(3) WINO_ROW(4) WINO_ROW(5) WINO_ROW(6) WINO_ROW(7) WINO_ROW(8)
+    }
+}
+
+static void winograd_conv(const float *in, const float *weight, const float *bias, float *out, long models,
+                          long channels, long height, long width, long n, long outs, float floor, int ob, int jb) {
+    long out_h = (height - 2) / 2, out_w = (width - 2) / 2; /* pooled: the pool drops an odd border */
+    float *u = malloc(sizeof(float) * models * 16 * channels * outs); /* [K][16][C][O] */
+    if (u == NULL) abort();
+#pragma omp parallel for collapse(2) schedule(static)
+    for (long k = 0; k < models; k++)
+        for (long o = 0; o < outs; o++)
+            for (long c = 0; c < channels; c++) {
+                float t[16];
+                filter_transform(weight + ((k * outs + o) * channels + c) * 9, t);
+                for (int p = 0; p < 16; p++) u[((k * 16 + p) * channels + c) * outs + o] = t[p];
+            }
+    vec floor_v = broadcast(floor);
+#pragma omp parallel
+    {
+        /* this thread's transformed row of inputs [C][tiles][16] and products [OB][tiles][16] */
+        vec *x = aligned_alloc(sizeof(vec), sizeof(vec) * channels * out_w * 16);
+        vec *m = aligned_alloc(sizeof(vec), sizeof(vec) * ob * out_w * 16);
+        if (x == NULL || m == NULL) abort();
+#pragma omp for collapse(2) schedule(static)
+        for (long k = 0; k < models; k++)
+            for (long pi = 0; pi < out_h; pi++)
+                for (long v = 0; v < n; v += LANES) {
+                    const float *in_k = in + k * channels * height * width * n;
+                    const float *u_k = u + k * 16 * channels * outs;
+                    for (long c = 0; c < channels; c++)
+                        for (long pj = 0; pj < out_w; pj++)
+                            input_transform(in_k + c * height * width * n, width, n, 2 * pi, 2 * pj, v,
+                                            x + (c * out_w + pj) * 16);
+                    for (long o0 = 0; o0 < outs; o0 += ob) {
+                        int o_here = (int)(outs - o0 < ob ? outs - o0 : ob);
+                        for (long pj0 = 0; pj0 < out_w; pj0 += jb) {
+                            int j_here = (int)(out_w - pj0 < jb ? out_w - pj0 : jb);
+                            any_winograd_block(u_k, x, m, channels, outs, out_w, o0, pj0, o_here, j_here);
+                        }
+                        for (int o = 0; o < o_here; o++) {
+                            vec b = broadcast(bias ? bias[k * outs + o0 + o] : 0.0f);
+                            for (long pj = 0; pj < out_w; pj++) {
+                                vec best = pooled_output(m + (o * out_w + pj) * 16, b, floor_v);
+                                memcpy(out + (((k * outs + o0 + o) * out_h + pi) * out_w + pj) * n + v, &best,
+                                       sizeof(vec));
+                            }
+                        }
+                    }
+                }
+        free(x);
+        free(m);
+    }
+    free(u);
+}
+#endif
+
 void model_conv(const float *in, const float *weight, const float *bias, float *out, long models, long channels,
                 long height, long width, long n, long outs, long kh, long kw, long sh, long sw, long dh, long dw,
                 long pool, float floor) {
+#if WINOGRAD
+    if (kh == 3 && kw == 3 && sh == 1 && sw == 1 && dh == 1 && dw == 1 && pool == 2 && height >= 4 && width >= 4) {
+        long tiles = (width - 2) / 2;
+        winograd_conv(in, weight, bias, out, models, channels, height, width, n, outs, floor,
+                      block_size(outs, MAX_OB), block_size(tiles, MAX_JB));
+        return;
+    }
+#endif
     struct shape s = {channels, height, width, n, outs, kh, kw, sh, sw, dh, dw, pool,
                       ((height - dh * (kh - 1) - 1) / sh + 1) / pool, ((width - dw * (kw - 1) - 1) / sw + 1) / pool,
                       floor};

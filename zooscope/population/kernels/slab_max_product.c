@@ -24,8 +24,8 @@
    tiles took CNN-s's first layer from 27.8 to 32.9 GFLOP/s and cnn_digits' from 19.4 to 31.4. The
    shapes are chosen with benchmarks/probe_kernels.py (docs/benchmarks.md, "With column tiles");
    compiled_kernels.build can override them. The program builds ROWS x COLS in each shape of
-   compiled_kernels.TILES and keeps the fastest here (compiled_kernels.kernel_tile): on a Zen 4
-   EPYC 8 x 1 ran the first layers 1.6-1.8x as fast as the default 4 x 2. */
+   compiled_kernels.BUILD_VARIANTS and keeps the fastest here (compiled_kernels.kernel_variant):
+   on a Zen 4 EPYC 8 x 1 ran the first layers 1.6-1.8x as fast as the default 4 x 2. */
 #ifndef ROWS
 #define ROWS 4
 #endif
