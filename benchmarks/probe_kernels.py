@@ -50,7 +50,12 @@ MODEL_LAYERS = {
     "cnn3 conv3 32->15 3x3 on 6x6, pool 2": (32, 6, 15, 3, 2),
 }
 MODEL_SHAPES = [
-    {"MAX_OB": ob, "MAX_JB": jb} for ob, jb in ((3, 4), (3, 3), (2, 4), (2, 3), (3, 2), (2, 2), (8, 1), (6, 2), (4, 3))
+    *(
+        {"MAX_OB": ob, "MAX_JB": jb}
+        for ob, jb in ((3, 4), (3, 3), (2, 4), (2, 3), (3, 2), (2, 2), (8, 1), (6, 2), (4, 3))
+    ),
+    {"MAX_OB": 8, "MAX_JB": 1, "WINOGRAD": 1},  # 3x3 layers with a 2x2 pool: F(2x2, 3x3)
+    {"MAX_OB": 6, "MAX_JB": 2, "WINOGRAD": 1},
 ]
 
 
