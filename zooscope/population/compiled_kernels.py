@@ -25,6 +25,7 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -229,16 +230,19 @@ def kernel_variant(name: str) -> Mapping[str, int] | None:
     """The build of kernel `name` that runs here (one of BUILD_VARIANTS[name]): the default unless
     another measured faster on this machine, a decision kept on disk with the autotune's; None
     when the default cannot be built."""
-    built = {}
-    for variant in BUILD_VARIANTS[name]:
-        path = _built(name, _defines(variant))
-        if path is not None:
-            built[_variant_label(variant)] = (variant, path)
-    default = _variant_label(BUILD_VARIANTS[name][0])
+    variants = BUILD_VARIANTS[name]
+    # built side by side, one compiler process each: on a fresh machine the builds are part of
+    # the first forward's time
+    with ThreadPoolExecutor(max_workers=len(variants)) as pool:
+        paths = list(pool.map(lambda variant: _built(name, _defines(variant)), variants))
+    built = {
+        _variant_label(v): (v, path) for v, path in zip(variants, paths, strict=True) if path is not None
+    }
+    default = _variant_label(variants[0])
     if default not in built:
         return None
     if len(built) == 1:
-        return BUILD_VARIANTS[name][0]
+        return variants[0]
     identity = {
         "kernel": f"{name} build",
         "kernels": tuple(path.name for _, path in built.values()),
@@ -260,7 +264,7 @@ def kernel_variant(name: str) -> Mapping[str, int] | None:
         )
     except OSError as error:  # a build that does not load: the default, which _library checks
         log.warning("compiled kernel %s: its builds not timed: %s", name, error)
-        return BUILD_VARIANTS[name][0]
+        return variants[0]
     return built[choice.chosen][0]
 
 
