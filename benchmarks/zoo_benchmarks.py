@@ -32,6 +32,7 @@ from zooscope.machine import cpu_summary
 from zooscope.networks.architectures import Architecture, initialise
 from zooscope.networks.datasets import load_dataset
 from zooscope.networks.parameters import stack_state_dicts
+from zooscope.population import compiled_kernels
 from zooscope.population import forward as population
 from zooscope.population.forward import convolution_paths, population_forward
 from zooscope.zoo.grid import ZooConfig
@@ -301,6 +302,20 @@ def _print_row(cells: list[str] | tuple[str, ...]) -> None:
     print("| " + " | ".join(cells) + " |", flush=True)
 
 
+def kernel_builds() -> str:
+    """Each compiled kernel's build that runs here (compiled_kernels.kernel_variant), or "none"."""
+    if compiled_kernels.kernel_mode() == "torch":
+        return "none (ZOOSCOPE_COMPILED_KERNELS=0)"
+    chosen = []
+    for name in compiled_kernels.BUILD_VARIANTS:
+        variant = compiled_kernels.kernel_variant(name)
+        built = (
+            "not built" if variant is None else " ".join(f"{key}={value}" for key, value in variant.items())
+        )
+        chosen.append(f"{name} {built}")
+    return "; ".join(chosen)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip-build", action="store_true", help="skip the (minutes long) default zoo build")
@@ -328,7 +343,7 @@ def main() -> None:
         _print_row(["---"] * len(FORWARD_HEADER))
         for row in forward_rows(device):
             _print_row(row)
-        print()
+        print(f"\nCompiled kernels' builds on this machine: {kernel_builds()}\n")
     sections = {"roofline": roofline_rows, "training": training_rows}
     if args.only in ("chunks", "profile"):
         sections = {"chunks": chunk_rows, "profile": profile_rows}

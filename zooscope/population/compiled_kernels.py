@@ -235,10 +235,8 @@ def kernel_variant(name: str) -> Mapping[str, int] | None:
     # the first forward's time
     with ThreadPoolExecutor(max_workers=len(variants)) as pool:
         paths = list(pool.map(lambda variant: _built(name, _defines(variant)), variants))
-    built = {
-        _variant_label(v): (v, path) for v, path in zip(variants, paths, strict=True) if path is not None
-    }
-    default = _variant_label(variants[0])
+    built = {variant_label(v): (v, path) for v, path in zip(variants, paths, strict=True) if path is not None}
+    default = variant_label(variants[0])
     if default not in built:
         return None
     if len(built) == 1:
@@ -293,7 +291,8 @@ def _model_conv_timing_problem(library: ctypes.CDLL) -> Callable[[], object]:
 _TIMING_PROBLEMS = {"slab_max_product": _slab_timing_problem, "model_conv": _model_conv_timing_problem}
 
 
-def _variant_label(variant: Mapping[str, int]) -> str:
+def variant_label(variant: Mapping[str, int]) -> str:
+    """A build's name in decisions and benchmark tables: "MAX_OB=6 MAX_JB=2 WINOGRAD=1"."""
     return " ".join(f"{key}={value}" for key, value in variant.items())
 
 

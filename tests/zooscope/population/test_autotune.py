@@ -277,10 +277,7 @@ def _forget_variant_decisions() -> None:
 
 
 def _variant_labels(name: str) -> list[str]:
-    return [
-        " ".join(f"{key}={value}" for key, value in variant.items())
-        for variant in compiled_kernels.BUILD_VARIANTS[name]
-    ]
+    return [compiled_kernels.variant_label(variant) for variant in compiled_kernels.BUILD_VARIANTS[name]]
 
 
 @needs_compiler
