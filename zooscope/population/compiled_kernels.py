@@ -53,8 +53,8 @@ INPUT_BLOCK = 16
 # 3x3 layers with a 2x2 pool take the Winograd path), the first its default. Which runs fastest
 # differs between CPUs more than their vector width says: on a Zen 4 EPYC (AVX-512) an 8 x 1 tile
 # ran the first layers 1.6-1.8x as fast as 4 x 2, the shape an AVX2 EPYC had chosen, 6 x 2 or
-# 8 x 1 ran the later convolutions 1.3-1.5x as fast as 3 x 4, and the Winograd path CNN3's 3x3
-# layers 1.5-1.7x as fast again (docs/benchmarks.md); on an Intel Xeon 8 x 1 had been no faster.
+# 8 x 1 ran the later convolutions 1.3-1.7x as fast as 3 x 4, and the Winograd path CNN3's second
+# layer 1.7x as fast again (docs/benchmarks.md); on an Intel Xeon 8 x 1 had been no faster.
 # Each kernel's builds are timed here once (kernel_variant); another than the default must take
 # at most autotune.MARGIN of its time.
 BUILD_VARIANTS: dict[str, tuple[Mapping[str, int], ...]] = {

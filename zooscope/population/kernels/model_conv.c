@@ -25,8 +25,8 @@
 /* tile bounds: best and acc take 2 * MAX_OB * MAX_JB vector registers (24 of AVX-512's 32; with
    8-float vectors on AVX2's 16 registers best spills, which measured no slower than smaller tiles).
    The program builds this file in each of compiled_kernels.BUILD_VARIANTS and keeps the fastest
-   here (compiled_kernels.kernel_variant): on a Zen 4 EPYC 8 x 1 and 6 x 2 ran 1.3-1.5x as fast as
-   3 x 4, and the Winograd path below CNN3's 3x3 layers 1.5-1.7x as fast again. */
+   here (compiled_kernels.kernel_variant): on a Zen 4 EPYC 8 x 1 and 6 x 2 ran 1.3-1.7x as fast as
+   3 x 4, and the Winograd path below CNN3's second layer 1.7x as fast again. */
 #ifndef MAX_OB
 #define MAX_OB 3
 #endif
