@@ -309,10 +309,7 @@ def kernel_builds() -> str:
     chosen = []
     for name in compiled_kernels.BUILD_VARIANTS:
         variant = compiled_kernels.kernel_variant(name)
-        built = (
-            "not built" if variant is None else " ".join(f"{key}={value}" for key, value in variant.items())
-        )
-        chosen.append(f"{name} {built}")
+        chosen.append(f"{name} {'not built' if variant is None else compiled_kernels.variant_label(variant)}")
     return "; ".join(chosen)
 
 
