@@ -133,8 +133,24 @@ class ModelConv:
 
     def __init__(self, library: ctypes.CDLL) -> None:
         self._function = library.model_conv
-        self._function.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_long] * 13 + [ctypes.c_float]
+        self._function.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_long] * 13 + [ctypes.c_float]
         self._function.restype = None
+        self._filters = library.winograd_filters
+        self._filters.argtypes = [ctypes.c_void_p] * 2 + [ctypes.c_long] * 10
+        self._filters.restype = ctypes.c_int
+
+    def winograd_filters(
+        self, weight: torch.Tensor, stride: tuple[int, int], dilation: tuple[int, int], pool: int
+    ) -> torch.Tensor | None:
+        """The transformed filters [K, 16, C, O] this build's Winograd path multiplies by, for a
+        layer of weight [K, O, C, kh, kw] (float32, CPU, contiguous) with this stride, dilation
+        and pool; None where this build runs the layer directly. Made once per forward call and
+        given to each chunk's call, which would otherwise transform the filters itself."""
+        _check_tensors("winograd_filters", weight)
+        models, outs, channels, kh, kw = weight.shape
+        filters = torch.empty(models, 16, channels, outs)
+        shapes = (models, outs, channels, kh, kw, *stride, *dilation, pool)
+        return filters if self._filters(weight.data_ptr(), filters.data_ptr(), *shapes) else None
 
     def __call__(
         self,
@@ -147,20 +163,24 @@ class ModelConv:
         *,
         pool: int = 1,
         floor: float = float("-inf"),
+        filters: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """x [K, C, H, W, n], weight [K, O, C, kh, kw], bias [K, O] or None, out
         [K, O, Ho // pool, Wo // pool, n]: float32, CPU, contiguous (checked: the C code trusts the
         pointers it is given). `pool`: a max-pool with kernel = stride = pool after the
-        convolution (1: none); `floor` 0 adds a ReLU after it."""
+        convolution (1: none); `floor` 0 adds a ReLU after it. `filters`: winograd_filters of
+        `weight` for this stride, dilation and pool, or None."""
         models, channels, height, width, n = x.shape
         outs, kh, kw = weight.shape[1], weight.shape[3], weight.shape[4]
         out_h = ((height - dilation[0] * (kh - 1) - 1) // stride[0] + 1) // pool
         out_w = ((width - dilation[1] * (kw - 1) - 1) // stride[1] + 1) // pool
-        _check_tensors("model_conv", x, weight, out, *([] if bias is None else [bias]))
+        given = [t for t in (bias, filters) if t is not None]
+        _check_tensors("model_conv", x, weight, out, *given)
         if (
             n % INPUT_BLOCK
             or weight.shape[:3] != (models, outs, channels)
             or (bias is not None and bias.shape != (models, outs))
+            or (filters is not None and filters.shape != (models, 16, channels, outs))
             or out.shape != (models, outs, out_h, out_w, n)
         ):
             shapes = ", ".join(str(tuple(t.shape)) for t in (x, weight, out))
@@ -171,6 +191,7 @@ class ModelConv:
             self._function(
                 x.data_ptr(),
                 weight.data_ptr(),
+                None if filters is None else filters.data_ptr(),
                 None if bias is None else bias.data_ptr(),
                 out.data_ptr(),
                 models,

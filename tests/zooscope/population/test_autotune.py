@@ -95,6 +95,20 @@ def _refuse_timing(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(autotune, "time_candidates", refuse)
 
 
+class _Counted:
+    """A kernel whose calls are recorded by name; its other attributes are the kernel's."""
+
+    def __init__(self, kernel: object, name: str, calls: list[str]) -> None:
+        self._kernel, self._name, self._calls = kernel, name, calls
+
+    def __call__(self, *args, **kwargs):
+        self._calls.append(self._name)
+        return self._kernel(*args, **kwargs)
+
+    def __getattr__(self, attribute: str):
+        return getattr(self._kernel, attribute)
+
+
 def _count_kernel_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The kernels the program looks up, wrapped to record each call by name."""
     calls: list[str] = []
@@ -103,14 +117,7 @@ def _count_kernel_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
         def counted(found=found, name=name):
             kernel = found()
-            if kernel is None:
-                return None
-
-            def call(*args, **kwargs):
-                calls.append(name)
-                return kernel(*args, **kwargs)
-
-            return call
+            return None if kernel is None else _Counted(kernel, name, calls)
 
         monkeypatch.setattr(population_convolution, name, counted)
     return calls

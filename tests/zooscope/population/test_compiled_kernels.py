@@ -313,6 +313,29 @@ def test_model_conv_propagates_nan_and_checks_its_arguments(
 
 
 @needs_compiler
+@WIDTHS
+@MODEL_CONV_VARIANTS
+def test_model_conv_takes_its_winograd_filters_made_once(
+    lanes: int, variant: tuple[tuple[str, int], ...]
+) -> None:
+    conv = _kernel_at("model_conv", lanes, variant)
+    assert isinstance(conv, ModelConv)
+    generator = torch.Generator().manual_seed(9)
+    x = torch.randn(5, 16, 15, 15, 32, generator=generator)
+    weight, bias = torch.randn(5, 32, 16, 3, 3, generator=generator), torch.randn(5, 32, generator=generator)
+    filters = conv.winograd_filters(weight, (1, 1), (1, 1), 2)
+    winograd_build = dict(variant).get("WINOGRAD", 0) == 1
+    assert (filters is not None) == winograd_build
+    assert conv.winograd_filters(weight, (1, 1), (1, 1), 1) is None, "only a layer with a 2x2 pool"
+    assert conv.winograd_filters(weight, (2, 2), (1, 1), 2) is None, "only stride 1"
+    own, given = torch.empty(5, 32, 6, 6, 32), torch.full((5, 32, 6, 6, 32), 123.0)
+    conv(x, weight, bias, own, (1, 1), (1, 1), pool=2, floor=0.0)
+    conv(x, weight, bias, given, (1, 1), (1, 1), pool=2, floor=0.0, filters=filters)
+    assert torch.equal(own, given)
+    torch.testing.assert_close(own, _grouped_reference(x, weight, bias, 1, 1, 2, True), atol=1e-4, rtol=1e-5)
+
+
+@needs_compiler
 @pytest.mark.parametrize(
     "arch",
     [
@@ -333,6 +356,7 @@ def test_inference_runs_later_convolutions_in_the_compiled_kernel(
         calls.append(kwargs.get("pool", 1))
         return conv(*args, **kwargs)
 
+    counted.winograd_filters = conv.winograd_filters  # type: ignore[attr-defined]
     monkeypatch.setattr(population_convolution, "model_conv_kernel", lambda: counted)
     generator = torch.Generator().manual_seed(12)
     state_dicts = []

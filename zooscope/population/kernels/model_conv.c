@@ -7,6 +7,7 @@
 
    in     [K, C, H, W, n]    each model's activation, inputs innermost
    weight [K, O, C, kh, kw]  bias [K, O], or NULL
+   filters  the Winograd path's transformed weight (winograd_filters), or NULL
    out    [K, O, Ho/pool, Wo/pool, n]  n a multiple of LANES (the program pads its inputs to 16);
           pool 1 is the plain convolution, floor -INFINITY no ReLU, 0 a ReLU
 
@@ -78,8 +79,12 @@ static inline __attribute__((always_inline)) void tile(const float *in, const fl
             memcpy(out + (((o0 + o) * s->out_h + pi) * s->out_w + pj0 + j) * s->n + v, &best[o][j], sizeof(vec));
 }
 
-#define TILE_CASE(OB, JB) \
-    case (OB) * 8 + (JB): tile(in, weight, bias, out, s, o0, pi, pj0, v, OB, JB); break;
+/* Cases only for blocks that fit the tile bounds (ob <= MAX_OB, jb <= MAX_JB at run time): the
+   others would index past best and acc, and the compiler warns of that even in dead code. */
+#define TILE_CASE(OB, JB)                                                                  \
+    case (OB) * 8 + (JB):                                                                  \
+        if ((OB) <= MAX_OB && (JB) <= MAX_JB) tile(in, weight, bias, out, s, o0, pi, pj0, v, OB, JB); \
+        break;
 #define TILE_ROW(OB) TILE_CASE(OB, 1) TILE_CASE(OB, 2) TILE_CASE(OB, 3) TILE_CASE(OB, 4)
 
 static void any_tile(const float *in, const float *weight, const float *bias, float *out, const struct shape *s,
@@ -182,8 +187,10 @@ static inline __attribute__((always_inline)) void winograd_block(const float *u,
     }
 }
 
-#define WINO_CASE(OB, JB) \
-    case (OB) * 8 + (JB): winograd_block(u, x, m, channels, outs, tiles, o0, pj0, OB, JB); break;
+#define WINO_CASE(OB, JB)                                                                       \
+    case (OB) * 8 + (JB):                                                                       \
+        if ((OB) <= MAX_OB && (JB) <= MAX_JB) winograd_block(u, x, m, channels, outs, tiles, o0, pj0, OB, JB); \
+        break;
 #define WINO_ROW(OB) WINO_CASE(OB, 1) WINO_CASE(OB, 2) WINO_CASE(OB, 3) WINO_CASE(OB, 4)
 
 static void any_winograd_block(const float *u, const vec *x, vec *m, long channels, long outs, long tiles,
@@ -193,11 +200,8 @@ static void any_winograd_block(const float *u, const vec *x, vec *m, long channe
     }
 }
 
-static void winograd_conv(const float *in, const float *weight, const float *bias, float *out, long models,
-                          long channels, long height, long width, long n, long outs, float floor, int ob, int jb) {
-    long out_h = (height - 2) / 2, out_w = (width - 2) / 2; /* pooled: the pool drops an odd border */
-    float *u = malloc(sizeof(float) * models * 16 * channels * outs); /* [K][16][C][O] */
-    if (u == NULL) abort();
+/* u [K][16][C][O] = G g G^T of every filter g of weight [K][O][C][3][3] */
+static void transform_filters(const float *weight, float *u, long models, long outs, long channels) {
 #pragma omp parallel for collapse(2) schedule(static)
     for (long k = 0; k < models; k++)
         for (long o = 0; o < outs; o++)
@@ -206,6 +210,21 @@ static void winograd_conv(const float *in, const float *weight, const float *bia
                 filter_transform(weight + ((k * outs + o) * channels + c) * 9, t);
                 for (int p = 0; p < 16; p++) u[((k * 16 + p) * channels + c) * outs + o] = t[p];
             }
+}
+
+/* `filters`: the transformed filters (winograd_filters), or NULL to transform them here */
+static void winograd_conv(const float *in, const float *weight, const float *filters, const float *bias, float *out,
+                          long models, long channels, long height, long width, long n, long outs, float floor, int ob,
+                          int jb) {
+    long out_h = (height - 2) / 2, out_w = (width - 2) / 2; /* pooled: the pool drops an odd border */
+    if (out_h <= 0 || out_w <= 0) return;                  /* a 3x3 map pools to nothing */
+    float *own = NULL;
+    if (filters == NULL) {
+        own = malloc(sizeof(float) * models * 16 * channels * outs);
+        if (own == NULL) abort();
+        transform_filters(weight, own, models, outs, channels);
+    }
+    const float *u = filters ? filters : own;
     vec floor_v = broadcast(floor);
 #pragma omp parallel
     {
@@ -242,21 +261,42 @@ static void winograd_conv(const float *in, const float *weight, const float *bia
         free(x);
         free(m);
     }
-    free(u);
+    free(own);
 }
 #endif
 
-void model_conv(const float *in, const float *weight, const float *bias, float *out, long models, long channels,
-                long height, long width, long n, long outs, long kh, long kw, long sh, long sw, long dh, long dw,
-                long pool, float floor) {
+/* Whether model_conv takes the Winograd path for a layer of these shapes. */
+static int winograd_applies(long kh, long kw, long sh, long sw, long dh, long dw, long pool) {
+    return WINOGRAD && kh == 3 && kw == 3 && sh == 1 && sw == 1 && dh == 1 && dw == 1 && pool == 2;
+}
+
+/* For a layer that takes the Winograd path: its transformed filters u [K][16][C][O], written, and 1;
+   else 0. A forward computes them once per call and hands them to each chunk's model_conv, which
+   otherwise transforms the filters on every call. */
+int winograd_filters(const float *weight, float *u, long models, long outs, long channels, long kh, long kw,
+                     long sh, long sw, long dh, long dw, long pool) {
+    if (!winograd_applies(kh, kw, sh, sw, dh, dw, pool)) return 0;
 #if WINOGRAD
-    if (kh == 3 && kw == 3 && sh == 1 && sw == 1 && dh == 1 && dw == 1 && pool == 2 && height >= 4 && width >= 4) {
+    transform_filters(weight, u, models, outs, channels);
+#else
+    (void)weight, (void)u, (void)models, (void)outs, (void)channels;
+#endif
+    return 1;
+}
+
+/* `filters`: winograd_filters of `weight` for this layer, or NULL */
+void model_conv(const float *in, const float *weight, const float *filters, const float *bias, float *out,
+                long models, long channels, long height, long width, long n, long outs, long kh, long kw, long sh,
+                long sw, long dh, long dw, long pool, float floor) {
+#if WINOGRAD
+    if (winograd_applies(kh, kw, sh, sw, dh, dw, pool)) {
         long tiles = (width - 2) / 2;
-        winograd_conv(in, weight, bias, out, models, channels, height, width, n, outs, floor,
+        winograd_conv(in, weight, filters, bias, out, models, channels, height, width, n, outs, floor,
                       block_size(outs, MAX_OB), block_size(tiles, MAX_JB));
         return;
     }
 #endif
+    (void)filters;
     struct shape s = {channels, height, width, n, outs, kh, kw, sh, sw, dh, dw, pool,
                       ((height - dh * (kh - 1) - 1) / sh + 1) / pool, ((width - dw * (kw - 1) - 1) / sw + 1) / pool,
                       floor};
