@@ -240,6 +240,12 @@ class TrainingConfig:
     # "logits" compares logits centred per query and divided by the original's logit spread (per
     # model), so every original's decision structure weighs the same. "kl": distillation (paper).
     behavioural_loss: BehaviouralKind = "mse"
+    # The behavioural loss's form from epoch `later_behavioural_loss_epoch` on; None keeps
+    # `behavioural_loss` throughout. The forms that weigh every original's decisions alike collapse
+    # when they start from a flat decoder (docs/tuning.md, "`mse_scaled` collapses"): "mse" first
+    # takes the decoder off its plateau, then this one asks it to keep weak originals' decisions too.
+    later_behavioural_loss: BehaviouralKind | None = None
+    later_behavioural_loss_epoch: int = 0
     # "mse": the paper's structural loss, each checkpoint weighing by the size of its tokens;
     # "relative": each checkpoint's error over its own tokens' mean square, so checkpoints of
     # every scale weigh alike (losses.StructuralLoss).
@@ -319,6 +325,14 @@ class TrainingConfig:
                 f"behavioural_loss must be one of {', '.join(BEHAVIOURAL_KINDS)}, "
                 f"not {self.behavioural_loss!r}"
             )
+        if self.later_behavioural_loss is not None:
+            if self.later_behavioural_loss not in BEHAVIOURAL_KINDS:
+                raise ValueError(
+                    f"later_behavioural_loss must be one of {', '.join(BEHAVIOURAL_KINDS)}, "
+                    f"not {self.later_behavioural_loss!r}"
+                )
+            if not self.later_behavioural_loss_epoch >= 1:
+                raise ValueError("later_behavioural_loss_epoch must be at least 1")
         if not 0.0 <= self.behavioural_relu_gradient_slope < 1.0:
             raise ValueError("behavioural_relu_gradient_slope must lie in [0, 1)")
         if self.structural_loss not in STRUCTURAL_KINDS:
@@ -359,6 +373,12 @@ class TrainingConfig:
             return self.beta
         t = max(epoch_progress, 0.0) / self.beta_warmup_epochs
         return 1.0 + (self.beta - 1.0) * t
+
+    def behavioural_loss_at(self, epoch_progress: float) -> str:
+        """The behavioural loss's form after `epoch_progress` epochs (fractional)."""
+        if self.later_behavioural_loss is not None and epoch_progress >= self.later_behavioural_loss_epoch:
+            return self.later_behavioural_loss
+        return self.behavioural_loss
 
     def statistics_weight_at(self, epoch_progress: float) -> float:
         """delta after `epoch_progress` epochs: constant, or linear from the end of the warm-up to the
@@ -507,6 +527,8 @@ LEGACY_TRAINING: dict[str, Any] = {
     "statistics_weight": 0.0,
     "statistics_weight_final": None,
     "behavioural_loss": "mse",
+    "later_behavioural_loss": None,
+    "later_behavioural_loss_epoch": 0,
     "kl_temperature": 2.0,
     "behavioural_relu_gradient_slope": 0.0,
     "structural_loss": "mse",

@@ -250,6 +250,10 @@ class CompositeLoss(nn.Module):
     def normaliser(self, name: str) -> float:
         return float(getattr(self, f"normaliser_{name}"))
 
+    def forget_normaliser(self, name: str) -> None:
+        """The term's next finite value becomes its normaliser again (its form changed)."""
+        getattr(self, f"normaliser_{name}").fill_(math.nan)
+
     def normalisers(self) -> dict[str, float | None]:
         return {name: (None if math.isnan(v) else v) for name in TERMS for v in [self.normaliser(name)]}
 

@@ -248,6 +248,13 @@ class _Run:
             if self.statistics is not None:  # a permutation keeps a layer's statistics: any view will do
                 statistics = self.statistics(latents[:k].mean(1), self.flat_layout.unflatten(flat))
         behavioural = None
+        # The loss's form may change at an epoch (TrainingConfig.later_behavioural_loss). Its values
+        # then come in other units: the term is normalised afresh by the new form's first value, as
+        # when it first came in (a resumed run finds the switch from the step count alone).
+        kind = tc.behavioural_loss_at(self.step / self.steps_per_epoch)
+        if self.step > 0 and kind != tc.behavioural_loss_at((self.step - 1) / self.steps_per_epoch):
+            self.composite.forget_normaliser("behavioural")
+        self.behavioural.kind = kind
         if beta < 1.0:
             # Fresh queries every step, shared by every model; the originals run without gradient
             # once, and every decoded view compares against them (a permutation keeps the function).
@@ -518,6 +525,7 @@ def _train_epoch(run: _Run, progress: ProgressFn | None) -> dict[str, Any]:
     entry: dict[str, Any] = {"epoch": run.epoch, "step": run.step}
     for key in ("loss", "contrastive", "structural", "behavioural", "statistics", "beta", "delta", "lr"):
         entry[key] = sums[key] / counts[key] if key in counts else None
+    entry["behavioural_loss"] = run.behavioural.kind  # its form at the epoch's end
     entry["normalisers"] = run.composite.normalisers()
     entry["seconds"] = round(seconds, 3)
     entry["seconds_per_step"] = round(seconds / max(1, steps), 4)

@@ -209,3 +209,14 @@ def test_no_contrastive_views_means_no_contrastive_term() -> None:
     # Decoding the function-breaking view would compare it with a function it no longer computes.
     with pytest.raises(ValueError, match="decode_both_views"):
         dataclasses.replace(cpu, contrastive_views="random", decode_both_views=True)
+
+
+def test_the_behavioural_loss_form_changes_at_the_later_epoch() -> None:
+    tc = TrainingConfig(later_behavioural_loss="mse_scaled", later_behavioural_loss_epoch=30)
+    forms = [tc.behavioural_loss_at(e) for e in (0, 29.99, 30, 79)]
+    assert forms == ["mse", "mse", "mse_scaled", "mse_scaled"]
+    assert TrainingConfig().behavioural_loss_at(79) == "mse"
+    with pytest.raises(ValueError, match="later_behavioural_loss must be one of"):
+        TrainingConfig(later_behavioural_loss="l1")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="later_behavioural_loss_epoch must be at least 1"):
+        TrainingConfig(later_behavioural_loss="kl")

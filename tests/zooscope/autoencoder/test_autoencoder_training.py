@@ -119,6 +119,28 @@ def test_resume_continues_exactly_where_the_run_stopped(tmp_path: Path, checkpoi
     assert resumed.training_log[3]["loss"] == pytest.approx(straight.training_log[3]["loss"], rel=1e-5)
 
 
+def test_the_later_behavioural_loss_takes_over_at_its_epoch_with_a_fresh_normaliser(
+    tmp_path: Path, checkpoint_sets, digits
+) -> None:
+    train, val = checkpoint_sets
+    switched = dataclasses.replace(TC, epochs=4, later_behavioural_loss="kl", later_behavioural_loss_epoch=2)
+    log = train_on_checkpoints(train, val, digits, AE, switched, tmp_path / "a").training_log
+    assert [e["behavioural_loss"] for e in log] == ["mse", "mse", "kl", "kl"]
+    normalisers = [e["normalisers"]["behavioural"] for e in log]
+    # Set once by each form's first value: the mse one through epoch 2, the kl one after it.
+    assert normalisers[0] == normalisers[1] != normalisers[2] == normalisers[3]
+    plain = train_on_checkpoints(train, val, digits, AE, dataclasses.replace(TC, epochs=4), tmp_path / "b")
+    assert plain.training_log[1]["loss"] == pytest.approx(log[1]["loss"], rel=1e-6)  # the same until then
+    assert plain.training_log[2]["normalisers"]["behavioural"] == normalisers[0]
+
+    # Stopped at the switch and resumed: the same run.
+    train_on_checkpoints(train, val, digits, AE, dataclasses.replace(switched, epochs=2), tmp_path / "c")
+    resumed = train_on_checkpoints(train, val, digits, AE, switched, tmp_path / "c", resume=True)
+    a, b = _weights(resumed), _weights(TrainedAutoencoder.load(tmp_path / "a"))
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    assert resumed.training_log[3]["normalisers"] == log[3]["normalisers"]
+
+
 def test_resume_refuses_a_different_model_size(tmp_path: Path, checkpoint_sets, digits) -> None:
     train, val = checkpoint_sets
     train_on_checkpoints(train, val, digits, AE, dataclasses.replace(TC, epochs=1), tmp_path)
