@@ -251,8 +251,12 @@ class CompositeLoss(nn.Module):
         return float(getattr(self, f"normaliser_{name}"))
 
     def forget_normaliser(self, name: str) -> None:
-        """The term's next finite value becomes its normaliser again (its form changed)."""
+        """The term's next finite value becomes its normaliser again."""
         getattr(self, f"normaliser_{name}").fill_(math.nan)
+
+    def rescale_normaliser(self, name: str, factor: float) -> None:
+        """Multiply the term's normaliser (a term whose values change units keeps its weight)."""
+        getattr(self, f"normaliser_{name}").mul_(factor)
 
     def normalisers(self) -> dict[str, float | None]:
         return {name: (None if math.isnan(v) else v) for name in TERMS for v in [self.normaliser(name)]}

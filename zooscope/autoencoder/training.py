@@ -248,12 +248,10 @@ class _Run:
             if self.statistics is not None:  # a permutation keeps a layer's statistics: any view will do
                 statistics = self.statistics(latents[:k].mean(1), self.flat_layout.unflatten(flat))
         behavioural = None
-        # The loss's form may change at an epoch (TrainingConfig.later_behavioural_loss). Its values
-        # then come in other units: the term is normalised afresh by the new form's first value, as
-        # when it first came in (a resumed run finds the switch from the step count alone).
+        # The loss's form may change at an epoch (TrainingConfig.later_behavioural_loss); a resumed
+        # run finds the switch from the step count alone.
         kind = tc.behavioural_loss_at(self.step / self.steps_per_epoch)
-        if self.step > 0 and kind != tc.behavioural_loss_at((self.step - 1) / self.steps_per_epoch):
-            self.composite.forget_normaliser("behavioural")
+        previous_kind = tc.behavioural_loss_at((self.step - 1) / self.steps_per_epoch) if self.step else kind
         self.behavioural.kind = kind
         if beta < 1.0:
             # Fresh queries every step, shared by every model; the originals run without gradient
@@ -267,6 +265,10 @@ class _Run:
             behavioural = self.behavioural(
                 reconstruction, targets, queries, reference=reference, activations=activations
             )
+            if kind != previous_kind:
+                self._carry_behavioural_normaliser(
+                    previous_kind, behavioural, reconstruction, targets, queries, reference, activations
+                )
         delta = self.tc.statistics_weight_at(self.step / self.steps_per_epoch)
         total = self.composite(
             contrastive, structural, behavioural, beta=beta, statistics=statistics, delta=delta
@@ -296,6 +298,35 @@ class _Run:
             "delta": delta,
             "lr": lr,
         }
+
+    def _carry_behavioural_normaliser(
+        self,
+        previous_kind: str,
+        value: torch.Tensor,
+        reconstruction: torch.Tensor,
+        targets: torch.Tensor,
+        queries: torch.Tensor,
+        reference: StackedParams,
+        activations: torch.Tensor | None,
+    ) -> None:
+        """At the switch of the behavioural loss's form, rescale its normaliser so that the term
+        keeps its value on this batch: the form changes, not the term's weight. Normalised afresh
+        by the new form's first value, a term that had come down tenfold would weigh tenfold at
+        once, and the jump of its gradient threw the decoder off (docs/tuning.md, "A later form of
+        the behavioural loss"). Costs one more forward of the batch, once."""
+        with torch.no_grad():
+            self.behavioural.kind = previous_kind
+            before = float(
+                self.behavioural(
+                    reconstruction.detach(), targets, queries, reference=reference, activations=activations
+                )
+            )
+            self.behavioural.kind = self.tc.behavioural_loss_at(self.step / self.steps_per_epoch)
+        after = float(value.detach())
+        if math.isfinite(before) and math.isfinite(after) and before > 0 and after > 0:
+            self.composite.rescale_normaliser("behavioural", after / before)
+        else:  # nothing to carry over: the new form's first value sets it, as at the term's start
+            self.composite.forget_normaliser("behavioural")
 
     # ---- checkpoints ----
     def state(self) -> dict[str, Any]:

@@ -127,7 +127,7 @@ def test_the_later_behavioural_loss_takes_over_at_its_epoch_with_a_fresh_normali
     log = train_on_checkpoints(train, val, digits, AE, switched, tmp_path / "a").training_log
     assert [e["behavioural_loss"] for e in log] == ["mse", "mse", "kl", "kl"]
     normalisers = [e["normalisers"]["behavioural"] for e in log]
-    # Set once by each form's first value: the mse one through epoch 2, the kl one after it.
+    # Set by mse's first value, then rescaled once at the switch.
     assert normalisers[0] == normalisers[1] != normalisers[2] == normalisers[3]
     plain = train_on_checkpoints(train, val, digits, AE, dataclasses.replace(TC, epochs=4), tmp_path / "b")
     assert plain.training_log[1]["loss"] == pytest.approx(log[1]["loss"], rel=1e-6)  # the same until then
@@ -139,6 +139,35 @@ def test_the_later_behavioural_loss_takes_over_at_its_epoch_with_a_fresh_normali
     a, b = _weights(resumed), _weights(TrainedAutoencoder.load(tmp_path / "a"))
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
     assert resumed.training_log[3]["normalisers"] == log[3]["normalisers"]
+
+
+def test_at_the_switch_the_behavioural_term_keeps_its_value(
+    monkeypatch: pytest.MonkeyPatch, checkpoint_sets, digits
+) -> None:
+    train, _ = checkpoint_sets
+    tc = dataclasses.replace(TC, later_behavioural_loss="mse_scaled", later_behavioural_loss_epoch=1)
+    run = _Run(train, None, digits, AE, tc)
+    for batch in run.batches():  # the first epoch, under mse
+        run.train_step(batch)
+    calls: list[tuple[str, float]] = []
+    forward = run.behavioural.forward
+
+    def recording(*args: Any, **kwargs: Any) -> torch.Tensor:
+        value = forward(*args, **kwargs)
+        calls.append((run.behavioural.kind, float(value.detach())))
+        return value
+
+    monkeypatch.setattr(run.behavioural, "forward", recording)
+    before = run.composite.normaliser("behavioural")
+    run.train_step(next(run.batches()))  # the first step under mse_scaled
+    (new_kind, new_value), (old_kind, old_value) = calls
+    assert (new_kind, old_kind) == ("mse_scaled", "mse")
+    # new / n_new == old / n_old: the term's normalised value is what it would have been under mse
+    assert run.composite.normaliser("behavioural") == pytest.approx(before * new_value / old_value, rel=1e-5)
+    assert run.behavioural.kind == "mse_scaled"
+    calls.clear()
+    run.train_step(next(run.batches()))
+    assert [kind for kind, _ in calls] == ["mse_scaled"]  # once only
 
 
 def test_resume_refuses_a_different_model_size(tmp_path: Path, checkpoint_sets, digits) -> None:
