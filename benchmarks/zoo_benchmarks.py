@@ -1,6 +1,7 @@
 """Model-zoo benchmarks, printed as a markdown table (docs/benchmarks.md, "Model zoos").
 
     .venv/bin/python benchmarks/zoo_benchmarks.py [--skip-build] [--device cpu] [--only forward]
+    .venv/bin/python benchmarks/zoo_benchmarks.py --only inductor    # torch.compile beside our kernels
 
 1. population forward of 128 models vs a loop of nn.Module forwards (same weights, same inputs),
    for cnn_digits, CNN-s and CNN3 (the paper's architecture), with the path each convolution took
@@ -10,7 +11,10 @@
 3. wall time of building the default digits zoo, with its accuracy spread;
 4. the roofline of (1): how many floating-point operations the forward is, how fast this machine
    multiplies matrices, and so the largest speed-up over the loop that any implementation could
-   reach at the same arithmetic.
+   reach at the same arithmetic;
+5. (only with --only inductor) the population forward against torch's own ways to the same result:
+   torch's ops in our program (ZOOSCOPE_COMPILED_KERNELS=0: oneDNN's convolutions) and
+   torch.compile (inductor's C++ backend) of the reference vmap over the nn.Module, whole-graph.
 Timings are the best of a few repeats (the forward rows: 7, population and loop in turn); the
 load average is printed because a shared machine makes every number noisy.
 """
@@ -27,6 +31,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+from torch.func import functional_call, vmap
 
 from zooscope.machine import cpu_summary
 from zooscope.networks.architectures import Architecture, initialise
@@ -270,6 +275,75 @@ def profile_rows(device: torch.device) -> list[list[str]]:
     return rows
 
 
+INDUCTOR_HEADER = (
+    "forward, 128 models",
+    "population (autotuned)",
+    "torch's ops (ZOOSCOPE_COMPILED_KERNELS=0)",
+    "torch.compile of the vmap reference",
+    "its compile time",
+    "loop of nn.Modules",
+)
+
+
+def inductor_rows(device: torch.device) -> list[list[str]]:
+    """Would torch.compile give the speed with less code of our own? Inductor compiles the vmap
+    reference (population_forward_vmap's computation) as one graph; our program with torch's ops
+    is the other path without our kernels. Each time is the best of a few calls after one."""
+    rows = []
+    for arch in FORWARD_ARCHITECTURES:
+        generator = torch.Generator().manual_seed(0)
+        modules, params = _forward_population(arch, generator, device)
+        template = arch.build().eval().to(device)
+
+        def reference(p: dict, x: torch.Tensor, template: torch.nn.Module = template) -> torch.Tensor:
+            return vmap(lambda q, one: functional_call(template, q, (one,)), in_dims=(0, None))(p, x)
+
+        repeats = SLOW_FORWARD_REPEATS if arch.family == "cnn3" else REPEATS
+        for n in FORWARD_INPUTS:
+            x = torch.randn(n, *arch.input_shape, generator=generator).to(device)
+            compiled = torch.compile(reference, fullgraph=True, dynamic=False)
+            started = time.perf_counter()
+            with torch.inference_mode():
+                out = compiled(params, x)
+            _sync(device)
+            compile_s = time.perf_counter() - started
+            with torch.inference_mode():
+                expected = population_forward(arch, params, x)
+            if not torch.allclose(out, expected, rtol=1e-4, atol=1e-5):
+                raise AssertionError(f"torch.compile's forward of {arch.name} differs from the population's")
+            ours = _best_ms(lambda a=arch, p=params, x=x: population_forward(a, p, x), repeats, device)
+            with _kernel_mode("0"):
+                torch_ops = _best_ms(
+                    lambda a=arch, p=params, x=x: population_forward(a, p, x), repeats, device
+                )
+            inductor = _best_ms(lambda c=compiled, p=params, x=x: c(p, x), repeats, device)
+            loop = _best_ms(lambda m=modules, x=x: [module(x) for module in m], repeats, device)
+            rows.append([f"{arch.name}, {n} inputs", ours, torch_ops, inductor, f"{compile_s:.0f} s", loop])
+    return rows
+
+
+def _best_ms(fn: Callable[[], object], repeats: int, device: torch.device) -> str:
+    def run() -> None:
+        with torch.inference_mode():
+            fn()
+        _sync(device)
+
+    return f"{best_of(run, repeats) * 1e3:.0f} ms"
+
+
+@contextmanager
+def _kernel_mode(value: str) -> Iterator[None]:
+    saved = os.environ.get(compiled_kernels.ENABLE_ENV)
+    os.environ[compiled_kernels.ENABLE_ENV] = value  # read on every call (compiled_kernels.kernel_mode)
+    try:
+        yield
+    finally:
+        if saved is None:
+            del os.environ[compiled_kernels.ENABLE_ENV]
+        else:
+            os.environ[compiled_kernels.ENABLE_ENV] = saved
+
+
 @contextmanager
 def _chunk_floats(value: int) -> Iterator[None]:
     saved = population.CHUNK_FLOATS
@@ -319,10 +393,10 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument(
         "--only",
-        choices=("forward", "roofline", "training", "build", "chunks", "profile"),
+        choices=("forward", "roofline", "training", "build", "chunks", "profile", "inductor"),
         help="run one section only (e.g. the population-forward rows while tuning population.py); "
-        "chunks (the CHUNK_FLOATS sweep) and profile (where the forward's time goes) run only when "
-        "asked for",
+        "chunks (the CHUNK_FLOATS sweep), profile (where the forward's time goes) and inductor "
+        "(torch.compile beside our kernels) run only when asked for",
     )
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -341,6 +415,11 @@ def main() -> None:
         for row in forward_rows(device):
             _print_row(row)
         print(f"\nCompiled kernels' builds on this machine: {kernel_builds()}\n")
+    if args.only == "inductor":
+        _print_row(INDUCTOR_HEADER)
+        _print_row(["---"] * len(INDUCTOR_HEADER))
+        for row in inductor_rows(device):
+            _print_row(row)
     sections = {"roofline": roofline_rows, "training": training_rows}
     if args.only in ("chunks", "profile"):
         sections = {"chunks": chunk_rows, "profile": profile_rows}
