@@ -314,14 +314,15 @@ class _Run:
         by the new form's first value, a term that had come down tenfold would weigh tenfold at
         once, and the jump of its gradient threw the decoder off (docs/tuning.md, "A later form of
         the behavioural loss"). Costs one more forward of the batch, once."""
-        with torch.no_grad():
-            self.behavioural.kind = previous_kind
-            before = float(
-                self.behavioural(
+        kind, self.behavioural.kind = self.behavioural.kind, previous_kind
+        try:
+            with torch.no_grad():
+                before_value = self.behavioural(
                     reconstruction.detach(), targets, queries, reference=reference, activations=activations
                 )
-            )
-            self.behavioural.kind = self.tc.behavioural_loss_at(self.step / self.steps_per_epoch)
+            before = float(before_value)
+        finally:
+            self.behavioural.kind = kind
         after = float(value.detach())
         if math.isfinite(before) and math.isfinite(after) and before > 0 and after > 0:
             self.composite.rescale_normaliser("behavioural", after / before)
