@@ -214,10 +214,10 @@ static void transform_filters(const float *weight, float *u, long models, long o
 
 /* `filters`: the transformed filters (winograd_filters), or NULL to transform them here */
 static void winograd_conv(const float *in, const float *weight, const float *filters, const float *bias, float *out,
-                          long models, long channels, long height, long width, long n, long outs, float floor, int ob,
-                          int jb) {
+                          long models, long channels, long height, long width, long n, long outs, float floor) {
     long out_h = (height - 2) / 2, out_w = (width - 2) / 2; /* pooled: the pool drops an odd border */
     if (out_h <= 0 || out_w <= 0) return;                  /* a 3x3 map pools to nothing */
+    int ob = block_size(outs, MAX_OB), jb = block_size(out_w, MAX_JB);
     float *own = NULL;
     if (filters == NULL) {
         own = malloc(sizeof(float) * models * 16 * channels * outs);
@@ -290,9 +290,7 @@ void model_conv(const float *in, const float *weight, const float *filters, cons
                 long sw, long dh, long dw, long pool, float floor) {
 #if WINOGRAD
     if (winograd_applies(kh, kw, sh, sw, dh, dw, pool)) {
-        long tiles = (width - 2) / 2;
-        winograd_conv(in, weight, filters, bias, out, models, channels, height, width, n, outs, floor,
-                      block_size(outs, MAX_OB), block_size(tiles, MAX_JB));
+        winograd_conv(in, weight, filters, bias, out, models, channels, height, width, n, outs, floor);
         return;
     }
 #endif
