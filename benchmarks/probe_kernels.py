@@ -56,6 +56,9 @@ MODEL_SHAPES = [
     ),
     {"MAX_OB": 8, "MAX_JB": 1, "WINOGRAD": 1},  # 3x3 layers with a 2x2 pool: F(2x2, 3x3)
     {"MAX_OB": 6, "MAX_JB": 2, "WINOGRAD": 1},
+    {"MAX_OB": 8, "MAX_JB": 1, "WINOGRAD": 2},  # F(4x4, 3x3)
+    {"MAX_OB": 6, "MAX_JB": 2, "WINOGRAD": 2},
+    {"MAX_OB": 4, "MAX_JB": 3, "WINOGRAD": 2},
 ]
 
 
@@ -108,9 +111,11 @@ def model_rows(peak: float) -> list[list[str]]:
         for shape in MODEL_SHAPES:
             library = ctypes.CDLL(str(compiled_kernels.build("model_conv", None, shape)))
             conv = compiled_kernels.ModelConv(library)
+            # a Winograd build's filters transformed once, as a forward call does for its chunks
+            winograd = conv.winograd_filters(weight, (1, 1), (1, 1), pool)
             seconds = best_of(
-                lambda c=conv, p=pool, o=out, w=weight, b=bias, x=x: c(
-                    x, w, b, o, (1, 1), (1, 1), pool=p, floor=0.0
+                lambda c=conv, p=pool, o=out, w=weight, b=bias, x=x, u=winograd: c(
+                    x, w, b, o, (1, 1), (1, 1), pool=p, floor=0.0, filters=u
                 ),
                 ROUNDS,
             )

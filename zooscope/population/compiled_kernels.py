@@ -50,11 +50,12 @@ SOURCES = Path(__file__).with_name("kernels")
 INPUT_BLOCK = 16
 
 # The builds of each kernel (its compile-time constants: a tile shape, and for model_conv whether
-# 3x3 layers with a 2x2 pool take the Winograd path), the first its default. Which runs fastest
-# differs between CPUs more than their vector width says: on a Zen 4 EPYC (AVX-512) an 8 x 1 tile
-# ran the first layers 1.6-1.8x as fast as 4 x 2, the shape an AVX2 EPYC had chosen, 6 x 2 or
-# 8 x 1 ran the later convolutions 1.3-1.7x as fast as 3 x 4, and the Winograd path CNN3's second
-# layer 1.7x as fast again (docs/benchmarks.md); on an Intel Xeon 8 x 1 had been no faster.
+# 3x3 layers with a 2x2 pool take a Winograd path, 1 for F(2x2, 3x3), 2 for F(4x4, 3x3)), the first
+# its default. Which runs fastest differs between CPUs more than their vector width says: on a
+# Zen 4 EPYC (AVX-512) an 8 x 1 tile ran the first layers 1.6-1.8x as fast as 4 x 2, the shape an
+# AVX2 EPYC had chosen, 6 x 2 or 8 x 1 ran the later convolutions 1.3-1.7x as fast as 3 x 4, the
+# F(2x2, 3x3) path CNN3's second layer 1.7x as fast again and F(4x4, 3x3) 1.28x as fast as that
+# (docs/benchmarks.md); on an Intel Xeon 8 x 1 had been no faster.
 # Each kernel's builds are timed here once (kernel_variant); another than the default must take
 # at most autotune.MARGIN of its time.
 BUILD_VARIANTS: dict[str, tuple[Mapping[str, int], ...]] = {
@@ -65,6 +66,8 @@ BUILD_VARIANTS: dict[str, tuple[Mapping[str, int], ...]] = {
         {"MAX_OB": 6, "MAX_JB": 2},
         {"MAX_OB": 8, "MAX_JB": 1, "WINOGRAD": 1},
         {"MAX_OB": 6, "MAX_JB": 2, "WINOGRAD": 1},
+        {"MAX_OB": 8, "MAX_JB": 1, "WINOGRAD": 2},
+        {"MAX_OB": 6, "MAX_JB": 2, "WINOGRAD": 2},
     ),
 }
 # What they are timed on, for 128 models: the first layer of CNN-s at 16 inputs (rows, taps,
@@ -138,17 +141,35 @@ class ModelConv:
         self._filters = library.winograd_filters
         self._filters.argtypes = [ctypes.c_void_p] * 2 + [ctypes.c_long] * 10
         self._filters.restype = ctypes.c_int
+        library.winograd_positions.restype = ctypes.c_int
+        # a transformed filter's positions in this build's Winograd path (16 for F(2x2, 3x3), 36
+        # for F(4x4, 3x3)); 0 in a build without one
+        self.winograd_positions: int = library.winograd_positions()
+
+    def filters_shape(self, weight: torch.Tensor) -> tuple[int, int, int, int]:
+        """[K, P, C, O]: the shape of winograd_filters for weight [K, O, C, kh, kw]."""
+        models, outs, channels = weight.shape[:3]
+        return (models, self.winograd_positions, channels, outs)
 
     def winograd_filters(
-        self, weight: torch.Tensor, stride: tuple[int, int], dilation: tuple[int, int], pool: int
+        self,
+        weight: torch.Tensor,
+        stride: tuple[int, int],
+        dilation: tuple[int, int],
+        pool: int,
+        out: torch.Tensor | None = None,
     ) -> torch.Tensor | None:
-        """The transformed filters [K, 16, C, O] this build's Winograd path multiplies by, for a
-        layer of weight [K, O, C, kh, kw] (float32, CPU, contiguous) with this stride, dilation
-        and pool; None where this build runs the layer directly. Made once per forward call and
-        given to each chunk's call, which would otherwise transform the filters itself."""
-        _check_tensors("winograd_filters", weight)
+        """The transformed filters [K, P, C, O] (P = winograd_positions) this build's Winograd
+        path multiplies by, for a layer of weight [K, O, C, kh, kw] (float32, CPU, contiguous)
+        with this stride, dilation and pool, written into `out` (filters_shape) if given; None
+        where this build runs the layer directly. Made once per forward call and given to each
+        chunk's call, which would otherwise transform the filters itself."""
+        shape = self.filters_shape(weight)
+        filters = torch.empty(shape) if out is None else out
+        _check_tensors("winograd_filters", weight, filters)
+        if filters.shape != shape:
+            raise ValueError(f"winograd_filters: out is {tuple(filters.shape)}, not {shape}")
         models, outs, channels, kh, kw = weight.shape
-        filters = torch.empty(models, 16, channels, outs)
         shapes = (models, outs, channels, kh, kw, *stride, *dilation, pool)
         return filters if self._filters(weight.data_ptr(), filters.data_ptr(), *shapes) else None
 
@@ -180,7 +201,7 @@ class ModelConv:
             n % INPUT_BLOCK
             or weight.shape[:3] != (models, outs, channels)
             or (bias is not None and bias.shape != (models, outs))
-            or (filters is not None and filters.shape != (models, 16, channels, outs))
+            or (filters is not None and filters.shape != (models, self.winograd_positions, channels, outs))
             or out.shape != (models, outs, out_h, out_w, n)
         ):
             shapes = ", ".join(str(tuple(t.shape)) for t in (x, weight, out))
@@ -300,11 +321,13 @@ def _model_conv_timing_problem(library: ctypes.CDLL) -> Callable[[], object]:
         weight = torch.randn(TIMING_MODELS, outs, channels, kernel_size, kernel_size)
         pooled = (size - kernel_size + 1) // pool
         out = torch.empty(TIMING_MODELS, outs, pooled, pooled, inputs)
-        runs.append((x, weight, torch.randn(TIMING_MODELS, outs), out, pool))
+        # a Winograd build's filters transformed once, as a forward call does for its chunks
+        filters = kernel.winograd_filters(weight, (1, 1), (1, 1), pool)
+        runs.append((x, weight, torch.randn(TIMING_MODELS, outs), out, pool, filters))
 
     def run() -> None:
-        for x, weight, bias, out, pool in runs:
-            kernel(x, weight, bias, out, (1, 1), (1, 1), pool=pool)
+        for x, weight, bias, out, pool, filters in runs:
+            kernel(x, weight, bias, out, (1, 1), (1, 1), pool=pool, filters=filters)
 
     return run
 

@@ -248,7 +248,10 @@ def prepare_convolution(
         # (1.7 ms of a 12.9 ms chunk of CNN3's second layer)
         filters = None
         if kernel is not None and compiled_kernels_may_run(weight):
-            filters = kernel.winograd_filters(weight, plan.stride, plan.dilation, plan.pool or 1)
+            # in chunk memory: fresh MiBs each call came back as new pages (F(4x4, 3x3)'s 9 MiB for
+            # CNN3's second layer took 2 ms to fault in, a twentieth of a 32-input forward)
+            out = memory.tensor(f"{name} filters", kernel.filters_shape(weight), weight)
+            filters = kernel.winograd_filters(weight, plan.stride, plan.dilation, plan.pool or 1, out)
         return PreparedConv(
             plan, memory, name, k, weight, None if bias is None else bias.contiguous(), filters
         )

@@ -246,6 +246,15 @@ def _grouped_reference(
     return out.view(n, k, -1, *out.shape[2:]).permute(1, 2, 3, 4, 0)
 
 
+def _atol(variant: tuple[tuple[str, int], ...], expected: torch.Tensor) -> float:
+    """The direct sums and F(2x2, 3x3) agree with torch's convolution to 1e-4; F(4x4, 3x3) scales
+    terms by up to 8 in its transforms and measured up to 5e-6 of the layer's largest output off
+    (docs/internals.md), so it is held to 4e-5 of that."""
+    if dict(variant).get("WINOGRAD", 0) == 2:
+        return max(1e-4, 4e-5 * float(expected.abs().max()))
+    return 1e-4
+
+
 @needs_compiler
 @pytest.mark.parametrize(
     "models, channels, size, n, outs, kernel, stride, dilation, pool, with_bias",
@@ -255,6 +264,9 @@ def _grouped_reference(
         (3, 5, 9, 32, 7, 3, 2, 1, 1, False),  # stride 2, no pool, no bias
         (2, 3, 11, 16, 5, 3, 1, 2, 2, True),  # dilation 2
         (2, 3, 12, 16, 2, 3, 1, 1, 3, True),  # a 3x3 pool
+        (3, 4, 12, 16, 5, 3, 1, 1, 2, False),  # 5x5 pooled: F(4x4, 3x3)'s last blocks cross the edge
+        (2, 32, 6, 16, 15, 3, 1, 1, 2, True),  # CNN3's third layer: one F(4x4, 3x3) block
+        (2, 2, 9, 16, 3, 3, 1, 1, 2, True),  # 3x3 pooled, 9 wide: the edge block reads 3 columns of 6
     ],
 )
 @pytest.mark.parametrize("relu", [False, True])
@@ -285,7 +297,7 @@ def test_model_conv_matches_grouped_convolution(
     out = torch.full(expected.shape, 123.0)
     floor = 0.0 if relu else float("-inf")
     conv(x, weight, bias, out, (stride, stride), (dilation, dilation), pool=pool, floor=floor)
-    torch.testing.assert_close(out, expected, atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(out, expected, atol=_atol(variant, expected), rtol=1e-5)
 
 
 @needs_compiler
@@ -324,15 +336,23 @@ def test_model_conv_takes_its_winograd_filters_made_once(
     x = torch.randn(5, 16, 15, 15, 32, generator=generator)
     weight, bias = torch.randn(5, 32, 16, 3, 3, generator=generator), torch.randn(5, 32, generator=generator)
     filters = conv.winograd_filters(weight, (1, 1), (1, 1), 2)
-    winograd_build = dict(variant).get("WINOGRAD", 0) == 1
+    winograd_build = dict(variant).get("WINOGRAD", 0) > 0
     assert (filters is not None) == winograd_build
     assert conv.winograd_filters(weight, (1, 1), (1, 1), 1) is None, "only a layer with a 2x2 pool"
     assert conv.winograd_filters(weight, (2, 2), (1, 1), 2) is None, "only stride 1"
+    if filters is not None:  # written into memory the caller keeps, the same values
+        given_memory = torch.full(conv.filters_shape(weight), 123.0)
+        assert conv.winograd_filters(weight, (1, 1), (1, 1), 2, given_memory) is given_memory
+        assert torch.equal(given_memory, filters)
+        assert filters.shape[1] == {1: 16, 2: 36}[dict(variant)["WINOGRAD"]]
+        with pytest.raises(ValueError, match="not"):
+            conv.winograd_filters(weight, (1, 1), (1, 1), 2, torch.empty(5, 16, 16, 31))
     own, given = torch.empty(5, 32, 6, 6, 32), torch.full((5, 32, 6, 6, 32), 123.0)
     conv(x, weight, bias, own, (1, 1), (1, 1), pool=2, floor=0.0)
     conv(x, weight, bias, given, (1, 1), (1, 1), pool=2, floor=0.0, filters=filters)
     assert torch.equal(own, given)
-    torch.testing.assert_close(own, _grouped_reference(x, weight, bias, 1, 1, 2, True), atol=1e-4, rtol=1e-5)
+    expected = _grouped_reference(x, weight, bias, 1, 1, 2, True)
+    torch.testing.assert_close(own, expected, atol=_atol(variant, expected), rtol=1e-5)
 
 
 @needs_compiler
@@ -357,6 +377,7 @@ def test_inference_runs_later_convolutions_in_the_compiled_kernel(
         return conv(*args, **kwargs)
 
     counted.winograd_filters = conv.winograd_filters  # type: ignore[attr-defined]
+    counted.filters_shape = conv.filters_shape  # type: ignore[attr-defined]
     monkeypatch.setattr(population_convolution, "model_conv_kernel", lambda: counted)
     generator = torch.Generator().manual_seed(12)
     state_dicts = []
