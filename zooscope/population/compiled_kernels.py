@@ -59,7 +59,12 @@ INPUT_BLOCK = 16
 # Each kernel's builds are timed here once (kernel_variant); another than the default must take
 # at most autotune.MARGIN of its time.
 BUILD_VARIANTS: dict[str, tuple[Mapping[str, int], ...]] = {
-    "slab_max_product": ({"ROWS": 4, "COLS": 2}, {"ROWS": 8, "COLS": 1}),
+    "slab_max_product": (
+        {"ROWS": 4, "COLS": 2},
+        {"ROWS": 8, "COLS": 1},
+        {"ROWS": 8, "COLS": 1, "WINOGRAD": 1},
+        {"ROWS": 8, "COLS": 1, "WINOGRAD": 2},
+    ),
     "model_conv": (
         {"MAX_OB": 3, "MAX_JB": 4},
         {"MAX_OB": 8, "MAX_JB": 1},
@@ -70,11 +75,13 @@ BUILD_VARIANTS: dict[str, tuple[Mapping[str, int], ...]] = {
         {"MAX_OB": 6, "MAX_JB": 2, "WINOGRAD": 2},
     ),
 }
-# What they are timed on, for 128 models: the first layer of CNN-s at 16 inputs (rows, taps,
-# slabs, width); the second convolutions of CNN-s at 128 inputs and of CNN3 at 16 (channels, size,
+# What they are timed on, for 128 models: the first layers of CNN-s (rows, taps, slabs, width: its
+# im2col product) and of CNN3 (channels, size, outs: the product, or a Winograd build's path), at
+# 16 inputs; the second convolutions of CNN-s at 128 inputs and of CNN3 at 16 (channels, size,
 # outs, kernel, pool, inputs), which take about as long as each other. The ranking held for the
 # other layers of cnn_digits, CNN-s and CNN3.
 SLAB_TIMING_PROBLEM = (128 * 8, 26, 4, 144 * 16)
+SHARED_WINOGRAD_TIMING_PROBLEM = (3, 32, 16, 16)
 MODEL_CONV_TIMING_PROBLEMS = ((8, 12, 6, 5, 2, 128), (16, 15, 32, 3, 2, 16))
 TIMING_MODELS = 128
 
@@ -101,43 +108,11 @@ def native_lanes() -> int:
     return 16 if "avx512f" in cpu_flags() else 8
 
 
-class SlabMaxProduct:
-    """out[r, c] = max(floor, max_s sum_t weight[r, t] * columns[t, s, c]) on torch's threads
-    (see kernels/slab_max_product.c)."""
+class _WinogradFilters:
+    """What a kernel library with Winograd builds exports about its path (kernels/winograd.h):
+    the positions of a transformed filter and the transform, made once per forward call."""
 
     def __init__(self, library: ctypes.CDLL) -> None:
-        self._function = library.slab_max_product
-        pointers, sizes = [ctypes.c_void_p] * 3, [ctypes.c_long] * 4  # weight, columns, out; their shapes
-        self._function.argtypes = [*pointers, *sizes, ctypes.c_float, ctypes.c_void_p]
-        self._function.restype = None
-
-    def __call__(
-        self, weight: torch.Tensor, columns: torch.Tensor, out: torch.Tensor, *, floor: float = float("-inf")
-    ) -> torch.Tensor:
-        """weight [rows, taps], columns [taps, slabs, width], out [rows, width]: float32, CPU,
-        contiguous (checked: the C code trusts the pointers it is given)."""
-        rows, taps = weight.shape
-        _, slabs, width = columns.shape
-        _check_tensors("slab_max_product", weight, columns, out)
-        if columns.shape[0] != taps or out.shape != (rows, width):
-            shapes = f"{tuple(weight.shape)}, {tuple(columns.shape)}, {tuple(out.shape)}"
-            raise ValueError(f"slab_max_product: shapes {shapes} disagree")
-        tail = torch.empty(taps * slabs * INPUT_BLOCK)  # at least the C code's LANES
-        pointers = (weight.data_ptr(), columns.data_ptr(), out.data_ptr())
-        with torch.profiler.record_function("zooscope::slab_max_product"):  # named in torch's profiler
-            self._function(*pointers, rows, taps, slabs, width, floor, tail.data_ptr())
-        return out
-
-
-class ModelConv:
-    """A plain convolution (no padding, one group) of K models on the layout [K, C, H, W, n], n a
-    multiple of INPUT_BLOCK, with the max-pool and the ReLU that may follow it, on torch's threads
-    (see kernels/model_conv.c)."""
-
-    def __init__(self, library: ctypes.CDLL) -> None:
-        self._function = library.model_conv
-        self._function.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_long] * 13 + [ctypes.c_float]
-        self._function.restype = None
         self._filters = library.winograd_filters
         self._filters.argtypes = [ctypes.c_void_p] * 2 + [ctypes.c_long] * 10
         self._filters.restype = ctypes.c_int
@@ -172,6 +147,88 @@ class ModelConv:
         models, outs, channels, kh, kw = weight.shape
         shapes = (models, outs, channels, kh, kw, *stride, *dilation, pool)
         return filters if self._filters(weight.data_ptr(), filters.data_ptr(), *shapes) else None
+
+
+class SlabMaxProduct(_WinogradFilters):
+    """The first convolution of a population, on the input every model sees, with the max-pool
+    after it, on torch's threads (see kernels/slab_max_product.c): out[r, c] = max(floor, max_s
+    sum_t weight[r, t] * columns[t, s, c]) from the im2col, and in a Winograd build `winograd`,
+    the same for a 3x3 layer with a 2x2 pool from the image itself."""
+
+    def __init__(self, library: ctypes.CDLL) -> None:
+        super().__init__(library)
+        self._function = library.slab_max_product
+        pointers, sizes = [ctypes.c_void_p] * 3, [ctypes.c_long] * 4  # weight, columns, out; their shapes
+        self._function.argtypes = [*pointers, *sizes, ctypes.c_float, ctypes.c_void_p]
+        self._function.restype = None
+        self._winograd = library.shared_winograd_conv if self.winograd_positions else None
+        if self._winograd is not None:
+            self._winograd.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_long] * 6 + [ctypes.c_float]
+            self._winograd.restype = None
+
+    def __call__(
+        self, weight: torch.Tensor, columns: torch.Tensor, out: torch.Tensor, *, floor: float = float("-inf")
+    ) -> torch.Tensor:
+        """weight [rows, taps], columns [taps, slabs, width], out [rows, width]: float32, CPU,
+        contiguous (checked: the C code trusts the pointers it is given)."""
+        rows, taps = weight.shape
+        _, slabs, width = columns.shape
+        _check_tensors("slab_max_product", weight, columns, out)
+        if columns.shape[0] != taps or out.shape != (rows, width):
+            shapes = f"{tuple(weight.shape)}, {tuple(columns.shape)}, {tuple(out.shape)}"
+            raise ValueError(f"slab_max_product: shapes {shapes} disagree")
+        tail = torch.empty(taps * slabs * INPUT_BLOCK)  # at least the C code's LANES
+        pointers = (weight.data_ptr(), columns.data_ptr(), out.data_ptr())
+        with torch.profiler.record_function("zooscope::slab_max_product"):  # named in torch's profiler
+            self._function(*pointers, rows, taps, slabs, width, floor, tail.data_ptr())
+        return out
+
+    def winograd(
+        self,
+        image: torch.Tensor,
+        filters: torch.Tensor,
+        bias: torch.Tensor | None,
+        out: torch.Tensor,
+        *,
+        floor: float = float("-inf"),
+    ) -> torch.Tensor:
+        """A 3x3 convolution (stride 1, no padding) of K models' filters with the image every model
+        sees, the 2x2 max-pool after it (and a ReLU with floor 0), on this build's Winograd path:
+        image [C, H, W, n], n a multiple of INPUT_BLOCK; filters [K, P, C, O] (winograd_filters);
+        bias [K, O] or None; out [K, O, (H - 2) // 2, (W - 2) // 2, n]. Float32, CPU, contiguous."""
+        if self._winograd is None:
+            raise RuntimeError("slab_max_product: this build has no Winograd path")
+        channels, height, width, n = image.shape
+        models, positions, _, outs = filters.shape
+        given = [t for t in (bias,) if t is not None]
+        _check_tensors("shared_winograd_conv", image, filters, out, *given)
+        if (
+            n % INPUT_BLOCK
+            or filters.shape != (models, self.winograd_positions, channels, outs)
+            or (bias is not None and bias.shape != (models, outs))
+            or out.shape != (models, outs, (height - 2) // 2, (width - 2) // 2, n)
+        ):
+            shapes = ", ".join(str(tuple(t.shape)) for t in (image, filters, out))
+            raise ValueError(
+                f"shared_winograd_conv: shapes {shapes} disagree (or n is not a multiple of {INPUT_BLOCK})"
+            )
+        bias_pointer = None if bias is None else bias.data_ptr()
+        with torch.profiler.record_function("zooscope::shared_winograd_conv"):
+            pointers = (image.data_ptr(), filters.data_ptr(), bias_pointer, out.data_ptr())
+            self._winograd(*pointers, models, channels, height, width, n, outs, floor)
+        return out
+
+
+class ModelConv(_WinogradFilters):
+    """A plain convolution (no padding, one group) of K models on the layout [K, C, H, W, n], n a
+    multiple of INPUT_BLOCK, with the max-pool and the ReLU that may follow it, on torch's threads
+    (see kernels/model_conv.c)."""
+
+    def __init__(self, library: ctypes.CDLL) -> None:
+        super().__init__(library)
+        self._function = library.model_conv
+        self._function.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_long] * 13 + [ctypes.c_float]
+        self._function.restype = None
 
     def __call__(
         self,
@@ -311,7 +368,35 @@ def kernel_variant(name: str) -> Mapping[str, int] | None:
 def _slab_timing_problem(library: ctypes.CDLL) -> Callable[[], object]:
     kernel, (rows, taps, slabs, width) = SlabMaxProduct(library), SLAB_TIMING_PROBLEM
     weight, columns, out = torch.randn(rows, taps), torch.randn(taps, slabs, width), torch.empty(rows, width)
-    return lambda: kernel(weight, columns, out)
+    channels, size, outs, inputs = SHARED_WINOGRAD_TIMING_PROBLEM
+    pooled = (size - 2) // 2
+    three_by_three = torch.randn(TIMING_MODELS, outs, channels, 3, 3)
+    # the filters transformed once, as a forward call does for its chunks
+    filters = kernel.winograd_filters(three_by_three, (1, 1), (1, 1), 2)
+    if filters is not None:
+        image, pooled_out = (
+            torch.randn(channels, size, size, inputs),
+            torch.empty(TIMING_MODELS, outs, pooled, pooled, inputs),
+        )
+
+        def second() -> object:
+            return kernel.winograd(image, filters, None, pooled_out)
+    else:
+        taps_3x3, rows_3x3 = channels * 9 + 1, TIMING_MODELS * outs
+        weight_3x3, columns_3x3 = (
+            torch.randn(rows_3x3, taps_3x3),
+            torch.randn(taps_3x3, 4, pooled * pooled * inputs),
+        )
+        out_3x3 = torch.empty(rows_3x3, pooled * pooled * inputs)
+
+        def second() -> object:
+            return kernel(weight_3x3, columns_3x3, out_3x3)
+
+    def run() -> None:
+        kernel(weight, columns, out)
+        second()
+
+    return run
 
 
 def _model_conv_timing_problem(library: ctypes.CDLL) -> Callable[[], object]:

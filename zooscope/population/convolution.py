@@ -56,6 +56,10 @@ class SharedInputConv:
     pool_into_model: bool = False  # the pool writes [K, C, H, W, n] rather than [n, H, W, K*C]
     # the product and that pool run in compiled_kernels.SlabMaxProduct (pool_into_model only)
     compiled: bool = False
+    # the layer's stride and dilation: where the compiled kernel's build has a Winograd path for
+    # the layer, that path runs from the image instead of the im2col
+    stride: tuple[int, int] = (1, 1)
+    dilation: tuple[int, int] = (1, 1)
     # columns.T, contiguous: a gather's result takes its index's strides, and the per-model
     # orientation needs the im2col [taps, rows, n] contiguous
     by_tap: torch.Tensor = field(init=False, repr=False, compare=False)
@@ -136,7 +140,7 @@ def plan_convolution(
         # the last column reads a constant 1 appended to each input: the bias rides in the product
         one = channels * height * width
         columns = torch.tensor([[*(shared_index(oi, oj, *tap) for tap in taps), one] for oi, oj in positions])
-        return SharedInputConv(columns, pooled, s * s if pooled_by else 1)
+        return SharedInputConv(columns, pooled, s * s if pooled_by else 1, stride=(sh, sw), dilation=(dh, dw))
     out_channels = conv.out_channels
     expansion = (height * width) / (kh * kw)
     entries = height * width * channels * out_h * out_w * out_channels
@@ -227,7 +231,12 @@ def prepare_convolution(
 ) -> PreparedConv:
     """The weights in the form the kernel multiplies by (weight [K, out, C, kh, kw], bias [K, out])."""
     k, out = weight.shape[:2]
-    if isinstance(plan, SharedInputConv):  # [K*out, taps + 1]: all models' filters and biases
+    if isinstance(plan, SharedInputConv):
+        filters = _shared_winograd_filters(plan, weight, memory, name)
+        if filters is not None:  # the image, the filters and the biases go to the kernel as they are
+            kernel_bias = None if bias is None else bias.contiguous()
+            return PreparedConv(plan, memory, name, k, weight, kernel_bias, filters)
+        # [K*out, taps + 1]: all models' filters and biases
         bias_column = weight.new_zeros(k * out, 1) if bias is None else bias.reshape(-1, 1)
         stacked = torch.cat([weight.reshape(k * out, -1), bias_column], dim=1)
         return PreparedConv(plan, memory, name, k, stacked if plan.pool_into_model else stacked.T, None)
@@ -259,6 +268,26 @@ def prepare_convolution(
     return PreparedConv(plan, memory, name, k, weight.reshape(k * out, *weight.shape[2:]), grouped_bias)
 
 
+def _shared_winograd_filters(
+    plan: SharedInputConv, weight: torch.Tensor, memory: ChunkMemory, name: str
+) -> torch.Tensor | None:
+    """The transformed filters [K, P, C, O] where this layer runs the compiled first-layer
+    kernel's Winograd path (a build with one, a 3x3 layer whose 2x2 pool writes the per-model
+    layout), else None."""
+    kernel = slab_max_product_kernel() if plan.compiled and plan.pool_into_model else None
+    if kernel is None or not kernel.winograd_positions or not compiled_kernels_may_run(weight):
+        return None
+    weight, pool = weight.contiguous(), math.isqrt(plan.slabs)
+    out = memory.tensor(f"{name} filters", kernel.filters_shape(weight), weight)
+    return kernel.winograd_filters(weight, plan.stride, plan.dilation, pool, out)
+
+
+def runs_input_blocks(prepared: PreparedConv) -> bool:
+    """Whether this convolution's kernel takes inputs in whole blocks of INPUT_BLOCK (the program
+    pads the last chunk)."""
+    return isinstance(prepared.plan, CompiledConv) or prepared.filters is not None
+
+
 def shared_input_conv(x: torch.Tensor, prepared: PreparedConv) -> torch.Tensor:
     """[n, H, W, C] shared by all models -> [n, Ho, Wo, K*out]; with pool slabs, the pool-ordered
     im2col that `pool_slabs` multiplies and pools in one step: [n*S*Ho*Wo, taps], or
@@ -266,6 +295,9 @@ def shared_input_conv(x: torch.Tensor, prepared: PreparedConv) -> torch.Tensor:
     plan = prepared.plan
     assert isinstance(plan, SharedInputConv)
     n, positions = x.shape[0], plan.out_hw[0] * plan.out_hw[1]
+    if prepared.filters is not None:  # the Winograd path reads the image as [C, H, W, n]
+        image = prepared.memory.tensor(f"{prepared.name} image", (x.shape[3], x.shape[1], x.shape[2], n), x)
+        return image.copy_(x.permute(3, 1, 2, 0))
     with_one = F.pad(x.reshape(n, -1), (0, 1), value=1.0)  # [n, H*W*C + 1]
     if plan.pool_into_model:
         # gathered from a contiguous [H*W*C + 1, n] (from the transposed view, the result came out
@@ -298,6 +330,13 @@ def pool_slabs(columns: torch.Tensor, prepared: PreparedConv, *, relu: bool = Fa
         product = _product(columns, prepared.weight, prepared)
         pooled = _max_over_slabs(product.view(-1, plan.slabs, positions, product.shape[1]), prepared, relu)
         return pooled.view(pooled.shape[0], *plan.out_hw, pooled.shape[-1])
+    if prepared.filters is not None:  # columns: the image [C, H, W, n]
+        kernel, n = slab_max_product_kernel(), columns.shape[-1]
+        assert kernel is not None
+        shape = (k, prepared.weight.shape[1], *plan.out_hw, n)
+        out = prepared.memory.tensor(f"{prepared.name} pool", shape, columns)
+        floor = 0.0 if relu else float("-inf")
+        return kernel.winograd(columns, prepared.filters, prepared.bias, out, floor=floor)
     # columns [taps, S, Ho*Wo*n] -> [K*out, Ho*Wo*n]
     weight, (taps, slabs, width) = prepared.weight, columns.shape
     # both contiguous by construction: the stacked filters, the gathered im2col

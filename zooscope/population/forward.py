@@ -75,6 +75,7 @@ from zooscope.population.convolution import (
     plan_convolution,
     pool_slabs,
     prepare_convolution,
+    runs_input_blocks,
     shared_input_conv,
 )
 
@@ -257,7 +258,7 @@ def _forward_all_inputs(
     plans = _convolution_plans(arch, shared, str(inputs.device), compiled)
     convs = _prepared_convolutions(plans, params, memory)
     # the compiled convolution runs blocks of 16 inputs: chunks of whole blocks, the last padded
-    lanes = INPUT_BLOCK if any(isinstance(plan, CompiledConv) for plan in plans.values()) else 1
+    lanes = INPUT_BLOCK if any(runs_input_blocks(conv) for conv in convs.values()) else 1
     step = inputs_per_chunk(arch, k, multiple_of=lanes)
 
     def run(chunk: torch.Tensor) -> torch.Tensor:  # [K, classes, n]

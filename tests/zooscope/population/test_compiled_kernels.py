@@ -45,6 +45,25 @@ def _kernel_at(
     return SlabMaxProduct(library) if name == "slab_max_product" else ModelConv(library)
 
 
+class _Counted:
+    """A compiled kernel that records each call, (method, its pool), and passes it on."""
+
+    def __init__(self, kernel: SlabMaxProduct | ModelConv) -> None:
+        self.kernel, self.calls = kernel, []
+
+    def __call__(self, *args, **kwargs):
+        self.calls.append(("call", kwargs.get("pool", 1)))
+        return self.kernel(*args, **kwargs)
+
+    def winograd(self, *args, **kwargs):
+        self.calls.append(("winograd", 2))
+        assert isinstance(self.kernel, SlabMaxProduct)
+        return self.kernel.winograd(*args, **kwargs)
+
+    def __getattr__(self, name: str):  # winograd_positions, winograd_filters, filters_shape
+        return getattr(self.kernel, name)
+
+
 @pytest.fixture
 def compiled_everywhere(monkeypatch: pytest.MonkeyPatch) -> None:
     """ZOOSCOPE_COMPILED_KERNELS=1: every compiled kernel that can run does (no autotune)."""
@@ -150,22 +169,154 @@ def test_population_forward_uses_the_kernel_and_keeps_a_diverged_model_nan(
     arch, state_dicts, x = _digits_case(seed=4)
     state_dicts[1]["module_list.0.weight"][0, 0, 0, 0] = float("nan")
     params = stack_state_dicts(arch, state_dicts)
-    kernel, calls = slab_max_product_kernel(), []
+    kernel = slab_max_product_kernel()
     assert kernel is not None
-
-    def counted(*args, **kwargs):
-        calls.append(1)
-        return kernel(*args, **kwargs)
-
+    counted = _Counted(kernel)
     monkeypatch.setattr(population_convolution, "slab_max_product_kernel", lambda: counted)
     with torch.inference_mode():
         logits = population_forward(arch, params, x)
-    assert calls, "an inference forward of cnn_digits runs its first layer in the compiled kernel"
+    assert counted.calls, "an inference forward of cnn_digits runs its first layer in the compiled kernel"
     for i, state_dict in enumerate(state_dicts):
         expected = module_forward(arch, state_dict, x)
         assert torch.equal(torch.isnan(logits[i]), torch.isnan(expected))
         torch.testing.assert_close(logits[i].nan_to_num(), expected.nan_to_num(), atol=1e-5, rtol=1e-5)
     assert torch.isnan(logits[1]).all()
+
+
+# the builds of the first-layer kernel with a Winograd path for 3x3 layers and a 2x2 pool
+SHARED_WINOGRAD_VARIANTS = pytest.mark.parametrize(
+    "variant",
+    [tuple(v.items()) for v in compiled_kernels.BUILD_VARIANTS["slab_max_product"] if v.get("WINOGRAD")],
+    ids=lambda variant: "-".join(f"{key}{value}" for key, value in variant),
+)
+
+
+def _assert_nan_as_the_direct_sum(
+    out: torch.Tensor, expected: torch.Tensor, variant: tuple[tuple[str, int], ...]
+) -> None:
+    """NaN wherever the direct sum has it. On F(4x4, 3x3) a NaN input reaches every pooled output
+    of a block whose 6x6 patch holds it, where the direct sum reaches only the pool windows that
+    see it: more NaN, but only in the same inputs (docs/internals.md)."""
+    got, wanted = torch.isnan(out), torch.isnan(expected)
+    if dict(variant).get("WINOGRAD", 0) != 2:
+        assert torch.equal(got, wanted)
+        return
+    assert (got | ~wanted).all(), "every NaN of the direct sum"
+    extra_inputs = (got & ~wanted).flatten(0, -2).any(0)
+    assert (~extra_inputs | wanted.flatten(0, -2).any(0)).all(), "extra NaN only in inputs that have NaN"
+
+
+def _shared_winograd_case(
+    models: int, channels: int, size: int, n: int, outs: int, seed: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    image = torch.randn(channels, size, size, n, generator=generator)
+    weight = torch.randn(models, outs, channels, 3, 3, generator=generator)
+    return image, weight, torch.randn(models, outs, generator=generator)
+
+
+def _shared_reference(
+    image: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, relu: bool
+) -> torch.Tensor:
+    every_model = image.unsqueeze(0).expand(weight.shape[0], *image.shape).contiguous()
+    return _grouped_reference(every_model, weight, bias, 1, 1, 2, relu)
+
+
+@needs_compiler
+@pytest.mark.parametrize(
+    "models, channels, size, n, outs",
+    [
+        (4, 3, 32, 16, 16),  # CNN3's first layer: a 15x15 pooled map, odd
+        (3, 1, 8, 32, 8),  # cnn_digits' first layer: 3x3 pooled
+        (2, 2, 14, 16, 5),  # 6x6 pooled: whole F(4x4, 3x3) blocks
+        (3, 3, 7, 16, 2),  # 2x2 pooled from a 7-wide map (the pool drops a border)
+    ],
+)
+@pytest.mark.parametrize("with_bias", [True, False])
+@pytest.mark.parametrize("relu", [False, True])
+@WIDTHS
+@SHARED_WINOGRAD_VARIANTS
+def test_shared_winograd_matches_convolution_then_pool(
+    models: int,
+    channels: int,
+    size: int,
+    n: int,
+    outs: int,
+    with_bias: bool,
+    relu: bool,
+    lanes: int,
+    variant: tuple[tuple[str, int], ...],
+) -> None:
+    kernel = _kernel_at("slab_max_product", lanes, variant)
+    assert isinstance(kernel, SlabMaxProduct)
+    image, weight, bias = _shared_winograd_case(models, channels, size, n, outs, seed=size + n)
+    filters = kernel.winograd_filters(weight, (1, 1), (1, 1), 2)
+    assert filters is not None
+    pooled = (size - 2) // 2
+    out = torch.full((models, outs, pooled, pooled, n), 123.0)
+    given_bias = bias if with_bias else None
+    kernel.winograd(image, filters, given_bias, out, floor=0.0 if relu else float("-inf"))
+    expected = _shared_reference(image, weight, given_bias, relu)
+    torch.testing.assert_close(out, expected, atol=_atol(variant, expected), rtol=1e-5)
+
+
+@needs_compiler
+@WIDTHS
+@SHARED_WINOGRAD_VARIANTS
+def test_shared_winograd_propagates_nan_and_checks_its_arguments(
+    lanes: int, variant: tuple[tuple[str, int], ...]
+) -> None:
+    kernel = _kernel_at("slab_max_product", lanes, variant)
+    assert isinstance(kernel, SlabMaxProduct)
+    image, weight, bias = _shared_winograd_case(3, 3, 12, 16, 4, seed=21)
+    weight[1, 2, 0, 0, 0] = float("nan")  # one diverged filter of the second model: its whole map
+    image[0, 4, 5, 7] = float("nan")  # one pixel of input 7: the pool windows that see it, every model
+    filters = kernel.winograd_filters(weight, (1, 1), (1, 1), 2)
+    assert filters is not None
+    out = torch.empty(3, 4, 5, 5, 16)
+    kernel.winograd(image, filters, bias, out, floor=0.0)
+    expected = _shared_reference(image, weight, bias, True)
+    _assert_nan_as_the_direct_sum(out, expected, variant)
+    assert torch.isnan(out[1, 2]).all() and torch.isnan(out[0, :, 2, 2, 7]).all()
+    assert kernel.winograd_filters(torch.randn(3, 4, 3, 5, 5), (1, 1), (1, 1), 2) is None, "3x3 filters only"
+    with pytest.raises(ValueError, match="multiple of 16"):
+        kernel.winograd(image[..., :15].contiguous(), filters, bias, torch.empty(3, 4, 5, 5, 15))
+    with pytest.raises(ValueError, match="disagree"):
+        kernel.winograd(image, filters, bias, torch.empty(3, 4, 6, 6, 16))
+    plain = _kernel_at(
+        "slab_max_product", lanes, tuple(compiled_kernels.BUILD_VARIANTS["slab_max_product"][0].items())
+    )
+    assert isinstance(plain, SlabMaxProduct) and plain.winograd_filters(weight, (1, 1), (1, 1), 2) is None
+    with pytest.raises(RuntimeError, match="no Winograd path"):
+        plain.winograd(image, filters, bias, out)
+
+
+@needs_compiler
+@pytest.mark.parametrize("arch", [Architecture("cnn3", 3, 32), Architecture("cnn_digits", 1, 8)], ids=str)
+@SHARED_WINOGRAD_VARIANTS
+@pytest.mark.usefixtures("compiled_everywhere")
+def test_population_forward_runs_a_shared_winograd_first_layer(
+    arch: Architecture, variant: tuple[tuple[str, int], ...], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    counted = _Counted(_kernel_at("slab_max_product", compiled_kernels.native_lanes(), variant))
+    monkeypatch.setattr(population_convolution, "slab_max_product_kernel", lambda: counted)
+    generator = torch.Generator().manual_seed(22)
+    state_dicts = []
+    for _ in range(3):
+        module = arch.build()
+        initialise(module, "kaiming_uniform", generator)
+        state_dicts.append(module.state_dict())
+    state_dicts[2]["module_list.0.weight"][1, 0, 1, 1] = float("nan")  # a diverged model
+    params = stack_state_dicts(arch, state_dicts)
+    x = torch.randn(21, *arch.input_shape, generator=generator)  # 21: the last block padded
+    with torch.inference_mode():
+        logits = population_forward(arch, params, x)
+    assert counted.calls and set(counted.calls) == {("winograd", 2)}, counted.calls
+    for i, state_dict in enumerate(state_dicts):
+        expected = module_forward(arch, state_dict, x)
+        assert torch.equal(torch.isnan(logits[i]), torch.isnan(expected))
+        torch.testing.assert_close(logits[i].nan_to_num(), expected.nan_to_num(), atol=1e-5, rtol=1e-5)
+    assert torch.isnan(logits[2]).all()
 
 
 def test_population_forward_needs_no_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -316,7 +467,7 @@ def test_model_conv_propagates_nan_and_checks_its_arguments(
     out = torch.empty(3, 4, 2, 2, 16)
     conv(x, weight, bias, out, (1, 1), (1, 1), pool=2, floor=0.0)
     expected = _grouped_reference(x, weight, bias, 1, 1, 2, True)
-    assert torch.equal(torch.isnan(out), torch.isnan(expected))
+    _assert_nan_as_the_direct_sum(out, expected, variant)
     assert torch.isnan(out[1, 2]).all() and torch.isnan(out[2, :, 0, 0, 5]).all()
     with pytest.raises(ValueError, match="multiple of 16"):
         conv(x[..., :15].contiguous(), weight, bias, torch.empty(3, 4, 2, 2, 15), (1, 1), (1, 1), pool=2)
@@ -369,15 +520,9 @@ def test_model_conv_takes_its_winograd_filters_made_once(
 def test_inference_runs_later_convolutions_in_the_compiled_kernel(
     arch: Architecture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    conv, calls = compiled_kernels.model_conv_kernel(), []
+    conv = compiled_kernels.model_conv_kernel()
     assert conv is not None
-
-    def counted(*args, **kwargs):
-        calls.append(kwargs.get("pool", 1))
-        return conv(*args, **kwargs)
-
-    counted.winograd_filters = conv.winograd_filters  # type: ignore[attr-defined]
-    counted.filters_shape = conv.filters_shape  # type: ignore[attr-defined]
+    counted = _Counted(conv)
     monkeypatch.setattr(population_convolution, "model_conv_kernel", lambda: counted)
     generator = torch.Generator().manual_seed(12)
     state_dicts = []
@@ -391,7 +536,9 @@ def test_inference_runs_later_convolutions_in_the_compiled_kernel(
     with torch.inference_mode():
         logits_shared = population_forward(arch, params, shared)
         logits_per_model = population_forward(arch, params, per_model)
-    assert 2 in calls, "a convolution followed by a max-pool runs the pool in the same kernel"
+    assert ("call", 2) in counted.calls, (
+        "a convolution followed by a max-pool runs the pool in the same kernel"
+    )
     for i, state_dict in enumerate(state_dicts):
         torch.testing.assert_close(
             logits_shared[i], module_forward(arch, state_dict, shared), atol=1e-5, rtol=1e-5
