@@ -5,7 +5,7 @@ machine's float32 matrix-product rate (docs/benchmarks.md, "With column tiles").
 
 Each kernel is built with every shape in its list (compiled_kernels.build's `defines`) and timed,
 best of ROUNDS, on one chunk of a population forward: 128 models, 16 inputs (the first layer of
-cnn_digits at 128). Prints one table: layer, variant, ms, GFLOP/s and its share of the matrix-product
+cnn_digits at 128); the 3x3 first layers also on the Winograd builds' path from the image. Prints one table: layer, variant, ms, GFLOP/s and its share of the matrix-product
 rate on the same threads. The defaults in kernels/*.c are the shapes this chose on an AVX2 EPYC;
 compiled_kernels.BUILD_VARIANTS lists those each machine times and chooses from at first use.
 """
@@ -87,6 +87,35 @@ def slab_rows(peak: float) -> list[list[str]]:
     return rows
 
 
+# the 3x3 first layers again, from the image on a Winograd build's path: channels, size, outs, inputs
+SHARED_WINOGRAD_LAYERS = {
+    "cnn_digits conv1 1->8 3x3": (1, 8, 8, 128),
+    "cnn3 conv1 3->16 3x3": (3, 32, 16, INPUTS),
+}
+SHARED_WINOGRAD_SHAPES = [{"ROWS": 8, "COLS": 1, "WINOGRAD": 1}, {"ROWS": 8, "COLS": 1, "WINOGRAD": 2}]
+
+
+def shared_winograd_rows(peak: float) -> list[list[str]]:
+    """The rates count the im2col product's arithmetic (its slab row above), so a Winograd path
+    runs "above" the product's rate."""
+    rows = []
+    for layer, (channels, size, outs, inputs) in SHARED_WINOGRAD_LAYERS.items():
+        height, taps, width = SLAB_LAYERS[layer]
+        flops = 2 * height * taps * 4 * width
+        image, weight = torch.randn(channels, size, size, inputs), torch.randn(MODELS, outs, channels, 3, 3)
+        pooled = (size - 2) // 2
+        out = torch.empty(MODELS, outs, pooled, pooled, inputs)
+        for shape in SHARED_WINOGRAD_SHAPES:
+            library = ctypes.CDLL(str(compiled_kernels.build("slab_max_product", None, shape)))
+            kernel = compiled_kernels.SlabMaxProduct(library)
+            filters = kernel.winograd_filters(weight, (1, 1), (1, 1), 2)  # once, as a forward call
+            seconds = best_of(
+                lambda k=kernel, i=image, u=filters, o=out: k.winograd(i, u, None, o, floor=0.0), ROUNDS
+            )
+            rows.append(_row(layer, f"{_label(shape)}, from the image", seconds, flops, peak))
+    return rows
+
+
 def model_rows(peak: float) -> list[list[str]]:
     rows = []
     for layer, (channels, size, outs, kernel_size, pool) in MODEL_LAYERS.items():
@@ -140,7 +169,7 @@ def main() -> None:
     print()
     print("| layer | variant | ms | GFLOP/s | of the product's rate |")
     print("| --- | --- | --- | --- | --- |")
-    for row in slab_rows(peak) + model_rows(peak):
+    for row in slab_rows(peak) + shared_winograd_rows(peak) + model_rows(peak):
         print("| " + " | ".join(row) + " |", flush=True)
 
 
