@@ -10,7 +10,9 @@ Each convolution of an architecture gets one of four kernels, chosen once from i
   positions the pool would drop are never computed. The product comes in two orientations:
   [n*positions, taps] @ [taps, K*out] gives the channels_last layout a grouped convolution reads
   next; [K*out, taps] @ [taps, positions*n] gives the per-model layout [K, C, H, W, n] that dense
-  convolutions and linear layers read, with no transpose in between.
+  convolutions and linear layers read, with no transpose in between. A 3x3 layer of several input
+  channels with a 2x2 pool into the per-model layout skips the im2col where the compiled kernel's
+  build has a Winograd path: that path reads the image itself (`SlabMaxProduct.winograd`).
 * **dense**: a convolution over a few positions (3x3 -> 2x2 in cnn_digits) is one dense matrix
   per model, [out*Ho*Wo, C*H*W], gathered from the weights, run as one batched matrix product on
   the per-model layout. It costs H*W/(kh*kw) times the convolution's arithmetic, so only small
@@ -45,6 +47,11 @@ from zooscope.population.compiled_kernels import model_conv_kernel, slab_max_pro
 # The dense kernel's arithmetic over the convolution's, and its matrix size per model, at most.
 DENSE_MAX_EXPANSION = 4.0
 DENSE_MAX_ENTRIES = 2**14
+# Input channels a shared-input layer needs before the Winograd path pays: its output transform
+# costs each filter about 150 operations a block of four pooled outputs, whatever the channels,
+# against 16 (9C + 1) multiply-adds of the im2col product saved down to 36C. With one channel
+# (cnn_digits) it ran 1.8x slower than the product, with three (CNN3) 1.4x faster (Zen 4 EPYC).
+SHARED_WINOGRAD_MIN_CHANNELS = 2
 
 
 @dataclass(frozen=True)
@@ -222,7 +229,8 @@ class PreparedConv:
     models: int
     weight: torch.Tensor
     bias: torch.Tensor | None  # shaped for the kernel (the shared-input kernel has it in `weight`)
-    # the compiled kernel's Winograd filters (ModelConv.winograd_filters), where it takes that path
+    # the compiled kernel's Winograd filters (winograd_filters of ModelConv, or of SlabMaxProduct
+    # for a shared-input layer), where it takes that path
     filters: torch.Tensor | None = None
 
 
@@ -272,10 +280,12 @@ def _shared_winograd_filters(
     plan: SharedInputConv, weight: torch.Tensor, memory: ChunkMemory, name: str
 ) -> torch.Tensor | None:
     """The transformed filters [K, P, C, O] where this layer runs the compiled first-layer
-    kernel's Winograd path (a build with one, a 3x3 layer whose 2x2 pool writes the per-model
-    layout), else None."""
+    kernel's Winograd path (a build with one, a 3x3 layer with SHARED_WINOGRAD_MIN_CHANNELS or
+    more whose 2x2 pool writes the per-model layout), else None."""
     kernel = slab_max_product_kernel() if plan.compiled and plan.pool_into_model else None
     if kernel is None or not kernel.winograd_positions or not compiled_kernels_may_run(weight):
+        return None
+    if weight.shape[2] < SHARED_WINOGRAD_MIN_CHANNELS:
         return None
     weight, pool = weight.contiguous(), math.isqrt(plan.slabs)
     out = memory.tensor(f"{name} filters", kernel.filters_shape(weight), weight)

@@ -295,7 +295,7 @@ def test_shared_winograd_propagates_nan_and_checks_its_arguments(
 @pytest.mark.parametrize("arch", [Architecture("cnn3", 3, 32), Architecture("cnn_digits", 1, 8)], ids=str)
 @SHARED_WINOGRAD_VARIANTS
 @pytest.mark.usefixtures("compiled_everywhere")
-def test_population_forward_runs_a_shared_winograd_first_layer(
+def test_population_forward_runs_a_shared_winograd_first_layer_of_several_channels(
     arch: Architecture, variant: tuple[tuple[str, int], ...], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     counted = _Counted(_kernel_at("slab_max_product", compiled_kernels.native_lanes(), variant))
@@ -311,7 +311,9 @@ def test_population_forward_runs_a_shared_winograd_first_layer(
     x = torch.randn(21, *arch.input_shape, generator=generator)  # 21: the last block padded
     with torch.inference_mode():
         logits = population_forward(arch, params, x)
-    assert counted.calls and set(counted.calls) == {("winograd", 2)}, counted.calls
+    # CNN3's three channels take the path; cnn_digits' one keeps the im2col product, faster there
+    expected_path = ("winograd", 2) if arch.in_channels >= 2 else ("call", 1)
+    assert counted.calls and set(counted.calls) == {expected_path}, counted.calls
     for i, state_dict in enumerate(state_dicts):
         expected = module_forward(arch, state_dict, x)
         assert torch.equal(torch.isnan(logits[i]), torch.isnan(expected))
