@@ -5,8 +5,9 @@ machine's float32 matrix-product rate (docs/benchmarks.md, "With column tiles").
 
 Each kernel is built with every shape in its list (compiled_kernels.build's `defines`) and timed,
 best of ROUNDS, on one chunk of a population forward: 128 models, 16 inputs (the first layer of
-cnn_digits at 128); the 3x3 first layers also on the Winograd builds' path from the image. Prints one table: layer, variant, ms, GFLOP/s and its share of the matrix-product
-rate on the same threads. The defaults in kernels/*.c are the shapes this chose on an AVX2 EPYC;
+cnn_digits at 128); the 3x3 first layers also on the Winograd builds' path from the image. Prints
+one table: layer, variant, ms, GFLOP/s and its share of the matrix-product rate on the same
+threads. The defaults in kernels/*.c are the shapes this chose on an AVX2 EPYC;
 compiled_kernels.BUILD_VARIANTS lists those each machine times and chooses from at first use.
 """
 
