@@ -39,7 +39,7 @@ from zooscope.networks.datasets import load_dataset
 from zooscope.networks.parameters import stack_state_dicts
 from zooscope.population import compiled_kernels
 from zooscope.population import forward as population
-from zooscope.population.forward import convolution_paths, population_forward
+from zooscope.population.forward import convolution_kernels, convolution_paths, population_forward
 from zooscope.zoo.grid import ZooConfig
 from zooscope.zoo.store import build_zoo
 from zooscope.zoo.training import train_models, train_one_at_a_time
@@ -376,6 +376,14 @@ def _print_row(cells: list[str] | tuple[str, ...]) -> None:
     print("| " + " | ".join(cells) + " |", flush=True)
 
 
+def layer_kernels(arch: Architecture, n: int, device: torch.device) -> str:
+    """The kernel and path of each convolution in a forward row's population calls
+    (population.forward.convolution_kernels)."""
+    _, params, x = _forward_case(arch, n, device)
+    kernels = convolution_kernels(arch, params, x)
+    return "; ".join(f"conv{i} {kernel}" for i, kernel in enumerate(kernels.values(), start=1))
+
+
 def kernel_builds() -> str:
     """Each compiled kernel's build that runs here (compiled_kernels.kernel_variant), or "none"."""
     if compiled_kernels.kernel_mode() == "torch":
@@ -415,6 +423,12 @@ def main() -> None:
         for row in forward_rows(device):
             _print_row(row)
         print(f"\nCompiled kernels' builds on this machine: {kernel_builds()}\n")
+        if device.type == "cpu":
+            print("What each convolution ran on, in forward order:")
+            for arch in FORWARD_ARCHITECTURES:
+                for n in FORWARD_INPUTS:
+                    print(f"- {arch.name}, {n} inputs: {layer_kernels(arch, n, device)}")
+            print()
     if args.only == "inductor":
         _print_row(INDUCTOR_HEADER)
         _print_row(["---"] * len(INDUCTOR_HEADER))

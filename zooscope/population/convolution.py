@@ -298,6 +298,27 @@ def runs_input_blocks(prepared: PreparedConv) -> bool:
     return isinstance(prepared.plan, CompiledConv) or prepared.filters is not None
 
 
+def kernel_description(prepared: PreparedConv) -> str:
+    """Which kernel runs this convolution, in words: "compiled" for our C kernels (and their
+    path), "torch" for torch's ops."""
+    plan = prepared.plan
+    winograd = None
+    if prepared.filters is not None:  # [K, P, C, O]: P = 16 for F(2x2, 3x3), 36 for F(4x4, 3x3)
+        side = math.isqrt(prepared.filters.shape[1]) - 2
+        winograd = f"Winograd F({side}x{side}, 3x3)"
+    if isinstance(plan, SharedInputConv):
+        if winograd is not None:
+            return f"compiled: {winograd} from the image"
+        if plan.compiled:
+            return "compiled: im2col product and max-pool"
+        return "torch: im2col product" + (", max over the pool" if plan.slabs > 1 else "")
+    if isinstance(plan, CompiledConv):
+        return f"compiled: {winograd or 'direct'} per model" + (" and max-pool" if plan.pool else "")
+    if isinstance(plan, DenseConv):
+        return "torch: dense product per model"
+    return "torch: grouped conv2d"
+
+
 def shared_input_conv(x: torch.Tensor, prepared: PreparedConv) -> torch.Tensor:
     """[n, H, W, C] shared by all models -> [n, Ho, Wo, K*out]; with pool slabs, the pool-ordered
     im2col that `pool_slabs` multiplies and pools in one step: [n*S*Ho*Wo, taps], or

@@ -72,6 +72,7 @@ from zooscope.population.convolution import (
     compiled_kernels_may_run,
     dense_conv,
     grouped_conv,
+    kernel_description,
     plan_convolution,
     pool_slabs,
     prepare_convolution,
@@ -252,11 +253,7 @@ def _forward_all_inputs(
     k = n_models(params)
     n_inputs = inputs.shape[0] if shared else inputs.shape[1]
     memory = _chunk_memory()
-    compiled: frozenset[str] = frozenset()
-    if compiled_kernels_may_run(*params.values(), inputs):
-        compiled = convolution_paths(arch, k, n_inputs, shared=shared).compiled
-    plans = _convolution_plans(arch, shared, str(inputs.device), compiled)
-    convs = _prepared_convolutions(plans, params, memory)
+    convs = _call_convolutions(arch, params, inputs, shared, memory)
     # the compiled convolution runs blocks of 16 inputs: chunks of whole blocks, the last padded
     lanes = INPUT_BLOCK if any(runs_input_blocks(conv) for conv in convs.values()) else 1
     step = inputs_per_chunk(arch, k, multiple_of=lanes)
@@ -276,6 +273,28 @@ def _forward_all_inputs(
     ]
     # [K, classes, n] chunks -> [K, N, classes]: the transpose happens in cat's one copy
     return torch.cat([logits.transpose(1, 2) for logits in outputs], dim=1)
+
+
+def _call_convolutions(
+    arch: Architecture, params: StackedParams, inputs: torch.Tensor, shared: bool, memory: ChunkMemory
+) -> dict[str, PreparedConv]:
+    """The convolutions of a call, each on the kernel the call runs it on, weights prepared."""
+    compiled: frozenset[str] = frozenset()
+    if compiled_kernels_may_run(*params.values(), inputs):
+        n_inputs = inputs.shape[0] if shared else inputs.shape[1]
+        compiled = convolution_paths(arch, n_models(params), n_inputs, shared=shared).compiled
+    plans = _convolution_plans(arch, shared, str(inputs.device), compiled)
+    return _prepared_convolutions(plans, params, memory)
+
+
+def convolution_kernels(arch: Architecture, params: StackedParams, inputs: torch.Tensor) -> dict[str, str]:
+    """What population_forward(arch, params, inputs) runs each convolution on, by state_dict
+    prefix in forward order: the kernel and, for a compiled one, its path (direct, im2col
+    product or Winograd), as the call would choose them (convolution.kernel_description)."""
+    shared = inputs.dim() == len(arch.input_shape) + 1
+    with torch.no_grad():
+        convs = _call_convolutions(arch, params, inputs, shared, ChunkMemory())
+    return {key: kernel_description(conv) for key, conv in convs.items()}
 
 
 def inputs_per_chunk(arch: Architecture, k: int, *, multiple_of: int = 1) -> int:

@@ -17,7 +17,7 @@ from zooscope.networks.parameters import stack_state_dicts
 from zooscope.population import compiled_kernels
 from zooscope.population import convolution as population_convolution
 from zooscope.population.compiled_kernels import ModelConv, SlabMaxProduct, slab_max_product_kernel
-from zooscope.population.forward import module_forward, population_forward
+from zooscope.population.forward import convolution_kernels, module_forward, population_forward
 from zooscope.population.kernel_cache import CACHE_ENV
 
 needs_compiler = pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler on this machine")
@@ -314,11 +314,39 @@ def test_population_forward_runs_a_shared_winograd_first_layer_of_several_channe
     # CNN3's three channels take the path; cnn_digits' one keeps the im2col product, faster there
     expected_path = ("winograd", 2) if arch.in_channels >= 2 else ("call", 1)
     assert counted.calls and set(counted.calls) == {expected_path}, counted.calls
+    side = {1: 2, 2: 4}[dict(variant)["WINOGRAD"]]
+    first = convolution_kernels(arch, params, x)["module_list.0"]
+    if arch.in_channels >= 2:
+        assert first == f"compiled: Winograd F({side}x{side}, 3x3) from the image"
+    else:
+        assert first == "compiled: im2col product and max-pool"
     for i, state_dict in enumerate(state_dicts):
         expected = module_forward(arch, state_dict, x)
         assert torch.equal(torch.isnan(logits[i]), torch.isnan(expected))
         torch.testing.assert_close(logits[i].nan_to_num(), expected.nan_to_num(), atol=1e-5, rtol=1e-5)
     assert torch.isnan(logits[2]).all()
+
+
+def test_each_convolution_says_what_it_runs_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    arch = Architecture("cnn3", 3, 32)
+    params = stack_state_dicts(arch, [arch.build().state_dict() for _ in range(2)])
+    x = torch.randn(16, *arch.input_shape)
+    monkeypatch.setenv(compiled_kernels.ENABLE_ENV, "0")
+    assert list(convolution_kernels(arch, params, x).values()) == [
+        "torch: im2col product, max over the pool",
+        "torch: grouped conv2d",
+        "torch: grouped conv2d",
+    ]
+    if shutil.which("cc") is None:
+        return
+    monkeypatch.setenv(compiled_kernels.ENABLE_ENV, "1")
+    conv = compiled_kernels.model_conv_kernel()
+    assert conv is not None
+    side = {0: None, 16: 2, 36: 4}[conv.winograd_positions]
+    later = f"compiled: Winograd F({side}x{side}, 3x3)" if side else "compiled: direct"
+    kernels = convolution_kernels(arch, params, x)
+    assert kernels["module_list.4"] == kernels["module_list.8"] == f"{later} per model and max-pool"
+    assert kernels["module_list.0"].startswith("compiled: ")
 
 
 def test_population_forward_needs_no_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
