@@ -141,11 +141,9 @@ def model_rows(peak: float) -> list[list[str]]:
         for shape in MODEL_SHAPES:
             library = ctypes.CDLL(str(compiled_kernels.build("model_conv", None, shape)))
             conv = compiled_kernels.ModelConv(library)
-            # a Winograd build's filters transformed once, as a forward call does for its chunks
-            winograd = conv.winograd_filters(weight, (1, 1), (1, 1), pool)
             seconds = best_of(
-                lambda c=conv, p=pool, o=out, w=weight, b=bias, x=x, u=winograd: c(
-                    x, w, b, o, (1, 1), (1, 1), pool=p, floor=0.0, filters=u
+                lambda c=conv, p=pool, o=out, w=weight, b=bias, x=x: c(
+                    x, w, b, o, (1, 1), (1, 1), pool=p, floor=0.0
                 ),
                 ROUNDS,
             )

@@ -108,18 +108,45 @@ def native_lanes() -> int:
     return 16 if "avx512f" in cpu_flags() else 8
 
 
-class _WinogradFilters:
-    """What a kernel library with Winograd builds exports about its path (kernels/winograd.h):
-    the positions of a transformed filter and the transform, made once per forward call."""
+class _WinogradPath:
+    """What a kernel library exports about its build's Winograd path (kernels/winograd.h)."""
 
     def __init__(self, library: ctypes.CDLL) -> None:
-        self._filters = library.winograd_filters
-        self._filters.argtypes = [ctypes.c_void_p] * 2 + [ctypes.c_long] * 10
-        self._filters.restype = ctypes.c_int
         library.winograd_positions.restype = ctypes.c_int
         # a transformed filter's positions in this build's Winograd path (16 for F(2x2, 3x3), 36
         # for F(4x4, 3x3)); 0 in a build without one
         self.winograd_positions: int = library.winograd_positions()
+        self._applies = library.winograd_applies
+        self._applies.argtypes = [ctypes.c_long] * 7
+        self._applies.restype = ctypes.c_int
+
+    def takes_winograd(
+        self, kernel_size: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int], pool: int
+    ) -> bool:
+        """Whether this build runs a layer of these shapes (and the max-pool after it) on its
+        Winograd path."""
+        return bool(self._applies(*kernel_size, *stride, *dilation, pool))
+
+
+class SlabMaxProduct(_WinogradPath):
+    """The first convolution of a population, on the input every model sees, with the max-pool
+    after it, on torch's threads (see kernels/slab_max_product.c): out[r, c] = max(floor, max_s
+    sum_t weight[r, t] * columns[t, s, c]) from the im2col, and in a Winograd build `winograd`,
+    the same for a 3x3 layer with a 2x2 pool from the image itself."""
+
+    def __init__(self, library: ctypes.CDLL) -> None:
+        super().__init__(library)
+        self._function = library.slab_max_product
+        pointers, sizes = [ctypes.c_void_p] * 3, [ctypes.c_long] * 4  # weight, columns, out; their shapes
+        self._function.argtypes = [*pointers, *sizes, ctypes.c_float, ctypes.c_void_p]
+        self._function.restype = None
+        self._winograd = library.shared_winograd_conv if self.winograd_positions else None
+        if self._winograd is not None:
+            self._winograd.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_long] * 6 + [ctypes.c_float]
+            self._winograd.restype = None
+        self._filters = library.winograd_filters
+        self._filters.argtypes = [ctypes.c_void_p] * 2 + [ctypes.c_long] * 10
+        self._filters.restype = ctypes.c_int
 
     def filters_shape(self, weight: torch.Tensor) -> tuple[int, int, int, int]:
         """[K, P, C, O]: the shape of winograd_filters for weight [K, O, C, kh, kw]."""
@@ -138,7 +165,7 @@ class _WinogradFilters:
         path multiplies by, for a layer of weight [K, O, C, kh, kw] (float32, CPU, contiguous)
         with this stride, dilation and pool, written into `out` (filters_shape) if given; None
         where this build runs the layer directly. Made once per forward call and given to each
-        chunk's call, which would otherwise transform the filters itself."""
+        chunk's call of `winograd`."""
         shape = self.filters_shape(weight)
         filters = torch.empty(shape) if out is None else out
         _check_tensors("winograd_filters", weight, filters)
@@ -147,24 +174,6 @@ class _WinogradFilters:
         models, outs, channels, kh, kw = weight.shape
         shapes = (models, outs, channels, kh, kw, *stride, *dilation, pool)
         return filters if self._filters(weight.data_ptr(), filters.data_ptr(), *shapes) else None
-
-
-class SlabMaxProduct(_WinogradFilters):
-    """The first convolution of a population, on the input every model sees, with the max-pool
-    after it, on torch's threads (see kernels/slab_max_product.c): out[r, c] = max(floor, max_s
-    sum_t weight[r, t] * columns[t, s, c]) from the im2col, and in a Winograd build `winograd`,
-    the same for a 3x3 layer with a 2x2 pool from the image itself."""
-
-    def __init__(self, library: ctypes.CDLL) -> None:
-        super().__init__(library)
-        self._function = library.slab_max_product
-        pointers, sizes = [ctypes.c_void_p] * 3, [ctypes.c_long] * 4  # weight, columns, out; their shapes
-        self._function.argtypes = [*pointers, *sizes, ctypes.c_float, ctypes.c_void_p]
-        self._function.restype = None
-        self._winograd = library.shared_winograd_conv if self.winograd_positions else None
-        if self._winograd is not None:
-            self._winograd.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_long] * 6 + [ctypes.c_float]
-            self._winograd.restype = None
 
     def __call__(
         self, weight: torch.Tensor, columns: torch.Tensor, out: torch.Tensor, *, floor: float = float("-inf")
@@ -219,7 +228,7 @@ class SlabMaxProduct(_WinogradFilters):
         return out
 
 
-class ModelConv(_WinogradFilters):
+class ModelConv(_WinogradPath):
     """A plain convolution (no padding, one group) of K models on the layout [K, C, H, W, n], n a
     multiple of INPUT_BLOCK, with the max-pool and the ReLU that may follow it, on torch's threads
     (see kernels/model_conv.c)."""
@@ -227,7 +236,7 @@ class ModelConv(_WinogradFilters):
     def __init__(self, library: ctypes.CDLL) -> None:
         super().__init__(library)
         self._function = library.model_conv
-        self._function.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_long] * 13 + [ctypes.c_float]
+        self._function.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_long] * 13 + [ctypes.c_float]
         self._function.restype = None
 
     def __call__(
@@ -241,24 +250,22 @@ class ModelConv(_WinogradFilters):
         *,
         pool: int = 1,
         floor: float = float("-inf"),
-        filters: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """x [K, C, H, W, n], weight [K, O, C, kh, kw], bias [K, O] or None, out
         [K, O, Ho // pool, Wo // pool, n]: float32, CPU, contiguous (checked: the C code trusts the
         pointers it is given). `pool`: a max-pool with kernel = stride = pool after the
-        convolution (1: none); `floor` 0 adds a ReLU after it. `filters`: winograd_filters of
-        `weight` for this stride, dilation and pool, or None."""
+        convolution (1: none); `floor` 0 adds a ReLU after it. On a layer this build takes on its
+        Winograd path (takes_winograd), the kernel transforms each model's filters itself."""
         models, channels, height, width, n = x.shape
         outs, kh, kw = weight.shape[1], weight.shape[3], weight.shape[4]
         out_h = ((height - dilation[0] * (kh - 1) - 1) // stride[0] + 1) // pool
         out_w = ((width - dilation[1] * (kw - 1) - 1) // stride[1] + 1) // pool
-        given = [t for t in (bias, filters) if t is not None]
+        given = [t for t in (bias,) if t is not None]
         _check_tensors("model_conv", x, weight, out, *given)
         if (
             n % INPUT_BLOCK
             or weight.shape[:3] != (models, outs, channels)
             or (bias is not None and bias.shape != (models, outs))
-            or (filters is not None and filters.shape != (models, self.winograd_positions, channels, outs))
             or out.shape != (models, outs, out_h, out_w, n)
         ):
             shapes = ", ".join(str(tuple(t.shape)) for t in (x, weight, out))
@@ -269,7 +276,6 @@ class ModelConv(_WinogradFilters):
             self._function(
                 x.data_ptr(),
                 weight.data_ptr(),
-                None if filters is None else filters.data_ptr(),
                 None if bias is None else bias.data_ptr(),
                 out.data_ptr(),
                 models,
@@ -406,13 +412,11 @@ def _model_conv_timing_problem(library: ctypes.CDLL) -> Callable[[], object]:
         weight = torch.randn(TIMING_MODELS, outs, channels, kernel_size, kernel_size)
         pooled = (size - kernel_size + 1) // pool
         out = torch.empty(TIMING_MODELS, outs, pooled, pooled, inputs)
-        # a Winograd build's filters transformed once, as a forward call does for its chunks
-        filters = kernel.winograd_filters(weight, (1, 1), (1, 1), pool)
-        runs.append((x, weight, torch.randn(TIMING_MODELS, outs), out, pool, filters))
+        runs.append((x, weight, torch.randn(TIMING_MODELS, outs), out, pool))
 
     def run() -> None:
-        for x, weight, bias, out, pool, filters in runs:
-            kernel(x, weight, bias, out, (1, 1), (1, 1), pool=pool, filters=filters)
+        for x, weight, bias, out, pool in runs:
+            kernel(x, weight, bias, out, (1, 1), (1, 1), pool=pool)
 
     return run
 

@@ -229,8 +229,8 @@ class PreparedConv:
     models: int
     weight: torch.Tensor
     bias: torch.Tensor | None  # shaped for the kernel (the shared-input kernel has it in `weight`)
-    # the compiled kernel's Winograd filters (winograd_filters of ModelConv, or of SlabMaxProduct
-    # for a shared-input layer), where it takes that path
+    # a shared-input layer's Winograd filters (SlabMaxProduct.winograd_filters), where it takes
+    # that path
     filters: torch.Tensor | None = None
 
 
@@ -260,17 +260,8 @@ def prepare_convolution(
             plan, memory, name, k, dense, bias.unsqueeze(2).expand(k, out, positions).reshape(k, -1, 1)
         )
     if isinstance(plan, CompiledConv):
-        weight, kernel = weight.contiguous(), model_conv_kernel()
-        # the Winograd path's filters, transformed once per call rather than in every chunk
-        # (1.7 ms of a 12.9 ms chunk of CNN3's second layer)
-        filters = None
-        if kernel is not None and compiled_kernels_may_run(weight):
-            # in chunk memory: fresh MiBs each call came back as new pages (F(4x4, 3x3)'s 9 MiB for
-            # CNN3's second layer took 2 ms to fault in, a twentieth of a 32-input forward)
-            out = memory.tensor(f"{name} filters", kernel.filters_shape(weight), weight)
-            filters = kernel.winograd_filters(weight, plan.stride, plan.dilation, plan.pool or 1, out)
         return PreparedConv(
-            plan, memory, name, k, weight, None if bias is None else bias.contiguous(), filters
+            plan, memory, name, k, weight.contiguous(), None if bias is None else bias.contiguous()
         )
     grouped_bias = None if bias is None else bias.reshape(-1)
     return PreparedConv(plan, memory, name, k, weight.reshape(k * out, *weight.shape[2:]), grouped_bias)
@@ -302,21 +293,28 @@ def kernel_description(prepared: PreparedConv) -> str:
     """Which kernel runs this convolution, in words: "compiled" for our C kernels (and their
     path), "torch" for torch's ops."""
     plan = prepared.plan
-    winograd = None
-    if prepared.filters is not None:  # [K, P, C, O]: P = 16 for F(2x2, 3x3), 36 for F(4x4, 3x3)
-        side = math.isqrt(prepared.filters.shape[1]) - 2
-        winograd = f"Winograd F({side}x{side}, 3x3)"
     if isinstance(plan, SharedInputConv):
-        if winograd is not None:
-            return f"compiled: {winograd} from the image"
+        if prepared.filters is not None:  # [K, P, C, O]
+            return f"compiled: {_winograd_name(prepared.filters.shape[1])} from the image"
         if plan.compiled:
             return "compiled: im2col product and max-pool"
         return "torch: im2col product" + (", max over the pool" if plan.slabs > 1 else "")
     if isinstance(plan, CompiledConv):
-        return f"compiled: {winograd or 'direct'} per model" + (" and max-pool" if plan.pool else "")
+        kernel, kernel_size = model_conv_kernel(), (prepared.weight.shape[3], prepared.weight.shape[4])
+        winograd = kernel is not None and kernel.takes_winograd(
+            kernel_size, plan.stride, plan.dilation, plan.pool or 1
+        )
+        path = _winograd_name(kernel.winograd_positions) if kernel is not None and winograd else "direct"
+        return f"compiled: {path} per model" + (" and max-pool" if plan.pool else "")
     if isinstance(plan, DenseConv):
         return "torch: dense product per model"
     return "torch: grouped conv2d"
+
+
+def _winograd_name(positions: int) -> str:
+    """F(mxm, 3x3) from a transformed filter's positions, (m + 2)^2."""
+    side = math.isqrt(positions) - 2
+    return f"Winograd F({side}x{side}, 3x3)"
 
 
 def shared_input_conv(x: torch.Tensor, prepared: PreparedConv) -> torch.Tensor:
@@ -434,7 +432,6 @@ def compiled_conv(
         plan.dilation,
         pool=pool,
         floor=floor,
-        filters=prepared.filters if pool == plan.pool else None,
     )
 
 

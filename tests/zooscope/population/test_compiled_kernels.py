@@ -60,7 +60,7 @@ class _Counted:
         assert isinstance(self.kernel, SlabMaxProduct)
         return self.kernel.winograd(*args, **kwargs)
 
-    def __getattr__(self, name: str):  # winograd_positions, winograd_filters, filters_shape
+    def __getattr__(self, name: str):  # winograd_positions, takes_winograd, winograd_filters, ...
         return getattr(self.kernel, name)
 
 
@@ -506,34 +506,37 @@ def test_model_conv_propagates_nan_and_checks_its_arguments(
 
 
 @needs_compiler
+@pytest.mark.parametrize("name", ["model_conv", "slab_max_product"])
+def test_each_build_says_which_layers_take_its_winograd_path(name: str) -> None:
+    for variant in compiled_kernels.BUILD_VARIANTS[name]:
+        kernel = _kernel_at(name, compiled_kernels.native_lanes(), tuple(variant.items()))
+        assert isinstance(kernel, SlabMaxProduct | ModelConv)
+        assert kernel.winograd_positions == {0: 0, 1: 16, 2: 36}[variant.get("WINOGRAD", 0)]
+        winograd = variant.get("WINOGRAD", 0) > 0
+        assert kernel.takes_winograd((3, 3), (1, 1), (1, 1), 2) == winograd
+        assert not kernel.takes_winograd((3, 3), (1, 1), (1, 1), 1), "only a layer with a 2x2 pool"
+        assert not kernel.takes_winograd((3, 3), (2, 2), (1, 1), 2), "only stride 1"
+        assert not kernel.takes_winograd((3, 3), (1, 1), (2, 2), 2), "no dilation"
+        assert not kernel.takes_winograd((5, 5), (1, 1), (1, 1), 2), "only 3x3 filters"
+
+
+@needs_compiler
 @WIDTHS
-@MODEL_CONV_VARIANTS
-def test_model_conv_takes_its_winograd_filters_made_once(
+@SHARED_WINOGRAD_VARIANTS
+def test_shared_winograd_filters_go_into_memory_the_caller_keeps(
     lanes: int, variant: tuple[tuple[str, int], ...]
 ) -> None:
-    conv = _kernel_at("model_conv", lanes, variant)
-    assert isinstance(conv, ModelConv)
-    generator = torch.Generator().manual_seed(9)
-    x = torch.randn(5, 16, 15, 15, 32, generator=generator)
-    weight, bias = torch.randn(5, 32, 16, 3, 3, generator=generator), torch.randn(5, 32, generator=generator)
-    filters = conv.winograd_filters(weight, (1, 1), (1, 1), 2)
-    winograd_build = dict(variant).get("WINOGRAD", 0) > 0
-    assert (filters is not None) == winograd_build
-    assert conv.winograd_filters(weight, (1, 1), (1, 1), 1) is None, "only a layer with a 2x2 pool"
-    assert conv.winograd_filters(weight, (2, 2), (1, 1), 2) is None, "only stride 1"
-    if filters is not None:  # written into memory the caller keeps, the same values
-        given_memory = torch.full(conv.filters_shape(weight), 123.0)
-        assert conv.winograd_filters(weight, (1, 1), (1, 1), 2, given_memory) is given_memory
-        assert torch.equal(given_memory, filters)
-        assert filters.shape[1] == {1: 16, 2: 36}[dict(variant)["WINOGRAD"]]
-        with pytest.raises(ValueError, match="not"):
-            conv.winograd_filters(weight, (1, 1), (1, 1), 2, torch.empty(5, 16, 16, 31))
-    own, given = torch.empty(5, 32, 6, 6, 32), torch.full((5, 32, 6, 6, 32), 123.0)
-    conv(x, weight, bias, own, (1, 1), (1, 1), pool=2, floor=0.0)
-    conv(x, weight, bias, given, (1, 1), (1, 1), pool=2, floor=0.0, filters=filters)
-    assert torch.equal(own, given)
-    expected = _grouped_reference(x, weight, bias, 1, 1, 2, True)
-    torch.testing.assert_close(own, expected, atol=_atol(variant, expected), rtol=1e-5)
+    kernel = _kernel_at("slab_max_product", lanes, variant)
+    assert isinstance(kernel, SlabMaxProduct)
+    weight = torch.randn(5, 32, 16, 3, 3, generator=torch.Generator().manual_seed(9))
+    filters = kernel.winograd_filters(weight, (1, 1), (1, 1), 2)
+    assert filters is not None
+    assert filters.shape == kernel.filters_shape(weight) == (5, kernel.winograd_positions, 16, 32)
+    given_memory = torch.full(kernel.filters_shape(weight), 123.0)
+    assert kernel.winograd_filters(weight, (1, 1), (1, 1), 2, given_memory) is given_memory
+    assert torch.equal(given_memory, filters)
+    with pytest.raises(ValueError, match="not"):
+        kernel.winograd_filters(weight, (1, 1), (1, 1), 2, torch.empty(5, 16, 16, 31))
 
 
 @needs_compiler

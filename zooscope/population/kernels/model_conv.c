@@ -7,7 +7,6 @@
 
    in     [K, C, H, W, n]    each model's activation, inputs innermost
    weight [K, O, C, kh, kw]  bias [K, O], or NULL
-   filters  the Winograd path's transformed weight (winograd_filters), or NULL
    out    [K, O, Ho/pool, Wo/pool, n]  n a multiple of LANES (the program pads its inputs to 16);
           pool 1 is the plain convolution, floor -INFINITY no ReLU, 0 a ReLU
 
@@ -137,9 +136,12 @@ static void any_winograd_block(const float *u, const vec *x, vec *m, long channe
     }
 }
 
-/* `filters`: the transformed filters (winograd_filters), or NULL to transform them here */
-static void winograd_conv(const float *in, const float *weight, const float *filters, const float *bias, float *out,
-                          long models, long channels, long height, long width, long n, long outs, float floor) {
+/* Each thread transforms the filters of the model at hand (its iterations run model by model) into
+   its own buffer, where the multiplies find them in L2: transformed once per call for every model
+   instead, F(4x4, 3x3)'s filters of CNN3's later layers were 18 MiB written and read back from
+   memory, 2.5 ms of a 32-input forward, where this costs 0-0.3 ms a chunk. */
+static void winograd_conv(const float *in, const float *weight, const float *bias, float *out, long models,
+                          long channels, long height, long width, long n, long outs, float floor) {
     long out_h = (height - 2) / 2, out_w = (width - 2) / 2; /* pooled: the pool drops an odd border */
     if (out_h <= 0 || out_w <= 0) return;                  /* a 3x3 map pools to nothing */
     /* blocks of WINO_POOLED x WINO_POOLED pooled outputs; the last row and column of blocks may
@@ -147,27 +149,26 @@ static void winograd_conv(const float *in, const float *weight, const float *fil
     long tiles_h = (out_h + WINO_POOLED - 1) / WINO_POOLED, tiles = (out_w + WINO_POOLED - 1) / WINO_POOLED;
     const long step = 2 * WINO_POOLED; /* input rows and columns between blocks */
     int ob = block_size(outs, MAX_OB), jb = block_size(tiles, MAX_JB);
-    float *own = NULL;
-    if (filters == NULL) {
-        own = malloc(sizeof(float) * models * WINO_P * channels * outs);
-        if (own == NULL) abort();
-        transform_filters(weight, own, models, outs, channels);
-    }
-    const float *u = filters ? filters : own;
+    const long per_model = WINO_P * channels * outs; /* one model's transformed filters */
     vec floor_v = broadcast(floor);
 #pragma omp parallel
     {
-        /* this thread's transformed block row of inputs [C][tiles][WINO_P] and products
-           [OB][tiles][WINO_P] */
+        /* this thread's transformed block row of inputs [C][tiles][WINO_P], products
+           [OB][tiles][WINO_P] and the transformed filters u [WINO_P][C][O] of model u_model */
         vec *x = aligned_alloc(sizeof(vec), sizeof(vec) * channels * tiles * WINO_P);
         vec *m = aligned_alloc(sizeof(vec), sizeof(vec) * ob * tiles * WINO_P);
-        if (x == NULL || m == NULL) abort();
+        float *u = aligned_alloc(sizeof(vec), (sizeof(float) * per_model + sizeof(vec) - 1) / sizeof(vec) * sizeof(vec));
+        if (x == NULL || m == NULL || u == NULL) abort();
+        long u_model = -1;
 #pragma omp for collapse(2) schedule(static)
         for (long k = 0; k < models; k++)
             for (long ti = 0; ti < tiles_h; ti++)
                 for (long v = 0; v < n; v += LANES) {
                     const float *in_k = in + k * channels * height * width * n;
-                    const float *u_k = u + k * WINO_P * channels * outs;
+                    if (u_model != k) {
+                        transform_model_filters(weight + k * outs * channels * 9, u, outs, channels);
+                        u_model = k;
+                    }
                     long i0 = ti * step;
                     int rows = (int)(height - i0 < WINO_TILE ? height - i0 : WINO_TILE);
                     for (long c = 0; c < channels; c++)
@@ -185,7 +186,7 @@ static void winograd_conv(const float *in, const float *weight, const float *fil
                         int o_here = (int)(outs - o0 < ob ? outs - o0 : ob);
                         for (long tj0 = 0; tj0 < tiles; tj0 += jb) {
                             int j_here = (int)(tiles - tj0 < jb ? tiles - tj0 : jb);
-                            any_winograd_block(u_k, x, m, channels, outs, tiles, o0, tj0, o_here, j_here);
+                            any_winograd_block(u, x, m, channels, outs, tiles, o0, tj0, o_here, j_here);
                         }
                         for (int o = 0; o < o_here; o++) {
                             vec b = broadcast(bias ? bias[k * outs + o0 + o] : 0.0f);
@@ -206,22 +207,20 @@ static void winograd_conv(const float *in, const float *weight, const float *fil
                 }
         free(x);
         free(m);
+        free(u);
     }
-    free(own);
 }
 #endif
 
-/* `filters`: winograd_filters of `weight` for this layer, or NULL */
-void model_conv(const float *in, const float *weight, const float *filters, const float *bias, float *out,
-                long models, long channels, long height, long width, long n, long outs, long kh, long kw, long sh,
-                long sw, long dh, long dw, long pool, float floor) {
+void model_conv(const float *in, const float *weight, const float *bias, float *out, long models, long channels,
+                long height, long width, long n, long outs, long kh, long kw, long sh, long sw, long dh, long dw,
+                long pool, float floor) {
 #if WINOGRAD
     if (winograd_applies(kh, kw, sh, sw, dh, dw, pool)) {
-        winograd_conv(in, weight, filters, bias, out, models, channels, height, width, n, outs, floor);
+        winograd_conv(in, weight, bias, out, models, channels, height, width, n, outs, floor);
         return;
     }
 #endif
-    (void)filters;
     struct shape s = {channels, height, width, n, outs, kh, kw, sh, sw, dh, dw, pool,
                       ((height - dh * (kh - 1) - 1) / sh + 1) / pool, ((width - dw * (kw - 1) - 1) / sw + 1) / pool,
                       floor};

@@ -179,25 +179,29 @@ static inline void pooled_outputs(const vec m[16], vec bias, vec floor, vec best
 /* Pooled outputs per block side: 1 (F(2x2, 3x3)) or 2 (F(4x4, 3x3)) */
 #define WINO_POOLED ((WINO_TILE - 2) / 2)
 
-/* u [K][WINO_P][C][O] = G g G^T of every filter g of weight [K][O][C][3][3], LANES output channels
+/* u [WINO_P][C][O] = G g G^T of one model's filters g, weight [O][C][3][3], LANES output channels
    at a time (the scalar form took 2.4 ms for CNN3's second layer, a sixteenth of a 32-input
    forward), so that each position's writes also run along memory */
+static void transform_model_filters(const float *weight, float *u, long outs, long channels) {
+    for (long c = 0; c < channels; c++)
+        for (long o0 = 0; o0 < outs; o0 += LANES) {
+            int here = (int)(outs - o0 < LANES ? outs - o0 : LANES);
+            float taps[9][LANES] = {{0}}, out[WINO_P][LANES];
+            for (int o = 0; o < here; o++)
+                for (int q = 0; q < 9; q++) taps[q][o] = weight[((o0 + o) * channels + c) * 9 + q];
+            vec g[9], t[WINO_P];
+            for (int q = 0; q < 9; q++) g[q] = load(taps[q]);
+            filter_transform(g, t);
+            for (int p = 0; p < WINO_P; p++) memcpy(out[p], &t[p], sizeof(vec));
+            for (int p = 0; p < WINO_P; p++) memcpy(u + (p * channels + c) * outs + o0, out[p], sizeof(float) * here);
+        }
+}
+
+/* u [K][WINO_P][C][O] for every model of weight [K][O][C][3][3] */
 static void transform_filters(const float *weight, float *u, long models, long outs, long channels) {
-#pragma omp parallel for collapse(2) schedule(static)
+#pragma omp parallel for schedule(static)
     for (long k = 0; k < models; k++)
-        for (long c = 0; c < channels; c++)
-            for (long o0 = 0; o0 < outs; o0 += LANES) {
-                int here = (int)(outs - o0 < LANES ? outs - o0 : LANES);
-                float taps[9][LANES] = {{0}}, out[WINO_P][LANES];
-                for (int o = 0; o < here; o++)
-                    for (int q = 0; q < 9; q++) taps[q][o] = weight[((k * outs + o0 + o) * channels + c) * 9 + q];
-                vec g[9], t[WINO_P];
-                for (int q = 0; q < 9; q++) g[q] = load(taps[q]);
-                filter_transform(g, t);
-                for (int p = 0; p < WINO_P; p++) memcpy(out[p], &t[p], sizeof(vec));
-                for (int p = 0; p < WINO_P; p++)
-                    memcpy(u + ((k * WINO_P + p) * channels + c) * outs + o0, out[p], sizeof(float) * here);
-            }
+        transform_model_filters(weight + k * outs * channels * 9, u + k * WINO_P * channels * outs, outs, channels);
 }
 #endif
 
@@ -212,13 +216,13 @@ int winograd_positions(void) {
 }
 
 /* Whether a kernel of this build takes the Winograd path for a layer of these shapes. */
-static int winograd_applies(long kh, long kw, long sh, long sw, long dh, long dw, long pool) {
+int winograd_applies(long kh, long kw, long sh, long sw, long dh, long dw, long pool) {
     return WINOGRAD && kh == 3 && kw == 3 && sh == 1 && sw == 1 && dh == 1 && dw == 1 && pool == 2;
 }
 
 /* For a layer that takes the Winograd path: its transformed filters u [K][P][C][O] (P =
    winograd_positions()), written, and 1; else 0. A forward computes them once per call and hands
-   them to each chunk's kernel call. */
+   them to each chunk's shared_winograd_conv (model_conv transforms each model's filters itself). */
 int winograd_filters(const float *weight, float *u, long models, long outs, long channels, long kh, long kw,
                      long sh, long sw, long dh, long dw, long pool) {
     if (!winograd_applies(kh, kw, sh, sw, dh, dw, pool)) return 0;
