@@ -230,6 +230,7 @@ def _shared_reference(
         (3, 1, 8, 32, 8),  # cnn_digits' first layer: 3x3 pooled
         (2, 2, 14, 16, 5),  # 6x6 pooled: whole F(4x4, 3x3) blocks
         (3, 3, 7, 16, 2),  # 2x2 pooled from a 7-wide map (the pool drops a border)
+        (2, 2, 4, 16, 3),  # one pooled output from a 4x4 map
     ],
 )
 @pytest.mark.parametrize("with_bias", [True, False])
@@ -448,6 +449,7 @@ def _atol(variant: tuple[tuple[str, int], ...], expected: torch.Tensor) -> float
         (3, 4, 12, 16, 5, 3, 1, 1, 2, False),  # 5x5 pooled: F(4x4, 3x3)'s last blocks cross the edge
         (2, 32, 6, 16, 15, 3, 1, 1, 2, True),  # CNN3's third layer: one F(4x4, 3x3) block
         (2, 2, 9, 16, 3, 3, 1, 1, 2, True),  # 3x3 pooled, 9 wide: the edge block reads 3 columns of 6
+        (2, 2, 4, 16, 3, 3, 1, 1, 2, True),  # one pooled output from a 4x4 map: a 6x6 block on 4x4
     ],
 )
 @pytest.mark.parametrize("relu", [False, True])
