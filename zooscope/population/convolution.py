@@ -228,7 +228,7 @@ class PreparedConv:
     name: str  # the layer's state_dict prefix: its outputs' name in the chunk memory
     models: int
     weight: torch.Tensor
-    bias: torch.Tensor | None  # shaped for the kernel (the shared-input kernel has it in `weight`)
+    bias: torch.Tensor | None  # shaped for the kernel (the shared-input product has it in `weight`)
     # a shared-input layer's Winograd filters (SlabMaxProduct.winograd_filters), where it takes
     # that path
     filters: torch.Tensor | None = None

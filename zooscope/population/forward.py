@@ -290,10 +290,10 @@ def _call_convolutions(
 def convolution_kernels(arch: Architecture, params: StackedParams, inputs: torch.Tensor) -> dict[str, str]:
     """What population_forward(arch, params, inputs) runs each convolution on, by state_dict
     prefix in forward order: the kernel and, for a compiled one, its path (direct, im2col
-    product or Winograd), as the call would choose them (convolution.kernel_description)."""
+    product or Winograd), as the call would choose them in the same autograd context
+    (convolution.kernel_description)."""
     shared = inputs.dim() == len(arch.input_shape) + 1
-    with torch.no_grad():
-        convs = _call_convolutions(arch, params, inputs, shared, ChunkMemory())
+    convs = _call_convolutions(arch, params, inputs, shared, ChunkMemory())
     return {key: kernel_description(conv) for key, conv in convs.items()}
 
 

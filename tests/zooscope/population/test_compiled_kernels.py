@@ -348,6 +348,10 @@ def test_each_convolution_says_what_it_runs_on(monkeypatch: pytest.MonkeyPatch) 
     kernels = convolution_kernels(arch, params, x)
     assert kernels["module_list.4"] == kernels["module_list.8"] == f"{later} per model and max-pool"
     assert kernels["module_list.0"].startswith("compiled: ")
+    recorded = {key: value.requires_grad_(True) for key, value in params.items()}
+    assert not any(
+        kernel.startswith("compiled") for kernel in convolution_kernels(arch, recorded, x).values()
+    ), "a call autograd records never runs the compiled kernels, and says so"
 
 
 def test_population_forward_needs_no_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
