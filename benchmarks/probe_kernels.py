@@ -93,7 +93,12 @@ SHARED_WINOGRAD_LAYERS = {
     "cnn_digits conv1 1->8 3x3": (1, 8, 8, 128),
     "cnn3 conv1 3->16 3x3": (3, 32, 16, INPUTS),
 }
-SHARED_WINOGRAD_SHAPES = [{"ROWS": 8, "COLS": 1, "WINOGRAD": 1}, {"ROWS": 8, "COLS": 1, "WINOGRAD": 2}]
+SHARED_WINOGRAD_SHAPES = [
+    {"ROWS": 8, "COLS": 1, "WINOGRAD": 1},
+    {"ROWS": 8, "COLS": 1, "WINOGRAD": 2},  # 8 filters at once in groups of 16: the defaults
+    *({"ROWS": 8, "COLS": 1, "WINOGRAD": 2, "SHARED_ROWS": rows} for rows in (4, 2)),
+    {"ROWS": 8, "COLS": 1, "WINOGRAD": 2, "SHARED_GROUP": 64},
+]
 
 
 def shared_winograd_rows(peak: float) -> list[list[str]]:
