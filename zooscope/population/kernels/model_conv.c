@@ -139,7 +139,8 @@ static void any_winograd_block(const float *u, const vec *x, vec *m, long channe
 /* Each thread transforms the filters of the model at hand (its iterations run model by model) into
    its own buffer, where the multiplies find them in L2: transformed once per call for every model
    instead, F(4x4, 3x3)'s filters of CNN3's later layers were 18 MiB written and read back from
-   memory, 2.5 ms of a 32-input forward, where this costs 0-0.3 ms a chunk. */
+   memory, and the layers ran slower with them (docs/benchmarks.md: 14.77 against 14.07 ms, 2.54
+   against 2.06 ms, before counting the call's transform). */
 static void winograd_conv(const float *in, const float *weight, const float *bias, float *out, long models,
                           long channels, long height, long width, long n, long outs, float floor) {
     long out_h = (height - 2) / 2, out_w = (width - 2) / 2; /* pooled: the pool drops an odd border */

@@ -121,8 +121,9 @@ void slab_max_product(const float *weight, const float *columns, float *out, lon
 #if WINOGRAD
 /* Filters in a group (the group passes over every block, its transformed filters in L1) and
    filters at once (each transformed input loaded feeds SHARED_ROWS multiply-adds). On a Zen 4 EPYC,
-   CNN3's first layer at 16 inputs, one thread: 8 at once in groups of 16 took 11.6 ms, 4 at once
-   12.2-13.4 ms, 2 at once 15.4 ms, where the im2col product takes 17.2 ms. */
+   CNN3's first layer at 16 inputs, one thread (benchmarks/probe_kernels.py): 8 at once in groups
+   of 16 took 11.1 ms, 4 at once 12.4 ms, 2 at once 15.5 ms, groups of 64 11.8 ms, where the im2col
+   product takes 16.1 ms. */
 #ifndef SHARED_GROUP
 #define SHARED_GROUP 16
 #endif
