@@ -6,9 +6,11 @@ machine's float32 matrix-product rate (docs/benchmarks.md, "With column tiles").
 Each kernel is built with every shape in its list (compiled_kernels.build's `defines`) and timed,
 best of ROUNDS, on one chunk of a population forward: 128 models, 16 inputs (the first layer of
 cnn_digits at 128); the 3x3 first layers also on the Winograd builds' path from the image. Prints
-one table: layer, variant, ms, GFLOP/s and its share of the matrix-product rate on the same
-threads. The defaults in kernels/*.c are the shapes this chose on an AVX2 EPYC;
-compiled_kernels.BUILD_VARIANTS lists those each machine times and chooses from at first use.
+one table: layer, variant, ms, GFLOP/s, its share of the matrix-product rate on the same threads,
+and for the per-model and Winograd kernels the largest error against the exact (float64) result
+over the layer's largest output. The defaults in kernels/*.c are the shapes this chose on an
+AVX2 EPYC; compiled_kernels.BUILD_VARIANTS lists those each machine times and chooses from at
+first use.
 """
 
 from __future__ import annotations
@@ -118,8 +120,24 @@ def shared_winograd_rows(peak: float) -> list[list[str]]:
             seconds = best_of(
                 lambda k=kernel, i=image, u=filters, o=out: k.winograd(i, u, None, o, floor=0.0), ROUNDS
             )
-            rows.append(_row(layer, f"{_label(shape)}, from the image", seconds, flops, peak))
+            every_model = image.unsqueeze(0).expand(MODELS, *image.shape)
+            error = _relative_error(out, every_model, weight, None, 2)
+            rows.append(_row(layer, f"{_label(shape)}, from the image", seconds, flops, peak, error))
     return rows
+
+
+def _relative_error(
+    out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, pool: int
+) -> float:
+    """max |out - exact| / max |exact|, the exact result in float64: x [K, C, H, W, n], weight
+    [K, O, C, kh, kw], out [K, O, Ho, Wo, n] after the pool and a ReLU."""
+    models, channels, size, _, n = x.shape
+    grouped = x.permute(4, 0, 1, 2, 3).reshape(n, models * channels, size, size).double()
+    flat_bias = None if bias is None else bias.reshape(-1).double()
+    exact = F.conv2d(grouped, weight.flatten(0, 1).double(), flat_bias, groups=models)
+    exact = (F.max_pool2d(exact, pool) if pool > 1 else exact).relu()
+    exact = exact.view(n, models, -1, *exact.shape[2:]).permute(1, 2, 3, 4, 0)
+    return float((out.double() - exact).abs().max() / exact.abs().max())
 
 
 def model_rows(peak: float) -> list[list[str]]:
@@ -152,7 +170,8 @@ def model_rows(peak: float) -> list[list[str]]:
                 ),
                 ROUNDS,
             )
-            rows.append(_row(layer, _label(shape), seconds, flops, peak))
+            error = _relative_error(out, x, weight, bias, pool)
+            rows.append(_row(layer, _label(shape), seconds, flops, peak, error))
     return rows
 
 
@@ -160,9 +179,12 @@ def _label(shape: dict[str, int]) -> str:
     return " ".join(f"{key}={'all' if value >= 1 << 20 else value}" for key, value in shape.items())
 
 
-def _row(layer: str, variant: str, seconds: float, flops: int, peak: float) -> list[str]:
+def _row(
+    layer: str, variant: str, seconds: float, flops: int, peak: float, error: float | None = None
+) -> list[str]:
     rate = flops / seconds
-    return [layer, variant, f"{seconds * 1e3:.2f}", f"{rate / 1e9:.1f}", f"{rate / peak:.0%}"]
+    error_cell = "" if error is None else f"{error:.1e}"
+    return [layer, variant, f"{seconds * 1e3:.2f}", f"{rate / 1e9:.1f}", f"{rate / peak:.0%}", error_cell]
 
 
 def main() -> None:
@@ -171,8 +193,8 @@ def main() -> None:
     print(f"machine: {cpu_summary()}; torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(f"matrix product 2048^3: {peak / 1e9:.1f} GFLOP/s; chunk: {MODELS} models x {INPUTS} inputs")
     print()
-    print("| layer | variant | ms | GFLOP/s | of the product's rate |")
-    print("| --- | --- | --- | --- | --- |")
+    print("| layer | variant | ms | GFLOP/s | of the product's rate | max error / largest output |")
+    print("| --- | --- | --- | --- | --- | --- |")
     for row in slab_rows(peak) + shared_winograd_rows(peak) + model_rows(peak):
         print("| " + " | ".join(row) + " |", flush=True)
 
