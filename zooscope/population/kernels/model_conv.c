@@ -148,7 +148,6 @@ static void winograd_conv(const float *in, const float *weight, const float *bia
     /* blocks of WINO_POOLED x WINO_POOLED pooled outputs; the last row and column of blocks may
        reach past the map */
     long tiles_h = (out_h + WINO_POOLED - 1) / WINO_POOLED, tiles = (out_w + WINO_POOLED - 1) / WINO_POOLED;
-    const long step = 2 * WINO_POOLED; /* input rows and columns between blocks */
     int ob = block_size(outs, MAX_OB), jb = block_size(tiles, MAX_JB);
     const long per_model = WINO_P * channels * outs; /* one model's transformed filters */
     vec floor_v = broadcast(floor);
@@ -158,7 +157,8 @@ static void winograd_conv(const float *in, const float *weight, const float *bia
            [OB][tiles][WINO_P] and the transformed filters u [WINO_P][C][O] of model u_model */
         vec *x = aligned_alloc(sizeof(vec), sizeof(vec) * channels * tiles * WINO_P);
         vec *m = aligned_alloc(sizeof(vec), sizeof(vec) * ob * tiles * WINO_P);
-        float *u = aligned_alloc(sizeof(vec), (sizeof(float) * per_model + sizeof(vec) - 1) / sizeof(vec) * sizeof(vec));
+        size_t u_bytes = (sizeof(float) * per_model + sizeof(vec) - 1) / sizeof(vec) * sizeof(vec);
+        float *u = aligned_alloc(sizeof(vec), u_bytes);
         if (x == NULL || m == NULL || u == NULL) abort();
         long u_model = -1;
 #pragma omp for collapse(2) schedule(static)
@@ -170,19 +170,10 @@ static void winograd_conv(const float *in, const float *weight, const float *bia
                         transform_model_filters(weight + k * outs * channels * 9, u, outs, channels);
                         u_model = k;
                     }
-                    long i0 = ti * step;
-                    int rows = (int)(height - i0 < WINO_TILE ? height - i0 : WINO_TILE);
                     for (long c = 0; c < channels; c++)
-                        for (long tj = 0; tj < tiles; tj++) {
-                            long j0 = tj * step;
-                            int cols = (int)(width - j0 < WINO_TILE ? width - j0 : WINO_TILE);
-                            vec *x_here = x + (c * tiles + tj) * WINO_P;
-                            const float *channel = in_k + c * height * width * n;
-                            if (rows == WINO_TILE && cols == WINO_TILE) /* the common case, unrolled */
-                                input_transform(channel, width, n, i0, j0, v, WINO_TILE, WINO_TILE, x_here);
-                            else
-                                input_transform(channel, width, n, i0, j0, v, rows, cols, x_here);
-                        }
+                        for (long tj = 0; tj < tiles; tj++)
+                            block_input_transform(in_k + c * height * width * n, height, width, n, ti * WINO_STEP,
+                                                  tj * WINO_STEP, v, x + (c * tiles + tj) * WINO_P);
                     for (long o0 = 0; o0 < outs; o0 += ob) {
                         int o_here = (int)(outs - o0 < ob ? outs - o0 : ob);
                         for (long tj0 = 0; tj0 < tiles; tj0 += jb) {
@@ -195,13 +186,7 @@ static void winograd_conv(const float *in, const float *weight, const float *bia
                             for (long tj = 0; tj < tiles; tj++) {
                                 vec best[WINO_POOLED * WINO_POOLED];
                                 pooled_outputs(m + (o * tiles + tj) * WINO_P, b, floor_v, best);
-                                for (long a = 0; a < WINO_POOLED; a++)
-                                    for (long e = 0; e < WINO_POOLED; e++) {
-                                        long pi = ti * WINO_POOLED + a, pj = tj * WINO_POOLED + e;
-                                        if (pi < out_h && pj < out_w)
-                                            memcpy(out_o + (pi * out_w + pj) * n + v, &best[a * WINO_POOLED + e],
-                                                   sizeof(vec));
-                                    }
+                                store_pooled(out_o, best, ti, tj, out_h, out_w, n, v);
                             }
                         }
                     }

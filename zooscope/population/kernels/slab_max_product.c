@@ -170,24 +170,16 @@ void shared_winograd_conv(const float *in, const float *filters, const float *bi
     if (out_h <= 0 || out_w <= 0) return;
     long tiles_h = (out_h + WINO_POOLED - 1) / WINO_POOLED, tiles_w = (out_w + WINO_POOLED - 1) / WINO_POOLED;
     long blocks = tiles_h * tiles_w, vectors = n / LANES;
-    const long step = 2 * WINO_POOLED;
     /* x [blocks][vectors][C][P]: every block's transformed input, shared by all rows */
     vec *x = aligned_alloc(sizeof(vec), sizeof(vec) * blocks * vectors * channels * WINO_P);
     if (x == NULL) abort();
 #pragma omp parallel for collapse(2) schedule(static)
     for (long b = 0; b < blocks; b++)
         for (long vi = 0; vi < vectors; vi++) {
-            long i0 = b / tiles_w * step, j0 = b % tiles_w * step;
-            int rows = (int)(height - i0 < WINO_TILE ? height - i0 : WINO_TILE);
-            int cols = (int)(width - j0 < WINO_TILE ? width - j0 : WINO_TILE);
-            for (long c = 0; c < channels; c++) {
-                vec *here = x + ((b * vectors + vi) * channels + c) * WINO_P;
-                const float *channel = in + c * height * width * n;
-                if (rows == WINO_TILE && cols == WINO_TILE)
-                    input_transform(channel, width, n, i0, j0, vi * LANES, WINO_TILE, WINO_TILE, here);
-                else
-                    input_transform(channel, width, n, i0, j0, vi * LANES, rows, cols, here);
-            }
+            for (long c = 0; c < channels; c++)
+                block_input_transform(in + c * height * width * n, height, width, n, b / tiles_w * WINO_STEP,
+                                      b % tiles_w * WINO_STEP, vi * LANES,
+                                      x + ((b * vectors + vi) * channels + c) * WINO_P);
         }
     vec floor_v = broadcast(floor);
     long filters_total = models * outs, groups = (filters_total + SHARED_GROUP - 1) / SHARED_GROUP;
@@ -205,19 +197,13 @@ void shared_winograd_conv(const float *in, const float *filters, const float *bi
                     if (channels == 3 && here == SHARED_ROWS) /* an image's channels: unrolled */
                         filter_products(filters, x_here, m, r, outs, 3, SHARED_ROWS);
                     else
-                        for (int i = 0; i < here; i++) filter_products(filters, x_here, m + i, r + i, outs, channels, 1);
+                        for (int i = 0; i < here; i++)
+                            filter_products(filters, x_here, m + i, r + i, outs, channels, 1);
                     for (int i = 0; i < here; i++) {
                         vec best[WINO_POOLED * WINO_POOLED];
                         pooled_outputs(m[i], broadcast(bias ? bias[r + i] : 0.0f), floor_v, best);
-                        float *out_r = out + (r + i) * out_h * out_w * n;
-                        long ti = b / tiles_w, tj = b % tiles_w;
-                        for (long a = 0; a < WINO_POOLED; a++)
-                            for (long e = 0; e < WINO_POOLED; e++) {
-                                long pi = ti * WINO_POOLED + a, pj = tj * WINO_POOLED + e;
-                                if (pi < out_h && pj < out_w)
-                                    memcpy(out_r + (pi * out_w + pj) * n + vi * LANES, &best[a * WINO_POOLED + e],
-                                           sizeof(vec));
-                            }
+                        store_pooled(out + (r + i) * out_h * out_w * n, best, b / tiles_w, b % tiles_w, out_h, out_w,
+                                     n, vi * LANES);
                     }
                 }
             }

@@ -178,6 +178,33 @@ static inline void pooled_outputs(const vec m[16], vec bias, vec floor, vec best
 
 /* Pooled outputs per block side: 1 (F(2x2, 3x3)) or 2 (F(4x4, 3x3)) */
 #define WINO_POOLED ((WINO_TILE - 2) / 2)
+#define WINO_STEP (2 * WINO_POOLED) /* input rows and columns from one block's patch to the next */
+
+/* V of the block whose patch starts at (i0, j0) of one channel of a height x width map, LANES
+   inputs from v: of the patch only what lies on the map is read, the rest counts as zeros */
+static inline __attribute__((always_inline)) void block_input_transform(const float *channel, long height,
+                                                                         long width, long n, long i0, long j0,
+                                                                         long v, vec out[WINO_P]) {
+    int rows = (int)(height - i0 < WINO_TILE ? height - i0 : WINO_TILE);
+    int cols = (int)(width - j0 < WINO_TILE ? width - j0 : WINO_TILE);
+    if (rows == WINO_TILE && cols == WINO_TILE) /* the common case, unrolled */
+        input_transform(channel, width, n, i0, j0, v, WINO_TILE, WINO_TILE, out);
+    else
+        input_transform(channel, width, n, i0, j0, v, rows, cols, out);
+}
+
+/* The pooled outputs `best` of block (ti, tj) into one map [out_h][out_w][n], LANES inputs from
+   v; those of a block past the map's edge that do not exist are dropped */
+static inline __attribute__((always_inline)) void store_pooled(float *map, const vec best[WINO_POOLED * WINO_POOLED],
+                                                                long ti, long tj, long out_h, long out_w, long n,
+                                                                long v) {
+    for (long a = 0; a < WINO_POOLED; a++)
+        for (long e = 0; e < WINO_POOLED; e++) {
+            long pi = ti * WINO_POOLED + a, pj = tj * WINO_POOLED + e;
+            if (pi < out_h && pj < out_w)
+                memcpy(map + (pi * out_w + pj) * n + v, &best[a * WINO_POOLED + e], sizeof(vec));
+        }
+}
 
 /* u [WINO_P][C][O] = G g G^T of one model's filters g, weight [O][C][3][3], LANES output channels
    at a time, so that each position's writes also run along memory */
