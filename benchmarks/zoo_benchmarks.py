@@ -233,7 +233,7 @@ def chunk_rows(device: torch.device) -> list[list[str]]:
     """The input-chunk size of the population program (population.CHUNK_FLOATS), swept: small
     chunks keep activations in cache but pay each step's fixed cost more often."""
     rows = []
-    for arch in (Architecture("cnn_s", 1, 28), Architecture("cnn_digits", 1, 8), Architecture("cnn3", 3, 32)):
+    for arch in FORWARD_ARCHITECTURES:
         _, params, x = _forward_case(arch, FORWARD_INPUTS[0], device)
         for exponent in CHUNK_SWEEP:
             with _chunk_floats(2**exponent):
@@ -254,7 +254,7 @@ def profile_rows(device: torch.device) -> list[list[str]]:
     """Where the population forward's time goes: torch's profiler over 3 forwards at 1000 inputs,
     the operators with the most self time, per forward."""
     rows = []
-    for arch in (Architecture("cnn_s", 1, 28), Architecture("cnn_digits", 1, 8), Architecture("cnn3", 3, 32)):
+    for arch in FORWARD_ARCHITECTURES:
         _, params, x = _forward_case(arch, FORWARD_INPUTS[0], device)
         _population_forward(arch, params, x, device)  # warm-up: plans, chunk memory
         with torch.profiler.profile(record_shapes=True) as profiler:
